@@ -1,0 +1,22 @@
+//! The one crate that links DuckDB.
+//!
+//! DuckDB's C++ takes a quarter of an hour to compile, so it lives behind this crate boundary:
+//! the gateway crate never touches the `duckdb` API and editing it never recompiles DuckDB.
+//! The gateway only shares [`WorkerSpec`] with this crate, the message it writes to a worker's
+//! stdin, and the binary calls [`run_worker`] for its hidden `worker` subcommand.
+//!
+//! # Layout
+//! - `spec`: what a worker is told to do, and the lines it answers on stdout.
+//! - `worker`: the code that runs inside a worker process.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod spec;
+mod worker;
+
+pub use spec::{
+    extension_path, WorkerSpec, WorkerStatus, DUCKDB_VERSION, EXTENSIONS_REQUIRED, EXTENSION_PLATFORM,
+    FAILED_PREFIX, READY_PREFIX,
+};
+pub use worker::{run_worker, WorkerError};

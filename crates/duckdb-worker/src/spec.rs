@@ -1,0 +1,104 @@
+//! The contract between the supervisor and a worker process.
+//!
+//! The spec travels as one JSON line on the worker's stdin rather than on its command line,
+//! because a command line is readable by every user of the machine and the spec carries the
+//! internal worker token. The worker keeps reading stdin afterwards: end of file means the
+//! supervisor is gone, so an orphaned worker exits instead of serving on.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The DuckDB version this crate links; extensions must have been built for exactly it.
+pub const DUCKDB_VERSION: &str = "v1.5.5";
+/// The platform directory DuckDB looks in below `<extension_dir>/<version>/`.
+pub const EXTENSION_PLATFORM: &str = "linux_amd64";
+/// Extensions a worker loads: quack serves, and quack sends its HTTP through httpfs.
+pub const EXTENSIONS_REQUIRED: &[&str] = &["httpfs", "quack"];
+/// Prefix of the line a worker prints on stdout once it serves.
+pub const READY_PREFIX: &str = "QUACKGATE-WORKER READY";
+/// Prefix of the line a worker prints on stdout when it cannot start.
+pub const FAILED_PREFIX: &str = "QUACKGATE-WORKER FAILED";
+
+/// Everything one worker process needs to start serving Quack on loopback.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    /// Identity reported by `quackgate_worker_id()` inside the worker, e.g. `n0.w1`.
+    pub worker_id: String,
+    /// Loopback port to serve on; the supervisor picks a free one for each start.
+    pub port: u16,
+    /// The internal token the gateway swaps in for the client's token. Never logged.
+    pub token: String,
+    /// Folder laid out as `<dir>/v1.5.5/linux_amd64/<name>.duckdb_extension`.
+    pub extension_dir: PathBuf,
+    /// Database file to open; `None` opens an in-memory database.
+    pub database: Option<PathBuf>,
+    /// DuckDB `threads` setting; `None` keeps DuckDB's default (one per core).
+    pub threads: Option<u32>,
+    /// DuckDB `memory_limit` setting, e.g. `4GB`; `None` keeps DuckDB's default.
+    pub memory_limit: Option<String>,
+    /// Statements run after the extensions load and before serving (ATTACH, USE, SET ...).
+    pub init_sql: Vec<String>,
+}
+
+impl fmt::Debug for WorkerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerSpec")
+            .field("worker_id", &self.worker_id)
+            .field("port", &self.port)
+            .field("token", &"<redacted>")
+            .field("extension_dir", &self.extension_dir)
+            .field("database", &self.database)
+            .field("threads", &self.threads)
+            .field("memory_limit", &self.memory_limit)
+            .field("init_sql_statements", &self.init_sql.len())
+            .finish()
+    }
+}
+
+impl WorkerSpec {
+    /// Path of one extension file in the layout DuckDB expects.
+    pub fn extension_path(&self, name: &str) -> PathBuf {
+        extension_path(&self.extension_dir, name)
+    }
+}
+
+/// Path of extension `name` below `dir`, in the layout DuckDB expects.
+pub fn extension_path(dir: &std::path::Path, name: &str) -> PathBuf {
+    dir.join(DUCKDB_VERSION)
+        .join(EXTENSION_PLATFORM)
+        .join(format!("{name}.duckdb_extension"))
+}
+
+/// What a worker reported on stdout about its start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerStatus {
+    /// It serves Quack on this loopback port.
+    Ready {
+        /// The port `quack_serve` bound.
+        port: u16,
+    },
+    /// It could not start, for this reason.
+    Failed(String),
+}
+
+impl WorkerStatus {
+    /// The stdout line for this status.
+    pub fn to_line(&self) -> String {
+        match self {
+            WorkerStatus::Ready { port } => format!("{READY_PREFIX} port={port}"),
+            WorkerStatus::Failed(why) => format!("{FAILED_PREFIX} {}", why.replace('\n', " ")),
+        }
+    }
+
+    /// Reads a stdout line; `None` for lines that are not status lines.
+    pub fn parse_line(line: &str) -> Option<WorkerStatus> {
+        if let Some(rest) = line.strip_prefix(READY_PREFIX) {
+            let port = rest.trim().strip_prefix("port=")?.parse().ok()?;
+            return Some(WorkerStatus::Ready { port });
+        }
+        line.strip_prefix(FAILED_PREFIX)
+            .map(|why| WorkerStatus::Failed(why.trim().to_string()))
+    }
+}

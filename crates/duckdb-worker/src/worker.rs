@@ -1,0 +1,143 @@
+//! The code that runs inside a worker process: open DuckDB, load the Quack extension from a
+//! local folder, serve on loopback, and live exactly as long as the supervisor does.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use duckdb::{Config, Connection};
+
+use crate::spec::{WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED};
+
+/// Why a worker could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The supervisor's spec line was missing or not valid JSON.
+    #[error("reading the worker spec from stdin: {0}")]
+    Spec(String),
+    /// An extension file is not where DuckDB will look for it.
+    #[error(
+        "missing DuckDB extension file {path}: install the duckdb-extension-{name}==1.5.5 wheel \
+         there (scripts/fetch-duckdb does it: it downloads the wheel from PyPI and copies \
+         extensions/v1.5.5/{name}.duckdb_extension to that path)"
+    )]
+    MissingExtension {
+        /// The extension's name.
+        name: String,
+        /// Where the file was expected.
+        path: PathBuf,
+    },
+    /// A DuckDB call failed; `step` says which one.
+    #[error("{step}: {source}")]
+    DuckDb {
+        /// What the worker was doing.
+        step: &'static str,
+        /// DuckDB's error.
+        #[source]
+        source: duckdb::Error,
+    },
+    /// Writing the status line failed (the supervisor is gone).
+    #[error("writing to stdout: {0}")]
+    Stdout(#[from] std::io::Error),
+}
+
+/// Runs a worker: reads its spec from stdin, serves, and returns when stdin closes.
+///
+/// # Errors
+/// Any failure before serving is also reported on stdout as a `QUACKGATE-WORKER FAILED` line,
+/// so the supervisor can tell the operator exactly what is missing.
+pub fn run_worker() -> Result<(), WorkerError> {
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let spec = match lines.next() {
+        Some(Ok(line)) => serde_json::from_str::<WorkerSpec>(&line)
+            .map_err(|e| WorkerError::Spec(e.to_string())),
+        Some(Err(e)) => Err(WorkerError::Spec(e.to_string())),
+        None => Err(WorkerError::Spec("stdin closed before the spec arrived".into())),
+    };
+    let served = spec.and_then(|spec| serve(&spec));
+    let conn = match served {
+        Ok((conn, port)) => {
+            report(&WorkerStatus::Ready { port })?;
+            conn
+        }
+        Err(e) => {
+            report(&WorkerStatus::Failed(e.to_string()))?;
+            return Err(e);
+        }
+    };
+    // Serve until the supervisor closes our stdin, on purpose or by dying.
+    for line in lines {
+        if line.is_err() {
+            break;
+        }
+    }
+    drop(conn);
+    Ok(())
+}
+
+fn report(status: &WorkerStatus) -> Result<(), WorkerError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", status.to_line())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Opens the database and starts `quack_serve`. The returned connection must stay alive:
+/// dropping the last connection stops the server.
+fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
+    for name in EXTENSIONS_REQUIRED {
+        let path = spec.extension_path(name);
+        if !path.is_file() {
+            return Err(WorkerError::MissingExtension {
+                name: (*name).to_string(),
+                path,
+            });
+        }
+    }
+    let step = |step| move |source| WorkerError::DuckDb { step, source };
+    let mut config = Config::default()
+        .with("extension_directory", &spec.extension_dir.to_string_lossy())
+        .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+        .and_then(|c| c.with("autoload_known_extensions", "true"))
+        .map_err(step("configuring DuckDB"))?;
+    if let Some(threads) = spec.threads {
+        config = config
+            .with("threads", &threads.to_string())
+            .map_err(step("setting threads"))?;
+    }
+    if let Some(limit) = &spec.memory_limit {
+        config = config
+            .with("memory_limit", limit)
+            .map_err(step("setting memory_limit"))?;
+    }
+    let conn = match &spec.database {
+        Some(path) => Connection::open_with_flags(path, config),
+        None => Connection::open_in_memory_with_flags(config),
+    }
+    .map_err(step("opening the database"))?;
+    for name in EXTENSIONS_REQUIRED {
+        conn.execute_batch(&format!("LOAD {name};"))
+            .map_err(step("loading an extension"))?;
+    }
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE MACRO quackgate_worker_id() AS {};",
+        sql_literal(&spec.worker_id)
+    ))
+    .map_err(step("creating quackgate_worker_id()"))?;
+    for sql in &spec.init_sql {
+        conn.execute_batch(sql).map_err(step("running workers.init_sql"))?;
+    }
+    let uri = format!("quack:127.0.0.1:{}", spec.port);
+    conn.query_row(
+        "SELECT listen_uri FROM quack_serve(?, token => ?)",
+        [uri.as_str(), spec.token.as_str()],
+        |row| row.get::<_, String>(0),
+    )
+    .map_err(step("starting quack_serve"))?;
+    Ok((conn, spec.port))
+}
+
+/// Quotes a string as a SQL literal.
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

@@ -1,0 +1,49 @@
+//! The admin listener: liveness and readiness for orchestrators, kept off the public port.
+//!
+//! `/healthz` is 200 while the process runs. `/readyz` is 200 only while every worker serves
+//! and the gateway is not draining, so a load balancer stops sending new clients before a
+//! drain and while a worker restarts. Bodies say only what is ready, never anything about the
+//! host or platform.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::app::AppState;
+use crate::error::full;
+use crate::proxy::ResponseBody;
+
+/// Serves one admin request.
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
+        (&Method::GET, "/readyz") => {
+            let ready = state.workers.ready_count();
+            let total = state.workers.len();
+            if state.is_draining() {
+                (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string())
+            } else if ready == total {
+                (StatusCode::OK, format!("ready: {ready}/{total} workers\n"))
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {ready}/{total} workers\n"),
+                )
+            }
+        }
+        _ => (StatusCode::NOT_FOUND, String::new()),
+    };
+    Ok(Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(CONTENT_LENGTH, body.len())
+        .body(full(Bytes::from(body)))
+        .expect("valid by construction"))
+}

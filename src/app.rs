@@ -1,0 +1,286 @@
+//! Wiring: builds the shared state from a validated [`Config`], binds the listeners, starts the
+//! workers, and runs the shutdown sequence. No request logic lives here.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::routable_id::{IdSigner, SECRET_BYTES};
+use crate::routing::SessionTable;
+use crate::server::{self, Listener};
+use crate::tls::{self, TlsError};
+use crate::upstream::Upstream;
+use crate::workers::health;
+use crate::workers::supervisor::{self, Launcher, WorkerError};
+use crate::workers::WorkerSet;
+use crate::{admin, proxy};
+
+/// Prefix of the one line the gateway prints on stdout once it serves.
+pub const READY_PREFIX: &str = "QUACKGATE READY";
+/// How often idle sessions are swept from the session table.
+const SESSION_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A listener could not bind.
+    #[error("binding the {name} listener on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        name: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker could not start.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// The path of this executable (which workers run) is unknown.
+    #[error("locating the quackgate executable to run workers: {0}")]
+    Exe(#[source] std::io::Error),
+    /// The system random source failed.
+    #[error("reading the system random source: {0}")]
+    Random(String),
+}
+
+/// State shared by every request, built once.
+#[derive(Debug)]
+pub struct AppState {
+    /// This node's id, part of every connection id it mints.
+    pub node_id: String,
+    /// `gateway.max_body_bytes`.
+    pub max_body_bytes: u64,
+    /// Checks client tokens.
+    pub auth: Authenticator,
+    /// Mints and verifies connection ids.
+    pub ids: IdSigner,
+    /// The worker slots.
+    pub workers: Arc<WorkerSet>,
+    /// Open sessions, for placement.
+    pub sessions: Arc<SessionTable>,
+    /// The client to the workers.
+    pub upstream: Upstream,
+    /// The token workers accept, swapped in for the client's. Made fresh at every start.
+    pub worker_token: Bytes,
+    /// Set when the drain starts; `/readyz` then answers 503.
+    draining: AtomicBool,
+}
+
+impl AppState {
+    /// Whether a drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Runs the gateway until `shutdown` is cancelled, then drains and stops.
+///
+/// # Errors
+/// [`AppError`] when the gateway cannot start; once it serves, it only returns `Ok`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    // TLS material is parsed before anything binds, so a bad certificate costs no port.
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let exe = std::env::current_exe().map_err(AppError::Exe)?;
+
+    let mut listeners = Vec::new();
+    if let (Some(addr), Some(tls)) = (config.listen, tls) {
+        let tcp = bind("https", addr).await?;
+        let acceptor = TlsAcceptor::from(tls);
+        listeners.push(Listener {
+            tcp,
+            tls: Some((acceptor, config.tls_handshake_timeout)),
+            name: "https",
+        });
+    }
+    if let Some(addr) = config.plain_listen {
+        listeners.push(Listener {
+            tcp: bind("plain", addr).await?,
+            tls: None,
+            name: "plain",
+        });
+    }
+    let admin = Listener {
+        tcp: bind("admin", config.admin_listen).await?,
+        tls: None,
+        name: "admin",
+    };
+    let mut ready_line = String::from(READY_PREFIX);
+    for l in listeners.iter().chain(std::iter::once(&admin)) {
+        let addr = l.tcp.local_addr().map_err(|source| AppError::Bind {
+            name: l.name,
+            addr: config.admin_listen,
+            source,
+        })?;
+        info!(listener = l.name, addr = %addr, "listening");
+        ready_line.push_str(&format!(" {}={addr}", l.name));
+    }
+
+    let secret = match &config.id_secret {
+        Some(secret) => secret.0,
+        None => {
+            info!("gateway.id_secret_file is unset: connection ids are signed with a secret made for this process");
+            random_bytes()?
+        }
+    };
+    let workers = Arc::new(WorkerSet::new(config.workers.count, &config.node_id));
+    let sessions = Arc::new(SessionTable::new());
+    let upstream = Upstream::new();
+    let worker_token = hex::encode(random_bytes()?);
+    let state = Arc::new(AppState {
+        node_id: config.node_id.clone(),
+        max_body_bytes: config.max_body_bytes,
+        auth: Authenticator::new(config.static_tokens.clone()),
+        ids: IdSigner::new(&secret),
+        workers: workers.clone(),
+        sessions: sessions.clone(),
+        upstream: upstream.clone(),
+        worker_token: Bytes::from(worker_token.clone()),
+        draining: AtomicBool::new(false),
+    });
+
+    // Listeners serve at once; until the workers are up, /readyz says so and connects are
+    // answered with a clear error.
+    let drain = CancellationToken::new();
+    let admin_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let mut servers = JoinSet::new();
+    for listener in listeners {
+        let state = state.clone();
+        servers.spawn(server::run(
+            listener,
+            move |req| proxy::handle(state.clone(), req),
+            limit.clone(),
+            drain.clone(),
+            tracker.clone(),
+        ));
+    }
+    {
+        let state = state.clone();
+        servers.spawn(server::run(
+            admin,
+            move |req| admin::handle(state.clone(), req),
+            Arc::new(Semaphore::new(64)),
+            admin_stop.clone(),
+            TaskTracker::new(),
+        ));
+    }
+
+    let workers_stop = CancellationToken::new();
+    let launcher = Arc::new(Launcher {
+        exe,
+        config: config.workers.clone(),
+        token: worker_token,
+    });
+    let mut supervisors = JoinSet::new();
+    let mut first_starts = Vec::new();
+    for worker in workers.iter() {
+        let (tx, rx) = oneshot::channel();
+        first_starts.push(rx);
+        supervisors.spawn(supervisor::supervise(
+            workers.clone(),
+            worker.index,
+            launcher.clone(),
+            sessions.clone(),
+            tx,
+            workers_stop.clone(),
+        ));
+    }
+    tokio::spawn(health::run_prober(
+        workers.clone(),
+        upstream,
+        config.workers.health_interval,
+        workers_stop.clone(),
+    ));
+    tokio::spawn(sweep_idle_sessions(
+        workers.clone(),
+        sessions,
+        config.session_idle,
+        workers_stop.clone(),
+    ));
+
+    // Every worker must start once; the first that cannot is fatal, with its reason.
+    let started = Instant::now();
+    for rx in first_starts {
+        let result = tokio::select! {
+            result = rx => result,
+            _ = shutdown.cancelled() => break,
+        };
+        if let Ok(Err(e)) = result {
+            workers_stop.cancel();
+            while supervisors.join_next().await.is_some() {}
+            return Err(e.into());
+        }
+    }
+    if !shutdown.is_cancelled() {
+        info!(workers = workers.len(), startup_ms = started.elapsed().as_millis() as u64, "all workers serving");
+        println!("{ready_line}");
+    }
+
+    shutdown.cancelled().await;
+    // 1. Readiness goes false, so balancers stop sending new clients.
+    state.draining.store(true, Ordering::Release);
+    // 2. Stop accepting; open connections finish their in-flight request and close.
+    drain.cancel();
+    tracker.close();
+    // 3. Wait for in-flight requests, up to the grace period.
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+        warn!(connections_cut = tracker.len(), grace_secs = config.shutdown_grace.as_secs(), "shutdown grace period over; cutting connections");
+    }
+    // 4. Stop the workers.
+    workers_stop.cancel();
+    while supervisors.join_next().await.is_some() {}
+    // 5. Stop the admin listener last, so probes see the drain.
+    admin_stop.cancel();
+    servers.abort_all();
+    info!("shutdown complete");
+    Ok(())
+}
+
+async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { name, addr, source })
+}
+
+fn random_bytes() -> Result<[u8; SECRET_BYTES], AppError> {
+    let mut bytes = [0u8; SECRET_BYTES];
+    getrandom::fill(&mut bytes).map_err(|e| AppError::Random(e.to_string()))?;
+    Ok(bytes)
+}
+
+async fn sweep_idle_sessions(
+    workers: Arc<WorkerSet>,
+    sessions: Arc<SessionTable>,
+    idle: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(SESSION_SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let expired = sessions.expire_idle(&workers, Instant::now(), idle);
+        if expired > 0 {
+            info!(expired, open = sessions.len(), "forgot idle sessions");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Who a Quack client is: the token in its CONNECTION_REQUEST, checked before anything reaches a
+//! worker.
+//!
+//! Static tokens are stored as SHA-256 digests, so the config file never holds a usable
+//! credential. The presented token is hashed and compared with every configured digest in
+//! constant time, without stopping at the first match, so timing tells nothing about which
+//! bytes or which token matched.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::StaticToken;
+
+/// Why a client is not let in. Logged at debug; the client only sees `Authentication failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The CONNECTION_REQUEST carried no token.
+    #[error("no token")]
+    Missing,
+    /// The token matches no configured credential.
+    #[error("unknown token")]
+    Unknown,
+}
+
+impl AuthError {
+    /// A bounded label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Unknown => "unknown",
+        }
+    }
+}
+
+/// An authenticated client identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The configured name of the credential; safe to log.
+    pub name: String,
+}
+
+/// The configured credentials.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    static_tokens: Vec<StaticToken>,
+}
+
+impl Authenticator {
+    /// Credentials from config.
+    pub fn new(static_tokens: Vec<StaticToken>) -> Self {
+        Authenticator { static_tokens }
+    }
+
+    /// The principal a presented token (CONNECTION_REQUEST body field 1) belongs to.
+    ///
+    /// # Errors
+    /// [`AuthError`] when the token is absent or matches nothing.
+    pub fn authenticate(&self, token: Option<&[u8]>) -> Result<Principal, AuthError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        let mut found: Option<&StaticToken> = None;
+        for candidate in &self.static_tokens {
+            // Every candidate is compared; the branch only records a match already made.
+            if bool::from(candidate.sha256.ct_eq(&digest)) {
+                found = Some(candidate);
+            }
+        }
+        found
+            .map(|t| Principal {
+                name: t.name.clone(),
+            })
+            .ok_or(AuthError::Unknown)
+    }
+}
+
+/// The hex SHA-256 of a token, as `auth.static_tokens[].sha256` wants it.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Authenticator {
+        let entry = |name: &str, token: &str| {
+            let mut sha256 = [0u8; 32];
+            hex::decode_to_slice(hash_token(token), &mut sha256).unwrap();
+            StaticToken { name: name.into(), sha256 }
+        };
+        Authenticator::new(vec![entry("alice", "alice-token-1"), entry("bob", "bob-token-2")])
+    }
+
+    #[test]
+    fn a_configured_token_yields_its_principal() {
+        assert_eq!(auth().authenticate(Some(b"bob-token-2")).unwrap().name, "bob");
+        assert_eq!(auth().authenticate(Some(b"alice-token-1")).unwrap().name, "alice");
+    }
+
+    #[test]
+    fn a_token_with_one_character_changed_is_refused() {
+        assert_eq!(auth().authenticate(Some(b"bob-token-3")), Err(AuthError::Unknown));
+        assert_eq!(auth().authenticate(Some(b"bob-token-2 ")), Err(AuthError::Unknown));
+    }
+
+    #[test]
+    fn a_missing_or_empty_token_is_refused() {
+        assert_eq!(auth().authenticate(None), Err(AuthError::Missing));
+        assert_eq!(auth().authenticate(Some(b"")), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn hash_token_is_hex_sha256() {
+        assert_eq!(
+            hash_token("test"),
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        );
+    }
+}

@@ -1,0 +1,590 @@
+//! Configuration: a TOML file, overridden by `QUACKGATE__SECTION__KEY` environment variables,
+//! validated as a whole before anything binds.
+//!
+//! `FileConfig` is the serde shape of the file (unknown keys are errors, so a typo never goes
+//! unnoticed); [`Config`] is what the program uses: typed, defaults filled in, files read.
+//! Every problem is collected and reported at once, each message naming its key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::routable_id::{MAX_NODE_ID_LEN, SECRET_BYTES};
+
+/// Prefix of environment variables that override config keys: `QUACKGATE__WORKERS__COUNT=4`.
+pub const ENV_PREFIX: &str = "QUACKGATE__";
+/// Default node id.
+pub const DEFAULT_NODE_ID: &str = "n0";
+/// Default number of embedded DuckDB workers.
+pub const DEFAULT_WORKER_COUNT: usize = 2;
+/// Most workers one node may run.
+pub const MAX_WORKER_COUNT: usize = 256;
+/// Default cap on concurrently open client TCP connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on a request body: the Quack docs' proxy recipes allow 256 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 * 1024 * 1024;
+/// Default time a client gets to finish its TLS handshake.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// Default time in-flight requests get to finish after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+/// Default time a worker gets from spawn to serving.
+pub const DEFAULT_WORKER_STARTUP_TIMEOUT_SECS: u64 = 60;
+/// Default period of worker health probes.
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1_000;
+/// Default time after which an unused session stops counting towards its worker's load.
+pub const DEFAULT_SESSION_IDLE_SECS: u64 = 6 * 60 * 60;
+/// Default tracing filter.
+pub const DEFAULT_LOG_FILTER: &str = "info";
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key has the wrong type or is unknown.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the key path.
+        message: String,
+    },
+    /// Values parsed but cannot work; one line per problem.
+    #[error("invalid config:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    gateway: FileGateway,
+    tls: Option<FileTls>,
+    #[serde(default)]
+    auth: FileAuth,
+    #[serde(default)]
+    workers: FileWorkers,
+    #[serde(default)]
+    log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGateway {
+    node_id: Option<String>,
+    listen: Option<String>,
+    plain_listen: Option<String>,
+    admin_listen: Option<String>,
+    id_secret_file: Option<PathBuf>,
+    max_connections: Option<usize>,
+    max_body_bytes: Option<u64>,
+    tls_handshake_timeout_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    session_idle_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    #[serde(default)]
+    static_tokens: Vec<FileStaticToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStaticToken {
+    name: String,
+    sha256: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWorkers {
+    count: Option<usize>,
+    extension_dir: Option<PathBuf>,
+    database_dir: Option<PathBuf>,
+    threads: Option<u32>,
+    memory_limit: Option<String>,
+    init_sql: Option<Vec<String>>,
+    startup_timeout_secs: Option<u64>,
+    health_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    filter: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id; it is part of every connection id the node mints. Default `n0`.
+    pub node_id: String,
+    /// HTTPS listener for clients, with [`Config::tls`]. Default none.
+    pub listen: Option<SocketAddr>,
+    /// Plain-HTTP listener for clients; loopback addresses only. Default none.
+    pub plain_listen: Option<SocketAddr>,
+    /// Listener for `/healthz` and `/readyz`. Default `127.0.0.1:9464`.
+    pub admin_listen: SocketAddr,
+    /// Certificate chain and key for [`Config::listen`].
+    pub tls: Option<TlsFiles>,
+    /// Secret that signs connection ids. Shared by replicas of one cluster; a random one is
+    /// made at start when `gateway.id_secret_file` is unset.
+    pub id_secret: Option<IdSecret>,
+    /// Cap on concurrently open client TCP connections; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Cap on one request body. Default 256 MiB.
+    pub max_body_bytes: u64,
+    /// Time a client gets to finish its TLS handshake. Default 10 s.
+    pub tls_handshake_timeout: Duration,
+    /// Time in-flight requests get to finish after SIGTERM. Default 30 s.
+    pub shutdown_grace: Duration,
+    /// Time after which an unused session stops counting towards its worker's load. Default 6 h.
+    pub session_idle: Duration,
+    /// SHA-256 digests of the accepted static tokens.
+    pub static_tokens: Vec<StaticToken>,
+    /// The embedded workers.
+    pub workers: WorkersConfig,
+    /// Tracing filter (`RUST_LOG` syntax); `RUST_LOG` itself wins when set.
+    pub log_filter: String,
+}
+
+/// Where the TLS material is.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The connection-id signing secret. `Debug` never shows it.
+#[derive(Clone)]
+pub struct IdSecret(pub [u8; SECRET_BYTES]);
+
+impl fmt::Debug for IdSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdSecret(<redacted>)")
+    }
+}
+
+/// One accepted static token, stored as the SHA-256 of the token.
+#[derive(Debug, Clone)]
+pub struct StaticToken {
+    /// The principal name logged for sessions of this token.
+    pub name: String,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+}
+
+/// How the embedded DuckDB workers run.
+#[derive(Debug, Clone)]
+pub struct WorkersConfig {
+    /// Number of worker processes. Default 2.
+    pub count: usize,
+    /// Folder laid out as `<dir>/v1.5.5/linux_amd64/<name>.duckdb_extension`.
+    pub extension_dir: PathBuf,
+    /// Folder for one database file per worker (`w<N>.duckdb`); `None` runs them in memory.
+    pub database_dir: Option<PathBuf>,
+    /// DuckDB `threads` per worker; `None` is DuckDB's default.
+    pub threads: Option<u32>,
+    /// DuckDB `memory_limit` per worker, e.g. `2GB`; `None` is DuckDB's default.
+    pub memory_limit: Option<String>,
+    /// Statements each worker runs before serving (ATTACH, USE, SET ...).
+    pub init_sql: Vec<String>,
+    /// Time a worker gets from spawn to serving. Default 60 s.
+    pub startup_timeout: Duration,
+    /// Period of health probes. Default 1 s.
+    pub health_interval: Duration,
+}
+
+impl Config {
+    /// Reads `path`, applies `QUACKGATE__*` overrides from `env`, and validates the result.
+    /// Reads the files the config names (TLS material is parsed later, by `tls`); binds nothing.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path, env)
+    }
+
+    /// Like [`Config::load`] with the file's text given. Relative paths in the config are
+    /// relative to `path`'s folder.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        apply_env_overrides(&mut value, env).map_err(parse_error)?;
+        let file: FileConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
+            .map_err(|e| parse_error(format!("{}: {}", e.path(), e.inner())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        validate(file, base)
+    }
+}
+
+/// Sets `QUACKGATE__A__B=value` as key `a.b`. A value that parses as TOML (a number, a boolean,
+/// an array) takes that type; anything else is a string.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), String> {
+    let mut overrides: BTreeMap<String, String> = BTreeMap::new();
+    for (key, value) in env {
+        if let Some(path) = key.strip_prefix(ENV_PREFIX) {
+            overrides.insert(path.to_ascii_lowercase(), value);
+        }
+    }
+    for (path, raw) in overrides {
+        let keys: Vec<&str> = path.split("__").collect();
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        let (last, parents) = keys.split_last().ok_or("empty override")?;
+        let mut node = &mut *table;
+        for key in parents {
+            node = node
+                .entry(key.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| format!("{ENV_PREFIX}{}: {key} is not a table", path.to_uppercase()))?;
+        }
+        node.insert(last.to_string(), value);
+    }
+    Ok(())
+}
+
+fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+    let gateway = file.gateway;
+    let node_id = gateway.node_id.unwrap_or_else(|| DEFAULT_NODE_ID.into());
+    if node_id.is_empty()
+        || node_id.len() > MAX_NODE_ID_LEN
+        || !node_id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        problems.push(format!(
+            "gateway.node_id: must be 1-{MAX_NODE_ID_LEN} characters of a-z, 0-9 and '-', got {node_id:?}"
+        ));
+    }
+    let mut addr = |key: &str, value: Option<String>| -> Option<SocketAddr> {
+        let value = value?;
+        match value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!(
+                    "{key}: must be an IP address and port such as 127.0.0.1:8443, got {value:?}"
+                ));
+                None
+            }
+        }
+    };
+    let listen = addr("gateway.listen", gateway.listen);
+    let plain_listen = addr("gateway.plain_listen", gateway.plain_listen);
+    let admin_listen = addr(
+        "gateway.admin_listen",
+        Some(gateway.admin_listen.unwrap_or_else(|| "127.0.0.1:9464".into())),
+    );
+    if let Some(plain) = plain_listen {
+        if !plain.ip().is_loopback() {
+            problems.push(format!(
+                "gateway.plain_listen: plain HTTP carries tokens in clear and is for loopback only, got {plain}"
+            ));
+        }
+    }
+    if listen.is_none() && plain_listen.is_none() {
+        problems.push("gateway.listen: set it (HTTPS) or gateway.plain_listen (loopback HTTP)".into());
+    }
+    let tls = file.tls.map(|t| TlsFiles {
+        cert: resolve(t.cert),
+        key: resolve(t.key),
+    });
+    match (&listen, &tls) {
+        (Some(_), None) => problems.push("tls: gateway.listen serves HTTPS and needs [tls] cert and key".into()),
+        (_, Some(t)) => {
+            for (key, path) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
+                if !path.is_file() {
+                    problems.push(format!("{key}: no such file {}", path.display()));
+                }
+            }
+        }
+        _ => {}
+    }
+    let id_secret = gateway.id_secret_file.map(resolve).and_then(|path| {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let hex_text = String::from_utf8_lossy(&bytes);
+                let mut secret = [0u8; SECRET_BYTES];
+                match hex::decode_to_slice(hex_text.trim(), &mut secret) {
+                    Ok(()) => Some(IdSecret(secret)),
+                    Err(_) => {
+                        problems.push(format!(
+                            "gateway.id_secret_file: {} must hold {} hex characters (e.g. `openssl rand -hex {SECRET_BYTES}`)",
+                            path.display(),
+                            SECRET_BYTES * 2
+                        ));
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                problems.push(format!("gateway.id_secret_file: reading {}: {e}", path.display()));
+                None
+            }
+        }
+    });
+    let positive = |problems: &mut Vec<String>, key: &str, v: u64| {
+        if v == 0 {
+            problems.push(format!("{key}: must be > 0, got 0"));
+        }
+    };
+    let max_connections = gateway.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    positive(&mut problems, "gateway.max_connections", max_connections as u64);
+    let max_body_bytes = gateway.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    positive(&mut problems, "gateway.max_body_bytes", max_body_bytes);
+    let tls_handshake_timeout_secs = gateway
+        .tls_handshake_timeout_secs
+        .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS);
+    positive(&mut problems, "gateway.tls_handshake_timeout_secs", tls_handshake_timeout_secs);
+    let session_idle_secs = gateway.session_idle_secs.unwrap_or(DEFAULT_SESSION_IDLE_SECS);
+    positive(&mut problems, "gateway.session_idle_secs", session_idle_secs);
+
+    let mut static_tokens = Vec::new();
+    for (i, t) in file.auth.static_tokens.into_iter().enumerate() {
+        let mut sha256 = [0u8; 32];
+        if hex::decode_to_slice(&t.sha256, &mut sha256).is_err() {
+            problems.push(format!(
+                "auth.static_tokens[{i}].sha256: must be 64 hex characters (`quackgate hash-token` prints it), got {} characters",
+                t.sha256.len()
+            ));
+            continue;
+        }
+        if t.name.is_empty() {
+            problems.push(format!("auth.static_tokens[{i}].name: must not be empty"));
+        }
+        static_tokens.push(StaticToken { name: t.name, sha256 });
+    }
+    if static_tokens.is_empty() && problems.is_empty() {
+        problems.push("auth.static_tokens: at least one token is needed, or no client can connect".into());
+    }
+
+    let w = file.workers;
+    let count = w.count.unwrap_or(DEFAULT_WORKER_COUNT);
+    if count == 0 || count > MAX_WORKER_COUNT {
+        problems.push(format!("workers.count: must be 1-{MAX_WORKER_COUNT}, got {count}"));
+    }
+    let extension_dir = match w.extension_dir.map(resolve) {
+        Some(dir) => {
+            for name in quackgate_duckdb::EXTENSIONS_REQUIRED {
+                let file = quackgate_duckdb::extension_path(&dir, name);
+                if !file.is_file() {
+                    problems.push(format!(
+                        "workers.extension_dir: missing {}; run scripts/fetch-duckdb, or unzip the duckdb-extension-{name}==1.5.5 wheel from PyPI and copy its {name}.duckdb_extension there",
+                        file.display()
+                    ));
+                }
+            }
+            dir
+        }
+        None => {
+            problems.push("workers.extension_dir: required (the folder scripts/fetch-duckdb prints as ext/)".into());
+            PathBuf::new()
+        }
+    };
+    if let Some(threads) = w.threads {
+        positive(&mut problems, "workers.threads", u64::from(threads));
+    }
+    let startup_timeout_secs = w.startup_timeout_secs.unwrap_or(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS);
+    positive(&mut problems, "workers.startup_timeout_secs", startup_timeout_secs);
+    let health_interval_ms = w.health_interval_ms.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS);
+    positive(&mut problems, "workers.health_interval_ms", health_interval_ms);
+
+    let log_filter = file.log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
+        problems.push(format!("log.filter: {e}, got {log_filter:?}"));
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    Ok(Config {
+        node_id,
+        listen,
+        plain_listen,
+        admin_listen: admin_listen.expect("validated above"),
+        tls,
+        id_secret,
+        max_connections,
+        max_body_bytes,
+        tls_handshake_timeout: Duration::from_secs(tls_handshake_timeout_secs),
+        shutdown_grace: Duration::from_secs(gateway.shutdown_grace_secs.unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS)),
+        session_idle: Duration::from_secs(session_idle_secs),
+        static_tokens,
+        workers: WorkersConfig {
+            count,
+            extension_dir,
+            database_dir: w.database_dir.map(resolve),
+            threads: w.threads,
+            memory_limit: w.memory_limit,
+            init_sql: w.init_sql.unwrap_or_default(),
+            startup_timeout: Duration::from_secs(startup_timeout_secs),
+            health_interval: Duration::from_millis(health_interval_ms),
+        },
+        log_filter,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    /// A valid config text whose extension dir holds empty stand-in files.
+    fn base(dir: &Path) -> String {
+        let ext = dir.join("ext");
+        for name in quackgate_duckdb::EXTENSIONS_REQUIRED {
+            let f = quackgate_duckdb::extension_path(&ext, name);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, b"").unwrap();
+        }
+        format!(
+            "[gateway]\nplain_listen = \"127.0.0.1:0\"\n[[auth.static_tokens]]\nname = \"t\"\nsha256 = \"{HASH}\"\n[workers]\nextension_dir = \"{}\"\n",
+            ext.display()
+        )
+    }
+
+    fn load(text: &str, dir: &Path, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml(text, &dir.join("c.toml"), env)
+    }
+
+    #[test]
+    fn defaults_fill_every_unset_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(&base(dir.path()), dir.path(), &[]).unwrap();
+        assert_eq!(c.node_id, "n0");
+        assert_eq!(c.workers.count, DEFAULT_WORKER_COUNT);
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn environment_overrides_win_and_take_toml_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(
+            &base(dir.path()),
+            dir.path(),
+            &[
+                ("QUACKGATE__WORKERS__COUNT", "5"),
+                ("QUACKGATE__GATEWAY__ADMIN_LISTEN", "127.0.0.1:7000"),
+                ("QUACKGATE_UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.workers.count, 5);
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:7000");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base(dir.path()) + "count_of_things = 3\n";
+        let err = load(&text, dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("workers.count_of_things"), "{err}");
+        let err = load(&base(dir.path()), dir.path(), &[("QUACKGATE__WORKERS__COUNT", "\"two\"")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workers.count"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[gateway]\nnode_id = \"Bad.Id\"\nlisten = \"nope\"\nplain_listen = \"0.0.0.0:80\"\n[[auth.static_tokens]]\nname = \"t\"\nsha256 = \"abc\"\n[workers]\ncount = 0\nextension_dir = \"{}\"\n",
+            dir.path().join("missing").display()
+        );
+        let err = load(&text, dir.path(), &[]).unwrap_err().to_string();
+        for needle in [
+            "gateway.node_id",
+            "\"Bad.Id\"",
+            "gateway.listen",
+            "\"nope\"",
+            "gateway.plain_listen",
+            "0.0.0.0:80",
+            "auth.static_tokens[0].sha256",
+            "workers.count: must be 1-256, got 0",
+            "quack.duckdb_extension",
+            "scripts/fetch-duckdb",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn https_without_tls_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base(dir.path()).replace("[gateway]\n", "[gateway]\nlisten = \"127.0.0.1:0\"\n");
+        let err = load(&text, dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("tls:"), "{err}");
+    }
+
+    #[test]
+    fn shipped_example_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Parsing must succeed; file checks (certs, extensions) depend on the machine.
+                let mut table: toml::Table = toml::from_str(&text).unwrap();
+                apply_env_overrides(&mut table, Vec::new()).unwrap();
+                let parsed: Result<FileConfig, _> =
+                    serde_path_to_error::deserialize(toml::Value::Table(table));
+                assert!(parsed.is_ok(), "{}: {:?}", path.display(), parsed.err().map(|e| e.to_string()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no example config in {}", root.display());
+    }
+}

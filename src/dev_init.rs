@@ -1,0 +1,171 @@
+//! `quackgate dev-init`: everything a local stack needs that is secret or machine-specific,
+//! made once: a throw-away CA and a server certificate for localhost, a client token, an id
+//! secret, and a config that uses them. The test suite uses the same code for its test CA.
+//!
+//! Nothing here is for production: the CA key stays next to the certificate it signed.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::auth::hash_token;
+
+/// Why the local files could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DevInitError {
+    /// Certificate generation failed.
+    #[error("generating certificates: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// A file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The system random source failed.
+    #[error("reading the system random source: {0}")]
+    Random(String),
+}
+
+/// PEM files of a CA and a server certificate it signed.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate: what clients trust (`SET ca_cert_file`).
+    pub ca_cert: PathBuf,
+    /// The server certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+/// What `dev-init` made.
+#[derive(Debug, Clone)]
+pub struct DevStack {
+    /// The gateway config to run with.
+    pub config: PathBuf,
+    /// The client token, in clear (the config holds only its hash).
+    pub token: String,
+    /// TLS files.
+    pub tls: TlsFiles,
+}
+
+/// Writes `ca.pem`, `cert.pem` and `key.pem` into `dir`: a new CA and a certificate for
+/// `localhost`, `127.0.0.1`, `::1` and `extra_names`.
+///
+/// # Errors
+/// [`DevInitError`] if generation or writing fails.
+pub fn write_tls(dir: &Path, extra_names: &[String]) -> Result<TlsFiles, DevInitError> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "quackgate local CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    names.extend(extra_names.iter().cloned());
+    let mut leaf_params = CertificateParams::new(names)?;
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "quackgate");
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate()?;
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key)?;
+
+    let files = TlsFiles {
+        ca_cert: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    write(&files.ca_cert, ca.pem().as_bytes())?;
+    write(&files.cert, leaf.pem().as_bytes())?;
+    write(&files.key, leaf_key.serialize_pem().as_bytes())?;
+    Ok(files)
+}
+
+/// Makes (or reuses) the local stack's files in `dir` and writes `dir/quackgate.toml`.
+///
+/// # Errors
+/// [`DevInitError`] if generation or writing fails.
+pub fn init(
+    dir: &Path,
+    extension_dir: &Path,
+    listen: &str,
+    workers: usize,
+) -> Result<DevStack, DevInitError> {
+    std::fs::create_dir_all(dir).map_err(|source| DevInitError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let tls = TlsFiles {
+        ca_cert: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let tls = if [&tls.ca_cert, &tls.cert, &tls.key].iter().all(|p| p.is_file()) {
+        tls
+    } else {
+        write_tls(dir, &[])?
+    };
+    let token = read_or_make(&dir.join("token"))?;
+    let id_secret = dir.join("id-secret");
+    read_or_make(&id_secret)?;
+    let config = dir.join("quackgate.toml");
+    let text = format!(
+        r#"# Written by `quackgate dev-init` for the local stack; safe to delete.
+[gateway]
+listen = "{listen}"
+admin_listen = "127.0.0.1:0"
+id_secret_file = "{id_secret}"
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+
+[[auth.static_tokens]]
+name = "local"
+sha256 = "{hash}"
+
+[workers]
+count = {workers}
+extension_dir = "{ext}"
+"#,
+        id_secret = id_secret.display(),
+        cert = tls.cert.display(),
+        key = tls.key.display(),
+        hash = hash_token(&token),
+        ext = extension_dir.display(),
+    );
+    write(&config, text.as_bytes())?;
+    Ok(DevStack { config, token, tls })
+}
+
+/// A random 32-byte secret as hex, stored in `path` on first use.
+fn read_or_make(path: &Path) -> Result<String, DevInitError> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(existing.to_string());
+        }
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| DevInitError::Random(e.to_string()))?;
+    let value = hex::encode(bytes);
+    write(path, value.as_bytes())?;
+    Ok(value)
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), DevInitError> {
+    std::fs::write(path, bytes).map_err(|source| DevInitError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,215 @@
+//! The one place that decides what a client sees when a request fails.
+//!
+//! Quack clients show the text of an ERROR_RESPONSE (`Invalid Input Error: <text>`) but only
+//! the status phrase of a non-200 answer (`IO Error: Failed to send message: Bad Request`), so
+//! every failure of a well-formed Quack request is answered in the protocol's own way: an
+//! ERROR_RESPONSE in an HTTP 200. HTTP statuses are kept for requests that are not Quack
+//! messages at all (malformed bodies, oversize bodies), which are refused before anything is
+//! forwarded. Internal detail goes to the log, never to the client.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::auth::AuthError;
+use crate::proxy::ResponseBody;
+use crate::quack::codec::{self, CodecError};
+use crate::quack::server_errors;
+use crate::routing::RoutingError;
+use crate::upstream::{BoxError, UpstreamError};
+
+/// Who caused a failure, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something wrong.
+    Client,
+    /// A worker failed or is gone.
+    Upstream,
+}
+
+/// Everything that can go wrong with one Quack request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The body is not a Quack message the gateway can check.
+    #[error("malformed quack message: {0}")]
+    Malformed(#[from] CodecError),
+    /// The body is larger than `gateway.max_body_bytes`.
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Reading the client's body failed (it hung up, or sent a bad chunk).
+    #[error("reading the request body: {0}")]
+    ClientBody(#[source] BoxError),
+    /// The token is wrong or missing.
+    #[error("authentication failed: {0}")]
+    Auth(#[from] AuthError),
+    /// The request does not route to a live session.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    /// Forwarding to the worker failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The worker answered something that is not a valid Quack response.
+    #[error("invalid response from worker: {0}")]
+    BadWorkerResponse(String),
+}
+
+impl GatewayError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::Malformed(_) => "malformed",
+            GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::ClientBody(_) => "client_body",
+            GatewayError::Auth(_) => "auth",
+            GatewayError::Routing(RoutingError::NoWorkerReady) => "no_worker_ready",
+            GatewayError::Routing(_) => "invalid_connection_id",
+            GatewayError::Upstream(e) if e.may_have_reached_worker() => "upstream_exchange",
+            GatewayError::Upstream(_) => "upstream_connect",
+            GatewayError::BadWorkerResponse(_) => "bad_worker_response",
+        }
+    }
+
+    /// Who caused it.
+    pub fn side(&self) -> Side {
+        match self {
+            GatewayError::Malformed(_)
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::ClientBody(_)
+            | GatewayError::Auth(_)
+            | GatewayError::Routing(_) => Side::Client,
+            GatewayError::Upstream(_) | GatewayError::BadWorkerResponse(_) => Side::Upstream,
+        }
+    }
+
+    /// What the client is told: an HTTP status for non-Quack input, else Quack error text.
+    pub fn client_reply(&self) -> ClientReply {
+        match self {
+            GatewayError::Malformed(_) | GatewayError::ClientBody(_) => {
+                ClientReply::Status(StatusCode::BAD_REQUEST, "malformed Quack message\n")
+            }
+            GatewayError::BodyTooLarge { .. } => ClientReply::Status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body exceeds gateway.max_body_bytes\n",
+            ),
+            GatewayError::Auth(_) => ClientReply::Quack(server_errors::AUTHENTICATION_FAILED),
+            GatewayError::Routing(RoutingError::NoWorkerReady) => ClientReply::Quack(
+                "quackgate: no DuckDB worker is ready for a new connection; try again shortly",
+            ),
+            // The exact server text: 2.0 clients re-handshake on it, 1.5 clients show it.
+            GatewayError::Routing(_) => ClientReply::Quack(server_errors::INVALID_CONNECTION_ID),
+            GatewayError::Upstream(e) if e.may_have_reached_worker() => ClientReply::Quack(
+                "quackgate: the connection to the DuckDB worker failed during this request; \
+                 it was not retried and may or may not have run",
+            ),
+            GatewayError::Upstream(_) => ClientReply::Quack(
+                "quackgate: could not reach the DuckDB worker; the request was not sent",
+            ),
+            GatewayError::BadWorkerResponse(_) => {
+                ClientReply::Quack("quackgate: the DuckDB worker sent an invalid response")
+            }
+        }
+    }
+
+    /// The response for this error.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        self.client_reply().into_response()
+    }
+}
+
+/// What the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientReply {
+    /// An ERROR_RESPONSE with this text, in an HTTP 200.
+    Quack(&'static str),
+    /// This HTTP status with a short plain-text body.
+    Status(StatusCode, &'static str),
+}
+
+impl ClientReply {
+    /// The HTTP response.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        match self {
+            ClientReply::Quack(text) => quack_response(codec::encode_error_response(text)),
+            ClientReply::Status(status, text) => Response::builder()
+                .status(status)
+                .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header(CONTENT_LENGTH, text.len())
+                .body(full(Bytes::from_static(text.as_bytes())))
+                .expect("valid by construction"),
+        }
+    }
+}
+
+/// A 200 carrying a Quack message, with the headers the DuckDB server sends.
+pub fn quack_response(body: Bytes) -> Response<ResponseBody> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, crate::quack::RESPONSE_CONTENT_TYPE)
+        .header(CONTENT_LENGTH, body.len())
+        .header("access-control-allow-origin", "*")
+        .body(full(body))
+        .expect("valid by construction")
+}
+
+/// A complete body as a [`ResponseBody`].
+pub fn full(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routable_id::IdError;
+
+    fn quack_text(e: GatewayError) -> &'static str {
+        match e.client_reply() {
+            ClientReply::Quack(t) => t,
+            other => panic!("expected a Quack error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn auth_failures_get_the_servers_exact_text() {
+        assert_eq!(quack_text(AuthError::Unknown.into()), "Authentication failed");
+        assert_eq!(quack_text(AuthError::Missing.into()), "Authentication failed");
+    }
+
+    #[test]
+    fn every_unroutable_id_gets_invalid_connection_id() {
+        for e in [
+            RoutingError::Id(IdError::Format),
+            RoutingError::Id(IdError::Signature),
+            RoutingError::ForeignNode,
+            RoutingError::UnknownWorker(7),
+            RoutingError::WorkerDown(1),
+            RoutingError::NoConnectionId,
+        ] {
+            assert_eq!(quack_text(e.into()), "Invalid connection id");
+        }
+    }
+
+    #[test]
+    fn no_ready_worker_is_a_quack_error_that_says_so() {
+        assert!(quack_text(RoutingError::NoWorkerReady.into()).contains("no DuckDB worker is ready"));
+    }
+
+    #[test]
+    fn malformed_input_is_400_and_oversize_is_413() {
+        let malformed = GatewayError::Malformed(CodecError::Truncated(3));
+        assert!(matches!(malformed.client_reply(), ClientReply::Status(StatusCode::BAD_REQUEST, _)));
+        let big = GatewayError::BodyTooLarge { limit: 1 };
+        assert!(matches!(big.client_reply(), ClientReply::Status(StatusCode::PAYLOAD_TOO_LARGE, _)));
+    }
+
+    #[test]
+    fn a_quack_error_reply_is_an_error_response_in_a_200() {
+        let resp = ClientReply::Quack("Invalid connection id").into_response();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/vnd.duckdb");
+        assert_eq!(resp.headers()[CONTENT_LENGTH], "43");
+    }
+}

@@ -1,0 +1,165 @@
+//! The `quackgate` binary: parses the command line and hands over to the library.
+//!
+//! Exit codes: 0 after a clean drain, 64 for a bad command line or config, 1 when the gateway
+//! cannot start (bind, TLS, a worker), 78 when a worker cannot start inside its process.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use quackgate::config::Config;
+
+const EXIT_CONFIG: u8 = 64;
+const EXIT_STARTUP: u8 = 1;
+const EXIT_WORKER: u8 = 78;
+
+#[derive(Parser)]
+#[command(version, about = "A gateway for DuckDB's Quack protocol, with embedded DuckDB workers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway and its workers.
+    Serve {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override gateway.listen (HTTPS).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Override gateway.plain_listen (loopback HTTP).
+        #[arg(long)]
+        plain_listen: Option<String>,
+        /// Override gateway.admin_listen.
+        #[arg(long)]
+        admin_listen: Option<String>,
+    },
+    /// Check a config file and exit: 0 when valid, 64 with every problem listed otherwise.
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the SHA-256 of a token read from stdin, for auth.static_tokens[].sha256.
+    HashToken,
+    /// Make a local CA, certificate, token and config for trying quackgate on this machine.
+    DevInit {
+        /// Folder for the files.
+        #[arg(long)]
+        dir: PathBuf,
+        /// DuckDB extension folder (scripts/fetch-duckdb prints it).
+        #[arg(long)]
+        extension_dir: PathBuf,
+        /// HTTPS listen address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// Number of workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+    /// Run one embedded DuckDB worker (started by `serve`; reads its spec on stdin).
+    #[command(hide = true)]
+    Worker,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve {
+            config,
+            listen,
+            plain_listen,
+            admin_listen,
+        } => {
+            let flags = [
+                ("LISTEN", listen),
+                ("PLAIN_LISTEN", plain_listen),
+                ("ADMIN_LISTEN", admin_listen),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| Some((format!("QUACKGATE__GATEWAY__{key}"), value?)));
+            let config = match Config::load(&config, std::env::vars().chain(flags)) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("quackgate: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            serve(config)
+        }
+        Command::CheckConfig { config } => match Config::load(&config, std::env::vars()) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("quackgate: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::HashToken => {
+            let mut token = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut token) {
+                eprintln!("quackgate: reading the token from stdin: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            println!("{}", quackgate::auth::hash_token(token.trim_end_matches(['\r', '\n'])));
+            ExitCode::SUCCESS
+        }
+        Command::DevInit {
+            dir,
+            extension_dir,
+            listen,
+            workers,
+        } => match quackgate::dev_init::init(&dir, &extension_dir, &listen, workers) {
+            Ok(stack) => {
+                println!("config={}", stack.config.display());
+                println!("ca={}", stack.tls.ca_cert.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("quackgate dev-init: {e}");
+                ExitCode::from(EXIT_STARTUP)
+            }
+        },
+        Command::Worker => match quackgate_duckdb::run_worker() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("quackgate worker: {e}");
+                ExitCode::from(EXIT_WORKER)
+            }
+        },
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    quackgate::telemetry::init(&config.log_filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("quackgate: starting the runtime: {e}");
+            return ExitCode::from(EXIT_STARTUP);
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = match quackgate::shutdown::on_signal() {
+            Ok(token) => token,
+            Err(e) => {
+                eprintln!("quackgate: installing signal handlers: {e}");
+                return ExitCode::from(EXIT_STARTUP);
+            }
+        };
+        match quackgate::app::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "quackgate could not start");
+                eprintln!("quackgate: {e}");
+                ExitCode::from(EXIT_STARTUP)
+            }
+        }
+    })
+}

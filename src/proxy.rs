@@ -1,0 +1,405 @@
+//! Handling of one client HTTP request: the Quack message path (`POST /quack`) and the two
+//! informational endpoints the DuckDB server also answers.
+//!
+//! For a Quack message only the header is read before deciding anything. A CONNECTION_REQUEST
+//! is authenticated, placed on the least-loaded ready worker and forwarded with the internal
+//! worker token in place of the client's; the worker's connection id in the answer is replaced
+//! by a signed, routable one. Every later message is verified, stripped of the routing part of
+//! its id and forwarded to the worker its id names, never anywhere else and never twice. Small
+//! request types are checked in full first; APPEND and unknown types stream through with only
+//! their header checked. Responses stream back untouched, except the small ones, which are read
+//! whole to notice when a worker no longer knows a session.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use crate::app::AppState;
+use crate::error::{full, quack_response, GatewayError, Side};
+use crate::quack::codec::{self, CodecError, Header};
+use crate::quack::{msg_type, server_errors, BANNER, QUACK_PATH};
+use crate::routing::RoutingError;
+use crate::upstream::{BoxError, UpstreamBody, UpstreamError};
+
+/// Body type of every response the gateway sends.
+pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
+
+/// A header longer than this is refused; real ones are under 100 bytes.
+const MAX_HEADER_BYTES: usize = 1024;
+/// Cap on a CONNECTION_REQUEST and on the CONNECTION_RESPONSE to it; real ones are < 100 bytes.
+const MAX_CONNECT_MESSAGE_BYTES: usize = 64 * 1024;
+/// Responses up to this size are read whole to spot `Invalid connection id` (43 bytes).
+const MAX_INSPECTED_RESPONSE_BYTES: u64 = 256;
+
+/// Serves one request. Never fails: every error becomes the reply `error.rs` decides on.
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::POST, QUACK_PATH) => {
+            let started = Instant::now();
+            match forward(&state, req).await {
+                Ok(response) => response,
+                Err(e) => {
+                    match e.side() {
+                        Side::Client => debug!(error = %e, error.kind = e.kind(), "quack request refused"),
+                        Side::Upstream => warn!(error = %e, error.kind = e.kind(), elapsed_ms = started.elapsed().as_millis() as u64, "quack request failed at the worker"),
+                    }
+                    e.into_response()
+                }
+            }
+        }
+        (&Method::GET, "/") => Response::builder()
+            .header(CONTENT_TYPE, "text/plain")
+            .header(CONTENT_LENGTH, BANNER.len())
+            .body(full(Bytes::from_static(BANNER.as_bytes())))
+            .expect("valid by construction"),
+        (&Method::OPTIONS, QUACK_PATH) => Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header("access-control-allow-methods", "GET, POST, OPTIONS")
+            .header("access-control-allow-headers", "*")
+            .header("access-control-allow-origin", "*")
+            .body(empty())
+            .expect("valid by construction"),
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(empty())
+            .expect("valid by construction"),
+    };
+    Ok(response)
+}
+
+/// What goes to the worker after the header: the whole checked message, or a stream.
+enum Outgoing {
+    Whole(Bytes),
+    Streamed {
+        prefix: Bytes,
+        rest: Limited<Incoming>,
+        declared_length: Option<u64>,
+    },
+}
+
+async fn forward(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let limit = state.max_body_bytes;
+    let declared_length = declared_length(req.headers(), limit)?;
+    let user_agent = req.headers().get(USER_AGENT).cloned();
+    let mut body = Limited::new(req.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
+    let (prefix, header) = read_header(&mut body, limit).await?;
+    debug!(quack.msg_type = msg_type::name(header.msg_type), "quack request");
+
+    if header.msg_type == msg_type::CONNECTION_REQUEST {
+        let message = read_rest(prefix, body, MAX_CONNECT_MESSAGE_BYTES as u64, limit).await?;
+        codec::validate_request(&message, &header)?;
+        return connect(state, message, &header, user_agent).await;
+    }
+    let outgoing = if codec::is_validated_in_full(header.msg_type) {
+        let message = read_rest(prefix, body, limit, limit).await?;
+        codec::validate_request(&message, &header)?;
+        Outgoing::Whole(message)
+    } else {
+        Outgoing::Streamed {
+            prefix,
+            rest: body,
+            declared_length,
+        }
+    };
+    pinned(state, outgoing, &header, user_agent).await
+}
+
+/// A new session: authenticate, place, swap the token, and sign the id in the answer.
+async fn connect(
+    state: &AppState,
+    message: Bytes,
+    header: &Header,
+    user_agent: Option<HeaderValue>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let request = codec::decode_connection_request(&message, header)?;
+    let token = request.token.clone().and_then(|range| message.get(range));
+    let principal = state.auth.authenticate(token)?;
+    let worker = state
+        .sessions
+        .place(&state.workers)
+        .ok_or(RoutingError::NoWorkerReady)?;
+    let port = worker.serving_port().ok_or(RoutingError::NoWorkerReady)?;
+    let _connecting = worker.connecting();
+    let swapped = codec::replace_token(&message, header, &request, &state.worker_token);
+    let length = swapped.len() as u64;
+    let response = state
+        .upstream
+        .send(port, whole(swapped), Some(length), user_agent)
+        .await?;
+    let (parts, body) = response.into_parts();
+    if parts.status != StatusCode::OK {
+        return Err(GatewayError::BadWorkerResponse(format!(
+            "HTTP {} to a CONNECTION_REQUEST",
+            parts.status
+        )));
+    }
+    let answer = Limited::new(body, MAX_CONNECT_MESSAGE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| GatewayError::BadWorkerResponse(e.to_string()))?
+        .to_bytes();
+    let answer_header =
+        codec::decode_header(&answer).map_err(|e| GatewayError::BadWorkerResponse(e.to_string()))?;
+    if answer_header.msg_type != msg_type::CONNECTION_RESPONSE {
+        // For example a Quack version mismatch: the worker's own words are the clearest.
+        return Ok(quack_response(answer));
+    }
+    let inner_id = answer_header
+        .connection_id(&answer)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| GatewayError::BadWorkerResponse("no connection id in CONNECTION_RESPONSE".into()))?;
+    let id = state.ids.mint(&state.node_id, worker.index, inner_id);
+    let new_header = codec::rewrite_header(&answer, &answer_header, &id);
+    let mut out = BytesMut::with_capacity(new_header.len() + answer.len() - answer_header.len);
+    out.extend_from_slice(&new_header);
+    out.extend_from_slice(&answer[answer_header.len..]);
+    state.sessions.opened(&id, worker, Instant::now());
+    debug!(principal.name = %principal.name, worker.id = %worker.id, "session opened");
+    Ok(quack_response(out.freeze()))
+}
+
+/// A message of an existing session: to the worker its id names, and only there.
+async fn pinned(
+    state: &AppState,
+    outgoing: Outgoing,
+    header: &Header,
+    user_agent: Option<HeaderValue>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let head = match &outgoing {
+        Outgoing::Whole(message) => message,
+        Outgoing::Streamed { prefix, .. } => prefix,
+    };
+    let id = header
+        .connection_id(head)
+        .ok_or(RoutingError::NoConnectionId)?
+        .to_vec();
+    let route = state.ids.verify(&id).map_err(RoutingError::from)?;
+    if route.node != state.node_id {
+        return Err(RoutingError::ForeignNode.into());
+    }
+    let worker = state
+        .workers
+        .get(route.worker)
+        .ok_or(RoutingError::UnknownWorker(route.worker))?;
+    let port = worker
+        .serving_port()
+        .ok_or(RoutingError::WorkerDown(route.worker))?;
+    let new_header = codec::rewrite_header(head, header, route.inner_id);
+    let (body, length) = match outgoing {
+        Outgoing::Whole(message) => {
+            let mut out = BytesMut::with_capacity(new_header.len() + message.len() - header.len);
+            out.extend_from_slice(&new_header);
+            out.extend_from_slice(&message[header.len..]);
+            let length = out.len() as u64;
+            (whole(out.freeze()), Some(length))
+        }
+        Outgoing::Streamed {
+            prefix,
+            rest,
+            declared_length,
+        } => {
+            let length = declared_length
+                .map(|d| d - header.len as u64 + new_header.len() as u64);
+            let tail = prefix.slice(header.len..);
+            (
+                PrefixedBody::new([new_header, tail], rest).boxed(),
+                length,
+            )
+        }
+    };
+    state.sessions.touched(&id, Instant::now());
+    let response = state.upstream.send(port, body, length, user_agent).await?;
+    if header.msg_type == msg_type::DISCONNECT {
+        state.sessions.closed(&id, &state.workers);
+    }
+    relay(state, response, &id).await
+}
+
+/// Passes a worker's answer back: small ones read whole (to see session loss), others streamed.
+async fn relay(
+    state: &AppState,
+    response: Response<Incoming>,
+    id: &[u8],
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let (parts, body) = response.into_parts();
+    let length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if parts.status == StatusCode::OK && length.is_some_and(|l| l <= MAX_INSPECTED_RESPONSE_BYTES) {
+        let answer = body
+            .collect()
+            .await
+            .map_err(UpstreamError::Body)?
+            .to_bytes();
+        if codec::error_message(&answer) == Some(server_errors::INVALID_CONNECTION_ID.as_bytes()) {
+            state.sessions.closed(id, &state.workers);
+        }
+        return Ok(quack_response(answer));
+    }
+    let mut out = Response::builder().status(parts.status);
+    for name in [CONTENT_TYPE, CONTENT_LENGTH] {
+        if let Some(value) = parts.headers.get(&name) {
+            out = out.header(name, value);
+        }
+    }
+    Ok(out
+        .header("access-control-allow-origin", "*")
+        .body(body.boxed())
+        .expect("headers copied from a valid response"))
+}
+
+/// The Content-Length the client declared, refused early when over the limit.
+fn declared_length(headers: &HeaderMap, limit: u64) -> Result<Option<u64>, GatewayError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit => Err(GatewayError::BodyTooLarge { limit }),
+        other => Ok(other),
+    }
+}
+
+/// Reads frames until the header decodes. Usually the first frame holds the whole message.
+async fn read_header(
+    body: &mut Limited<Incoming>,
+    limit: u64,
+) -> Result<(Bytes, Header), GatewayError> {
+    let mut buf = Bytes::new();
+    loop {
+        match codec::decode_header(&buf) {
+            Ok(header) => return Ok((buf, header)),
+            Err(CodecError::Truncated(_)) if buf.len() < MAX_HEADER_BYTES => {}
+            Err(e) => return Err(e.into()),
+        }
+        match body.frame().await {
+            None => return Err(CodecError::Truncated(buf.len()).into()),
+            Some(Err(e)) => return Err(body_error(e, limit)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf = if buf.is_empty() {
+                        data
+                    } else {
+                        let mut joined = BytesMut::with_capacity(buf.len() + data.len());
+                        joined.extend_from_slice(&buf);
+                        joined.extend_from_slice(&data);
+                        joined.freeze()
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Reads the rest of a message that is checked whole, up to `cap` bytes.
+async fn read_rest(
+    prefix: Bytes,
+    mut body: Limited<Incoming>,
+    cap: u64,
+    limit: u64,
+) -> Result<Bytes, GatewayError> {
+    let too_large = || GatewayError::BodyTooLarge { limit: cap.min(limit) };
+    if prefix.len() as u64 > cap {
+        return Err(too_large());
+    }
+    let mut buf: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| body_error(e, limit))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let b = buf.get_or_insert_with(|| BytesMut::from(&prefix[..]));
+        if (b.len() + data.len()) as u64 > cap {
+            return Err(too_large());
+        }
+        b.extend_from_slice(&data);
+    }
+    Ok(buf.map_or(prefix, BytesMut::freeze))
+}
+
+fn body_error(e: BoxError, limit: u64) -> GatewayError {
+    if e.is::<LengthLimitError>() {
+        GatewayError::BodyTooLarge { limit }
+    } else {
+        GatewayError::ClientBody(e)
+    }
+}
+
+fn whole(bytes: Bytes) -> UpstreamBody {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn empty() -> ResponseBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A request body made of already-read chunks followed by the rest of the client's stream,
+/// so a streamed message is forwarded without being buffered.
+struct PrefixedBody<B> {
+    head: VecDeque<Bytes>,
+    rest: B,
+}
+
+impl<B> PrefixedBody<B> {
+    fn new(head: [Bytes; 2], rest: B) -> Self {
+        PrefixedBody {
+            head: head.into_iter().filter(|b| !b.is_empty()).collect(),
+            rest,
+        }
+    }
+}
+
+impl<B> Body for PrefixedBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(chunk) = self.head.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let head: u64 = self.head.iter().map(|b| b.len() as u64).sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(head + rest.lower());
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(head + upper);
+        }
+        hint
+    }
+}

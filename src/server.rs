@@ -1,0 +1,132 @@
+//! The accept loops: they accept, and nothing more.
+//!
+//! Each accepted socket gets `TCP_NODELAY`, a permit from the connection limit, and its own
+//! task. The TLS handshake, HTTP parsing and everything after run inside that task, the
+//! handshake under `gateway.tls_handshake_timeout_secs`. Accept errors (such as running out of
+//! file descriptors) back off instead of ending the loop. On drain, the loop stops accepting and
+//! every open connection finishes its in-flight request, then closes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error};
+
+use crate::proxy::ResponseBody;
+
+/// Longest pause after a failed accept.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// What one listener serves.
+pub struct Listener {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// TLS for this listener; `None` serves plain HTTP.
+    pub tls: Option<(TlsAcceptor, Duration)>,
+    /// A name for logs: `https`, `plain` or `admin`.
+    pub name: &'static str,
+}
+
+/// Accepts on `listener` until `drain` is cancelled, serving each connection with `handler`.
+/// Connection tasks are spawned on `tracker`, so the caller can wait for them to finish.
+pub async fn run<H, F>(
+    listener: Listener,
+    handler: H,
+    limit: Arc<Semaphore>,
+    drain: CancellationToken,
+    tracker: TaskTracker,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static,
+{
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = drain.cancelled() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.tcp.accept() => match accepted {
+                Ok(accepted) => {
+                    backoff = Duration::from_millis(5);
+                    accepted
+                }
+                Err(e) => {
+                    error!(listener = listener.name, error = %e, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            },
+            _ = drain.cancelled() => return,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(client.addr = %peer, error = %e, "set_nodelay failed");
+        }
+        let tls = listener.tls.clone();
+        let handler = handler.clone();
+        let drain = drain.clone();
+        tracker.spawn(async move {
+            serve_connection(stream, peer, tls, handler, drain).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection<H, F>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<(TlsAcceptor, Duration)>,
+    handler: H,
+    drain: CancellationToken,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static,
+{
+    match tls {
+        None => serve_http(stream, peer, handler, drain).await,
+        Some((acceptor, timeout)) => {
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => serve_http(tls_stream, peer, handler, drain).await,
+                Ok(Err(e)) => debug!(client.addr = %peer, error = %e, "tls handshake failed"),
+                Err(_) => debug!(client.addr = %peer, timeout_secs = timeout.as_secs(), "tls handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<I, H, F>(io: I, peer: SocketAddr, handler: H, drain: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service_fn(handler));
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = drain.cancelled() => {
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(client.addr = %peer, error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,139 @@
+//! The HTTP/1.1 client leg to the workers: pooled keep-alive connections on loopback, no
+//! read timeout, and no retries.
+//!
+//! A PREPARE answers only when the query's first batch is ready, so a request may rightly take
+//! as long as the query; the only timeout is on connecting. Pooled connections are released
+//! well before the worker's own 10 s keep-alive ends, so the gateway does not race the worker
+//! closing them. hyper resends a request only when a pooled connection closed before any of it
+//! was written, which cannot run anything twice; every other failure goes back to the client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderValue, Method, Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::quack::{QUACK_PATH, REQUEST_CONTENT_TYPE};
+
+/// Error type of request bodies: the client's body may fail mid-stream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A request body on its way to a worker.
+pub type UpstreamBody = BoxBody<Bytes, BoxError>;
+
+/// How long connecting to a worker on loopback may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle pooled connections are dropped after this, well inside the worker's 10 s keep-alive.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Idle pooled connections kept per worker.
+const POOL_MAX_IDLE_PER_WORKER: usize = 256;
+/// How long a health probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a forward failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection to the worker could be made: nothing was sent.
+    #[error("connecting to worker: {0}")]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    /// The exchange failed after the request may have reached the worker.
+    #[error("exchange with worker failed: {0}")]
+    Exchange(#[source] hyper_util::client::legacy::Error),
+    /// The worker's response body failed midway.
+    #[error("reading the worker's response: {0}")]
+    Body(#[source] hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether the worker may have received (and run) the request. Quack requests are not
+    /// idempotent, so a request that may have arrived is never sent again.
+    pub fn may_have_reached_worker(&self) -> bool {
+        !matches!(self, UpstreamError::Connect(_))
+    }
+}
+
+/// The shared client to every worker.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    client: Client<HttpConnector, UpstreamBody>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Upstream {
+    /// A client with the pool and timeouts above.
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_WORKER)
+            .build(connector);
+        Upstream { client }
+    }
+
+    /// POSTs a Quack message to the worker on `port`.
+    ///
+    /// # Errors
+    /// [`UpstreamError`], telling whether the worker may have seen the request.
+    pub async fn send(
+        &self,
+        port: u16,
+        body: UpstreamBody,
+        content_length: Option<u64>,
+        user_agent: Option<HeaderValue>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://127.0.0.1:{port}{QUACK_PATH}"))
+            .header(HOST, format!("127.0.0.1:{port}"))
+            .header(CONTENT_TYPE, REQUEST_CONTENT_TYPE);
+        if let Some(len) = content_length {
+            req = req.header(CONTENT_LENGTH, len);
+        }
+        if let Some(ua) = user_agent {
+            req = req.header(USER_AGENT, ua);
+        }
+        let req = req
+            .body(body)
+            .expect("method, uri and headers are valid by construction");
+        self.client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::Connect(e)
+            } else {
+                UpstreamError::Exchange(e)
+            }
+        })
+    }
+
+    /// Whether the worker on `port` answers `GET /` with 200 in time.
+    pub async fn probe(&self, port: u16) -> bool {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("http://127.0.0.1:{port}/"))
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .expect("valid by construction");
+        let exchange = async {
+            let resp = self.client.request(req).await.ok()?;
+            let ok = resp.status().is_success();
+            // Read the banner to the end so the connection goes back to the pool.
+            resp.into_body().collect().await.ok()?;
+            Some(ok)
+        };
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, exchange).await,
+            Ok(Some(true))
+        )
+    }
+}

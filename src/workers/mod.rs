@@ -1,0 +1,158 @@
+//! The embedded DuckDB workers as the rest of the gateway sees them: a fixed set of slots, each
+//! with the port its current process serves on and the counters placement reads.
+//!
+//! The supervisor writes `port` and the health prober writes `healthy`; request handling only
+//! reads them, lock-free. A slot outlives its processes: a restarted worker comes back in the
+//! same slot, so ids naming the slot still route there (and get `Invalid connection id` from
+//! the new process, which never knew them).
+
+pub mod health;
+pub mod supervisor;
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+
+/// One worker slot.
+#[derive(Debug)]
+pub struct Worker {
+    /// Position in the set; part of every connection id the slot's sessions get.
+    pub index: u16,
+    /// Identity reported by `quackgate_worker_id()` inside the worker: `<node>.w<index>`.
+    pub id: String,
+    /// Loopback port of the serving process; 0 while none serves. Written by the supervisor.
+    port: AtomicU16,
+    /// Last health verdict. Written by the prober, reset by the supervisor on each start.
+    healthy: AtomicBool,
+    /// Bumped by the supervisor on every start, so the prober can tell processes apart.
+    generation: AtomicU64,
+    /// Open sessions counted towards load. Written by the session table.
+    pub(crate) sessions: AtomicUsize,
+    /// CONNECTION_REQUESTs placed here and not yet answered.
+    connecting: AtomicUsize,
+    /// Restarts since the gateway started.
+    restarts: AtomicU64,
+}
+
+impl Worker {
+    fn new(index: u16, node_id: &str) -> Self {
+        Worker {
+            index,
+            id: format!("{node_id}.w{index}"),
+            port: AtomicU16::new(0),
+            healthy: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            sessions: AtomicUsize::new(0),
+            connecting: AtomicUsize::new(0),
+            restarts: AtomicU64::new(0),
+        }
+    }
+
+    /// The port of the serving process, if one serves. Pinned requests route on this alone:
+    /// a slow health probe must not cut off sessions that live in a running process.
+    pub fn serving_port(&self) -> Option<u16> {
+        match self.port.load(Ordering::Acquire) {
+            0 => None,
+            port => Some(port),
+        }
+    }
+
+    /// Whether new sessions may be placed here.
+    pub fn is_ready(&self) -> bool {
+        self.serving_port().is_some() && self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Sessions plus connects in flight: what placement minimises.
+    pub fn load(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed) + self.connecting.load(Ordering::Relaxed)
+    }
+
+    /// Open sessions counted here.
+    pub fn session_count(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Restarts since the gateway started.
+    pub fn restart_count(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// The process generation the prober compares against.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Counts a CONNECTION_REQUEST in flight until the guard drops.
+    pub fn connecting(&self) -> ConnectingGuard<'_> {
+        self.connecting.fetch_add(1, Ordering::Relaxed);
+        ConnectingGuard(self)
+    }
+
+    pub(crate) fn set_serving(&self, port: u16) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.healthy.store(true, Ordering::Release);
+        self.port.store(port, Ordering::Release);
+    }
+
+    pub(crate) fn set_down(&self) {
+        self.port.store(0, Ordering::Release);
+        self.healthy.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn count_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Release);
+    }
+}
+
+/// Keeps a placed CONNECTION_REQUEST counted in its worker's load.
+#[derive(Debug)]
+pub struct ConnectingGuard<'a>(&'a Worker);
+
+impl Drop for ConnectingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connecting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// All worker slots of this node. Fixed in size for the life of the gateway.
+#[derive(Debug)]
+pub struct WorkerSet {
+    workers: Vec<Worker>,
+}
+
+impl WorkerSet {
+    /// `count` slots named after `node_id`.
+    pub fn new(count: usize, node_id: &str) -> Self {
+        let count = u16::try_from(count).expect("config limits workers.count to 256");
+        WorkerSet {
+            workers: (0..count).map(|i| Worker::new(i, node_id)).collect(),
+        }
+    }
+
+    /// The slot named in a connection id, if it exists.
+    pub fn get(&self, index: u16) -> Option<&Worker> {
+        self.workers.get(usize::from(index))
+    }
+
+    /// Every slot, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.iter()
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Whether there are no slots (never, after config validation).
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// How many slots have a process ready for new sessions.
+    pub fn ready_count(&self) -> usize {
+        self.workers.iter().filter(|w| w.is_ready()).count()
+    }
+}

@@ -1,0 +1,292 @@
+//! Spawns the worker processes (this same binary, `quackgate worker`), restarts them when they
+//! die, and stops them on shutdown.
+//!
+//! The spec goes to the child on stdin as one JSON line and stdin then stays open: the child
+//! exits on end of file, so workers never outlive the gateway, even one killed with SIGKILL.
+//! The child answers one status line on stdout; its stderr is the gateway's, so DuckDB's own
+//! messages reach the operator unchanged.
+//!
+//! A worker that fails on its first start is fatal (the operator must fix something, and
+//! the message says what); after that, every exit is logged with its cause and the slot is
+//! restarted with exponential backoff.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quackgate_duckdb::{WorkerSpec, WorkerStatus};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::WorkersConfig;
+use crate::routing::SessionTable;
+use crate::workers::{Worker, WorkerSet};
+
+/// First restart delay.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+/// Longest restart delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A process that served this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Time a worker gets to exit after its stdin closes, before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a worker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The process could not be spawned or talked to.
+    #[error("worker {worker}: {what}: {source}")]
+    Io {
+        /// The worker's id.
+        worker: String,
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker said why it cannot start.
+    #[error("worker {worker} failed to start: {why}")]
+    Failed {
+        /// The worker's id.
+        worker: String,
+        /// Its own message.
+        why: String,
+    },
+    /// The worker exited without saying anything.
+    #[error("worker {worker} exited during start-up ({status})")]
+    Exited {
+        /// The worker's id.
+        worker: String,
+        /// How it ended.
+        status: String,
+    },
+    /// The worker did not report ready in time.
+    #[error("worker {worker} did not start serving within {secs} s (workers.startup_timeout_secs)")]
+    Timeout {
+        /// The worker's id.
+        worker: String,
+        /// The limit.
+        secs: u64,
+    },
+}
+
+/// What every worker of this node is started with.
+#[derive(Debug)]
+pub struct Launcher {
+    /// This binary.
+    pub exe: PathBuf,
+    /// The `[workers]` config.
+    pub config: WorkersConfig,
+    /// The internal token the gateway swaps in; never leaves the gateway and its workers.
+    pub token: String,
+}
+
+/// A started worker process.
+struct Running {
+    child: Child,
+    /// Held open: closing it tells the worker to exit.
+    stdin: ChildStdin,
+    port: u16,
+}
+
+impl Launcher {
+    fn spec(&self, worker: &Worker, port: u16) -> WorkerSpec {
+        WorkerSpec {
+            worker_id: worker.id.clone(),
+            port,
+            token: self.token.clone(),
+            extension_dir: self.config.extension_dir.clone(),
+            database: self
+                .config
+                .database_dir
+                .as_ref()
+                .map(|dir| dir.join(format!("w{}.duckdb", worker.index))),
+            threads: self.config.threads,
+            memory_limit: self.config.memory_limit.clone(),
+            init_sql: self.config.init_sql.clone(),
+        }
+    }
+
+    async fn start(&self, worker: &Worker) -> Result<Running, WorkerError> {
+        let io = |what| {
+            let worker = worker.id.clone();
+            move |source| WorkerError::Io {
+                worker,
+                what,
+                source,
+            }
+        };
+        let port = free_loopback_port().map_err(io("choosing a port"))?;
+        let mut child = Command::new(&self.exe)
+            .arg("worker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io("spawning"))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = serde_json::to_vec(&self.spec(worker, port)).expect("spec serializes");
+        line.push(b'\n');
+        stdin.write_all(&line).await.map_err(io("sending the spec"))?;
+        stdin.flush().await.map_err(io("sending the spec"))?;
+
+        let mut lines = BufReader::new(stdout).lines();
+        let status = tokio::time::timeout(self.config.startup_timeout, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(status) = WorkerStatus::parse_line(&line) {
+                    return Some(status);
+                }
+                debug!(worker.id = %worker.id, line = %line, "worker stdout");
+            }
+            None
+        })
+        .await;
+        match status {
+            Ok(Some(WorkerStatus::Ready { port })) => {
+                // Keep draining stdout so the worker never blocks writing to it.
+                let id = worker.id.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        debug!(worker.id = %id, line = %line, "worker stdout");
+                    }
+                });
+                Ok(Running { child, stdin, port })
+            }
+            Ok(Some(WorkerStatus::Failed(why))) => {
+                if let Err(e) = child.wait().await {
+                    debug!(worker.id = %worker.id, error = %e, "waiting for a failed worker");
+                }
+                Err(WorkerError::Failed {
+                    worker: worker.id.clone(),
+                    why,
+                })
+            }
+            Ok(None) => {
+                let status = child
+                    .wait()
+                    .await
+                    .map(describe_exit)
+                    .unwrap_or_else(|e| e.to_string());
+                Err(WorkerError::Exited {
+                    worker: worker.id.clone(),
+                    status,
+                })
+            }
+            Err(_elapsed) => {
+                if let Err(e) = child.kill().await {
+                    debug!(worker.id = %worker.id, error = %e, "killing a worker that did not start");
+                }
+                Err(WorkerError::Timeout {
+                    worker: worker.id.clone(),
+                    secs: self.config.startup_timeout.as_secs(),
+                })
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Asks the worker to exit by closing its stdin; kills it if it does not.
+    async fn stop(mut self, worker: &Worker) {
+        drop(self.stdin);
+        match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
+            Ok(Ok(status)) => info!(worker.id = %worker.id, exit = %describe_exit(status), "worker stopped"),
+            Ok(Err(e)) => warn!(worker.id = %worker.id, error = %e, "waiting for worker to stop"),
+            Err(_elapsed) => {
+                warn!(worker.id = %worker.id, grace_secs = STOP_GRACE.as_secs(), "worker did not stop in time; killing it");
+                if let Err(e) = self.child.kill().await {
+                    warn!(worker.id = %worker.id, error = %e, "killing worker");
+                }
+            }
+        }
+    }
+}
+
+/// Runs one worker slot until `shutdown`: start, wait for exit, restart with backoff.
+///
+/// The result of the first start goes to `first_start`; if it failed, the slot gives up,
+/// because the gateway is about to exit with that error.
+pub async fn supervise(
+    workers: Arc<WorkerSet>,
+    index: u16,
+    launcher: Arc<Launcher>,
+    sessions: Arc<SessionTable>,
+    first_start: oneshot::Sender<Result<(), WorkerError>>,
+    shutdown: CancellationToken,
+) {
+    let worker = workers.get(index).expect("slot index comes from the set");
+    let mut first_start = Some(first_start);
+    let mut backoff = BACKOFF_INITIAL;
+    loop {
+        let started = tokio::select! {
+            started = launcher.start(worker) => started,
+            _ = shutdown.cancelled() => return,
+        };
+        match started {
+            Ok(mut running) => {
+                worker.set_serving(running.port);
+                info!(worker.id = %worker.id, port = running.port, pid = running.child.id(), "worker serving");
+                if let Some(tx) = first_start.take() {
+                    // The receiver only goes away when the gateway is already exiting.
+                    let _ignored = tx.send(Ok(()));
+                }
+                let since = Instant::now();
+                tokio::select! {
+                    status = running.child.wait() => {
+                        worker.set_down();
+                        sessions.forget_worker(worker);
+                        let exit = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
+                        warn!(worker.id = %worker.id, exit = %exit, served_secs = since.elapsed().as_secs(), "worker exited; its sessions are lost; restarting");
+                        if since.elapsed() >= STABLE_AFTER {
+                            backoff = BACKOFF_INITIAL;
+                        }
+                    }
+                    _ = shutdown.cancelled() => {
+                        worker.set_down();
+                        running.stop(worker).await;
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                if let Some(tx) = first_start.take() {
+                    let _ignored = tx.send(Err(e));
+                    return;
+                }
+                warn!(worker.id = %worker.id, error = %e, "worker failed to restart; retrying");
+            }
+        }
+        worker.count_restart();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// A port the kernel just handed out on loopback, released for the worker to bind.
+///
+/// quack_serve cannot bind port 0, so the port is chosen here. The kernel does not hand the
+/// same ephemeral port out again while it is fresh, which keeps the window for a clash small;
+/// a clash fails the worker's bind and the slot simply restarts on another port.
+fn free_loopback_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}

@@ -1,0 +1,107 @@
+//! What users do: the DuckDB CLI, Python duckdb and adbc-driver-quack through the gateway.
+
+use crate::support::{run_python, Gateway};
+
+#[test]
+fn cli_over_https_runs_queries_ddl_appends_and_a_2m_row_result() {
+    let gw = Gateway::start();
+    let out = gw.cli_ok(
+        "FROM r.query('SELECT 42');\n\
+         CREATE TABLE r.t (i INTEGER, s VARCHAR);\n\
+         INSERT INTO r.t SELECT range, 'x' || range FROM range(5000);\n\
+         INSERT INTO r.t VALUES (-1, 'appended'), (-2, 'appended');\n\
+         SELECT count(*), sum(i) FROM r.t;\n\
+         FROM r.query('CREATE TABLE t2 AS SELECT * FROM t WHERE i >= 0');\n\
+         FROM r.query('SELECT count(*) FROM t2');\n\
+         SELECT count(*), sum(i) FROM r.query('SELECT range::BIGINT AS i FROM range(2000000)');\n",
+    );
+    assert_eq!(
+        out,
+        vec![
+            "42",
+            "5002,12497497", // sum(0..5000) - 3
+            "true",          // CREATE TABLE ... AS through query() reports success
+            "5000",
+            "2000000,1999999000000",
+        ],
+        "gateway log:\n{}",
+        gw.log()
+    );
+}
+
+#[test]
+fn transactions_and_temp_tables_live_for_one_attach() {
+    let gw = Gateway::start();
+    let out = gw.cli_ok(
+        "FROM r.query('CREATE TABLE acct (v INTEGER)');\n\
+         FROM r.query('CREATE TEMP TABLE scratch AS SELECT 7 AS x');\n\
+         FROM r.query('BEGIN TRANSACTION');\n\
+         FROM r.query('INSERT INTO acct VALUES (1)');\n\
+         FROM r.query('ROLLBACK');\n\
+         FROM r.query('SELECT count(*) FROM acct');\n\
+         FROM r.query('BEGIN TRANSACTION');\n\
+         FROM r.query('INSERT INTO acct VALUES (2)');\n\
+         FROM r.query('INSERT INTO acct VALUES (3)');\n\
+         FROM r.query('COMMIT');\n\
+         FROM r.query('SELECT count(*), sum(v) FROM acct');\n\
+         FROM r.query('SELECT x FROM scratch');\n",
+    )
+    .into_iter()
+    .filter(|l| l != "true")
+    .collect::<Vec<_>>();
+    // Lines that are not "true" are the counts and the temp table, in order.
+    assert!(out.ends_with(&["0".to_string(), "2,5".to_string(), "7".to_string()]), "{out:?}");
+    // A second ATTACH is a new session: it sees the table but not the temp table.
+    let other = gw.cli("FROM r.query('SELECT x FROM scratch');");
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("scratch"));
+}
+
+#[test]
+fn python_duckdb_works_through_the_gateway() {
+    let gw = Gateway::start();
+    let script = format!(
+        r#"
+import duckdb
+con = duckdb.connect(config={{"extension_directory": "{ext}", "autoinstall_known_extensions": "false"}})
+con.execute("LOAD quack")
+con.execute("SET ca_cert_file='{ca}'")
+con.execute("CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}')")
+con.execute("ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)")
+print(con.sql("FROM r.query('SELECT 42')").fetchall())
+print(con.sql("SELECT count(*) FROM r.query('SELECT * FROM range(300000)')").fetchall())
+"#,
+        ext = gw.toolchain.ext_dir().display(),
+        ca = gw.ca.display(),
+        token = gw.token,
+        port = gw.https.port()
+    );
+    let out = run_python(&gw.toolchain, &script, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), gw.log());
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), vec!["[(42,)]", "[(300000,)]"]);
+}
+
+#[test]
+fn adbc_driver_quack_connects_over_https() {
+    let gw = Gateway::start();
+    let script = format!(
+        r#"
+import adbc_driver_quack.dbapi as dbapi
+with dbapi.connect("quack://localhost:{port}", db_kwargs={{"adbc.quack.token": "{token}", "adbc.quack.tls": "true"}}, autocommit=True) as conn:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 42 AS answer")
+        print(cur.fetchall())
+        cur.execute("SELECT * FROM range(300000)")
+        print(cur.fetch_arrow_table().num_rows)
+"#,
+        token = gw.token,
+        port = gw.https.port()
+    );
+    // The driver is Go: it trusts the CA named by SSL_CERT_FILE.
+    let ca = gw.ca.display().to_string();
+    let out = run_python(&gw.toolchain, &script, &[("SSL_CERT_FILE", &ca)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), gw.log());
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), vec!["[(42,)]", "300000"]);
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `quackgate` binary, real DuckDB 1.5.5 clients, real TLS with a
+//! test CA, ephemeral loopback ports. One test binary, so DuckDB-free linking stays cheap.
+
+mod support;
+
+mod clients;
+mod lifecycle;
+mod pinning;
+mod refusals;
+mod secrets;

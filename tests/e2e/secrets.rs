@@ -1,0 +1,30 @@
+//! Tokens never reach the logs, at any level; SQL text never reaches them at info.
+
+use crate::support::{Gateway, GatewayOptions};
+
+#[test]
+fn no_token_appears_in_gateway_or_worker_output_even_at_debug() {
+    let gw = Gateway::start_with(GatewayOptions {
+        rust_log: Some("debug"),
+        ..Default::default()
+    });
+    assert_eq!(gw.cli_ok("FROM r.query('SELECT 42');"), vec!["42"]);
+    let wrong = "wrong-token-7f3a9c";
+    assert!(!gw.cli_with_token(wrong, "FROM r.query('SELECT 1');").status.success());
+    let log = gw.log();
+    assert!(log.contains("session opened"), "debug logging was not on:\n{log}");
+    for secret in [gw.token.as_str(), wrong] {
+        assert!(!log.contains(secret), "a token leaked into the log:\n{log}");
+    }
+}
+
+#[test]
+fn sql_text_stays_out_of_info_logs() {
+    let gw = Gateway::start();
+    let marker = "marker_b7c1e9";
+    gw.cli_ok(&format!("FROM r.query('SELECT 1 AS {marker}');"));
+    let log = gw.log();
+    assert!(log.contains("all workers serving"), "{log}");
+    assert!(!log.contains(marker), "SQL text in an info log:\n{log}");
+    assert!(!log.contains(&gw.token));
+}

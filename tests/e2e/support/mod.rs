@@ -1,0 +1,354 @@
+//! The harness: real `quackgate` processes on ephemeral loopback ports, and real DuckDB clients
+//! (the 1.5.5 CLI, Python duckdb, adbc-driver-quack) from the toolchain `scripts/fetch-duckdb`
+//! installs. A missing toolchain fails the test with the command that installs it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// Where the DuckDB CLI, extensions and Python venv are.
+pub struct Toolchain {
+    pub root: PathBuf,
+}
+
+impl Toolchain {
+    pub fn get() -> Toolchain {
+        let root = std::env::var_os("QUACKGATE_DUCKDB_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/duckdb-1.5.5")
+            });
+        for needed in ["bin/duckdb", "venv/bin/python", "ext/v1.5.5/linux_amd64/quack.duckdb_extension"] {
+            assert!(
+                root.join(needed).exists(),
+                "{} is missing: run scripts/fetch-duckdb (or set QUACKGATE_DUCKDB_HOME)",
+                root.join(needed).display()
+            );
+        }
+        Toolchain { root }
+    }
+
+    pub fn cli(&self) -> PathBuf {
+        self.root.join("bin/duckdb")
+    }
+
+    pub fn python(&self) -> PathBuf {
+        self.root.join("venv/bin/python")
+    }
+
+    pub fn ext_dir(&self) -> PathBuf {
+        self.root.join("ext")
+    }
+}
+
+/// Waits for `cond` up to `deadline`, polling; panics with `what` when it never holds.
+pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Options for a test gateway.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    pub workers: usize,
+    pub rust_log: Option<&'static str>,
+    pub extra_workers_toml: String,
+    pub extension_dir: Option<PathBuf>,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            workers: 2,
+            rust_log: None,
+            extra_workers_toml: String::new(),
+            extension_dir: None,
+        }
+    }
+}
+
+/// A running `quackgate serve` with its own temp dir, CA, token and ports.
+pub struct Gateway {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub https: SocketAddr,
+    pub plain: SocketAddr,
+    pub admin: SocketAddr,
+    pub token: String,
+    pub ca: PathBuf,
+    pub log: Arc<Mutex<String>>,
+    pub toolchain: Toolchain,
+}
+
+/// Writes a config for a test gateway into `dir`; returns (config path, token, CA path).
+pub fn write_config(dir: &Path, opts: &GatewayOptions, toolchain: &Toolchain) -> (PathBuf, String, PathBuf) {
+    let tls = quackgate::dev_init::write_tls(dir, &[]).expect("test CA");
+    let token = format!("tok-{}", random_hex());
+    let ext = opts.extension_dir.clone().unwrap_or_else(|| toolchain.ext_dir());
+    let config = format!(
+        r#"[gateway]
+listen = "127.0.0.1:0"
+plain_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_grace_secs = 10
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+
+[[auth.static_tokens]]
+name = "tester"
+sha256 = "{hash}"
+
+[workers]
+count = {workers}
+extension_dir = "{ext}"
+threads = 2
+health_interval_ms = 200
+{extra}
+"#,
+        cert = tls.cert.display(),
+        key = tls.key.display(),
+        hash = quackgate::auth::hash_token(&token),
+        workers = opts.workers,
+        ext = ext.display(),
+        extra = opts.extra_workers_toml,
+    );
+    let path = dir.join("quackgate.toml");
+    std::fs::write(&path, config).unwrap();
+    (path, token, tls.ca_cert)
+}
+
+/// Spawns `quackgate serve` with stdout piped (for the READY line) and stderr captured.
+pub fn spawn_gateway(config: &Path, rust_log: Option<&str>) -> (Child, Arc<Mutex<String>>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quackgate"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG");
+    if let Some(filter) = rust_log {
+        cmd.env("RUST_LOG", filter);
+    }
+    let mut child = cmd.spawn().expect("spawning quackgate");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, log)
+}
+
+impl Gateway {
+    pub fn start() -> Gateway {
+        Gateway::start_with(GatewayOptions::default())
+    }
+
+    pub fn start_with(opts: GatewayOptions) -> Gateway {
+        let toolchain = Toolchain::get();
+        let dir = tempfile::tempdir().unwrap();
+        let (config, token, ca) = write_config(dir.path(), &opts, &toolchain);
+        let (mut child, log) = spawn_gateway(&config, opts.rust_log);
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("QUACKGATE READY") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("gateway never printed its READY line; log:\n{}", log.lock().unwrap());
+            }
+        };
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("no {key}= in {line}"))
+                .parse()
+                .unwrap()
+        };
+        Gateway {
+            https: addr("https"),
+            plain: addr("plain"),
+            admin: addr("admin"),
+            child,
+            dir,
+            token,
+            ca,
+            log,
+            toolchain,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SQL that makes the CLI attach through HTTPS as `r` with `token`.
+    pub fn attach_sql(&self, token: &str) -> String {
+        let port = self.https.port();
+        format!(
+            "SET extension_directory='{ext}';\nSET autoinstall_known_extensions=false;\nLOAD quack;\n\
+             SET ca_cert_file='{ca}';\n\
+             CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}');\n\
+             ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false);\n",
+            ext = self.toolchain.ext_dir().display(),
+            ca = self.ca.display(),
+        )
+    }
+
+    /// Runs `sql` in the DuckDB CLI after attaching with the right token. CSV, no header.
+    pub fn cli(&self, sql: &str) -> Output {
+        self.cli_with_token(&self.token.clone(), sql)
+    }
+
+    pub fn cli_with_token(&self, token: &str, sql: &str) -> Output {
+        run_cli(&self.toolchain, &format!(".output /dev/null\n{}.output\n{sql}", self.attach_sql(token)))
+    }
+
+    /// Runs the CLI and returns stdout lines, failing the test with stderr when it fails.
+    pub fn cli_ok(&self, sql: &str) -> Vec<String> {
+        let out = self.cli(sql);
+        assert!(
+            out.status.success(),
+            "duckdb CLI failed: {}\nstdout: {}\ngateway log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    }
+
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    /// The pids of this gateway's worker processes, from its log.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("worker serving"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("pid="))
+                    .and_then(|p| p.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+            })
+            .collect()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- gateway log ----\n{}", self.log());
+        }
+    }
+}
+
+pub fn run_cli(toolchain: &Toolchain, script: &str) -> Output {
+    let mut child = Command::new(toolchain.cli())
+        .args(["-csv", "-noheader", "-bail"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the duckdb CLI");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs a Python script in the toolchain's venv with `env`.
+pub fn run_python(toolchain: &Toolchain, script: &str, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(toolchain.python());
+    cmd.arg("-c").arg(script);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("spawning python")
+}
+
+pub fn random_hex() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).unwrap();
+    hex::encode(bytes)
+}
+
+/// A plain HTTP GET on loopback; returns status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http("GET", addr, path, Bytes::new());
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A raw HTTP request on loopback; returns status, headers and body.
+pub fn http(method: &str, addr: SocketAddr, path: &str, body: Bytes) -> (u16, http::HeaderMap, Bytes) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(body))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+            .await
+            .expect("request timed out")
+            .expect("request failed");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, body)
+    })
+}
+
+/// POSTs a raw Quack message to the gateway's plain listener.
+pub fn quack_post(addr: SocketAddr, body: Vec<u8>) -> (u16, Bytes) {
+    let (status, _, body) = http("POST", addr, "/quack", Bytes::from(body));
+    (status, body)
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/quack").join(name)).unwrap()
+}
