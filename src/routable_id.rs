@@ -103,6 +103,10 @@ impl IdSigner {
             .filter(|w| !w.starts_with('+'))
             .and_then(|w| w.parse().ok())
             .ok_or(IdError::Format)?;
+        // Only the lowercase spelling is valid, so every character of an id is significant.
+        if mac_hex.iter().any(u8::is_ascii_uppercase) {
+            return Err(IdError::Format);
+        }
         let mut claimed = [0u8; MAC_BYTES];
         hex::decode_to_slice(mac_hex, &mut claimed).map_err(|_| IdError::Format)?;
         // The MAC covers the prefix exactly as sent, so any edit to node or worker fails.
@@ -170,7 +174,7 @@ mod tests {
     #[test]
     fn plain_worker_ids_and_garbage_are_format_errors() {
         for bad in [
-            &INNER[..],
+            INNER,
             b"",
             b"q1",
             b"q1.n0.0.deadbeef.",

@@ -3,6 +3,8 @@
 //! stdout is reserved for the one machine-readable `QUACKGATE READY` line, so scripts and tests
 //! can read it without parsing logs. Tokens and SQL are never logged above debug.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `filter`.
@@ -13,5 +15,7 @@ pub fn init(filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files and log collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

@@ -117,22 +117,32 @@ fn a_worker_that_cannot_start_stops_the_gateway_with_its_reason() {
 
 #[test]
 fn sigterm_lets_a_running_query_finish_then_exits_cleanly() {
-    let gw = Gateway::start();
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        ..Default::default()
+    });
     let toolchain = Toolchain::get();
-    // A query that takes a few seconds, then SIGTERM while it runs.
+    // A query that runs for seconds, tagged so the worker's connection list can show it.
     let sql = format!(
-        ".output /dev/null\n{}.output\nSELECT count(*) FROM r.query('SELECT * FROM range(60000000) t1 ORDER BY random() LIMIT 1');\n",
+        ".output /dev/null\n{}.output\nSELECT * FROM r.query('SELECT sum(a.range * b.range) > 0 AS drain_marker FROM range(60000) a, range(60000) b');\n",
         gw.attach_sql(&gw.token)
     );
     let client = std::thread::spawn(move || crate::support::run_cli(&toolchain, &sql));
-    wait_until("the query to be in flight", Duration::from_secs(30), || {
-        gw.log().contains("all workers serving")
+    // The marker is split in the probe so the probe does not find itself.
+    wait_until("the long query to be running on the worker", Duration::from_secs(60), || {
+        let out = gw.cli(
+            "FROM r.query('SELECT count(*) FROM quack_active_connections() WHERE contains(query, ''drain_'' || ''marker'')');",
+        );
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!client.is_finished(), "the query ended before the drain began; make it longer");
     gw.signal("TERM");
+    wait_until("readiness to turn false during the drain", Duration::from_secs(10), || {
+        gw.admin_get("/readyz") == (503, "draining\n".to_string())
+    });
     let out = client.join().unwrap();
     assert!(out.status.success(), "query cut by the drain: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "true");
     let mut gw = gw;
     let start = Instant::now();
     let status = loop {

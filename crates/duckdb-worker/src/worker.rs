@@ -35,6 +35,9 @@ pub enum WorkerError {
         #[source]
         source: duckdb::Error,
     },
+    /// Starting failed; the message has the token scrubbed from it.
+    #[error("{0}")]
+    Start(String),
     /// Writing the status line failed (the supervisor is gone).
     #[error("writing to stdout: {0}")]
     Stdout(#[from] std::io::Error),
@@ -54,7 +57,10 @@ pub fn run_worker() -> Result<(), WorkerError> {
         Some(Err(e)) => Err(WorkerError::Spec(e.to_string())),
         None => Err(WorkerError::Spec("stdin closed before the spec arrived".into())),
     };
-    let served = spec.and_then(|spec| serve(&spec));
+    let served = spec.and_then(|spec| {
+        // DuckDB errors may quote the statement, which names the token: scrub it.
+        serve(&spec).map_err(|e| WorkerError::Start(e.to_string().replace(&spec.token, "<token>")))
+    });
     let conn = match served {
         Ok((conn, port)) => {
             report(&WorkerStatus::Ready { port })?;
@@ -129,8 +135,12 @@ fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
     }
     let uri = format!("quack:127.0.0.1:{}", spec.port);
     conn.query_row(
-        "SELECT listen_uri FROM quack_serve(?, token => ?)",
-        [uri.as_str(), spec.token.as_str()],
+        &format!(
+            "SELECT listen_uri FROM quack_serve({}, token => {})",
+            sql_literal(&uri),
+            sql_literal(&spec.token)
+        ),
+        [],
         |row| row.get::<_, String>(0),
     )
     .map_err(step("starting quack_serve"))?;

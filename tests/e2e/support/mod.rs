@@ -103,7 +103,7 @@ pub fn write_config(dir: &Path, opts: &GatewayOptions, toolchain: &Toolchain) ->
 listen = "127.0.0.1:0"
 plain_listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
-shutdown_grace_secs = 10
+shutdown_grace_secs = 60
 
 [tls]
 cert = "{cert}"
