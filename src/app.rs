@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, WorkerToken};
 use crate::config::Config;
 use crate::routable_id::{IdSigner, SECRET_BYTES};
 use crate::routing::SessionTable;
@@ -29,6 +28,10 @@ use crate::{admin, proxy};
 
 /// Prefix of the one line the gateway prints on stdout once it serves.
 pub const READY_PREFIX: &str = "QUACKGATE READY";
+/// How often the drain checks whether every session has ended.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// In-flight requests always get at least this long once the listeners close.
+const DRAIN_MIN_FINAL_WAIT: Duration = Duration::from_secs(1);
 /// How often idle sessions are swept from the session table.
 const SESSION_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -45,6 +48,15 @@ pub enum AppError {
         name: &'static str,
         /// Where.
         addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bound listener's address could not be read.
+    #[error("reading the {name} listener's address: {source}")]
+    LocalAddr {
+        /// Which listener.
+        name: &'static str,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -77,8 +89,8 @@ pub struct AppState {
     pub sessions: Arc<SessionTable>,
     /// The client to the workers.
     pub upstream: Upstream,
-    /// The token workers accept, swapped in for the client's. Made fresh at every start.
-    pub worker_token: Bytes,
+    /// The token workers accept, swapped in for the client's.
+    pub worker_token: WorkerToken,
     /// Set when the drain starts; `/readyz` then answers 503.
     draining: AtomicBool,
 }
@@ -123,9 +135,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     };
     let mut ready_line = String::from(READY_PREFIX);
     for l in listeners.iter().chain(std::iter::once(&admin)) {
-        let addr = l.tcp.local_addr().map_err(|source| AppError::Bind {
+        let addr = l.tcp.local_addr().map_err(|source| AppError::LocalAddr {
             name: l.name,
-            addr: config.admin_listen,
             source,
         })?;
         info!(listener = l.name, addr = %addr, "listening");
@@ -142,7 +153,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     let workers = Arc::new(WorkerSet::new(config.workers.count, &config.node_id));
     let sessions = Arc::new(SessionTable::new());
     let upstream = Upstream::new();
-    let worker_token = hex::encode(random_bytes()?);
+    let worker_token = WorkerToken::generate().map_err(|e| AppError::Random(e.to_string()))?;
     let state = Arc::new(AppState {
         node_id: config.node_id.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -151,7 +162,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         workers: workers.clone(),
         sessions: sessions.clone(),
         upstream: upstream.clone(),
-        worker_token: Bytes::from(worker_token.clone()),
+        worker_token: worker_token.clone(),
         draining: AtomicBool::new(false),
     });
 
@@ -230,19 +241,44 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         }
     }
     if !shutdown.is_cancelled() {
-        info!(workers = workers.len(), startup_ms = started.elapsed().as_millis() as u64, "all workers serving");
+        info!(
+            workers = workers.len(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "all workers serving"
+        );
         println!("{ready_line}");
     }
 
     shutdown.cancelled().await;
-    // 1. Readiness goes false, so balancers stop sending new clients.
+    // 1. Readiness goes false and new sessions are refused, so balancers and clients go
+    //    elsewhere.
     state.draining.store(true, Ordering::Release);
-    // 2. Stop accepting; open connections finish their in-flight request and close.
+    let deadline = Instant::now() + config.shutdown_grace;
+    info!(
+        open_sessions = state.sessions.len(),
+        grace_secs = config.shutdown_grace.as_secs(),
+        "draining"
+    );
+    // 2. Open sessions keep working until they disconnect or the grace period ends. The
+    //    listeners keep accepting meanwhile: v1.5 clients open a new connection per request,
+    //    so a session's next FETCH or COMMIT arrives on a connection not yet made.
+    let mut poll = tokio::time::interval(DRAIN_POLL_INTERVAL);
+    while !state.sessions.is_empty() && Instant::now() < deadline {
+        poll.tick().await;
+    }
+    // 3. Stop accepting; open connections finish their in-flight request and close.
     drain.cancel();
     tracker.close();
-    // 3. Wait for in-flight requests, up to the grace period.
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
-        warn!(connections_cut = tracker.len(), grace_secs = config.shutdown_grace.as_secs(), "shutdown grace period over; cutting connections");
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(DRAIN_MIN_FINAL_WAIT);
+    if tokio::time::timeout(left, tracker.wait()).await.is_err() {
+        warn!(
+            connections_cut = tracker.len(),
+            sessions_cut = state.sessions.len(),
+            grace_secs = config.shutdown_grace.as_secs(),
+            "shutdown grace period over; cutting what is left"
+        );
     }
     // 4. Stop the workers.
     workers_stop.cancel();

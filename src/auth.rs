@@ -73,6 +73,34 @@ impl Authenticator {
     }
 }
 
+/// The token workers accept, made fresh at every gateway start and swapped in for the client's.
+/// It never leaves the gateway and its workers; `Debug` never shows it.
+#[derive(Clone)]
+pub struct WorkerToken(String);
+
+impl std::fmt::Debug for WorkerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerToken(<redacted>)")
+    }
+}
+
+impl WorkerToken {
+    /// 32 random bytes as hex.
+    ///
+    /// # Errors
+    /// If the system random source fails.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(WorkerToken(hex::encode(bytes)))
+    }
+
+    /// The token itself, for the CONNECTION_REQUEST and the worker's spec.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The hex SHA-256 of a token, as `auth.static_tokens[].sha256` wants it.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -86,21 +114,39 @@ mod tests {
         let entry = |name: &str, token: &str| {
             let mut sha256 = [0u8; 32];
             hex::decode_to_slice(hash_token(token), &mut sha256).unwrap();
-            StaticToken { name: name.into(), sha256 }
+            StaticToken {
+                name: name.into(),
+                sha256,
+            }
         };
-        Authenticator::new(vec![entry("alice", "alice-token-1"), entry("bob", "bob-token-2")])
+        Authenticator::new(vec![
+            entry("alice", "alice-token-1"),
+            entry("bob", "bob-token-2"),
+        ])
     }
 
     #[test]
     fn a_configured_token_yields_its_principal() {
-        assert_eq!(auth().authenticate(Some(b"bob-token-2")).unwrap().name, "bob");
-        assert_eq!(auth().authenticate(Some(b"alice-token-1")).unwrap().name, "alice");
+        assert_eq!(
+            auth().authenticate(Some(b"bob-token-2")).unwrap().name,
+            "bob"
+        );
+        assert_eq!(
+            auth().authenticate(Some(b"alice-token-1")).unwrap().name,
+            "alice"
+        );
     }
 
     #[test]
     fn a_token_with_one_character_changed_is_refused() {
-        assert_eq!(auth().authenticate(Some(b"bob-token-3")), Err(AuthError::Unknown));
-        assert_eq!(auth().authenticate(Some(b"bob-token-2 ")), Err(AuthError::Unknown));
+        assert_eq!(
+            auth().authenticate(Some(b"bob-token-3")),
+            Err(AuthError::Unknown)
+        );
+        assert_eq!(
+            auth().authenticate(Some(b"bob-token-2 ")),
+            Err(AuthError::Unknown)
+        );
     }
 
     #[test]

@@ -248,7 +248,8 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
-        let mut value: toml::Table = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
         apply_env_overrides(&mut value, env).map_err(parse_error)?;
         let file: FileConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
             .map_err(|e| parse_error(format!("{}: {}", e.path(), e.inner())))?;
@@ -282,7 +283,9 @@ fn apply_env_overrides(
                 .entry(key.to_string())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
-                .ok_or_else(|| format!("{ENV_PREFIX}{}: {key} is not a table", path.to_uppercase()))?;
+                .ok_or_else(|| {
+                    format!("{ENV_PREFIX}{}: {key} is not a table", path.to_uppercase())
+                })?;
         }
         node.insert(last.to_string(), value);
     }
@@ -321,7 +324,11 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     let plain_listen = addr("gateway.plain_listen", gateway.plain_listen);
     let admin_listen = addr(
         "gateway.admin_listen",
-        Some(gateway.admin_listen.unwrap_or_else(|| "127.0.0.1:9464".into())),
+        Some(
+            gateway
+                .admin_listen
+                .unwrap_or_else(|| "127.0.0.1:9464".into()),
+        ),
     );
     if let Some(plain) = plain_listen {
         if !plain.ip().is_loopback() {
@@ -331,14 +338,17 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         }
     }
     if listen.is_none() && plain_listen.is_none() {
-        problems.push("gateway.listen: set it (HTTPS) or gateway.plain_listen (loopback HTTP)".into());
+        problems
+            .push("gateway.listen: set it (HTTPS) or gateway.plain_listen (loopback HTTP)".into());
     }
     let tls = file.tls.map(|t| TlsFiles {
         cert: resolve(t.cert),
         key: resolve(t.key),
     });
     match (&listen, &tls) {
-        (Some(_), None) => problems.push("tls: gateway.listen serves HTTPS and needs [tls] cert and key".into()),
+        (Some(_), None) => {
+            problems.push("tls: gateway.listen serves HTTPS and needs [tls] cert and key".into())
+        }
         (_, Some(t)) => {
             for (key, path) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
                 if !path.is_file() {
@@ -377,15 +387,29 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         }
     };
     let max_connections = gateway.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    positive(&mut problems, "gateway.max_connections", max_connections as u64);
+    positive(
+        &mut problems,
+        "gateway.max_connections",
+        max_connections as u64,
+    );
     let max_body_bytes = gateway.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     positive(&mut problems, "gateway.max_body_bytes", max_body_bytes);
     let tls_handshake_timeout_secs = gateway
         .tls_handshake_timeout_secs
         .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS);
-    positive(&mut problems, "gateway.tls_handshake_timeout_secs", tls_handshake_timeout_secs);
-    let session_idle_secs = gateway.session_idle_secs.unwrap_or(DEFAULT_SESSION_IDLE_SECS);
-    positive(&mut problems, "gateway.session_idle_secs", session_idle_secs);
+    positive(
+        &mut problems,
+        "gateway.tls_handshake_timeout_secs",
+        tls_handshake_timeout_secs,
+    );
+    let session_idle_secs = gateway
+        .session_idle_secs
+        .unwrap_or(DEFAULT_SESSION_IDLE_SECS);
+    positive(
+        &mut problems,
+        "gateway.session_idle_secs",
+        session_idle_secs,
+    );
 
     let mut static_tokens = Vec::new();
     for (i, t) in file.auth.static_tokens.into_iter().enumerate() {
@@ -400,16 +424,23 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         if t.name.is_empty() {
             problems.push(format!("auth.static_tokens[{i}].name: must not be empty"));
         }
-        static_tokens.push(StaticToken { name: t.name, sha256 });
+        static_tokens.push(StaticToken {
+            name: t.name,
+            sha256,
+        });
     }
     if static_tokens.is_empty() && problems.is_empty() {
-        problems.push("auth.static_tokens: at least one token is needed, or no client can connect".into());
+        problems.push(
+            "auth.static_tokens: at least one token is needed, or no client can connect".into(),
+        );
     }
 
     let w = file.workers;
     let count = w.count.unwrap_or(DEFAULT_WORKER_COUNT);
     if count == 0 || count > MAX_WORKER_COUNT {
-        problems.push(format!("workers.count: must be 1-{MAX_WORKER_COUNT}, got {count}"));
+        problems.push(format!(
+            "workers.count: must be 1-{MAX_WORKER_COUNT}, got {count}"
+        ));
     }
     let extension_dir = match w.extension_dir.map(resolve) {
         Some(dir) => {
@@ -425,17 +456,30 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             dir
         }
         None => {
-            problems.push("workers.extension_dir: required (the folder scripts/fetch-duckdb prints as ext/)".into());
+            problems.push(
+                "workers.extension_dir: required (the folder scripts/fetch-duckdb prints as ext/)"
+                    .into(),
+            );
             PathBuf::new()
         }
     };
     if let Some(threads) = w.threads {
         positive(&mut problems, "workers.threads", u64::from(threads));
     }
-    let startup_timeout_secs = w.startup_timeout_secs.unwrap_or(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS);
-    positive(&mut problems, "workers.startup_timeout_secs", startup_timeout_secs);
+    let startup_timeout_secs = w
+        .startup_timeout_secs
+        .unwrap_or(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS);
+    positive(
+        &mut problems,
+        "workers.startup_timeout_secs",
+        startup_timeout_secs,
+    );
     let health_interval_ms = w.health_interval_ms.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS);
-    positive(&mut problems, "workers.health_interval_ms", health_interval_ms);
+    positive(
+        &mut problems,
+        "workers.health_interval_ms",
+        health_interval_ms,
+    );
 
     let log_filter = file.log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
@@ -455,7 +499,11 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         max_connections,
         max_body_bytes,
         tls_handshake_timeout: Duration::from_secs(tls_handshake_timeout_secs),
-        shutdown_grace: Duration::from_secs(gateway.shutdown_grace_secs.unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS)),
+        shutdown_grace: Duration::from_secs(
+            gateway
+                .shutdown_grace_secs
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
+        ),
         session_idle: Duration::from_secs(session_idle_secs),
         static_tokens,
         workers: WorkersConfig {
@@ -530,9 +578,13 @@ mod tests {
         let text = base(dir.path()) + "count_of_things = 3\n";
         let err = load(&text, dir.path(), &[]).unwrap_err().to_string();
         assert!(err.contains("workers.count_of_things"), "{err}");
-        let err = load(&base(dir.path()), dir.path(), &[("QUACKGATE__WORKERS__COUNT", "\"two\"")])
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &base(dir.path()),
+            dir.path(),
+            &[("QUACKGATE__WORKERS__COUNT", "\"two\"")],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("workers.count"), "{err}");
     }
 
@@ -581,7 +633,12 @@ mod tests {
                 apply_env_overrides(&mut table, Vec::new()).unwrap();
                 let parsed: Result<FileConfig, _> =
                     serde_path_to_error::deserialize(toml::Value::Table(table));
-                assert!(parsed.is_ok(), "{}: {:?}", path.display(), parsed.err().map(|e| e.to_string()));
+                assert!(
+                    parsed.is_ok(),
+                    "{}: {:?}",
+                    path.display(),
+                    parsed.err().map(|e| e.to_string())
+                );
                 seen += 1;
             }
         }

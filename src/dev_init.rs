@@ -110,7 +110,10 @@ pub fn init(
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
     };
-    let tls = if [&tls.ca_cert, &tls.cert, &tls.key].iter().all(|p| p.is_file()) {
+    let tls = if [&tls.ca_cert, &tls.cert, &tls.key]
+        .iter()
+        .all(|p| p.is_file())
+    {
         tls
     } else {
         write_tls(dir, &[])?

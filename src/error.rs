@@ -43,6 +43,12 @@ pub enum GatewayError {
     /// Reading the client's body failed (it hung up, or sent a bad chunk).
     #[error("reading the request body: {0}")]
     ClientBody(#[source] BoxError),
+    /// The client was too slow sending a message the gateway reads whole.
+    #[error("client did not send its message in time")]
+    ClientTimeout,
+    /// The gateway is draining and takes no new sessions.
+    #[error("draining: new sessions are refused")]
+    Draining,
     /// The token is wrong or missing.
     #[error("authentication failed: {0}")]
     Auth(#[from] AuthError),
@@ -64,6 +70,8 @@ impl GatewayError {
             GatewayError::Malformed(_) => "malformed",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::ClientBody(_) => "client_body",
+            GatewayError::ClientTimeout => "client_timeout",
+            GatewayError::Draining => "draining",
             GatewayError::Auth(_) => "auth",
             GatewayError::Routing(RoutingError::NoWorkerReady) => "no_worker_ready",
             GatewayError::Routing(_) => "invalid_connection_id",
@@ -79,6 +87,8 @@ impl GatewayError {
             GatewayError::Malformed(_)
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::ClientBody(_)
+            | GatewayError::ClientTimeout
+            | GatewayError::Draining
             | GatewayError::Auth(_)
             | GatewayError::Routing(_) => Side::Client,
             GatewayError::Upstream(_) | GatewayError::BadWorkerResponse(_) => Side::Upstream,
@@ -94,6 +104,13 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => ClientReply::Status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body exceeds gateway.max_body_bytes\n",
+            ),
+            GatewayError::ClientTimeout => ClientReply::Status(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time\n",
+            ),
+            GatewayError::Draining => ClientReply::Quack(
+                "quackgate: this gateway is shutting down and takes no new connections; connect again",
             ),
             GatewayError::Auth(_) => ClientReply::Quack(server_errors::AUTHENTICATION_FAILED),
             GatewayError::Routing(RoutingError::NoWorkerReady) => ClientReply::Quack(
@@ -174,8 +191,14 @@ mod tests {
 
     #[test]
     fn auth_failures_get_the_servers_exact_text() {
-        assert_eq!(quack_text(AuthError::Unknown.into()), "Authentication failed");
-        assert_eq!(quack_text(AuthError::Missing.into()), "Authentication failed");
+        assert_eq!(
+            quack_text(AuthError::Unknown.into()),
+            "Authentication failed"
+        );
+        assert_eq!(
+            quack_text(AuthError::Missing.into()),
+            "Authentication failed"
+        );
     }
 
     #[test]
@@ -194,15 +217,28 @@ mod tests {
 
     #[test]
     fn no_ready_worker_is_a_quack_error_that_says_so() {
-        assert!(quack_text(RoutingError::NoWorkerReady.into()).contains("no DuckDB worker is ready"));
+        assert!(
+            quack_text(RoutingError::NoWorkerReady.into()).contains("no DuckDB worker is ready")
+        );
+    }
+
+    #[test]
+    fn a_draining_gateway_says_so_in_quack_terms() {
+        assert!(quack_text(GatewayError::Draining).contains("shutting down"));
     }
 
     #[test]
     fn malformed_input_is_400_and_oversize_is_413() {
         let malformed = GatewayError::Malformed(CodecError::Truncated(3));
-        assert!(matches!(malformed.client_reply(), ClientReply::Status(StatusCode::BAD_REQUEST, _)));
+        assert!(matches!(
+            malformed.client_reply(),
+            ClientReply::Status(StatusCode::BAD_REQUEST, _)
+        ));
         let big = GatewayError::BodyTooLarge { limit: 1 };
-        assert!(matches!(big.client_reply(), ClientReply::Status(StatusCode::PAYLOAD_TOO_LARGE, _)));
+        assert!(matches!(
+            big.client_reply(),
+            ClientReply::Status(StatusCode::PAYLOAD_TOO_LARGE, _)
+        ));
     }
 
     #[test]

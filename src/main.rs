@@ -16,7 +16,10 @@ const EXIT_STARTUP: u8 = 1;
 const EXIT_WORKER: u8 = 78;
 
 #[derive(Parser)]
-#[command(version, about = "A gateway for DuckDB's Quack protocol, with embedded DuckDB workers")]
+#[command(
+    version,
+    about = "A gateway for DuckDB's Quack protocol, with embedded DuckDB workers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,7 +110,10 @@ fn main() -> ExitCode {
                 eprintln!("quackgate: reading the token from stdin: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            println!("{}", quackgate::auth::hash_token(token.trim_end_matches(['\r', '\n'])));
+            println!(
+                "{}",
+                quackgate::auth::hash_token(token.trim_end_matches(['\r', '\n']))
+            );
             ExitCode::SUCCESS
         }
         Command::DevInit {
@@ -138,7 +144,10 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> ExitCode {
     quackgate::telemetry::init(&config.log_filter);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("quackgate: starting the runtime: {e}");

@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
@@ -28,10 +28,11 @@ use tracing::{debug, warn};
 
 use crate::app::AppState;
 use crate::error::{full, quack_response, GatewayError, Side};
-use crate::quack::codec::{self, CodecError, Header};
+use crate::quack::codec::{self, CodecError, ConnectionRequest, Header};
 use crate::quack::{msg_type, server_errors, BANNER, QUACK_PATH};
 use crate::routing::RoutingError;
 use crate::upstream::{BoxError, UpstreamBody, UpstreamError};
+use crate::workers::Worker;
 
 /// Body type of every response the gateway sends.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
@@ -40,8 +41,14 @@ pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
 const MAX_HEADER_BYTES: usize = 1024;
 /// Cap on a CONNECTION_REQUEST and on the CONNECTION_RESPONSE to it; real ones are < 100 bytes.
 const MAX_CONNECT_MESSAGE_BYTES: usize = 64 * 1024;
+/// Cap on FETCH and DISCONNECT bodies; real ones are under 40 bytes.
+const MAX_SMALL_MESSAGE_BYTES: u64 = 4 * 1024;
 /// Responses up to this size are read whole to spot `Invalid connection id` (43 bytes).
 const MAX_INSPECTED_RESPONSE_BYTES: u64 = 256;
+/// Time a client gets to send a message the gateway reads whole before forwarding.
+const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a worker gets to answer a CONNECTION_REQUEST (it only checks the token).
+const CONNECT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one request. Never fails: every error becomes the reply `error.rs` decides on.
 pub async fn handle(
@@ -55,8 +62,12 @@ pub async fn handle(
                 Ok(response) => response,
                 Err(e) => {
                     match e.side() {
-                        Side::Client => debug!(error = %e, error.kind = e.kind(), "quack request refused"),
-                        Side::Upstream => warn!(error = %e, error.kind = e.kind(), elapsed_ms = started.elapsed().as_millis() as u64, "quack request failed at the worker"),
+                        Side::Client => {
+                            debug!(error = %e, error.kind = e.kind(), "quack request refused")
+                        }
+                        Side::Upstream => {
+                            warn!(error = %e, error.kind = e.kind(), elapsed_ms = started.elapsed().as_millis() as u64, "quack request failed at the worker")
+                        }
                     }
                     e.into_response()
                 }
@@ -99,27 +110,55 @@ async fn forward(
     let limit = state.max_body_bytes;
     let declared_length = declared_length(req.headers(), limit)?;
     let user_agent = req.headers().get(USER_AGENT).cloned();
-    let mut body = Limited::new(req.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
-    let (prefix, header) = read_header(&mut body, limit).await?;
-    debug!(quack.msg_type = msg_type::name(header.msg_type), "quack request");
+    let mut body = Limited::new(
+        req.into_body(),
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    );
+    let (prefix, header) = with_client_timeout(read_header(&mut body, limit)).await?;
+    debug!(
+        quack.msg_type = msg_type::name(header.msg_type),
+        "quack request"
+    );
 
     if header.msg_type == msg_type::CONNECTION_REQUEST {
-        let message = read_rest(prefix, body, MAX_CONNECT_MESSAGE_BYTES as u64, limit).await?;
-        codec::validate_request(&message, &header)?;
-        return connect(state, message, &header, user_agent).await;
+        if state.is_draining() {
+            return Err(GatewayError::Draining);
+        }
+        let message = with_client_timeout(read_rest(
+            prefix,
+            body,
+            MAX_CONNECT_MESSAGE_BYTES as u64,
+            limit,
+        ))
+        .await?;
+        let request = codec::decode_connection_request(&message, &header)?;
+        return connect(state, message, &header, request, user_agent).await;
     }
-    let outgoing = if codec::is_validated_in_full(header.msg_type) {
-        let message = read_rest(prefix, body, limit, limit).await?;
-        codec::validate_request(&message, &header)?;
-        Outgoing::Whole(message)
-    } else {
-        Outgoing::Streamed {
+    // Route on the header alone, so nothing is buffered for a request that goes nowhere.
+    let route = resolve(state, &prefix, &header)?;
+    let outgoing = match buffered_cap(header.msg_type, limit) {
+        Some(cap) => {
+            let message = with_client_timeout(read_rest(prefix, body, cap, limit)).await?;
+            codec::validate_request(&message, &header)?;
+            Outgoing::Whole(message)
+        }
+        None => Outgoing::Streamed {
             prefix,
             rest: body,
             declared_length,
-        }
+        },
     };
-    pinned(state, outgoing, &header, user_agent).await
+    pinned(state, route, outgoing, &header, user_agent).await
+}
+
+/// How much of a message is read before forwarding: all of the small types whose layout is
+/// known, so they can be checked; nothing of the others (APPEND, newer types), which stream.
+fn buffered_cap(t: u64, limit: u64) -> Option<u64> {
+    match t {
+        msg_type::PREPARE_REQUEST => Some(limit),
+        msg_type::FETCH_REQUEST | msg_type::DISCONNECT => Some(MAX_SMALL_MESSAGE_BYTES.min(limit)),
+        _ => None,
+    }
 }
 
 /// A new session: authenticate, place, swap the token, and sign the id in the answer.
@@ -127,9 +166,9 @@ async fn connect(
     state: &AppState,
     message: Bytes,
     header: &Header,
+    request: ConnectionRequest,
     user_agent: Option<HeaderValue>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let request = codec::decode_connection_request(&message, header)?;
     let token = request.token.clone().and_then(|range| message.get(range));
     let principal = state.auth.authenticate(token)?;
     let worker = state
@@ -137,27 +176,38 @@ async fn connect(
         .place(&state.workers)
         .ok_or(RoutingError::NoWorkerReady)?;
     let port = worker.serving_port().ok_or(RoutingError::NoWorkerReady)?;
+    let generation = worker.generation();
     let _connecting = worker.connecting();
-    let swapped = codec::replace_token(&message, header, &request, &state.worker_token);
+    let swapped = codec::replace_token(
+        &message,
+        header,
+        &request,
+        state.worker_token.expose().as_bytes(),
+    );
     let length = swapped.len() as u64;
-    let response = state
-        .upstream
-        .send(port, whole(swapped), Some(length), user_agent)
-        .await?;
-    let (parts, body) = response.into_parts();
-    if parts.status != StatusCode::OK {
-        return Err(GatewayError::BadWorkerResponse(format!(
-            "HTTP {} to a CONNECTION_REQUEST",
-            parts.status
-        )));
-    }
-    let answer = Limited::new(body, MAX_CONNECT_MESSAGE_BYTES)
-        .collect()
+    let exchange = async {
+        let response = state
+            .upstream
+            .send(port, whole(swapped), Some(length), user_agent)
+            .await?;
+        let (parts, body) = response.into_parts();
+        if parts.status != StatusCode::OK {
+            return Err(GatewayError::BadWorkerResponse(format!(
+                "HTTP {} to a CONNECTION_REQUEST",
+                parts.status
+            )));
+        }
+        Limited::new(body, MAX_CONNECT_MESSAGE_BYTES)
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .map_err(|e| GatewayError::BadWorkerResponse(e.to_string()))
+    };
+    let answer = tokio::time::timeout(CONNECT_EXCHANGE_TIMEOUT, exchange)
         .await
-        .map_err(|e| GatewayError::BadWorkerResponse(e.to_string()))?
-        .to_bytes();
-    let answer_header =
-        codec::decode_header(&answer).map_err(|e| GatewayError::BadWorkerResponse(e.to_string()))?;
+        .map_err(|_| UpstreamError::Timeout)??;
+    let answer_header = codec::decode_header(&answer)
+        .map_err(|e| GatewayError::BadWorkerResponse(e.to_string()))?;
     if answer_header.msg_type != msg_type::CONNECTION_RESPONSE {
         // For example a Quack version mismatch: the worker's own words are the clearest.
         return Ok(quack_response(answer));
@@ -165,33 +215,41 @@ async fn connect(
     let inner_id = answer_header
         .connection_id(&answer)
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| GatewayError::BadWorkerResponse("no connection id in CONNECTION_RESPONSE".into()))?;
+        .ok_or_else(|| {
+            GatewayError::BadWorkerResponse("no connection id in CONNECTION_RESPONSE".into())
+        })?;
     let id = state.ids.mint(&state.node_id, worker.index, inner_id);
     let new_header = codec::rewrite_header(&answer, &answer_header, &id);
     let mut out = BytesMut::with_capacity(new_header.len() + answer.len() - answer_header.len);
     out.extend_from_slice(&new_header);
     out.extend_from_slice(&answer[answer_header.len..]);
-    state.sessions.opened(&id, worker, Instant::now());
+    state
+        .sessions
+        .opened(&id, worker, generation, Instant::now());
     debug!(principal.name = %principal.name, worker.id = %worker.id, "session opened");
     Ok(quack_response(out.freeze()))
 }
 
-/// A message of an existing session: to the worker its id names, and only there.
-async fn pinned(
-    state: &AppState,
-    outgoing: Outgoing,
+/// Where an existing session's message goes.
+struct Route<'a> {
+    /// The routable id, as the client sent it.
+    id: Vec<u8>,
+    worker: &'a Worker,
+    port: u16,
+    /// The message header with the worker's own id in place of the routable one.
+    header: Bytes,
+}
+
+/// Verifies the id in a message header and finds its worker, which must be running.
+fn resolve<'a>(
+    state: &'a AppState,
+    head: &[u8],
     header: &Header,
-    user_agent: Option<HeaderValue>,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    let head = match &outgoing {
-        Outgoing::Whole(message) => message,
-        Outgoing::Streamed { prefix, .. } => prefix,
-    };
+) -> Result<Route<'a>, GatewayError> {
     let id = header
         .connection_id(head)
-        .ok_or(RoutingError::NoConnectionId)?
-        .to_vec();
-    let route = state.ids.verify(&id).map_err(RoutingError::from)?;
+        .ok_or(RoutingError::NoConnectionId)?;
+    let route = state.ids.verify(id).map_err(RoutingError::from)?;
     if route.node != state.node_id {
         return Err(RoutingError::ForeignNode.into());
     }
@@ -202,7 +260,23 @@ async fn pinned(
     let port = worker
         .serving_port()
         .ok_or(RoutingError::WorkerDown(route.worker))?;
-    let new_header = codec::rewrite_header(head, header, route.inner_id);
+    Ok(Route {
+        header: codec::rewrite_header(head, header, route.inner_id),
+        id: id.to_vec(),
+        worker,
+        port,
+    })
+}
+
+/// A message of an existing session: to the worker its id names, and only there.
+async fn pinned(
+    state: &AppState,
+    route: Route<'_>,
+    outgoing: Outgoing,
+    header: &Header,
+    user_agent: Option<HeaderValue>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let new_header = route.header;
     let (body, length) = match outgoing {
         Outgoing::Whole(message) => {
             let mut out = BytesMut::with_capacity(new_header.len() + message.len() - header.len);
@@ -216,21 +290,24 @@ async fn pinned(
             rest,
             declared_length,
         } => {
+            // Without a usable declared length the body goes out chunked.
             let length = declared_length
-                .map(|d| d - header.len as u64 + new_header.len() as u64);
+                .and_then(|d| d.checked_sub(header.len as u64))
+                .and_then(|d| d.checked_add(new_header.len() as u64));
             let tail = prefix.slice(header.len..);
-            (
-                PrefixedBody::new([new_header, tail], rest).boxed(),
-                length,
-            )
+            (PrefixedBody::new([new_header, tail], rest).boxed(), length)
         }
     };
-    state.sessions.touched(&id, Instant::now());
-    let response = state.upstream.send(port, body, length, user_agent).await?;
+    state.sessions.touched(&route.id, Instant::now());
+    let response = state
+        .upstream
+        .send(route.port, body, length, user_agent)
+        .await?;
     if header.msg_type == msg_type::DISCONNECT {
-        state.sessions.closed(&id, &state.workers);
+        state.sessions.closed(&route.id, &state.workers);
     }
-    relay(state, response, &id).await
+    debug!(worker.id = %route.worker.id, "forwarded");
+    relay(state, response, &route.id).await
 }
 
 /// Passes a worker's answer back: small ones read whole (to see session loss), others streamed.
@@ -318,7 +395,9 @@ async fn read_rest(
     cap: u64,
     limit: u64,
 ) -> Result<Bytes, GatewayError> {
-    let too_large = || GatewayError::BodyTooLarge { limit: cap.min(limit) };
+    let too_large = || GatewayError::BodyTooLarge {
+        limit: cap.min(limit),
+    };
     if prefix.len() as u64 > cap {
         return Err(too_large());
     }
@@ -335,6 +414,14 @@ async fn read_rest(
         b.extend_from_slice(&data);
     }
     Ok(buf.map_or(prefix, BytesMut::freeze))
+}
+
+async fn with_client_timeout<T>(
+    read: impl std::future::Future<Output = Result<T, GatewayError>>,
+) -> Result<T, GatewayError> {
+    tokio::time::timeout(CLIENT_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| GatewayError::ClientTimeout)?
 }
 
 fn body_error(e: BoxError, limit: u64) -> GatewayError {

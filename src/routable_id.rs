@@ -147,7 +147,14 @@ mod tests {
         let id = signer(1).mint("n0", 3, INNER);
         assert!(id.len() < 128, "id must keep a one-byte wire length");
         let route = signer(1).verify(&id).unwrap();
-        assert_eq!(route, Route { node: "n0", worker: 3, inner_id: INNER });
+        assert_eq!(
+            route,
+            Route {
+                node: "n0",
+                worker: 3,
+                inner_id: INNER
+            }
+        );
     }
 
     #[test]

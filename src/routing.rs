@@ -82,8 +82,12 @@ impl SessionTable {
         place_session(&loads, start).and_then(|i| workers.get(i as u16))
     }
 
-    /// Records a session the worker just opened.
-    pub fn opened(&self, id: &[u8], worker: &Worker, now: Instant) {
+    /// Records a session the worker just opened, unless the process that opened it (the one
+    /// serving at `generation`) has gone since.
+    pub fn opened(&self, id: &[u8], worker: &Worker, generation: u64, now: Instant) {
+        if worker.generation() != generation {
+            return;
+        }
         let session = Session {
             worker: worker.index,
             last_used: now,
@@ -104,21 +108,20 @@ impl SessionTable {
     pub fn closed(&self, id: &[u8], workers: &WorkerSet) {
         if let Some((_, s)) = self.sessions.remove(id) {
             if let Some(w) = workers.get(s.worker) {
-                w.sessions.fetch_sub(1, Ordering::Relaxed);
+                w.session_ended();
             }
         }
     }
 
     /// Forgets every session of a worker whose process ended.
     pub fn forget_worker(&self, worker: &Worker) {
-        self.sessions.retain(|_, s| s.worker != worker.index);
-        worker.sessions.store(
-            self.sessions
-                .iter()
-                .filter(|s| s.worker == worker.index)
-                .count(),
-            Ordering::Relaxed,
-        );
+        self.sessions.retain(|_, s| {
+            let keep = s.worker != worker.index;
+            if !keep {
+                worker.session_ended();
+            }
+            keep
+        });
     }
 
     /// Forgets sessions unused for longer than `idle`; returns how many.
@@ -129,7 +132,7 @@ impl SessionTable {
             if !keep {
                 expired += 1;
                 if let Some(w) = workers.get(s.worker) {
-                    w.sessions.fetch_sub(1, Ordering::Relaxed);
+                    w.session_ended();
                 }
             }
             keep
@@ -185,12 +188,19 @@ mod tests {
         let table = SessionTable::new();
         let now = Instant::now();
         let first = table.place(&set).unwrap();
-        table.opened(b"a", first, now);
+        table.opened(b"a", first, first.generation(), now);
         let second = table.place(&set).unwrap();
-        assert_ne!(first.index, second.index, "second session must go to the idle worker");
-        table.opened(b"b", second, now);
-        table.opened(b"b", second, now);
-        assert_eq!(second.session_count(), 1, "re-recording an id must not double count");
+        assert_ne!(
+            first.index, second.index,
+            "second session must go to the idle worker"
+        );
+        table.opened(b"b", second, second.generation(), now);
+        table.opened(b"b", second, second.generation(), now);
+        assert_eq!(
+            second.session_count(),
+            1,
+            "re-recording an id must not double count"
+        );
         table.closed(b"a", &set);
         table.closed(b"a", &set);
         assert_eq!(first.session_count(), 0);
@@ -204,17 +214,36 @@ mod tests {
         let t0 = Instant::now();
         let w0 = set.get(0).unwrap();
         let w1 = set.get(1).unwrap();
-        table.opened(b"old", w0, t0);
-        table.opened(b"new", w0, t0 + Duration::from_secs(50));
-        table.opened(b"other", w1, t0);
+        table.opened(b"old", w0, w0.generation(), t0);
+        table.opened(b"new", w0, w0.generation(), t0 + Duration::from_secs(50));
+        table.opened(b"other", w1, w1.generation(), t0);
         table.touched(b"other", t0 + Duration::from_secs(90));
-        let expired = table.expire_idle(&set, t0 + Duration::from_secs(100), Duration::from_secs(60));
+        let expired =
+            table.expire_idle(&set, t0 + Duration::from_secs(100), Duration::from_secs(60));
         assert_eq!(expired, 1);
         assert_eq!(w0.session_count(), 1);
         table.forget_worker(w0);
         assert_eq!(w0.session_count(), 0);
         assert_eq!(w1.session_count(), 1);
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_session_from_a_process_that_has_gone_is_not_counted() {
+        let set = ready_set();
+        let table = SessionTable::new();
+        let w0 = set.get(0).unwrap();
+        let placed_at = w0.generation();
+        w0.set_down();
+        table.opened(b"late", w0, placed_at, Instant::now());
+        assert_eq!(w0.session_count(), 0);
+        assert!(table.is_empty());
+        table.closed(b"late", &set);
+        assert_eq!(
+            w0.session_count(),
+            0,
+            "closing an unknown session must not wrap the count"
+        );
     }
 
     #[test]

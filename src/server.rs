@@ -101,7 +101,9 @@ async fn serve_connection<H, F>(
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => serve_http(tls_stream, peer, handler, drain).await,
                 Ok(Err(e)) => debug!(client.addr = %peer, error = %e, "tls handshake failed"),
-                Err(_) => debug!(client.addr = %peer, timeout_secs = timeout.as_secs(), "tls handshake timed out"),
+                Err(_) => {
+                    debug!(client.addr = %peer, timeout_secs = timeout.as_secs(), "tls handshake timed out")
+                }
             }
         }
     }

@@ -44,6 +44,9 @@ pub enum UpstreamError {
     /// The exchange failed after the request may have reached the worker.
     #[error("exchange with worker failed: {0}")]
     Exchange(#[source] hyper_util::client::legacy::Error),
+    /// The worker did not answer in time.
+    #[error("worker did not answer in time")]
+    Timeout,
     /// The worker's response body failed midway.
     #[error("reading the worker's response: {0}")]
     Body(#[source] hyper::Error),

@@ -298,18 +298,6 @@ pub fn validate_request(buf: &[u8], header: &Header) -> Result<(), CodecError> {
     }
 }
 
-/// Whether a request body of this type is small and fully validated before forwarding, rather
-/// than streamed.
-pub fn is_validated_in_full(t: u64) -> bool {
-    matches!(
-        t,
-        msg_type::CONNECTION_REQUEST
-            | msg_type::PREPARE_REQUEST
-            | msg_type::FETCH_REQUEST
-            | msg_type::DISCONNECT
-    )
-}
-
 /// The CONNECTION_REQUEST `buf` with its token replaced by `token`.
 pub fn replace_token(buf: &[u8], header: &Header, req: &ConnectionRequest, token: &[u8]) -> Bytes {
     let rest = &buf[req.rest.clone()];

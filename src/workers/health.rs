@@ -66,8 +66,7 @@ pub async fn run_prober(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut states: Vec<(u64, HealthState)> =
-        vec![(0, HealthState::new_ready()); workers.len()];
+    let mut states: Vec<(u64, HealthState)> = vec![(0, HealthState::new_ready()); workers.len()];
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -90,16 +89,15 @@ pub async fn run_prober(
                 continue;
             }
             match state.observe(ok) {
-                Some(true) => {
-                    info!(worker.id = %worker.id, "worker healthy again");
-                    worker.set_healthy(true);
-                }
+                Some(true) => info!(worker.id = %worker.id, "worker healthy again"),
                 Some(false) => {
-                    warn!(worker.id = %worker.id, probes = FAILURES_TO_DOWN, "worker failed health probes; no new sessions go to it");
-                    worker.set_healthy(false);
+                    warn!(worker.id = %worker.id, probes = FAILURES_TO_DOWN, "worker failed health probes; no new sessions go to it")
                 }
                 None => {}
             }
+            // Written every round, not only on a flip, so a verdict about a previous process
+            // that landed late is corrected at the next probe.
+            worker.set_healthy(state.is_healthy());
         }
     }
 }

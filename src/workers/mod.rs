@@ -62,7 +62,9 @@ impl Worker {
 
     /// Sessions plus connects in flight: what placement minimises.
     pub fn load(&self) -> usize {
-        self.sessions.load(Ordering::Relaxed) + self.connecting.load(Ordering::Relaxed)
+        self.sessions
+            .load(Ordering::Relaxed)
+            .saturating_add(self.connecting.load(Ordering::Relaxed))
     }
 
     /// Open sessions counted here.
@@ -75,7 +77,8 @@ impl Worker {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// The process generation the prober compares against.
+    /// The process generation: bumped when a process starts serving and when it ends, so a
+    /// session opened by a process that has since gone is recognised as stale.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
@@ -95,6 +98,17 @@ impl Worker {
     pub(crate) fn set_down(&self) {
         self.port.store(0, Ordering::Release);
         self.healthy.store(false, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Lowers the session count without wrapping below zero.
+    pub(crate) fn session_ended(&self) {
+        // Never fails: the closure always returns Some.
+        let _ = self
+            .sessions
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
     }
 
     pub(crate) fn count_restart(&self) {

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::WorkerToken;
 use crate::config::WorkersConfig;
 use crate::routing::SessionTable;
 use crate::workers::{Worker, WorkerSet};
@@ -66,7 +67,9 @@ pub enum WorkerError {
         status: String,
     },
     /// The worker did not report ready in time.
-    #[error("worker {worker} did not start serving within {secs} s (workers.startup_timeout_secs)")]
+    #[error(
+        "worker {worker} did not start serving within {secs} s (workers.startup_timeout_secs)"
+    )]
     Timeout {
         /// The worker's id.
         worker: String,
@@ -82,8 +85,8 @@ pub struct Launcher {
     pub exe: PathBuf,
     /// The `[workers]` config.
     pub config: WorkersConfig,
-    /// The internal token the gateway swaps in; never leaves the gateway and its workers.
-    pub token: String,
+    /// The internal token the gateway swaps in.
+    pub token: WorkerToken,
 }
 
 /// A started worker process.
@@ -99,7 +102,7 @@ impl Launcher {
         WorkerSpec {
             worker_id: worker.id.clone(),
             port,
-            token: self.token.clone(),
+            token: self.token.expose().to_string(),
             extension_dir: self.config.extension_dir.clone(),
             database: self
                 .config
@@ -127,6 +130,9 @@ impl Launcher {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            // Its own process group: a Ctrl-C meant for the gateway must not kill the workers
+            // before the gateway has drained.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(io("spawning"))?;
@@ -134,7 +140,10 @@ impl Launcher {
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut line = serde_json::to_vec(&self.spec(worker, port)).expect("spec serializes");
         line.push(b'\n');
-        stdin.write_all(&line).await.map_err(io("sending the spec"))?;
+        stdin
+            .write_all(&line)
+            .await
+            .map_err(io("sending the spec"))?;
         stdin.flush().await.map_err(io("sending the spec"))?;
 
         let mut lines = BufReader::new(stdout).lines();
@@ -197,7 +206,9 @@ impl Running {
     async fn stop(mut self, worker: &Worker) {
         drop(self.stdin);
         match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
-            Ok(Ok(status)) => info!(worker.id = %worker.id, exit = %describe_exit(status), "worker stopped"),
+            Ok(Ok(status)) => {
+                info!(worker.id = %worker.id, exit = %describe_exit(status), "worker stopped")
+            }
             Ok(Err(e)) => warn!(worker.id = %worker.id, error = %e, "waiting for worker to stop"),
             Err(_elapsed) => {
                 warn!(worker.id = %worker.id, grace_secs = STOP_GRACE.as_secs(), "worker did not stop in time; killing it");
@@ -257,6 +268,7 @@ pub async fn supervise(
             }
             Err(e) => {
                 if let Some(tx) = first_start.take() {
+                    // As above: no receiver means the gateway is exiting anyway.
                     let _ignored = tx.send(Err(e));
                     return;
                 }

@@ -32,8 +32,9 @@ fn cli_over_https_runs_queries_ddl_appends_and_a_2m_row_result() {
 #[test]
 fn transactions_and_temp_tables_live_for_one_attach() {
     let gw = Gateway::start();
-    let out = gw.cli_ok(
-        "FROM r.query('CREATE TABLE acct (v INTEGER)');\n\
+    let out = gw
+        .cli_ok(
+            "FROM r.query('CREATE TABLE acct (v INTEGER)');\n\
          FROM r.query('CREATE TEMP TABLE scratch AS SELECT 7 AS x');\n\
          FROM r.query('BEGIN TRANSACTION');\n\
          FROM r.query('INSERT INTO acct VALUES (1)');\n\
@@ -45,10 +46,10 @@ fn transactions_and_temp_tables_live_for_one_attach() {
          FROM r.query('COMMIT');\n\
          FROM r.query('SELECT count(*), sum(v) FROM acct');\n\
          FROM r.query('SELECT x FROM scratch');\n",
-    )
-    .into_iter()
-    .filter(|l| l != "true")
-    .collect::<Vec<_>>();
+        )
+        .into_iter()
+        .filter(|l| l != "true")
+        .collect::<Vec<_>>();
     // BEGIN, COMMIT, ROLLBACK and CREATE print "true"; the rest are row counts and results.
     // The rolled-back insert left no row; the committed two are there; the temp table lives on.
     assert_eq!(out, ["1", "1", "0", "1", "1", "2,5", "7"], "{}", gw.log());
@@ -79,8 +80,16 @@ print(con.sql("SELECT count(*) FROM r.query('SELECT * FROM range(300000)')").fet
     );
     let out = run_python(&gw.toolchain, &script, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), gw.log());
-    assert_eq!(stdout.lines().collect::<Vec<_>>(), vec!["[(42,)]", "[(300000,)]"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec!["[(42,)]", "[(300000,)]"]
+    );
 }
 
 #[test]
@@ -103,6 +112,14 @@ with dbapi.connect("quack://localhost:{port}", db_kwargs={{"adbc.quack.token": "
     let ca = gw.ca.display().to_string();
     let out = run_python(&gw.toolchain, &script, &[("SSL_CERT_FILE", &ca)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), gw.log());
-    assert_eq!(stdout.lines().collect::<Vec<_>>(), vec!["[(42,)]", "300000"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec!["[(42,)]", "300000"]
+    );
 }

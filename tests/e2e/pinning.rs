@@ -20,7 +20,10 @@ fn eight_concurrent_clients_each_stay_on_one_worker_and_both_workers_serve() {
     let seen: Vec<Vec<String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..CLIENTS)
             .map(|_| {
-                let sql = format!(".output /dev/null\n{}.output\n{script}", gw.attach_sql(&gw.token));
+                let sql = format!(
+                    ".output /dev/null\n{}.output\n{script}",
+                    gw.attach_sql(&gw.token)
+                );
                 let toolchain = &gw.toolchain;
                 s.spawn(move || run_cli(toolchain, &sql))
             })
@@ -47,9 +50,21 @@ fn eight_concurrent_clients_each_stay_on_one_worker_and_both_workers_serve() {
     for (client, ids) in seen.iter().enumerate() {
         assert_eq!(ids.len(), PROBES, "client {client} answered {ids:?}");
         let distinct: BTreeSet<_> = ids.iter().collect();
-        assert_eq!(distinct.len(), 1, "client {client} moved between workers: {distinct:?}");
-        assert!(ids[0].starts_with("n0.w"), "unexpected worker id {}", ids[0]);
+        assert_eq!(
+            distinct.len(),
+            1,
+            "client {client} moved between workers: {distinct:?}"
+        );
+        assert!(
+            ids[0].starts_with("n0.w"),
+            "unexpected worker id {}",
+            ids[0]
+        );
         workers_used.insert(ids[0].clone());
     }
-    assert_eq!(workers_used.len(), 2, "placement used only {workers_used:?}");
+    assert_eq!(
+        workers_used.len(),
+        2,
+        "placement used only {workers_used:?}"
+    );
 }

@@ -1,38 +1,9 @@
 //! Bad input gets the exact answer a DuckDB server would give, or a clear HTTP status when it
 //! is not a Quack message at all, and nothing of it reaches a worker.
 
-use quackgate::quack::codec;
-
-use crate::support::{fixture, http, quack_post, Gateway};
-
-/// A CONNECTION_REQUEST (the CLI's captured one) carrying `token`.
-fn connection_request(token: &str) -> Vec<u8> {
-    let buf = fixture("connection_request.bin");
-    let header = codec::decode_header(&buf).unwrap();
-    let req = codec::decode_connection_request(&buf, &header).unwrap();
-    codec::replace_token(&buf, &header, &req, token.as_bytes()).to_vec()
-}
-
-/// A PREPARE of `SELECT 42` (the captured one) carrying connection id `id`.
-fn prepare_with_id(id: &[u8]) -> Vec<u8> {
-    let buf = fixture("prepare_request_select42.bin");
-    let header = codec::decode_header(&buf).unwrap();
-    let mut out = codec::rewrite_header(&buf, &header, id).to_vec();
-    out.extend_from_slice(&buf[header.len..]);
-    out
-}
-
-fn open_session(gw: &Gateway) -> Vec<u8> {
-    let (status, body) = quack_post(gw.plain, connection_request(&gw.token));
-    assert_eq!(status, 200);
-    let header = codec::decode_header(&body).unwrap();
-    assert_eq!(header.msg_type, 2, "expected CONNECTION_RESPONSE, got {body:?}");
-    header.connection_id(&body).unwrap().to_vec()
-}
-
-fn msg_type(body: &[u8]) -> u64 {
-    codec::decode_header(body).unwrap().msg_type
-}
+use crate::support::{
+    connection_request, fixture, http, msg_type, open_session, prepare_with_id, quack_post, Gateway,
+};
 
 #[test]
 fn a_wrong_token_gets_authentication_failed_from_the_cli_and_raw() {
@@ -45,7 +16,10 @@ fn a_wrong_token_gets_authentication_failed_from_the_cli_and_raw() {
     let mut near_miss = gw.token.clone().into_bytes();
     let last = near_miss.len() - 1;
     near_miss[last] ^= 1;
-    let (status, body) = quack_post(gw.plain, connection_request(std::str::from_utf8(&near_miss).unwrap()));
+    let (status, body) = quack_post(
+        gw.plain,
+        connection_request(std::str::from_utf8(&near_miss).unwrap()),
+    );
     assert_eq!(status, 200);
     assert_eq!(body.as_ref(), fixture("error_authentication_failed.bin"));
 }
@@ -54,7 +28,11 @@ fn a_wrong_token_gets_authentication_failed_from_the_cli_and_raw() {
 fn issued_ids_are_signed_and_tampered_or_made_up_ids_are_invalid() {
     let gw = Gateway::start();
     let id = open_session(&gw);
-    assert!(id.starts_with(b"q1.n0."), "{}", String::from_utf8_lossy(&id));
+    assert!(
+        id.starts_with(b"q1.n0."),
+        "{}",
+        String::from_utf8_lossy(&id)
+    );
 
     let (status, body) = quack_post(gw.plain, prepare_with_id(&id));
     assert_eq!((status, msg_type(&body)), (200, 4), "the real id must work");
@@ -110,8 +88,16 @@ fn banner_cors_and_unknown_paths_answer_like_the_duckdb_server() {
     let (status, headers, _) = http("OPTIONS", gw.plain, "/quack", Default::default());
     assert_eq!(status, 204);
     assert_eq!(headers["access-control-allow-origin"], "*");
-    assert_eq!(headers["access-control-allow-methods"], "GET, POST, OPTIONS");
-    for (method, path) in [("GET", "/quack"), ("POST", "/"), ("POST", "/foo"), ("PUT", "/quack")] {
+    assert_eq!(
+        headers["access-control-allow-methods"],
+        "GET, POST, OPTIONS"
+    );
+    for (method, path) in [
+        ("GET", "/quack"),
+        ("POST", "/"),
+        ("POST", "/foo"),
+        ("PUT", "/quack"),
+    ] {
         let (status, _, _) = http(method, gw.plain, path, Default::default());
         assert_eq!(status, 404, "{method} {path}");
     }

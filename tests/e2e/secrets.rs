@@ -10,12 +10,23 @@ fn no_token_appears_in_gateway_or_worker_output_even_at_debug() {
     });
     assert_eq!(gw.cli_ok("FROM r.query('SELECT 42');"), vec!["42"]);
     let wrong = "wrong-token-7f3a9c";
-    assert!(!gw.cli_with_token(wrong, "FROM r.query('SELECT 1');").status.success());
+    assert!(!gw
+        .cli_with_token(wrong, "FROM r.query('SELECT 1');")
+        .status
+        .success());
     let log = gw.log();
-    assert!(log.contains("session opened"), "debug logging was not on:\n{log}");
+    assert!(
+        log.contains("session opened"),
+        "debug logging was not on:\n{log}"
+    );
     for secret in [gw.token.as_str(), wrong] {
         assert!(!log.contains(secret), "a token leaked into the log:\n{log}");
     }
+    // The internal worker token is 64 hex characters; no such run may appear either.
+    assert!(
+        !has_hex_run(&log, 64),
+        "a 64-hex-character secret in the log:\n{log}"
+    );
 }
 
 #[test]
@@ -27,4 +38,15 @@ fn sql_text_stays_out_of_info_logs() {
     assert!(log.contains("all workers serving"), "{log}");
     assert!(!log.contains(marker), "SQL text in an info log:\n{log}");
     assert!(!log.contains(&gw.token));
+}
+
+fn has_hex_run(text: &str, len: usize) -> bool {
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+        if run >= len {
+            return true;
+        }
+    }
+    false
 }

@@ -16,7 +16,7 @@ mod spec;
 mod worker;
 
 pub use spec::{
-    extension_path, WorkerSpec, WorkerStatus, DUCKDB_VERSION, EXTENSIONS_REQUIRED, EXTENSION_PLATFORM,
-    FAILED_PREFIX, READY_PREFIX,
+    extension_path, WorkerSpec, WorkerStatus, DUCKDB_VERSION, EXTENSIONS_REQUIRED,
+    EXTENSION_PLATFORM, FAILED_PREFIX, READY_PREFIX,
 };
 pub use worker::{run_worker, WorkerError};

@@ -52,10 +52,13 @@ pub fn run_worker() -> Result<(), WorkerError> {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let spec = match lines.next() {
-        Some(Ok(line)) => serde_json::from_str::<WorkerSpec>(&line)
-            .map_err(|e| WorkerError::Spec(e.to_string())),
+        Some(Ok(line)) => {
+            serde_json::from_str::<WorkerSpec>(&line).map_err(|e| WorkerError::Spec(e.to_string()))
+        }
         Some(Err(e)) => Err(WorkerError::Spec(e.to_string())),
-        None => Err(WorkerError::Spec("stdin closed before the spec arrived".into())),
+        None => Err(WorkerError::Spec(
+            "stdin closed before the spec arrived".into(),
+        )),
     };
     let served = spec.and_then(|spec| {
         // DuckDB errors may quote the statement, which names the token: scrub it.
@@ -102,13 +105,13 @@ fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
     }
     let step = |step| move |source| WorkerError::DuckDb { step, source };
     let mut config = Config::default()
-        .with("extension_directory", &spec.extension_dir.to_string_lossy())
+        .with("extension_directory", spec.extension_dir.to_string_lossy())
         .and_then(|c| c.with("autoinstall_known_extensions", "false"))
         .and_then(|c| c.with("autoload_known_extensions", "true"))
         .map_err(step("configuring DuckDB"))?;
     if let Some(threads) = spec.threads {
         config = config
-            .with("threads", &threads.to_string())
+            .with("threads", threads.to_string())
             .map_err(step("setting threads"))?;
     }
     if let Some(limit) = &spec.memory_limit {
@@ -131,7 +134,8 @@ fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
     ))
     .map_err(step("creating quackgate_worker_id()"))?;
     for sql in &spec.init_sql {
-        conn.execute_batch(sql).map_err(step("running workers.init_sql"))?;
+        conn.execute_batch(sql)
+            .map_err(step("running workers.init_sql"))?;
     }
     let uri = format!("quack:127.0.0.1:{}", spec.port);
     conn.query_row(

@@ -25,10 +25,12 @@ impl Toolchain {
     pub fn get() -> Toolchain {
         let root = std::env::var_os("QUACKGATE_DUCKDB_HOME")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/duckdb-1.5.5")
-            });
-        for needed in ["bin/duckdb", "venv/bin/python", "ext/v1.5.5/linux_amd64/quack.duckdb_extension"] {
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/duckdb-1.5.5"));
+        for needed in [
+            "bin/duckdb",
+            "venv/bin/python",
+            "ext/v1.5.5/linux_amd64/quack.duckdb_extension",
+        ] {
             assert!(
                 root.join(needed).exists(),
                 "{} is missing: run scripts/fetch-duckdb (or set QUACKGATE_DUCKDB_HOME)",
@@ -55,7 +57,10 @@ impl Toolchain {
 pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -94,10 +99,17 @@ pub struct Gateway {
 }
 
 /// Writes a config for a test gateway into `dir`; returns (config path, token, CA path).
-pub fn write_config(dir: &Path, opts: &GatewayOptions, toolchain: &Toolchain) -> (PathBuf, String, PathBuf) {
+pub fn write_config(
+    dir: &Path,
+    opts: &GatewayOptions,
+    toolchain: &Toolchain,
+) -> (PathBuf, String, PathBuf) {
     let tls = quackgate::dev_init::write_tls(dir, &[]).expect("test CA");
     let token = format!("tok-{}", random_hex());
-    let ext = opts.extension_dir.clone().unwrap_or_else(|| toolchain.ext_dir());
+    let ext = opts
+        .extension_dir
+        .clone()
+        .unwrap_or_else(|| toolchain.ext_dir());
     let config = format!(
         r#"[gateway]
 listen = "127.0.0.1:0"
@@ -182,7 +194,10 @@ impl Gateway {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
-                panic!("gateway never printed its READY line; log:\n{}", log.lock().unwrap());
+                panic!(
+                    "gateway never printed its READY line; log:\n{}",
+                    log.lock().unwrap()
+                );
             }
         };
         let addr = |key: &str| -> SocketAddr {
@@ -228,7 +243,13 @@ impl Gateway {
     }
 
     pub fn cli_with_token(&self, token: &str, sql: &str) -> Output {
-        run_cli(&self.toolchain, &format!(".output /dev/null\n{}.output\n{sql}", self.attach_sql(token)))
+        run_cli(
+            &self.toolchain,
+            &format!(
+                ".output /dev/null\n{}.output\n{sql}",
+                self.attach_sql(token)
+            ),
+        )
     }
 
     /// Runs the CLI and returns stdout lines, failing the test with stderr when it fails.
@@ -241,7 +262,11 @@ impl Gateway {
             String::from_utf8_lossy(&out.stdout),
             self.log()
         );
-        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn admin_get(&self, path: &str) -> (u16, String) {
@@ -321,8 +346,16 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// A raw HTTP request on loopback; returns status, headers and body.
-pub fn http(method: &str, addr: SocketAddr, path: &str, body: Bytes) -> (u16, http::HeaderMap, Bytes) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+pub fn http(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    body: Bytes,
+) -> (u16, http::HeaderMap, Bytes) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
@@ -350,5 +383,59 @@ pub fn quack_post(addr: SocketAddr, body: Vec<u8>) -> (u16, Bytes) {
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/quack").join(name)).unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/quack")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// A CONNECTION_REQUEST (the CLI's captured one) carrying `token`.
+pub fn connection_request(token: &str) -> Vec<u8> {
+    use quackgate::quack::codec;
+    let buf = fixture("connection_request.bin");
+    let header = codec::decode_header(&buf).unwrap();
+    let req = codec::decode_connection_request(&buf, &header).unwrap();
+    codec::replace_token(&buf, &header, &req, token.as_bytes()).to_vec()
+}
+
+/// A PREPARE of `SELECT 42` (the captured one) carrying connection id `id`.
+pub fn prepare_with_id(id: &[u8]) -> Vec<u8> {
+    use quackgate::quack::codec;
+    let buf = fixture("prepare_request_select42.bin");
+    let header = codec::decode_header(&buf).unwrap();
+    let mut out = codec::rewrite_header(&buf, &header, id).to_vec();
+    out.extend_from_slice(&buf[header.len..]);
+    out
+}
+
+/// Opens a session with a raw CONNECTION_REQUEST on the plain listener; returns its id.
+pub fn open_session(gw: &Gateway) -> Vec<u8> {
+    use quackgate::quack::codec;
+    let (status, body) = quack_post(gw.plain, connection_request(&gw.token));
+    assert_eq!(status, 200);
+    let header = codec::decode_header(&body).unwrap();
+    assert_eq!(
+        header.msg_type, 2,
+        "expected CONNECTION_RESPONSE, got {body:?}"
+    );
+    header.connection_id(&body).unwrap().to_vec()
+}
+
+/// The message type of a Quack body.
+pub fn msg_type(body: &[u8]) -> u64 {
+    quackgate::quack::codec::decode_header(body)
+        .unwrap()
+        .msg_type
+}
+
+/// Waits for the process to exit, up to `deadline`.
+pub fn wait_for_exit(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("the process to exit", deadline, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
 }
