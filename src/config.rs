@@ -124,6 +124,7 @@ struct FileWorkers {
     threads: Option<u32>,
     memory_limit: Option<String>,
     init_sql: Option<Vec<String>>,
+    external_access: Option<bool>,
     startup_timeout_secs: Option<u64>,
     health_interval_ms: Option<u64>,
 }
@@ -211,6 +212,9 @@ pub struct WorkersConfig {
     pub memory_limit: Option<String>,
     /// Statements each worker runs before serving (ATTACH, USE, SET ...).
     pub init_sql: Vec<String>,
+    /// Whether client SQL may read and write files and URLs as the gateway's OS user and
+    /// change DuckDB settings. Default false: workers lock this down once they serve.
+    pub external_access: bool,
     /// Time a worker gets from spawn to serving. Default 60 s.
     pub startup_timeout: Duration,
     /// Period of health probes. Default 1 s.
@@ -513,6 +517,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             threads: w.threads,
             memory_limit: w.memory_limit,
             init_sql: w.init_sql.unwrap_or_default(),
+            external_access: w.external_access.unwrap_or(false),
             startup_timeout: Duration::from_secs(startup_timeout_secs),
             health_interval: Duration::from_millis(health_interval_ms),
         },

@@ -112,6 +112,7 @@ impl Launcher {
             threads: self.config.threads,
             memory_limit: self.config.memory_limit.clone(),
             init_sql: self.config.init_sql.clone(),
+            external_access: self.config.external_access,
         }
     }
 

@@ -102,3 +102,30 @@ fn banner_cors_and_unknown_paths_answer_like_the_duckdb_server() {
         assert_eq!(status, 404, "{method} {path}");
     }
 }
+
+#[test]
+fn client_sql_cannot_read_the_gateways_files_or_retune_the_worker() {
+    let gw = Gateway::start();
+    let key = gw.dir.path().join("key.pem");
+    for sql in [
+        format!(
+            "FROM r.query('SELECT * FROM read_text(''{}'')');",
+            key.display()
+        ),
+        format!(
+            "FROM r.query('COPY (SELECT 1) TO ''{}/out.csv''');",
+            gw.dir.path().display()
+        ),
+        "FROM r.query('SET threads = 1');".to_string(),
+    ] {
+        let out = gw.cli(&sql);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sql} succeeded");
+        assert!(
+            stderr.contains("disabled by configuration")
+                || stderr.contains("configuration has been locked"),
+            "{sql}: {stderr}"
+        );
+    }
+    assert!(!gw.dir.path().join("out.csv").exists());
+}

@@ -40,6 +40,9 @@ pub struct WorkerSpec {
     pub memory_limit: Option<String>,
     /// Statements run after the extensions load and before serving (ATTACH, USE, SET ...).
     pub init_sql: Vec<String>,
+    /// Whether client SQL may touch files and URLs and change settings. When false, the worker
+    /// disables external access and locks its configuration once it serves.
+    pub external_access: bool,
 }
 
 impl fmt::Debug for WorkerSpec {
@@ -53,6 +56,7 @@ impl fmt::Debug for WorkerSpec {
             .field("threads", &self.threads)
             .field("memory_limit", &self.memory_limit)
             .field("init_sql_statements", &self.init_sql.len())
+            .field("external_access", &self.external_access)
             .finish()
     }
 }

@@ -148,6 +148,12 @@ fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
         |row| row.get::<_, String>(0),
     )
     .map_err(step("starting quack_serve"))?;
+    if !spec.external_access {
+        // Client SQL runs as this process's user: without this it could read the gateway's
+        // TLS key and id secret with read_text(), write files with COPY, or retune the worker.
+        conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
+            .map_err(step("locking down the worker"))?;
+    }
     Ok((conn, spec.port))
 }
 
