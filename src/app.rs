@@ -153,7 +153,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     let workers = Arc::new(WorkerSet::new(config.workers.count, &config.node_id));
     let sessions = Arc::new(SessionTable::new());
     let upstream = Upstream::new();
-    let worker_token = WorkerToken::generate().map_err(|e| AppError::Random(e.to_string()))?;
+    let worker_token = match &config.workers.token {
+        Some(token) => token.clone(),
+        None => WorkerToken::generate().map_err(|e| AppError::Random(e.to_string()))?,
+    };
     let state = Arc::new(AppState {
         node_id: config.node_id.clone(),
         max_body_bytes: config.max_body_bytes,

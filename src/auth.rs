@@ -95,6 +95,11 @@ impl WorkerToken {
         Ok(WorkerToken(hex::encode(bytes)))
     }
 
+    /// A token chosen by the operator (`workers.token_file`).
+    pub fn fixed(token: String) -> Self {
+        WorkerToken(token)
+    }
+
     /// The token itself, for the CONNECTION_REQUEST and the worker's spec.
     pub fn expose(&self) -> &str {
         &self.0

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::WorkerToken;
 use crate::routable_id::{MAX_NODE_ID_LEN, SECRET_BYTES};
 
 /// Prefix of environment variables that override config keys: `QUACKGATE__WORKERS__COUNT=4`.
@@ -125,6 +126,7 @@ struct FileWorkers {
     memory_limit: Option<String>,
     init_sql: Option<Vec<String>>,
     external_access: Option<bool>,
+    token_file: Option<PathBuf>,
     startup_timeout_secs: Option<u64>,
     health_interval_ms: Option<u64>,
 }
@@ -215,6 +217,9 @@ pub struct WorkersConfig {
     /// Whether client SQL may read and write files and URLs as the gateway's OS user and
     /// change DuckDB settings. Default false: workers lock this down once they serve.
     pub external_access: bool,
+    /// A fixed internal worker token, for benchmarks and debugging that talk to a worker
+    /// directly. Default `None`: a random token made at every start.
+    pub token: Option<WorkerToken>,
     /// Time a worker gets from spawn to serving. Default 60 s.
     pub startup_timeout: Duration,
     /// Period of health probes. Default 1 s.
@@ -470,6 +475,23 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     if let Some(threads) = w.threads {
         positive(&mut problems, "workers.threads", u64::from(threads));
     }
+    let token = w
+        .token_file
+        .map(resolve)
+        .and_then(|path| match std::fs::read_to_string(&path) {
+            Ok(text) if text.trim().len() >= 4 => Some(WorkerToken::fixed(text.trim().to_string())),
+            Ok(_) => {
+                problems.push(format!(
+                    "workers.token_file: {} must hold a token of at least 4 characters (DuckDB's minimum)",
+                    path.display()
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push(format!("workers.token_file: reading {}: {e}", path.display()));
+                None
+            }
+        });
     let startup_timeout_secs = w
         .startup_timeout_secs
         .unwrap_or(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS);
@@ -518,6 +540,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             memory_limit: w.memory_limit,
             init_sql: w.init_sql.unwrap_or_default(),
             external_access: w.external_access.unwrap_or(false),
+            token,
             startup_timeout: Duration::from_secs(startup_timeout_secs),
             health_interval: Duration::from_millis(health_interval_ms),
         },
