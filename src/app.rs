@@ -61,6 +61,15 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// The lake's local data folder could not be made.
+    #[error("workers.ducklake.data_path {path}: {source}")]
+    DataPath {
+        /// The folder.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A worker could not start.
     #[error(transparent)]
     Worker(#[from] WorkerError),
@@ -203,6 +212,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         config: config.workers.clone(),
         token: worker_token,
     });
+    if let Some(lake) = &config.workers.ducklake {
+        if !lake.data_path.contains("://") {
+            std::fs::create_dir_all(&lake.data_path).map_err(|source| AppError::DataPath {
+                path: lake.data_path.clone(),
+                source,
+            })?;
+        }
+    }
     let mut supervisors = JoinSet::new();
     let mut first_starts = Vec::new();
     for worker in workers.iter() {
@@ -216,6 +233,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             tx,
             workers_stop.clone(),
         ));
+        if config.workers.ducklake.is_some() {
+            // Workers attach the lake one at a time: the first attach creates the lake's
+            // metadata, and two creators at once would collide.
+            let rx = first_starts.pop().expect("pushed above");
+            let result = tokio::select! {
+                result = rx => result,
+                _ = shutdown.cancelled() => break,
+            };
+            if let Ok(Err(e)) = result {
+                workers_stop.cancel();
+                while supervisors.join_next().await.is_some() {}
+                return Err(e.into());
+            }
+        }
     }
     tokio::spawn(health::run_prober(
         workers.clone(),

@@ -78,6 +78,22 @@ struct FileConfig {
     workers: FileWorkers,
     #[serde(default)]
     log: FileLog,
+    catalog: Option<FileCatalog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCatalog {
+    file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDuckLake {
+    catalog: String,
+    catalog_token_file: PathBuf,
+    data_path: String,
+    catalog_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +143,7 @@ struct FileWorkers {
     init_sql: Option<Vec<String>>,
     external_access: Option<bool>,
     token_file: Option<PathBuf>,
+    ducklake: Option<FileDuckLake>,
     startup_timeout_secs: Option<u64>,
     health_interval_ms: Option<u64>,
 }
@@ -169,6 +186,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// Tracing filter (`RUST_LOG` syntax); `RUST_LOG` itself wins when set.
     pub log_filter: String,
+    /// `[catalog] file`: the DuckDB file `quackgate catalog` serves.
+    pub catalog_file: Option<PathBuf>,
 }
 
 /// Where the TLS material is.
@@ -178,6 +197,20 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+}
+
+/// Where the workers' DuckLake lives (`[workers.ducklake]`).
+#[derive(Debug, Clone)]
+pub struct DuckLakeConfig {
+    /// `host:port` of `quackgate catalog`; a loopback host is reached over plain HTTP, any
+    /// other over HTTPS.
+    pub catalog: String,
+    /// The catalog's internal token.
+    pub catalog_token: WorkerToken,
+    /// Where Parquet files go: a local folder (made if missing) or `az://container/prefix/`.
+    pub data_path: String,
+    /// CA certificate to trust for an HTTPS catalog.
+    pub catalog_ca_file: Option<PathBuf>,
 }
 
 /// The connection-id signing secret. `Debug` never shows it.
@@ -220,6 +253,10 @@ pub struct WorkersConfig {
     /// A fixed internal worker token, for benchmarks and debugging that talk to a worker
     /// directly. Default `None`: a random token made at every start.
     pub token: Option<WorkerToken>,
+    /// The lake every worker opens as its default database. Default `None`: plain DuckDB.
+    pub ducklake: Option<DuckLakeConfig>,
+    /// The one database file of the catalog role's worker.
+    pub database_file: Option<PathBuf>,
     /// Time a worker gets from spawn to serving. Default 60 s.
     pub startup_timeout: Duration,
     /// Period of health probes. Default 1 s.
@@ -264,6 +301,32 @@ impl Config {
             .map_err(|e| parse_error(format!("{}: {}", e.path(), e.inner())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         validate(file, base)
+    }
+}
+
+impl Config {
+    /// The config of the catalog role: one worker that serves `[catalog] file`.
+    ///
+    /// # Errors
+    /// When `[catalog] file` is missing or the config also asks for a lake.
+    pub fn into_catalog_role(mut self) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        match self.catalog_file.clone() {
+            Some(file) => self.workers.database_file = Some(file),
+            None => problems.push("catalog.file: required by `quackgate catalog`".to_string()),
+        }
+        if self.workers.ducklake.is_some() {
+            problems.push(
+                "workers.ducklake: the catalog serves the lake's metadata and cannot attach a lake itself"
+                    .to_string(),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        // One process owns the file; DuckDB's file lock refuses a second opener.
+        self.workers.count = 1;
+        Ok(self)
     }
 }
 
@@ -492,6 +555,59 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 None
             }
         });
+    let ducklake = w.ducklake.and_then(|lake| {
+        let token_path = resolve(lake.catalog_token_file);
+        let token = match std::fs::read_to_string(&token_path) {
+            Ok(text) if text.trim().len() >= 4 => WorkerToken::fixed(text.trim().to_string()),
+            Ok(_) => {
+                problems.push(format!(
+                    "workers.ducklake.catalog_token_file: {} must hold a token of at least 4 characters",
+                    token_path.display()
+                ));
+                return None;
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "workers.ducklake.catalog_token_file: reading {}: {e}",
+                    token_path.display()
+                ));
+                return None;
+            }
+        };
+        if lake.catalog.parse::<SocketAddr>().is_err() && !lake.catalog.contains(':') {
+            problems.push(format!(
+                "workers.ducklake.catalog: must be host:port of `quackgate catalog`, got {:?}",
+                lake.catalog
+            ));
+        }
+        let data_path = if lake.data_path.contains("://") {
+            lake.data_path
+        } else {
+            let mut local = resolve(PathBuf::from(&lake.data_path)).display().to_string();
+            if !local.ends_with('/') {
+                local.push('/');
+            }
+            local
+        };
+        Some(DuckLakeConfig {
+            catalog: lake.catalog,
+            catalog_token: token,
+            data_path,
+            catalog_ca_file: lake.catalog_ca_file.map(resolve),
+        })
+    });
+    if ducklake.is_some() {
+        for name in ["parquet", "ducklake"] {
+            let file = quackgate_duckdb::extension_path(&extension_dir, name);
+            if !extension_dir.as_os_str().is_empty() && !file.is_file() {
+                problems.push(format!(
+                    "workers.extension_dir: DuckLake needs {}; run scripts/fetch-duckdb, or unzip the duckdb-extension-{name}==1.5.5 wheel from PyPI and copy its {name}.duckdb_extension there",
+                    file.display()
+                ));
+            }
+        }
+    }
+    let catalog_file = file.catalog.map(|c| resolve(c.file));
     let startup_timeout_secs = w
         .startup_timeout_secs
         .unwrap_or(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS);
@@ -541,10 +657,13 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             init_sql: w.init_sql.unwrap_or_default(),
             external_access: w.external_access.unwrap_or(false),
             token,
+            ducklake,
+            database_file: None,
             startup_timeout: Duration::from_secs(startup_timeout_secs),
             health_interval: Duration::from_millis(health_interval_ms),
         },
         log_filter,
+        catalog_file,
     })
 }
 

@@ -42,6 +42,22 @@ enum Command {
         #[arg(long)]
         admin_listen: Option<String>,
     },
+    /// Run the DuckLake catalog: one worker serving `[catalog] file` over Quack, behind the
+    /// same TLS and token front as the gateway.
+    Catalog {
+        /// The TOML config file (with a [catalog] section).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override gateway.listen (HTTPS).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Override gateway.plain_listen (loopback HTTP).
+        #[arg(long)]
+        plain_listen: Option<String>,
+        /// Override gateway.admin_listen.
+        #[arg(long)]
+        admin_listen: Option<String>,
+    },
     /// Check a config file and exit: 0 when valid, 64 with every problem listed otherwise.
     CheckConfig {
         /// The TOML config file.
@@ -77,23 +93,24 @@ fn main() -> ExitCode {
             listen,
             plain_listen,
             admin_listen,
-        } => {
-            let flags = [
-                ("LISTEN", listen),
-                ("PLAIN_LISTEN", plain_listen),
-                ("ADMIN_LISTEN", admin_listen),
-            ]
-            .into_iter()
-            .filter_map(|(key, value)| Some((format!("QUACKGATE__GATEWAY__{key}"), value?)));
-            let config = match Config::load(&config, std::env::vars().chain(flags)) {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!("quackgate: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            serve(config)
-        }
+        } => match load(&config, [listen, plain_listen, admin_listen]) {
+            Ok(config) => serve(config),
+            Err(code) => code,
+        },
+        Command::Catalog {
+            config,
+            listen,
+            plain_listen,
+            admin_listen,
+        } => match load(&config, [listen, plain_listen, admin_listen]).and_then(|config| {
+            config.into_catalog_role().map_err(|e| {
+                eprintln!("quackgate: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            })
+        }) {
+            Ok(config) => serve(config),
+            Err(code) => code,
+        },
         Command::CheckConfig { config } => match Config::load(&config, std::env::vars()) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -140,6 +157,22 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Loads the config with the listen-address flags applied as overrides.
+fn load(path: &std::path::Path, listens: [Option<String>; 3]) -> Result<Config, ExitCode> {
+    let [listen, plain_listen, admin_listen] = listens;
+    let flags = [
+        ("LISTEN", listen),
+        ("PLAIN_LISTEN", plain_listen),
+        ("ADMIN_LISTEN", admin_listen),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((format!("QUACKGATE__GATEWAY__{key}"), value?)));
+    Config::load(path, std::env::vars().chain(flags)).map_err(|e| {
+        eprintln!("quackgate: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 fn serve(config: Config) -> ExitCode {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering}
 pub struct Worker {
     /// Position in the set; part of every connection id the slot's sessions get.
     pub index: u16,
-    /// Identity reported by `quackgate_worker_id()` inside the worker: `<node>.w<index>`.
+    /// Identity reported by `quackgate.worker_id()` inside the worker: `<node>.w<index>`.
     pub id: String,
     /// Loopback port of the serving process; 0 while none serves. Written by the supervisor.
     port: AtomicU16,

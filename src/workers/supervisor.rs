@@ -15,7 +15,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quackgate_duckdb::{WorkerSpec, WorkerStatus};
+use quackgate_duckdb::{DuckLakeSpec, WorkerSpec, WorkerStatus, EXIT_CATALOG_LOST};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::oneshot;
@@ -104,15 +104,22 @@ impl Launcher {
             port,
             token: self.token.expose().to_string(),
             extension_dir: self.config.extension_dir.clone(),
-            database: self
-                .config
-                .database_dir
-                .as_ref()
-                .map(|dir| dir.join(format!("w{}.duckdb", worker.index))),
+            database: self.config.database_file.clone().or_else(|| {
+                self.config
+                    .database_dir
+                    .as_ref()
+                    .map(|dir| dir.join(format!("w{}.duckdb", worker.index)))
+            }),
             threads: self.config.threads,
             memory_limit: self.config.memory_limit.clone(),
             init_sql: self.config.init_sql.clone(),
             external_access: self.config.external_access,
+            ducklake: self.config.ducklake.as_ref().map(|lake| DuckLakeSpec {
+                catalog: lake.catalog.clone(),
+                catalog_token: lake.catalog_token.expose().to_string(),
+                data_path: lake.data_path.clone(),
+                catalog_ca_file: lake.catalog_ca_file.clone(),
+            }),
         }
     }
 
@@ -298,6 +305,9 @@ fn free_loopback_port() -> std::io::Result<u16> {
 fn describe_exit(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
+        (Some(EXIT_CATALOG_LOST), _) => {
+            format!("exit code {EXIT_CATALOG_LOST}: DuckLake catalog lost")
+        }
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
         _ => status.to_string(),

@@ -11,7 +11,7 @@ fn eight_concurrent_clients_each_stay_on_one_worker_and_both_workers_serve() {
     const PROBES: usize = 25;
     let mut script = String::new();
     for i in 0..PROBES {
-        script.push_str("FROM r.query('SELECT quackgate_worker_id()');\n");
+        script.push_str("FROM r.query('SELECT quackgate.worker_id()');\n");
         // Work between probes, with parallel FETCH, so requests of all clients interleave.
         if i % 5 == 0 {
             script.push_str("SELECT count(*) >= 0 FROM r.query('SELECT * FROM range(300000)');\n");

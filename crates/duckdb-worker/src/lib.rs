@@ -8,13 +8,16 @@
 //! # Layout
 //! - `spec`: what a worker is told to do, and the lines it answers on stdout.
 //! - `worker`: the code that runs inside a worker process.
+//! - `ducklake`: DuckLake as a worker's default database, and the watch on its catalog.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod ducklake;
 mod spec;
 mod worker;
 
+pub use ducklake::{DuckLakeSpec, EXIT_CATALOG_LOST};
 pub use spec::{
     extension_path, WorkerSpec, WorkerStatus, DUCKDB_VERSION, EXTENSIONS_REQUIRED,
     EXTENSION_PLATFORM, FAILED_PREFIX, READY_PREFIX,

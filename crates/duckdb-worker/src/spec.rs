@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ducklake::DuckLakeSpec;
+
 /// The DuckDB version this crate links; extensions must have been built for exactly it.
 pub const DUCKDB_VERSION: &str = "v1.5.5";
 /// The platform directory DuckDB looks in below `<extension_dir>/<version>/`.
@@ -24,7 +26,7 @@ pub const FAILED_PREFIX: &str = "QUACKGATE-WORKER FAILED";
 /// Everything one worker process needs to start serving Quack on loopback.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {
-    /// Identity reported by `quackgate_worker_id()` inside the worker, e.g. `n0.w1`.
+    /// Identity reported by `quackgate.worker_id()` inside the worker, e.g. `n0.w1`.
     pub worker_id: String,
     /// Loopback port to serve on; the supervisor picks a free one for each start.
     pub port: u16,
@@ -43,6 +45,8 @@ pub struct WorkerSpec {
     /// Whether client SQL may touch files and URLs and change settings. When false, the worker
     /// disables external access and locks its configuration once it serves.
     pub external_access: bool,
+    /// Open this DuckLake as the default database instead of `database`.
+    pub ducklake: Option<DuckLakeSpec>,
 }
 
 impl fmt::Debug for WorkerSpec {
@@ -57,6 +61,7 @@ impl fmt::Debug for WorkerSpec {
             .field("memory_limit", &self.memory_limit)
             .field("init_sql_statements", &self.init_sql.len())
             .field("external_access", &self.external_access)
+            .field("ducklake", &self.ducklake)
             .finish()
     }
 }

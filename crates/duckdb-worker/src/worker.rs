@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use duckdb::{Config, Connection};
 
+use crate::ducklake;
 use crate::spec::{WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED};
 
 /// Why a worker could not start or stopped serving.
@@ -38,6 +39,15 @@ pub enum WorkerError {
     /// Starting failed; the message has the token scrubbed from it.
     #[error("{0}")]
     Start(String),
+    /// A local file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing the status line failed (the supervisor is gone).
     #[error("writing to stdout: {0}")]
     Stdout(#[from] std::io::Error),
@@ -61,11 +71,26 @@ pub fn run_worker() -> Result<(), WorkerError> {
         )),
     };
     let served = spec.and_then(|spec| {
-        // DuckDB errors may quote the statement, which names the token: scrub it.
-        serve(&spec).map_err(|e| WorkerError::Start(e.to_string().replace(&spec.token, "<token>")))
+        // DuckDB errors may quote the statement, which names a token: scrub both.
+        serve(&spec)
+            .map(|(conn, port)| {
+                (
+                    conn,
+                    port,
+                    spec.ducklake.as_ref().map(|l| l.catalog.clone()),
+                )
+            })
+            .map_err(|e| WorkerError::Start(scrub(&e.to_string(), &spec)))
     });
     let conn = match served {
-        Ok((conn, port)) => {
+        Ok((conn, port, catalog)) => {
+            if let Some(catalog) = catalog {
+                let probe = conn.try_clone().map_err(|source| WorkerError::DuckDb {
+                    step: "opening the catalog probe connection",
+                    source,
+                })?;
+                std::thread::spawn(move || ducklake::watch_catalog(probe, catalog));
+            }
             report(&WorkerStatus::Ready { port })?;
             conn
         }
@@ -84,6 +109,14 @@ pub fn run_worker() -> Result<(), WorkerError> {
     Ok(())
 }
 
+fn scrub(message: &str, spec: &WorkerSpec) -> String {
+    let mut message = message.replace(&spec.token, "<token>");
+    if let Some(lake) = &spec.ducklake {
+        message = message.replace(&lake.catalog_token, "<catalog token>");
+    }
+    message
+}
+
 fn report(status: &WorkerStatus) -> Result<(), WorkerError> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", status.to_line())?;
@@ -94,7 +127,12 @@ fn report(status: &WorkerStatus) -> Result<(), WorkerError> {
 /// Opens the database and starts `quack_serve`. The returned connection must stay alive:
 /// dropping the last connection stops the server.
 fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
-    for name in EXTENSIONS_REQUIRED {
+    let lake_extensions = if spec.ducklake.is_some() {
+        ducklake::EXTENSIONS
+    } else {
+        &[]
+    };
+    for name in EXTENSIONS_REQUIRED.iter().chain(lake_extensions) {
         let path = spec.extension_path(name);
         if !path.is_file() {
             return Err(WorkerError::MissingExtension {
@@ -104,35 +142,43 @@ fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
         }
     }
     let step = |step| move |source| WorkerError::DuckDb { step, source };
-    let mut config = Config::default()
-        .with("extension_directory", spec.extension_dir.to_string_lossy())
-        .and_then(|c| c.with("autoinstall_known_extensions", "false"))
-        .and_then(|c| c.with("autoload_known_extensions", "true"))
-        .map_err(step("configuring DuckDB"))?;
-    if let Some(threads) = spec.threads {
-        config = config
-            .with("threads", threads.to_string())
-            .map_err(step("setting threads"))?;
-    }
-    if let Some(limit) = &spec.memory_limit {
-        config = config
-            .with("memory_limit", limit)
-            .map_err(step("setting memory_limit"))?;
-    }
-    let conn = match &spec.database {
-        Some(path) => Connection::open_with_flags(path, config),
-        None => Connection::open_in_memory_with_flags(config),
-    }
-    .map_err(step("opening the database"))?;
+    let config = || -> Result<Config, WorkerError> {
+        let mut config = Config::default()
+            .with("extension_directory", spec.extension_dir.to_string_lossy())
+            .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+            .and_then(|c| c.with("autoload_known_extensions", "true"))
+            .map_err(step("configuring DuckDB"))?;
+        if let Some(threads) = spec.threads {
+            config = config
+                .with("threads", threads.to_string())
+                .map_err(step("setting threads"))?;
+        }
+        if let Some(limit) = &spec.memory_limit {
+            config = config
+                .with("memory_limit", limit)
+                .map_err(step("setting memory_limit"))?;
+        }
+        Ok(config)
+    };
+    let conn = match (&spec.ducklake, &spec.database) {
+        (Some(lake), _) => ducklake::open(&spec.worker_id, lake, config)?,
+        (None, Some(path)) => {
+            Connection::open_with_flags(path, config()?).map_err(step("opening the database"))?
+        }
+        (None, None) => Connection::open_in_memory_with_flags(config()?)
+            .map_err(step("opening the database"))?,
+    };
     for name in EXTENSIONS_REQUIRED {
         conn.execute_batch(&format!("LOAD {name};"))
             .map_err(step("loading an extension"))?;
     }
+    // In a database of its own, so it is per worker even when the default database is a lake
+    // that all workers share.
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE MACRO quackgate_worker_id() AS {};",
+        "ATTACH ':memory:' AS quackgate; CREATE MACRO quackgate.main.worker_id() AS {};",
         sql_literal(&spec.worker_id)
     ))
-    .map_err(step("creating quackgate_worker_id()"))?;
+    .map_err(step("creating quackgate.worker_id()"))?;
     for sql in &spec.init_sql {
         conn.execute_batch(sql)
             .map_err(step("running workers.init_sql"))?;
@@ -151,13 +197,26 @@ fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
     if !spec.external_access {
         // Client SQL runs as this process's user: without this it could read the gateway's
         // TLS key and id secret with read_text(), write files with COPY, or retune the worker.
-        conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
-            .map_err(step("locking down the worker"))?;
+        // The lake's own data folder stays reachable.
+        let allowed = spec
+            .ducklake
+            .as_ref()
+            .map(ducklake::allowed_directories)
+            .unwrap_or_default()
+            .iter()
+            .map(|d| sql_literal(d))
+            .collect::<Vec<_>>()
+            .join(", ");
+        conn.execute_batch(&format!(
+            "SET allowed_directories = [{allowed}]; \
+             SET enable_external_access = false; SET lock_configuration = true;"
+        ))
+        .map_err(step("locking down the worker"))?;
     }
     Ok((conn, spec.port))
 }
 
 /// Quotes a string as a SQL literal.
-fn sql_literal(s: &str) -> String {
+pub(crate) fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }

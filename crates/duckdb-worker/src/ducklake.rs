@@ -1,0 +1,207 @@
+//! DuckLake as a worker's default database, with its metadata in a DuckDB file served over
+//! Quack by `quackgate catalog`.
+//!
+//! Quack serves only the server's default database to clients, and `USE` changes the default
+//! of one connection, not of the sessions Quack opens later. So the lake is opened as the
+//! worker's main database: `ducklake:quack:<catalog>`. The quack client that reaches the
+//! catalog finds its token among DuckDB's secrets, and a main database is opened before any
+//! SQL can run, so the token goes into a persistent secret in a private folder first, which is
+//! deleted as soon as the database is open. The first attach, which also creates the lake's
+//! metadata, runs on a throw-away connection because it needs `DATA_PATH`.
+//!
+//! A worker cannot do its work without the catalog, and a restarted catalog no longer knows
+//! the worker's catalog session. [`watch_catalog`] therefore checks the catalog every few
+//! seconds, and when it is gone the worker exits with the reason: its supervisor restarts it
+//! with backoff, and it attaches again once the catalog is back.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use duckdb::{Config, Connection};
+use serde::{Deserialize, Serialize};
+
+use crate::worker::{sql_literal, WorkerError};
+
+/// How often the catalog is checked.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one check may take before it counts as failed.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Consecutive failed checks after which the worker gives up on its catalog session.
+const WATCH_FAILURES: u32 = 2;
+/// Exit code of a worker whose catalog went away (EX_TEMPFAIL).
+pub const EXIT_CATALOG_LOST: i32 = 75;
+
+/// Where a worker's lake lives.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DuckLakeSpec {
+    /// `host:port` of the `quackgate catalog` listener.
+    pub catalog: String,
+    /// The catalog's token. Never logged.
+    pub catalog_token: String,
+    /// Where the lake's Parquet files go: a local folder or `az://container/prefix/`.
+    pub data_path: String,
+    /// PEM CA file to trust when the catalog is reached over HTTPS.
+    pub catalog_ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for DuckLakeSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DuckLakeSpec")
+            .field("catalog", &self.catalog)
+            .field("catalog_token", &"<redacted>")
+            .field("data_path", &self.data_path)
+            .field("catalog_ca_file", &self.catalog_ca_file)
+            .finish()
+    }
+}
+
+impl DuckLakeSpec {
+    /// Whether the data path is a local folder (as opposed to object storage).
+    pub fn is_local(&self) -> bool {
+        !self.data_path.contains("://")
+    }
+
+    fn uri(&self) -> String {
+        format!("ducklake:quack:{}", self.catalog)
+    }
+}
+
+/// A private folder removed when dropped.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn create(worker_id: &str) -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = std::env::temp_dir().join(format!(
+            "quackgate-{}-{}",
+            worker_id.replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+            std::process::id()
+        ));
+        if path.exists() {
+            std::fs::remove_dir_all(&path)?;
+        }
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(PrivateDir(path))
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        // Best effort: the folder only ever holds the catalog secret, already loaded.
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("quackgate worker: removing {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// Opens the lake as the main database of a new DuckDB instance configured by `config`.
+pub fn open(
+    worker_id: &str,
+    lake: &DuckLakeSpec,
+    config: impl Fn() -> Result<Config, WorkerError>,
+) -> Result<Connection, WorkerError> {
+    let step = |step| move |source| WorkerError::DuckDb { step, source };
+    let secrets = PrivateDir::create(worker_id).map_err(|e| WorkerError::Io {
+        what: "creating the catalog secret folder",
+        source: e,
+    })?;
+    let with_secrets = || -> Result<Config, WorkerError> {
+        config()?
+            .with("secret_directory", secrets.0.to_string_lossy())
+            .map_err(step("configuring the secret folder"))
+    };
+    let mut setup = format!(
+        "LOAD httpfs; LOAD quack; LOAD parquet; LOAD ducklake;
+         CREATE OR REPLACE PERSISTENT SECRET quackgate_catalog (TYPE quack, TOKEN {token}, SCOPE {scope});",
+        token = sql_literal(&lake.catalog_token),
+        scope = sql_literal(&format!("quack:{}", lake.catalog)),
+    );
+    if let Some(ca) = &lake.catalog_ca_file {
+        setup.push_str(&format!(
+            "SET ca_cert_file = {};",
+            sql_literal(&ca.to_string_lossy())
+        ));
+    }
+    let first = Connection::open_in_memory_with_flags(with_secrets()?)
+        .map_err(step("opening the set-up connection"))?;
+    first
+        .execute_batch(&setup)
+        .map_err(step("storing the catalog secret"))?;
+    first
+        .execute_batch(&format!(
+            "ATTACH {uri} AS quackgate_lake_setup (DATA_PATH {data}, AUTOMATIC_MIGRATION true);
+             DETACH quackgate_lake_setup;",
+            uri = sql_literal(&lake.uri()),
+            data = sql_literal(&lake.data_path),
+        ))
+        .map_err(step("attaching the DuckLake catalog"))?;
+    drop(first);
+    let mut config = with_secrets()?;
+    if let Some(ca) = &lake.catalog_ca_file {
+        config = config
+            .with("ca_cert_file", ca.to_string_lossy())
+            .map_err(step("setting ca_cert_file"))?;
+    }
+    let conn = Connection::open_with_flags(lake.uri(), config)
+        .map_err(step("opening DuckLake as the main database"))?;
+    // The secret is loaded by now; the file need not outlive the open.
+    drop(secrets);
+    Ok(conn)
+}
+
+/// Folders a locked-down worker must still reach: the lake's data path, if local.
+pub fn allowed_directories(lake: &DuckLakeSpec) -> Vec<String> {
+    if lake.is_local() {
+        vec![lake.data_path.clone()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Checks the catalog until it is gone, then exits the process with the reason.
+pub fn watch_catalog(conn: Connection, catalog: String) -> ! {
+    let database: String = conn
+        .query_row("SELECT current_database()", [], |row| row.get(0))
+        .unwrap_or_default();
+    let probe = format!(
+        "SELECT count(*) FROM ducklake_snapshots({})",
+        sql_literal(&database)
+    );
+    let conn = std::sync::Arc::new(std::sync::Mutex::new(conn));
+    let mut failures = 0;
+    loop {
+        std::thread::sleep(WATCH_INTERVAL);
+        let (tx, rx) = mpsc::channel();
+        let (conn, probe) = (conn.clone(), probe.clone());
+        std::thread::spawn(move || {
+            let result = match conn.lock() {
+                Ok(conn) => conn
+                    .query_row(&probe, [], |row| row.get::<_, i64>(0))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(_) => Err("catalog probe connection poisoned".to_string()),
+            };
+            // The receiver is gone only when the watcher already gave up.
+            let _ignored = tx.send(result);
+        });
+        let why = match rx.recv_timeout(WATCH_TIMEOUT) {
+            Ok(Ok(())) => {
+                failures = 0;
+                continue;
+            }
+            Ok(Err(e)) => e,
+            Err(_) => format!("no answer within {} s", WATCH_TIMEOUT.as_secs()),
+        };
+        failures += 1;
+        if failures >= WATCH_FAILURES {
+            eprintln!(
+                "quackgate worker: DuckLake catalog {catalog} lost ({why}); exiting so the supervisor restarts this worker once the catalog is back"
+            );
+            std::process::exit(EXIT_CATALOG_LOST);
+        }
+    }
+}
+
+/// Extensions a DuckLake worker loads besides the base ones.
+pub const EXTENSIONS: &[&str] = &["parquet", "ducklake"];
