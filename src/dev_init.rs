@@ -1,6 +1,6 @@
 //! `quackgate dev-init`: everything a local stack needs that is secret or machine-specific,
 //! made once: a throw-away CA and a server certificate for localhost, a client token, an id
-//! secret, and a config that uses them. The test suite uses the same code for its test CA.
+//! secret, a catalog token, and the configs of the gateway and of its DuckLake catalog. The test suite uses the same code for its test CA.
 //!
 //! Nothing here is for production: the CA key stays next to the certificate it signed.
 
@@ -49,6 +49,8 @@ pub struct TlsFiles {
 pub struct DevStack {
     /// The gateway config to run with.
     pub config: PathBuf,
+    /// The catalog config to run `quackgate catalog` with.
+    pub catalog_config: PathBuf,
     /// The client token, in clear (the config holds only its hash).
     pub token: String,
     /// TLS files.
@@ -121,6 +123,41 @@ pub fn init(
     let token = read_or_make(&dir.join("token"))?;
     let id_secret = dir.join("id-secret");
     read_or_make(&id_secret)?;
+    // The catalog: the lake's metadata in one DuckDB file, served on a loopback port chosen
+    // now and written into both configs, behind its own token.
+    let catalog_token = read_or_make(&dir.join("catalog-token"))?;
+    let catalog_port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|source| DevInitError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .port();
+    let catalog_config = dir.join("catalog.toml");
+    let catalog_text = format!(
+        r#"# Written by `quackgate dev-init` for the local stack; safe to delete.
+[gateway]
+node_id = "catalog"
+plain_listen = "127.0.0.1:{catalog_port}"
+admin_listen = "127.0.0.1:0"
+shutdown_grace_secs = 10
+
+[[auth.static_tokens]]
+name = "workers"
+sha256 = "{catalog_hash}"
+
+[workers]
+extension_dir = "{ext}"
+
+[catalog]
+file = "{catalog_file}"
+"#,
+        catalog_hash = hash_token(&catalog_token),
+        ext = extension_dir.display(),
+        catalog_file = dir.join("catalog.duckdb").display(),
+    );
+    write(&catalog_config, catalog_text.as_bytes())?;
+
     let config = dir.join("quackgate.toml");
     let text = format!(
         r#"# Written by `quackgate dev-init` for the local stack; safe to delete.
@@ -140,15 +177,27 @@ sha256 = "{hash}"
 [workers]
 count = {workers}
 extension_dir = "{ext}"
+
+[workers.ducklake]
+catalog = "127.0.0.1:{catalog_port}"
+catalog_token_file = "{catalog_token_file}"
+data_path = "{data}"
 "#,
         id_secret = id_secret.display(),
         cert = tls.cert.display(),
         key = tls.key.display(),
         hash = hash_token(&token),
         ext = extension_dir.display(),
+        catalog_token_file = dir.join("catalog-token").display(),
+        data = dir.join("lake").display(),
     );
     write(&config, text.as_bytes())?;
-    Ok(DevStack { config, token, tls })
+    Ok(DevStack {
+        config,
+        catalog_config,
+        token,
+        tls,
+    })
 }
 
 /// A random 32-byte secret as hex, stored in `path` on first use.

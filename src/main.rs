@@ -141,6 +141,7 @@ fn main() -> ExitCode {
         } => match quackgate::dev_init::init(&dir, &extension_dir, &listen, workers) {
             Ok(stack) => {
                 println!("config={}", stack.config.display());
+                println!("catalog_config={}", stack.catalog_config.display());
                 println!("ca={}", stack.tls.ca_cert.display());
                 ExitCode::SUCCESS
             }

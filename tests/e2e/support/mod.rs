@@ -70,8 +70,17 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
 pub struct GatewayOptions {
     pub workers: usize,
     pub rust_log: Option<&'static str>,
+    /// TOML lines added to the `[workers]` section.
     pub extra_workers_toml: String,
+    /// TOML appended after everything else (whole sections).
+    pub extra_toml: String,
     pub extension_dir: Option<PathBuf>,
+    /// `serve` or `catalog`.
+    pub subcommand: &'static str,
+    /// The accepted client token; a random one when `None`.
+    pub token: Option<String>,
+    /// Extra command-line arguments (e.g. `--plain-listen 127.0.0.1:PORT`).
+    pub args: Vec<String>,
 }
 
 impl Default for GatewayOptions {
@@ -80,7 +89,11 @@ impl Default for GatewayOptions {
             workers: 2,
             rust_log: None,
             extra_workers_toml: String::new(),
+            extra_toml: String::new(),
             extension_dir: None,
+            subcommand: "serve",
+            token: None,
+            args: Vec::new(),
         }
     }
 }
@@ -105,7 +118,10 @@ pub fn write_config(
     toolchain: &Toolchain,
 ) -> (PathBuf, String, PathBuf) {
     let tls = quackgate::dev_init::write_tls(dir, &[]).expect("test CA");
-    let token = format!("tok-{}", random_hex());
+    let token = opts
+        .token
+        .clone()
+        .unwrap_or_else(|| format!("tok-{}", random_hex()));
     let ext = opts
         .extension_dir
         .clone()
@@ -131,6 +147,7 @@ extension_dir = "{ext}"
 threads = 2
 health_interval_ms = 200
 {extra}
+{extra_toml}
 "#,
         cert = tls.cert.display(),
         key = tls.key.display(),
@@ -138,6 +155,7 @@ health_interval_ms = 200
         workers = opts.workers,
         ext = ext.display(),
         extra = opts.extra_workers_toml,
+        extra_toml = opts.extra_toml,
     );
     let path = dir.join("quackgate.toml");
     std::fs::write(&path, config).unwrap();
@@ -146,10 +164,21 @@ health_interval_ms = 200
 
 /// Spawns `quackgate serve` with stdout piped (for the READY line) and stderr captured.
 pub fn spawn_gateway(config: &Path, rust_log: Option<&str>) -> (Child, Arc<Mutex<String>>) {
+    spawn_role("serve", config, rust_log, &[])
+}
+
+/// Spawns `quackgate <subcommand> --config <config> <args>`.
+pub fn spawn_role(
+    subcommand: &str,
+    config: &Path,
+    rust_log: Option<&str>,
+    args: &[String],
+) -> (Child, Arc<Mutex<String>>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quackgate"));
-    cmd.arg("serve")
+    cmd.arg(subcommand)
         .arg("--config")
         .arg(config)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -180,7 +209,7 @@ impl Gateway {
         let toolchain = Toolchain::get();
         let dir = tempfile::tempdir().unwrap();
         let (config, token, ca) = write_config(dir.path(), &opts, &toolchain);
-        let (mut child, log) = spawn_gateway(&config, opts.rust_log);
+        let (mut child, log) = spawn_role(opts.subcommand, &config, opts.rust_log, &opts.args);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -1,0 +1,166 @@
+"""Turns bench/run's raw samples into the report: medians over rounds, ratios against the
+direct worker and against nginx, and the issue's targets as PASS/MISS (printed, never asserted).
+
+Input: a TSV of `workload contender round metric value`, one line per measurement.
+"""
+
+import argparse
+import collections
+import datetime
+import os
+import platform
+import statistics
+
+CONTENDERS = ["direct", "gw-plain", "gw-tls", "nginx-tls", "caddy-tls"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("samples")
+    for name in ["rounds", "elapsed", "w2-bytes", "w2-rows", "w3-sessions", "w3-think-ms",
+                 "w4-concurrency"]:
+        ap.add_argument("--" + name, type=int, required=True)
+    ap.add_argument("--duration", type=float, required=True)
+    for name in ["nginx", "caddy", "quackgate"]:
+        ap.add_argument("--" + name, required=True)
+    a = ap.parse_args()
+
+    values = collections.defaultdict(list)
+    with open(a.samples) as f:
+        for line in f:
+            wl, who, _round, metric, value = line.rstrip("\n").split("\t")
+            if value != "":
+                values[(wl, who, metric)].append(float(value))
+
+    def med(wl, who, metric):
+        v = values.get((wl, who, metric))
+        return statistics.median(v) if v else None
+
+    def errors(wl, who):
+        return int(sum(values.get((wl, who, "errors"), [])))
+
+    def fmt(x, digits=0):
+        if x is None:
+            return "–"
+        return f"{x:,.{digits}f}"
+
+    def ratio(x, y):
+        return None if x is None or y in (None, 0) else x / y
+
+    def table(title, wl, cols, base_metric, who_list=CONTENDERS, note=""):
+        print(f"\n### {title}\n")
+        if note:
+            print(note + "\n")
+        head = ["contender"] + [c[0] for c in cols] + [
+            f"{base_metric[1]} ÷ direct",
+            f"{base_metric[1]} ÷ nginx",
+            "errors",
+        ]
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for who in who_list:
+            row = [who] + [fmt(med(wl, who, m), d) for _, m, d in cols]
+            base = med(wl, who, base_metric[0])
+            row.append(fmt(ratio(base, med(wl, "direct", base_metric[0])), 2))
+            row.append(fmt(ratio(base, med(wl, "nginx-tls", base_metric[0])), 2))
+            row.append(str(errors(wl, who)))
+            print("| " + " | ".join(row) + " |")
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"## quackgate benchmark, {now}\n")
+    print(
+        f"Machine: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}; client, fronts and "
+        f"the DuckDB worker share these cores over loopback. {a.quackgate}, {a.nginx}, "
+        f"Caddy {a.caddy}, DuckDB 1.5.5 worker (one, shared by all contenders). "
+        f"Medians of {a.rounds} alternated rounds ({a.elapsed} s of measuring); W1/W4 run "
+        f"{a.duration:g} s each after a warmup. Ratios are ratios of medians."
+    )
+
+    cpu_col = ("front CPU µs/req", "cpu_us_per_req", 0)
+    table(
+        "W1: `SELECT 42`, 1 session, new TCP (and TLS) connection per request",
+        "W1-1",
+        [("p50 µs", "p50_us", 0), ("p99 µs", "p99_us", 0), ("p99.9 µs", "p999_us", 0),
+         ("req/s", "rps", 0), cpu_col],
+        ("p50_us", "p50"),
+    )
+    table(
+        "W1: `SELECT 42`, 32 sessions, 32 concurrent clients, new connection per request",
+        "W1-32",
+        [("req/s", "rps", 0), ("p50 µs", "p50_us", 0), ("p99 µs", "p99_us", 0),
+         ("p99.9 µs", "p999_us", 0), cpu_col],
+        ("rps", "req/s"),
+    )
+    table(
+        f"W2: {a.w2_rows:,} rows through the DuckDB 1.5.5 CLI "
+        f"(`SELECT sum(range) FROM r.query('SELECT * FROM range(N)')`)",
+        "W2",
+        [("seconds", "secs", 3), ("MB/s", "mb_per_s", 1)],
+        ("mb_per_s", "MB/s"),
+        note=f"MB/s = {a.w2_bytes:,} response bytes (PREPARE + FETCH bodies, measured once with "
+        "quackload) ÷ the query's time from the CLI's `.timer`.",
+    )
+    table(
+        f"W3: {a.w3_sessions} sessions opened and held (kept-alive connections, one "
+        f"`SELECT 42` per session every {a.w3_think_ms / 1000:g} s)",
+        "W3",
+        [("peak RSS MB", "rss_peak_mb", 0), ("idle RSS MB", "rss_idle_mb", 0),
+         ("CPU %", "cpu_pct", 0), ("p99 µs", "p99_us", 0)],
+        ("rss_peak_mb", "RSS"),
+        who_list=CONTENDERS[1:],
+        note="RSS and CPU of the front's processes only (quackgate's gateway process without its "
+        "worker; nginx master + workers; caddy). direct is not run: the worker is the server.",
+    )
+    table(
+        f"W4: session churn (CONNECT, `SELECT 42`, DISCONNECT), {a.w4_concurrency} concurrent "
+        "clients",
+        "W4",
+        [("sessions/s", "rps", 0), ("p50 µs", "p50_us", 0), ("p99 µs", "p99_us", 0), cpu_col],
+        ("rps", "sessions/s"),
+    )
+    table(
+        "W5: the DuckDB CLI running a small script (start, LOAD, ATTACH, 4 queries, DETACH)",
+        "W5",
+        [("ms per run", "ms", 1)],
+        ("ms", "time"),
+    )
+
+    print("\n### Targets (printed, not asserted)\n")
+    print("| target | measured | result |")
+    print("|---|---|---|")
+
+    def target(text, value, ok):
+        if value is None:
+            print(f"| {text} | – | NO DATA |")
+        else:
+            print(f"| {text} | {value:.2f} | {'PASS' if ok(value) else 'MISS'} |")
+
+    target("W1 p50 latency, gw-plain ÷ direct ≤ 1.05",
+           ratio(med("W1-1", "gw-plain", "p50_us"), med("W1-1", "direct", "p50_us")),
+           lambda r: r <= 1.05)
+    target("W1 p50 latency, gw-tls ÷ nginx-tls ≤ 0.80",
+           ratio(med("W1-1", "gw-tls", "p50_us"), med("W1-1", "nginx-tls", "p50_us")),
+           lambda r: r <= 0.80)
+    for who in ["gw-plain", "gw-tls"]:
+        target(f"W2 throughput, {who} ÷ direct ≥ 0.97",
+               ratio(med("W2", who, "mb_per_s"), med("W2", "direct", "mb_per_s")),
+               lambda r: r >= 0.97)
+    for who in ["gw-tls", "gw-plain"]:
+        target(f"W3 gateway RSS (MB) at {a.w3_sessions} sessions, {who} ≤ 64",
+               med("W3", who, "rss_peak_mb"), lambda r: r <= 64)
+    for who in ["gw-plain", "gw-tls"]:
+        target(f"W1 32-session req/s, {who} ÷ direct ≥ 0.90",
+               ratio(med("W1-32", who, "rps"), med("W1-32", "direct", "rps")),
+               lambda r: r >= 0.90)
+    total_errors = sum(int(sum(v)) for (wl, who, m), v in values.items() if m == "errors")
+    print(f"\nErrors over the whole run: {total_errors}.")
+
+
+if __name__ == "__main__":
+    main()

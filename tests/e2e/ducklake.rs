@@ -1,0 +1,274 @@
+//! DuckLake behind the gateway: workers share one lake whose metadata is served over Quack by
+//! `quackgate catalog`, with Parquet files in a local folder.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{run_cli, wait_for_exit, wait_until, Gateway, GatewayOptions, Toolchain};
+
+/// A catalog process plus a gateway whose workers attach the lake.
+struct Stack {
+    gateway: Gateway,
+    catalog: Gateway,
+    /// Holds the catalog file, the data folder and the catalog token.
+    shared: tempfile::TempDir,
+}
+
+impl Stack {
+    fn start(workers: usize) -> Stack {
+        let shared = tempfile::tempdir().unwrap();
+        let catalog_token = format!("cat-{}", crate::support::random_hex());
+        std::fs::write(shared.path().join("catalog-token"), &catalog_token).unwrap();
+        let catalog = start_catalog(shared.path(), &catalog_token, None);
+        let gateway = Gateway::start_with(GatewayOptions {
+            workers,
+            extra_workers_toml: format!(
+                "[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\ndata_path = \"{data}\"\n",
+                port = catalog.plain.port(),
+                token = shared.path().join("catalog-token").display(),
+                data = data_dir(shared.path()).display(),
+            ),
+            ..Default::default()
+        });
+        Stack {
+            gateway,
+            catalog,
+            shared,
+        }
+    }
+}
+
+fn data_dir(shared: &Path) -> PathBuf {
+    shared.join("data")
+}
+
+fn start_catalog(shared: &Path, token: &str, port: Option<u16>) -> Gateway {
+    let mut args = Vec::new();
+    if let Some(port) = port {
+        args = vec!["--plain-listen".into(), format!("127.0.0.1:{port}")];
+    }
+    Gateway::start_with(GatewayOptions {
+        workers: 1,
+        subcommand: "catalog",
+        token: Some(token.to_string()),
+        extra_toml: format!(
+            "[catalog]\nfile = \"{}\"\n",
+            shared.join("catalog.duckdb").display()
+        ),
+        args,
+        ..Default::default()
+    })
+}
+
+/// The worker id and the `events` count and sum seen by a new session.
+fn census(gw: &Gateway) -> (String, String) {
+    let out = gw.cli_ok(
+        "FROM r.query('SELECT quackgate.worker_id()');\n\
+         FROM r.query('SELECT count(*), sum(id) FROM events');\n",
+    );
+    assert_eq!(out.len(), 2, "{out:?}");
+    (out[0].clone(), out[1].clone())
+}
+
+/// Runs `census` until it lands on a worker other than `not`.
+fn census_elsewhere(gw: &Gateway, not: &str) -> (String, String) {
+    for _ in 0..8 {
+        let (worker, rows) = census(gw);
+        if worker != not {
+            return (worker, rows);
+        }
+    }
+    panic!("every session landed on {not}");
+}
+
+fn parquet_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            n += parquet_files(&path);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn sessions_on_different_workers_share_one_lake() {
+    let stack = Stack::start(2);
+    let gw = &stack.gateway;
+    let writer = gw.cli_ok(
+        "FROM r.query('SELECT quackgate.worker_id()');\n\
+         CREATE TABLE r.events (id BIGINT, v VARCHAR);\n\
+         INSERT INTO r.events SELECT range, 'v' || range FROM range(100000);\n",
+    );
+    let (reader, rows) = census_elsewhere(gw, &writer[0]);
+    assert_ne!(reader, writer[0]);
+    assert_eq!(rows, "100000,4999950000");
+    assert!(
+        parquet_files(&data_dir(stack.shared.path())) >= 1,
+        "no Parquet file under the data path"
+    );
+
+    // A rolled-back transaction leaves nothing; a committed one is seen from the other worker.
+    let out = gw.cli_ok(
+        "FROM r.query('SELECT quackgate.worker_id()');\n\
+         FROM r.query('BEGIN TRANSACTION');\n\
+         FROM r.query('INSERT INTO events VALUES (-1, ''rolled back'')');\n\
+         FROM r.query('ROLLBACK');\n\
+         FROM r.query('BEGIN TRANSACTION');\n\
+         FROM r.query('INSERT INTO events VALUES (100000, ''committed'')');\n\
+         FROM r.query('COMMIT');\n",
+    );
+    let (_, rows) = census_elsewhere(gw, &out[0]);
+    assert_eq!(
+        rows, "100001,5000050000",
+        "the rollback leaked or the commit is missing"
+    );
+
+    // Two writers at once, on disjoint keys: every row lands exactly once.
+    let toolchain = Toolchain::get();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        [1_000_000u64, 2_000_000]
+            .map(|base| {
+                let sql = format!(
+                    ".output /dev/null\n{}.output\nFROM r.query('SELECT quackgate.worker_id()');\nINSERT INTO r.events SELECT range, 'w' FROM range({base}, {base} + 50000);\n",
+                    gw.attach_sql(&gw.token)
+                );
+                let toolchain = &toolchain;
+                s.spawn(move || run_cli(toolchain, &sql))
+            })
+            .map(|h| h.join().unwrap())
+            .to_vec()
+    });
+    let mut writers = BTreeSet::new();
+    for out in &outs {
+        assert!(
+            out.status.success(),
+            "writer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        writers.insert(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        writers.len(),
+        2,
+        "both writers ran on the same worker: {writers:?}"
+    );
+    let (_, rows) = census(gw);
+    let expected_sum: u64 = 4_999_950_000
+        + 100_000
+        + (1_000_000..1_050_000).sum::<u64>()
+        + (2_000_000..2_050_000).sum::<u64>();
+    assert_eq!(rows, format!("200001,{expected_sum}"));
+}
+
+#[test]
+fn the_catalog_refuses_the_public_token() {
+    let stack = Stack::start(1);
+    let port = stack.catalog.plain.port();
+    let sql = format!(
+        "SET extension_directory='{ext}';\nLOAD quack;\nCREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:127.0.0.1:{port}');\nATTACH 'quack:127.0.0.1:{port}' AS c;\nFROM c.query('SELECT 1');\n",
+        ext = stack.gateway.toolchain.ext_dir().display(),
+        token = stack.gateway.token,
+    );
+    let out = run_cli(&stack.gateway.toolchain, &sql);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Authentication failed"), "{stderr}");
+}
+
+#[test]
+fn committed_rows_survive_a_worker_kill_and_a_catalog_restart() {
+    let mut stack = Stack::start(1);
+    stack.gateway.cli_ok(
+        "CREATE TABLE r.events (id BIGINT, v VARCHAR);\n\
+         INSERT INTO r.events SELECT range, 'v' FROM range(1000);\n",
+    );
+    let pids = stack.gateway.worker_pids();
+    assert!(Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        "the worker to be restarted",
+        Duration::from_secs(60),
+        || stack.gateway.worker_pids().len() == 2 && stack.gateway.admin_get("/readyz").0 == 200,
+    );
+    assert_eq!(census(&stack.gateway).1, "1000,499500");
+
+    // The catalog goes away: the worker notices, the gateway turns not-ready, and clients get
+    // a clear error instead of a hang.
+    let port = stack.catalog.plain.port();
+    stack.catalog.signal("TERM");
+    let status = wait_for_exit(&mut stack.catalog.child, Duration::from_secs(60));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "catalog log:\n{}",
+        stack.catalog.log()
+    );
+    wait_until(
+        "the gateway to turn not-ready",
+        Duration::from_secs(60),
+        || stack.gateway.admin_get("/readyz").0 == 503,
+    );
+    let out = stack
+        .gateway
+        .cli("FROM r.query('SELECT count(*) FROM events');");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no DuckDB worker is ready"), "{stderr}");
+    assert!(
+        stack.gateway.log().contains("catalog lost"),
+        "{}",
+        stack.gateway.log()
+    );
+
+    // The catalog comes back on its port: the worker re-attaches with no gateway restart.
+    stack.catalog = start_catalog(
+        stack.shared.path(),
+        &std::fs::read_to_string(stack.shared.path().join("catalog-token")).unwrap(),
+        Some(port),
+    );
+    wait_until(
+        "the gateway to be ready again",
+        Duration::from_secs(90),
+        || stack.gateway.admin_get("/readyz").0 == 200,
+    );
+    assert_eq!(census(&stack.gateway).1, "1000,499500");
+}
+
+#[test]
+fn a_second_catalog_on_the_same_file_refuses_to_start() {
+    let stack = Stack::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = crate::support::write_config(
+        dir.path(),
+        &GatewayOptions {
+            workers: 1,
+            extra_toml: format!(
+                "[catalog]\nfile = \"{}\"\n",
+                stack.shared.path().join("catalog.duckdb").display()
+            ),
+            ..Default::default()
+        },
+        &Toolchain::get(),
+    );
+    let (mut child, log) = crate::support::spawn_role("catalog", &config, None, &[]);
+    let status = wait_for_exit(&mut child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1));
+    wait_until("the reason in the log", Duration::from_secs(5), || {
+        log.lock().unwrap().contains("lock")
+    });
+}
