@@ -596,6 +596,11 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             catalog_ca_file: lake.catalog_ca_file.map(resolve),
         })
     });
+    if ducklake.is_some() && w.database_dir.is_some() {
+        problems.push(
+            "workers.database_dir: not used with [workers.ducklake], whose lake is every worker's database; remove one".into(),
+        );
+    }
     if ducklake.is_some() {
         for name in ["parquet", "ducklake"] {
             let file = quackgate_duckdb::extension_path(&extension_dir, name);

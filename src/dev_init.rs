@@ -35,7 +35,7 @@ pub enum DevInitError {
 
 /// PEM files of a CA and a server certificate it signed.
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
+pub struct DevCerts {
     /// The CA certificate: what clients trust (`SET ca_cert_file`).
     pub ca_cert: PathBuf,
     /// The server certificate chain.
@@ -54,7 +54,7 @@ pub struct DevStack {
     /// The client token, in clear (the config holds only its hash).
     pub token: String,
     /// TLS files.
-    pub tls: TlsFiles,
+    pub tls: DevCerts,
 }
 
 /// Writes `ca.pem`, `cert.pem` and `key.pem` into `dir`: a new CA and a certificate for
@@ -62,7 +62,7 @@ pub struct DevStack {
 ///
 /// # Errors
 /// [`DevInitError`] if generation or writing fails.
-pub fn write_tls(dir: &Path, extra_names: &[String]) -> Result<TlsFiles, DevInitError> {
+pub fn write_tls(dir: &Path, extra_names: &[String]) -> Result<DevCerts, DevInitError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -82,7 +82,7 @@ pub fn write_tls(dir: &Path, extra_names: &[String]) -> Result<TlsFiles, DevInit
     let leaf_key = KeyPair::generate()?;
     let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key)?;
 
-    let files = TlsFiles {
+    let files = DevCerts {
         ca_cert: dir.join("ca.pem"),
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
@@ -107,7 +107,7 @@ pub fn init(
         path: dir.to_path_buf(),
         source,
     })?;
-    let tls = TlsFiles {
+    let tls = DevCerts {
         ca_cert: dir.join("ca.pem"),
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
