@@ -220,11 +220,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             })?;
         }
     }
+    // Workers start one at a time, each after the previous one serves: the first attach of a
+    // lake creates its metadata, and two creators at once would collide. The first worker
+    // that cannot start is fatal, with its reason.
     let mut supervisors = JoinSet::new();
-    let mut first_starts = Vec::new();
+    let started = Instant::now();
     for worker in workers.iter() {
         let (tx, rx) = oneshot::channel();
-        first_starts.push(rx);
         supervisors.spawn(supervisor::supervise(
             workers.clone(),
             worker.index,
@@ -233,19 +235,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             tx,
             workers_stop.clone(),
         ));
-        if config.workers.ducklake.is_some() {
-            // Workers attach the lake one at a time: the first attach creates the lake's
-            // metadata, and two creators at once would collide.
-            let rx = first_starts.pop().expect("pushed above");
-            let result = tokio::select! {
-                result = rx => result,
-                _ = shutdown.cancelled() => break,
-            };
-            if let Ok(Err(e)) = result {
-                workers_stop.cancel();
-                while supervisors.join_next().await.is_some() {}
-                return Err(e.into());
-            }
+        let result = tokio::select! {
+            result = rx => result,
+            _ = shutdown.cancelled() => break,
+        };
+        if let Ok(Err(e)) = result {
+            workers_stop.cancel();
+            while supervisors.join_next().await.is_some() {}
+            return Err(e.into());
         }
     }
     tokio::spawn(health::run_prober(
@@ -260,20 +257,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         config.session_idle,
         workers_stop.clone(),
     ));
-
-    // Every worker must start once; the first that cannot is fatal, with its reason.
-    let started = Instant::now();
-    for rx in first_starts {
-        let result = tokio::select! {
-            result = rx => result,
-            _ = shutdown.cancelled() => break,
-        };
-        if let Ok(Err(e)) = result {
-            workers_stop.cancel();
-            while supervisors.join_next().await.is_some() {}
-            return Err(e.into());
-        }
-    }
     if !shutdown.is_cancelled() {
         info!(
             workers = workers.len(),

@@ -25,39 +25,30 @@ struct Cli {
     command: Command,
 }
 
+/// What `serve` and `catalog` take.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The TOML config file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Override gateway.listen (HTTPS).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Override gateway.plain_listen (loopback HTTP).
+    #[arg(long)]
+    plain_listen: Option<String>,
+    /// Override gateway.admin_listen.
+    #[arg(long)]
+    admin_listen: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway and its workers.
-    Serve {
-        /// The TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Override gateway.listen (HTTPS).
-        #[arg(long)]
-        listen: Option<String>,
-        /// Override gateway.plain_listen (loopback HTTP).
-        #[arg(long)]
-        plain_listen: Option<String>,
-        /// Override gateway.admin_listen.
-        #[arg(long)]
-        admin_listen: Option<String>,
-    },
+    Serve(RunArgs),
     /// Run the DuckLake catalog: one worker serving `[catalog] file` over Quack, behind the
     /// same TLS and token front as the gateway.
-    Catalog {
-        /// The TOML config file (with a [catalog] section).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Override gateway.listen (HTTPS).
-        #[arg(long)]
-        listen: Option<String>,
-        /// Override gateway.plain_listen (loopback HTTP).
-        #[arg(long)]
-        plain_listen: Option<String>,
-        /// Override gateway.admin_listen.
-        #[arg(long)]
-        admin_listen: Option<String>,
-    },
+    Catalog(RunArgs),
     /// Check a config file and exit: 0 when valid, 64 with every problem listed otherwise.
     CheckConfig {
         /// The TOML config file.
@@ -88,21 +79,11 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve {
-            config,
-            listen,
-            plain_listen,
-            admin_listen,
-        } => match load(&config, [listen, plain_listen, admin_listen]) {
+        Command::Serve(args) => match load(args) {
             Ok(config) => serve(config),
             Err(code) => code,
         },
-        Command::Catalog {
-            config,
-            listen,
-            plain_listen,
-            admin_listen,
-        } => match load(&config, [listen, plain_listen, admin_listen]).and_then(|config| {
+        Command::Catalog(args) => match load(args).and_then(|config| {
             config.into_catalog_role().map_err(|e| {
                 eprintln!("quackgate: {e}");
                 ExitCode::from(EXIT_CONFIG)
@@ -161,16 +142,15 @@ fn main() -> ExitCode {
 }
 
 /// Loads the config with the listen-address flags applied as overrides.
-fn load(path: &std::path::Path, listens: [Option<String>; 3]) -> Result<Config, ExitCode> {
-    let [listen, plain_listen, admin_listen] = listens;
+fn load(args: RunArgs) -> Result<Config, ExitCode> {
     let flags = [
-        ("LISTEN", listen),
-        ("PLAIN_LISTEN", plain_listen),
-        ("ADMIN_LISTEN", admin_listen),
+        ("LISTEN", args.listen),
+        ("PLAIN_LISTEN", args.plain_listen),
+        ("ADMIN_LISTEN", args.admin_listen),
     ]
     .into_iter()
     .filter_map(|(key, value)| Some((format!("QUACKGATE__GATEWAY__{key}"), value?)));
-    Config::load(path, std::env::vars().chain(flags)).map_err(|e| {
+    Config::load(&args.config, std::env::vars().chain(flags)).map_err(|e| {
         eprintln!("quackgate: {e}");
         ExitCode::from(EXIT_CONFIG)
     })

@@ -59,6 +59,10 @@ struct Args {
     /// Pause between a client's queries, in milliseconds (0: closed loop, no pause).
     #[arg(long, default_value_t = 0)]
     think_ms: u64,
+    /// Spread the clients' first queries evenly over one --think-ms, instead of all clients
+    /// starting at the same instant.
+    #[arg(long)]
+    stagger: bool,
     /// Allow TLS session resumption (DuckDB 1.5 clients never resume).
     #[arg(long)]
     tls_resume: bool,
@@ -162,6 +166,8 @@ struct Plan {
     keepalive: bool,
     session_per_query: bool,
     think: Duration,
+    /// Delay of client i's first query: i * stagger.
+    stagger: Duration,
     measure_from: Instant,
     deadline: Option<Instant>,
     /// Measured queries still to run in --requests mode.
@@ -186,6 +192,9 @@ async fn run_client(plan: Arc<Plan>, mut sessions: Vec<Session>, offset: usize) 
         sessions: Vec::new(),
     };
     let mut turn = offset;
+    if !plan.stagger.is_zero() {
+        tokio::time::sleep(plan.stagger * offset as u32).await;
+    }
     loop {
         let start = Instant::now();
         if !plan.more(start) {
@@ -273,6 +282,11 @@ async fn run(args: Args, concurrency: usize) -> Result<()> {
         keepalive: args.keepalive,
         session_per_query: args.session_per_query,
         think: Duration::from_millis(args.think_ms),
+        stagger: if args.stagger {
+            Duration::from_millis(args.think_ms) / concurrency as u32
+        } else {
+            Duration::ZERO
+        },
         measure_from: if args.requests.is_some() {
             begin
         } else {
