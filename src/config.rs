@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use quackgate_duckdb::AzureCredentials;
+
 use crate::auth::WorkerToken;
 use crate::routable_id::{MAX_NODE_ID_LEN, SECRET_BYTES};
 
@@ -94,6 +96,15 @@ struct FileDuckLake {
     catalog_token_file: PathBuf,
     data_path: String,
     catalog_ca_file: Option<PathBuf>,
+    azure: Option<FileAzure>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAzure {
+    connection_string_file: Option<PathBuf>,
+    account_name: Option<String>,
+    credential_chain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +222,8 @@ pub struct DuckLakeConfig {
     pub data_path: String,
     /// CA certificate to trust for an HTTPS catalog.
     pub catalog_ca_file: Option<PathBuf>,
+    /// Credentials for an `az://` data path.
+    pub azure: Option<AzureCredentials>,
 }
 
 /// The connection-id signing secret. `Debug` never shows it.
@@ -589,11 +602,64 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             }
             local
         };
+        let on_azure = data_path.starts_with("az://") || data_path.starts_with("azure://");
+        let azure = match lake.azure {
+            None => {
+                if on_azure {
+                    problems.push(format!(
+                        "workers.ducklake.azure: data_path {data_path:?} is on Azure Blob storage and needs [workers.ducklake.azure] credentials"
+                    ));
+                }
+                None
+            }
+            Some(azure) => {
+                if !on_azure {
+                    problems.push(format!(
+                        "workers.ducklake.azure: set, but data_path {data_path:?} is not an az:// path"
+                    ));
+                }
+                match (azure.connection_string_file, azure.account_name, azure.credential_chain) {
+                    (Some(file), None, None) => {
+                        let file = resolve(file);
+                        match std::fs::read_to_string(&file) {
+                            Ok(cs) if !cs.trim().is_empty() => {
+                                Some(AzureCredentials::ConnectionString(cs.trim().to_string()))
+                            }
+                            Ok(_) => {
+                                problems.push(format!(
+                                    "workers.ducklake.azure.connection_string_file: {} is empty",
+                                    file.display()
+                                ));
+                                None
+                            }
+                            Err(e) => {
+                                problems.push(format!(
+                                    "workers.ducklake.azure.connection_string_file: reading {}: {e}",
+                                    file.display()
+                                ));
+                                None
+                            }
+                        }
+                    }
+                    (None, Some(account_name), chain) => Some(AzureCredentials::CredentialChain {
+                        account_name,
+                        chain: chain.unwrap_or_else(|| "managed_identity".into()),
+                    }),
+                    _ => {
+                        problems.push(
+                            "workers.ducklake.azure: set either connection_string_file, or account_name (with an optional credential_chain)".into(),
+                        );
+                        None
+                    }
+                }
+            }
+        };
         Some(DuckLakeConfig {
             catalog: lake.catalog,
             catalog_token: token,
             data_path,
             catalog_ca_file: lake.catalog_ca_file.map(resolve),
+            azure,
         })
     });
     if ducklake.is_some() && w.database_dir.is_some() {
@@ -601,8 +667,13 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             "workers.database_dir: not used with [workers.ducklake], whose lake is every worker's database; remove one".into(),
         );
     }
-    if ducklake.is_some() {
-        for name in ["parquet", "ducklake"] {
+    if let Some(lake) = &ducklake {
+        let needed: &[&str] = if lake.azure.is_some() {
+            &["parquet", "ducklake", "azure"]
+        } else {
+            &["parquet", "ducklake"]
+        };
+        for name in needed {
             let file = quackgate_duckdb::extension_path(&extension_dir, name);
             if !extension_dir.as_os_str().is_empty() && !file.is_file() {
                 problems.push(format!(

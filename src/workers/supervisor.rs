@@ -119,6 +119,7 @@ impl Launcher {
                 catalog_token: lake.catalog_token.expose().to_string(),
                 data_path: lake.data_path.clone(),
                 catalog_ca_file: lake.catalog_ca_file.clone(),
+                azure: lake.azure.clone(),
             }),
         }
     }

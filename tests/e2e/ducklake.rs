@@ -18,17 +18,24 @@ struct Stack {
 
 impl Stack {
     fn start(workers: usize) -> Stack {
+        Stack::start_with(workers, |shared| {
+            (data_dir(shared).display().to_string(), String::new())
+        })
+    }
+
+    /// `lake(shared folder)` gives the data path and extra `[workers.ducklake]` TOML.
+    fn start_with(workers: usize, lake: impl FnOnce(&Path) -> (String, String)) -> Stack {
         let shared = tempfile::tempdir().unwrap();
+        let (data_path, extra_lake_toml) = lake(shared.path());
         let catalog_token = format!("cat-{}", crate::support::random_hex());
         std::fs::write(shared.path().join("catalog-token"), &catalog_token).unwrap();
         let catalog = start_catalog(shared.path(), &catalog_token, None);
         let gateway = Gateway::start_with(GatewayOptions {
             workers,
             extra_workers_toml: format!(
-                "[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\ndata_path = \"{data}\"\n",
+                "[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\ndata_path = \"{data_path}\"\n{extra_lake_toml}",
                 port = catalog.plain.port(),
                 token = shared.path().join("catalog-token").display(),
-                data = data_dir(shared.path()).display(),
             ),
             ..Default::default()
         });
@@ -271,4 +278,145 @@ fn a_second_catalog_on_the_same_file_refuses_to_start() {
     wait_until("the reason in the log", Duration::from_secs(5), || {
         log.lock().unwrap().contains("lock")
     });
+}
+
+/// Azurite, the Azure Storage emulator, serving blobs in memory on an ephemeral loopback port.
+struct Azurite {
+    child: std::process::Child,
+    port: u16,
+}
+
+/// Azurite's documented development account.
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl Azurite {
+    fn start(toolchain: &Toolchain) -> Azurite {
+        use std::io::{BufRead, BufReader};
+        let bin = toolchain
+            .root
+            .join("azurite/node_modules/.bin/azurite-blob");
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/fetch-duckdb --with-azurite",
+            bin.display()
+        );
+        let mut child = Command::new(bin)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                "0",
+                "--inMemoryPersistence",
+                "--silent",
+                "--disableTelemetry",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting azurite");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listens on http://127.0.0.1:").nth(1) {
+                    let _ = tx.send(rest.trim().parse::<u16>().ok());
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .ok()
+            .flatten()
+            .expect("azurite did not report its port");
+        Azurite { child, port }
+    }
+
+    fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{}/{AZURITE_ACCOUNT};",
+            self.port
+        )
+    }
+
+    /// Creates a container with the Blob REST API (SharedKey), as an operator would beforehand.
+    fn create_container(&self, toolchain: &Toolchain, name: &str) {
+        let script = format!(
+            r#"
+import base64, hashlib, hmac, urllib.request
+from email.utils import formatdate
+a, k, path = "{AZURITE_ACCOUNT}", "{AZURITE_KEY}", "/{AZURITE_ACCOUNT}/{name}"
+d, v = formatdate(usegmt=True), "2021-08-06"
+sts = "PUT\n" + "\n" * 11 + f"x-ms-date:{{d}}\nx-ms-version:{{v}}\n/{{a}}{{path}}\nrestype:container"
+sig = base64.b64encode(hmac.new(base64.b64decode(k), sts.encode(), hashlib.sha256).digest()).decode()
+req = urllib.request.Request(f"http://127.0.0.1:{port}{{path}}?restype=container", method="PUT", data=None,
+      headers={{"x-ms-date": d, "x-ms-version": v, "Authorization": f"SharedKey {{a}}:{{sig}}"}})
+print(urllib.request.urlopen(req).status)
+"#,
+            port = self.port
+        );
+        let out = crate::support::run_python(toolchain, &script, &[]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "201",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn lake_data_goes_to_azure_blob_storage() {
+    let toolchain = Toolchain::get();
+    let azurite = Azurite::start(&toolchain);
+    azurite.create_container(&toolchain, "lakehouse");
+    let cs = azurite.connection_string();
+    let stack = Stack::start_with(2, |shared| {
+        let file = shared.join("azure-connection-string");
+        std::fs::write(&file, &cs).unwrap();
+        (
+            "az://lakehouse/data/".to_string(),
+            format!(
+                "[workers.ducklake.azure]\nconnection_string_file = \"{}\"\n",
+                file.display()
+            ),
+        )
+    });
+    let gw = &stack.gateway;
+    let writer = gw.cli_ok(
+        "FROM r.query('SELECT quackgate.worker_id()');\n\
+         CREATE TABLE r.events (id BIGINT, v VARCHAR);\n\
+         INSERT INTO r.events SELECT range, 'v' FROM range(10000);\n",
+    );
+    let (_, rows) = census_elsewhere(gw, &writer[0]);
+    assert_eq!(rows, "10000,49995000");
+
+    // The Parquet files are blobs under the prefix, listed here with DuckDB's azure extension.
+    let sql = format!(
+        "SET extension_directory='{ext}';\nSET autoinstall_known_extensions=false;\nLOAD azure;\n\
+         .output /dev/null\nCREATE SECRET (TYPE azure, CONNECTION_STRING '{cs}');\n.output\n\
+         SELECT count(*) FROM glob('az://lakehouse/data/**/*.parquet');\n",
+        ext = toolchain.ext_dir().display(),
+    );
+    let out = run_cli(&toolchain, &sql);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blobs: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(blobs >= 1, "no Parquet blob under az://lakehouse/data/");
+    assert_eq!(
+        parquet_files(stack.shared.path()),
+        0,
+        "Parquet files were written locally"
+    );
 }

@@ -43,6 +43,58 @@ pub struct DuckLakeSpec {
     pub data_path: String,
     /// PEM CA file to trust when the catalog is reached over HTTPS.
     pub catalog_ca_file: Option<PathBuf>,
+    /// Credentials for an `az://` data path.
+    pub azure: Option<AzureCredentials>,
+}
+
+/// How a worker authenticates to Azure Blob storage.
+#[derive(Clone, Serialize, Deserialize)]
+pub enum AzureCredentials {
+    /// A storage connection string (account key or SAS). Never logged.
+    ConnectionString(String),
+    /// Azure's credential chain, e.g. `managed_identity` or `workload_identity;managed_identity`.
+    CredentialChain {
+        /// The storage account.
+        account_name: String,
+        /// `;`-separated sources: cli, managed_identity, workload_identity, env, default.
+        chain: String,
+    },
+}
+
+impl std::fmt::Debug for AzureCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AzureCredentials::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
+            AzureCredentials::CredentialChain {
+                account_name,
+                chain,
+            } => f
+                .debug_struct("CredentialChain")
+                .field("account_name", account_name)
+                .field("chain", chain)
+                .finish(),
+        }
+    }
+}
+
+impl AzureCredentials {
+    /// The statement that makes the (temporary, in-memory) Azure secret.
+    fn create_secret_sql(&self) -> String {
+        match self {
+            AzureCredentials::ConnectionString(cs) => format!(
+                "CREATE SECRET quackgate_azure (TYPE azure, CONNECTION_STRING {});",
+                sql_literal(cs)
+            ),
+            AzureCredentials::CredentialChain {
+                account_name,
+                chain,
+            } => format!(
+                "CREATE SECRET quackgate_azure (TYPE azure, PROVIDER credential_chain, CHAIN {}, ACCOUNT_NAME {});",
+                sql_literal(chain),
+                sql_literal(account_name)
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for DuckLakeSpec {
@@ -52,16 +104,12 @@ impl std::fmt::Debug for DuckLakeSpec {
             .field("catalog_token", &"<redacted>")
             .field("data_path", &self.data_path)
             .field("catalog_ca_file", &self.catalog_ca_file)
+            .field("azure", &self.azure)
             .finish()
     }
 }
 
 impl DuckLakeSpec {
-    /// Whether the data path is a local folder (as opposed to object storage).
-    pub fn is_local(&self) -> bool {
-        !self.data_path.contains("://")
-    }
-
     fn uri(&self) -> String {
         format!("ducklake:quack:{}", self.catalog)
     }
@@ -147,16 +195,19 @@ pub fn open(
         .map_err(step("opening DuckLake as the main database"))?;
     // The secret is loaded by now; the file need not outlive the open.
     drop(secrets);
+    if let Some(azure) = &lake.azure {
+        // A temporary secret lives in this DuckDB instance, so every Quack session's writes
+        // to the data path use it.
+        conn.execute_batch(&format!("LOAD azure; {}", azure.create_secret_sql()))
+            .map_err(step("creating the Azure storage secret"))?;
+    }
     Ok(conn)
 }
 
-/// Folders a locked-down worker must still reach: the lake's data path, if local.
+/// Places a locked-down worker must still reach: the lake's data path (a folder or a blob
+/// prefix).
 pub fn allowed_directories(lake: &DuckLakeSpec) -> Vec<String> {
-    if lake.is_local() {
-        vec![lake.data_path.clone()]
-    } else {
-        Vec::new()
-    }
+    vec![lake.data_path.clone()]
 }
 
 /// Checks the catalog until it is gone, then exits the process with the reason.
@@ -204,4 +255,10 @@ pub fn watch_catalog(conn: Connection, catalog: String) -> ! {
 }
 
 /// Extensions a DuckLake worker loads besides the base ones.
-pub const EXTENSIONS: &[&str] = &["parquet", "ducklake"];
+pub fn extensions(lake: &DuckLakeSpec) -> &'static [&'static str] {
+    if lake.azure.is_some() {
+        &["parquet", "ducklake", "azure"]
+    } else {
+        &["parquet", "ducklake"]
+    }
+}

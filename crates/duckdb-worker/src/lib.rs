@@ -17,7 +17,7 @@ mod ducklake;
 mod spec;
 mod worker;
 
-pub use ducklake::{DuckLakeSpec, EXIT_CATALOG_LOST};
+pub use ducklake::{AzureCredentials, DuckLakeSpec, EXIT_CATALOG_LOST};
 pub use spec::{
     extension_path, WorkerSpec, WorkerStatus, DUCKDB_VERSION, EXTENSIONS_REQUIRED,
     EXTENSION_PLATFORM, FAILED_PREFIX, READY_PREFIX,

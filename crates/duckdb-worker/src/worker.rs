@@ -113,6 +113,9 @@ fn scrub(message: &str, spec: &WorkerSpec) -> String {
     let mut message = message.replace(&spec.token, "<token>");
     if let Some(lake) = &spec.ducklake {
         message = message.replace(&lake.catalog_token, "<catalog token>");
+        if let Some(ducklake::AzureCredentials::ConnectionString(cs)) = &lake.azure {
+            message = message.replace(cs, "<azure connection string>");
+        }
     }
     message
 }
@@ -127,11 +130,11 @@ fn report(status: &WorkerStatus) -> Result<(), WorkerError> {
 /// Opens the database and starts `quack_serve`. The returned connection must stay alive:
 /// dropping the last connection stops the server.
 fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
-    let lake_extensions = if spec.ducklake.is_some() {
-        ducklake::EXTENSIONS
-    } else {
-        &[]
-    };
+    let lake_extensions = spec
+        .ducklake
+        .as_ref()
+        .map(ducklake::extensions)
+        .unwrap_or(&[]);
     for name in EXTENSIONS_REQUIRED.iter().chain(lake_extensions) {
         let path = spec.extension_path(name);
         if !path.is_file() {
