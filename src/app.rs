@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::auth::{Authenticator, WorkerToken};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::routable_id::{IdSigner, SECRET_BYTES};
 use crate::routing::SessionTable;
 use crate::server::{self, Listener};
@@ -279,8 +279,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     // 2. Open sessions keep working until they disconnect or the grace period ends. The
     //    listeners keep accepting meanwhile: v1.5 clients open a new connection per request,
     //    so a session's next FETCH or COMMIT arrives on a connection not yet made.
+    //    The catalog's sessions belong to workers and end only when those do, so the catalog
+    //    waits only for requests in flight.
     let mut poll = tokio::time::interval(DRAIN_POLL_INTERVAL);
-    while !state.sessions.is_empty() && Instant::now() < deadline {
+    while config.role == Role::Gateway && !state.sessions.is_empty() && Instant::now() < deadline {
         poll.tick().await;
     }
     // 3. Stop accepting; open connections finish their in-flight request and close.

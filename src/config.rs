@@ -199,6 +199,18 @@ pub struct Config {
     pub log_filter: String,
     /// `[catalog] file`: the DuckDB file `quackgate catalog` serves.
     pub catalog_file: Option<PathBuf>,
+    /// Which role this process plays.
+    pub role: Role,
+}
+
+/// What a quackgate process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `quackgate serve`: the gateway for clients.
+    Gateway,
+    /// `quackgate catalog`: the DuckLake catalog for workers. Its clients are workers whose
+    /// catalog sessions last as long as they run, so a drain does not wait for them.
+    Catalog,
 }
 
 /// Where the TLS material is.
@@ -339,6 +351,7 @@ impl Config {
         }
         // One process owns the file; DuckDB's file lock refuses a second opener.
         self.workers.count = 1;
+        self.role = Role::Catalog;
         Ok(self)
     }
 }
@@ -740,6 +753,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         },
         log_filter,
         catalog_file,
+        role: Role::Gateway,
     })
 }
 
