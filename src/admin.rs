@@ -2,8 +2,8 @@
 //!
 //! `/healthz` is 200 while the process runs. `/readyz` is 200 only while every worker serves
 //! and the gateway is not draining, so a load balancer stops sending new clients before a
-//! drain and while a worker restarts. Bodies say only what is ready, never anything about the
-//! host or platform.
+//! drain and while a worker restarts. `/status` lists this node's workers (readiness, sessions,
+//! restarts) and known peers. Bodies never say anything about the host or platform.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -38,6 +38,7 @@ pub async fn handle(
                 )
             }
         }
+        (&Method::GET, "/status") => (StatusCode::OK, status(&state)),
         _ => (StatusCode::NOT_FOUND, String::new()),
     };
     Ok(Response::builder()
@@ -46,4 +47,29 @@ pub async fn handle(
         .header(CONTENT_LENGTH, body.len())
         .body(full(Bytes::from(body)))
         .expect("valid by construction"))
+}
+
+/// This node's load and health, one line per worker and peer, for operators and balancers.
+fn status(state: &AppState) -> String {
+    let mut out = format!(
+        "node {} draining={} sessions={}\n",
+        state.node_id,
+        state.is_draining(),
+        state.sessions.len()
+    );
+    for w in state.workers.iter() {
+        out.push_str(&format!(
+            "worker {} ready={} sessions={} restarts={}\n",
+            w.id,
+            w.is_ready(),
+            w.session_count(),
+            w.restart_count()
+        ));
+    }
+    if let Some(cluster) = &state.cluster {
+        for (node, addr) in cluster.peer_list() {
+            out.push_str(&format!("peer {node} {addr}\n"));
+        }
+    }
+    out
 }

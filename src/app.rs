@@ -15,7 +15,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::auth::{Authenticator, WorkerToken};
+use crate::cluster::Cluster;
 use crate::config::{Config, Role};
+use crate::proxy::Origin;
 use crate::routable_id::{IdSigner, SECRET_BYTES};
 use crate::routing::SessionTable;
 use crate::server::{self, Listener};
@@ -100,6 +102,8 @@ pub struct AppState {
     pub upstream: Upstream,
     /// The token workers accept, swapped in for the client's.
     pub worker_token: WorkerToken,
+    /// The other gateway nodes, when this node is part of a cluster.
+    pub cluster: Option<Arc<Cluster>>,
     /// Set when the drain starts; `/readyz` then answers 503.
     draining: AtomicBool,
 }
@@ -137,13 +141,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             name: "plain",
         });
     }
+    let peer_listener = match &config.cluster {
+        Some(cluster) => Some(Listener {
+            tcp: bind("peer", cluster.peer_listen).await?,
+            tls: None,
+            name: "peer",
+        }),
+        None => None,
+    };
     let admin = Listener {
         tcp: bind("admin", config.admin_listen).await?,
         tls: None,
         name: "admin",
     };
     let mut ready_line = String::from(READY_PREFIX);
-    for l in listeners.iter().chain(std::iter::once(&admin)) {
+    for l in listeners
+        .iter()
+        .chain(peer_listener.as_ref())
+        .chain(std::iter::once(&admin))
+    {
         let addr = l.tcp.local_addr().map_err(|source| AppError::LocalAddr {
             name: l.name,
             source,
@@ -175,6 +191,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         sessions: sessions.clone(),
         upstream: upstream.clone(),
         worker_token: worker_token.clone(),
+        cluster: config.cluster.as_ref().map(|c| {
+            Arc::new(Cluster::new(
+                &config.node_id,
+                &secret,
+                c.peers.clone(),
+                c.peers_file.clone(),
+            ))
+        }),
         draining: AtomicBool::new(false),
     });
 
@@ -189,7 +213,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         let state = state.clone();
         servers.spawn(server::run(
             listener,
-            move |req| proxy::handle(state.clone(), req),
+            move |req| proxy::handle(state.clone(), Origin::Client, req),
+            limit.clone(),
+            drain.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let Some(listener) = peer_listener {
+        let state = state.clone();
+        servers.spawn(server::run(
+            listener,
+            move |req| proxy::handle(state.clone(), Origin::Peer, req),
             limit.clone(),
             drain.clone(),
             tracker.clone(),
@@ -251,6 +285,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         config.workers.health_interval,
         workers_stop.clone(),
     ));
+    if let Some(cluster) = &state.cluster {
+        tokio::spawn(cluster.clone().watch(workers_stop.clone()));
+    }
     tokio::spawn(sweep_idle_sessions(
         workers.clone(),
         sessions,

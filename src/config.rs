@@ -81,6 +81,16 @@ struct FileConfig {
     #[serde(default)]
     log: FileLog,
     catalog: Option<FileCatalog>,
+    cluster: Option<FileCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    peer_listen: String,
+    #[serde(default)]
+    peers: BTreeMap<String, String>,
+    peers_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +211,19 @@ pub struct Config {
     pub catalog_file: Option<PathBuf>,
     /// Which role this process plays.
     pub role: Role,
+    /// Other gateway nodes this one forwards to. Default `None`: a single node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: the peer listener and where the other nodes are.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Where other nodes send requests for this node's sessions. Private network only.
+    pub peer_listen: SocketAddr,
+    /// Node id to `host:port` of its peer listener; names are re-resolved on every reload.
+    pub peers: BTreeMap<String, String>,
+    /// A TOML file of `node = "host:port"` lines, re-read every 2 s.
+    pub peers_file: Option<PathBuf>,
 }
 
 /// What a quackgate process is.
@@ -697,6 +720,32 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         }
     }
     let catalog_file = file.catalog.map(|c| resolve(c.file));
+    let cluster = file.cluster.and_then(|c| {
+        if id_secret.is_none() {
+            problems.push(
+                "cluster: every node must share gateway.id_secret_file, so that each can verify the others' ids".into(),
+            );
+        }
+        for (node, addr) in &c.peers {
+            if !addr.contains(':') {
+                problems.push(format!("cluster.peers.{node}: must be host:port, got {addr:?}"));
+            }
+        }
+        match c.peer_listen.parse() {
+            Ok(peer_listen) => Some(ClusterConfig {
+                peer_listen,
+                peers: c.peers,
+                peers_file: c.peers_file.map(resolve),
+            }),
+            Err(_) => {
+                problems.push(format!(
+                    "cluster.peer_listen: must be an IP address and port, got {:?}",
+                    c.peer_listen
+                ));
+                None
+            }
+        }
+    });
     let startup_timeout_secs = w
         .startup_timeout_secs
         .unwrap_or(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS);
@@ -754,6 +803,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         log_filter,
         catalog_file,
         role: Role::Gateway,
+        cluster,
     })
 }
 

@@ -58,6 +58,18 @@ pub enum GatewayError {
     /// Forwarding to the worker failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A request on the peer listener without a valid peer credential.
+    #[error("peer request refused: {0}")]
+    PeerAuth(#[from] crate::cluster::PeerAuthError),
+    /// The node that owns the session cannot be reached.
+    #[error("node {node}, which owns the session, is unreachable: {source}")]
+    OwnerUnreachable {
+        /// The owner.
+        node: String,
+        /// Why.
+        #[source]
+        source: UpstreamError,
+    },
     /// The worker answered something that is not a valid Quack response.
     #[error("invalid response from worker: {0}")]
     BadWorkerResponse(String),
@@ -78,6 +90,8 @@ impl GatewayError {
             GatewayError::Upstream(e) if e.may_have_reached_worker() => "upstream_exchange",
             GatewayError::Upstream(_) => "upstream_connect",
             GatewayError::BadWorkerResponse(_) => "bad_worker_response",
+            GatewayError::PeerAuth(_) => "peer_auth",
+            GatewayError::OwnerUnreachable { .. } => "owner_unreachable",
         }
     }
 
@@ -90,8 +104,11 @@ impl GatewayError {
             | GatewayError::ClientTimeout
             | GatewayError::Draining
             | GatewayError::Auth(_)
-            | GatewayError::Routing(_) => Side::Client,
-            GatewayError::Upstream(_) | GatewayError::BadWorkerResponse(_) => Side::Upstream,
+            | GatewayError::Routing(_)
+            | GatewayError::PeerAuth(_) => Side::Client,
+            GatewayError::Upstream(_)
+            | GatewayError::BadWorkerResponse(_)
+            | GatewayError::OwnerUnreachable { .. } => Side::Upstream,
         }
     }
 
@@ -128,6 +145,13 @@ impl GatewayError {
             GatewayError::BadWorkerResponse(_) => {
                 ClientReply::Quack("quackgate: the DuckDB worker sent an invalid response")
             }
+            GatewayError::PeerAuth(_) => {
+                ClientReply::Status(StatusCode::FORBIDDEN, "not a quackgate peer\n")
+            }
+            GatewayError::OwnerUnreachable { .. } => ClientReply::Quack(
+                "quackgate: the gateway node that holds this session is unreachable; \
+                 the session is lost unless it comes back (DETACH and ATTACH again)",
+            ),
         }
     }
 

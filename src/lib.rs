@@ -13,6 +13,7 @@
 //! - `auth`: static tokens (SHA-256 digests, constant-time comparison).
 //! - `routable_id`: signed connection ids that name their node and worker.
 //! - `routing`: placement of new sessions and the table of open ones.
+//! - `cluster`: the other gateway nodes, and the credential of the peer leg.
 //! - `upstream`: the pooled HTTP client to workers.
 //! - `workers`: worker slots; `workers::supervisor` runs the processes, `workers::health`
 //!   probes them.
@@ -28,6 +29,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod dev_init;
 pub mod error;

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,6 +28,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::app::AppState;
+use crate::cluster::{PeerAuthError, PEER_HEADER};
 use crate::error::{full, quack_response, GatewayError, Side};
 use crate::quack::codec::{self, CodecError, ConnectionRequest, Header};
 use crate::quack::{msg_type, server_errors, BANNER, QUACK_PATH};
@@ -50,15 +52,26 @@ const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a worker gets to answer a CONNECTION_REQUEST (it only checks the token).
 const CONNECT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client, on a public listener.
+    Client,
+    /// Another gateway node, on the peer listener: it must carry a valid peer credential,
+    /// and is served locally or refused, never forwarded again.
+    Peer,
+}
+
 /// Serves one request. Never fails: every error becomes the reply `error.rs` decides on.
 pub async fn handle(
     state: Arc<AppState>,
+    origin: Origin,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
         (&Method::POST, QUACK_PATH) => {
             let started = Instant::now();
-            match forward(&state, req).await {
+            match forward(&state, origin, req).await {
                 Ok(response) => response,
                 Err(e) => {
                     match e.side() {
@@ -105,11 +118,13 @@ enum Outgoing {
 
 async fn forward(
     state: &AppState,
+    origin: Origin,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let limit = state.max_body_bytes;
     let declared_length = declared_length(req.headers(), limit)?;
     let user_agent = req.headers().get(USER_AGENT).cloned();
+    let peer_credential = req.headers().get(PEER_HEADER).cloned();
     let mut body = Limited::new(
         req.into_body(),
         usize::try_from(limit).unwrap_or(usize::MAX),
@@ -120,6 +135,17 @@ async fn forward(
         "quack request"
     );
 
+    if origin == Origin::Peer {
+        // Peers only ever forward requests of existing sessions, never new ones.
+        let id = header
+            .connection_id(&prefix)
+            .ok_or(GatewayError::PeerAuth(PeerAuthError::Malformed))?;
+        let cluster = state
+            .cluster
+            .as_ref()
+            .ok_or(GatewayError::PeerAuth(PeerAuthError::Malformed))?;
+        cluster.verify(peer_credential.as_ref(), id)?;
+    }
     if header.msg_type == msg_type::CONNECTION_REQUEST {
         if state.is_draining() {
             return Err(GatewayError::Draining);
@@ -135,7 +161,7 @@ async fn forward(
         return connect(state, message, &header, request, user_agent).await;
     }
     // Route on the header alone, so nothing is buffered for a request that goes nowhere.
-    let route = resolve(state, &prefix, &header)?;
+    let target = resolve(state, origin, &prefix, &header)?;
     let outgoing = match buffered_cap(header.msg_type, limit) {
         Some(cap) => {
             let message = with_client_timeout(read_rest(prefix, body, cap, limit)).await?;
@@ -148,7 +174,12 @@ async fn forward(
             declared_length,
         },
     };
-    pinned(state, route, outgoing, &header, user_agent).await
+    match target {
+        Target::Local(route) => pinned(state, route, outgoing, &header, user_agent).await,
+        Target::Peer { node, addr, id } => {
+            to_peer(state, node, addr, id, outgoing, user_agent).await
+        }
+    }
 }
 
 /// How much of a message is read before forwarding: all of the small types whose layout is
@@ -188,7 +219,13 @@ async fn connect(
     let exchange = async {
         let response = state
             .upstream
-            .send(port, whole(swapped), Some(length), user_agent)
+            .send(
+                worker_addr(port),
+                whole(swapped),
+                Some(length),
+                user_agent,
+                None,
+            )
             .await?;
         let (parts, body) = response.into_parts();
         if parts.status != StatusCode::OK {
@@ -240,18 +277,40 @@ struct Route<'a> {
     header: Bytes,
 }
 
-/// Verifies the id in a message header and finds its worker, which must be running.
+/// Where a session's message goes: a worker here, or the node that owns the session.
+enum Target<'a> {
+    Local(Route<'a>),
+    Peer {
+        node: String,
+        addr: SocketAddr,
+        id: Vec<u8>,
+    },
+}
+
+/// Verifies the id in a message header and finds its worker (which must be running), or the
+/// peer node that owns it.
 fn resolve<'a>(
     state: &'a AppState,
+    origin: Origin,
     head: &[u8],
     header: &Header,
-) -> Result<Route<'a>, GatewayError> {
+) -> Result<Target<'a>, GatewayError> {
     let id = header
         .connection_id(head)
         .ok_or(RoutingError::NoConnectionId)?;
     let route = state.ids.verify(id).map_err(RoutingError::from)?;
     if route.node != state.node_id {
-        return Err(RoutingError::ForeignNode.into());
+        // A peer's request is served here or nowhere, so nothing ever loops.
+        let addr = match (origin, &state.cluster) {
+            (Origin::Client, Some(cluster)) => cluster.peer(route.node),
+            _ => None,
+        }
+        .ok_or(RoutingError::ForeignNode)?;
+        return Ok(Target::Peer {
+            node: route.node.to_string(),
+            addr,
+            id: id.to_vec(),
+        });
     }
     let worker = state
         .workers
@@ -260,12 +319,65 @@ fn resolve<'a>(
     let port = worker
         .serving_port()
         .ok_or(RoutingError::WorkerDown(route.worker))?;
-    Ok(Route {
+    Ok(Target::Local(Route {
         header: codec::rewrite_header(head, header, route.inner_id),
         id: id.to_vec(),
         worker,
         port,
-    })
+    }))
+}
+
+/// A message of a session another node owns: passed to that node's peer listener unchanged,
+/// once, and its answer streamed back.
+async fn to_peer(
+    state: &AppState,
+    node: String,
+    addr: SocketAddr,
+    id: Vec<u8>,
+    outgoing: Outgoing,
+    user_agent: Option<HeaderValue>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let cluster = state.cluster.as_ref().ok_or(RoutingError::ForeignNode)?;
+    let (body, length) = match outgoing {
+        Outgoing::Whole(message) => {
+            let length = message.len() as u64;
+            (whole(message), Some(length))
+        }
+        Outgoing::Streamed {
+            prefix,
+            rest,
+            declared_length,
+        } => (
+            PrefixedBody::new([prefix, Bytes::new()], rest).boxed(),
+            declared_length,
+        ),
+    };
+    let credential = cluster.sign(&id);
+    let response = state
+        .upstream
+        .send(
+            addr,
+            body,
+            length,
+            user_agent,
+            Some((PEER_HEADER, credential)),
+        )
+        .await
+        .map_err(|e| match e {
+            UpstreamError::Connect(_) => GatewayError::OwnerUnreachable { node, source: e },
+            e => GatewayError::Upstream(e),
+        })?;
+    let (parts, body) = response.into_parts();
+    let mut out = Response::builder().status(parts.status);
+    for name in [CONTENT_TYPE, CONTENT_LENGTH] {
+        if let Some(value) = parts.headers.get(&name) {
+            out = out.header(name, value);
+        }
+    }
+    Ok(out
+        .header("access-control-allow-origin", "*")
+        .body(body.boxed())
+        .expect("headers copied from a valid response"))
 }
 
 /// A message of an existing session: to the worker its id names, and only there.
@@ -301,7 +413,7 @@ async fn pinned(
     state.sessions.touched(&route.id, Instant::now());
     let response = state
         .upstream
-        .send(route.port, body, length, user_agent)
+        .send(worker_addr(route.port), body, length, user_agent, None)
         .await?;
     if header.msg_type == msg_type::DISCONNECT {
         state.sessions.closed(&route.id, &state.workers);
@@ -430,6 +542,10 @@ fn body_error(e: BoxError, limit: u64) -> GatewayError {
     } else {
         GatewayError::ClientBody(e)
     }
+}
+
+fn worker_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn whole(bytes: Bytes) -> UpstreamBody {

@@ -7,6 +7,7 @@
 //! closing them. hyper resends a request only when a pooled connection closed before any of it
 //! was written, which cannot run anything twice; every other failure goes back to the client.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -86,22 +87,27 @@ impl Upstream {
         Upstream { client }
     }
 
-    /// POSTs a Quack message to the worker on `port`.
+    /// POSTs a Quack message to a worker (`127.0.0.1:<port>`) or to a peer node's listener,
+    /// with `extra` (the peer credential) as an added header.
     ///
     /// # Errors
-    /// [`UpstreamError`], telling whether the worker may have seen the request.
+    /// [`UpstreamError`], telling whether the other side may have seen the request.
     pub async fn send(
         &self,
-        port: u16,
+        to: SocketAddr,
         body: UpstreamBody,
         content_length: Option<u64>,
         user_agent: Option<HeaderValue>,
+        extra: Option<(&'static str, HeaderValue)>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut req = Request::builder()
             .method(Method::POST)
-            .uri(format!("http://127.0.0.1:{port}{QUACK_PATH}"))
-            .header(HOST, format!("127.0.0.1:{port}"))
+            .uri(format!("http://{to}{QUACK_PATH}"))
+            .header(HOST, to.to_string())
             .header(CONTENT_TYPE, REQUEST_CONTENT_TYPE);
+        if let Some((name, value)) = extra {
+            req = req.header(name, value);
+        }
         if let Some(len) = content_length {
             req = req.header(CONTENT_LENGTH, len);
         }

@@ -1,0 +1,277 @@
+//! Cluster membership and the peer leg: which node owns a session, where that node listens,
+//! and how one gateway node proves to another that a forwarded request comes from the cluster.
+//!
+//! A routable id names its node, so any node can route any request with no shared store: a
+//! request for another node's session goes to that node's peer listener, which serves it
+//! locally and never forwards it again. Peers are a static list and/or a peers file re-read
+//! every few seconds (a Kubernetes ConfigMap, say); names in either are re-resolved on every
+//! read. The peer leg is authenticated with an HMAC over the sender, the time and the
+//! connection id, under a key derived from the shared id secret; a client token is never a
+//! peer credential.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use hmac::{Hmac, Mac};
+use http::HeaderValue;
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::routable_id::SECRET_BYTES;
+
+/// Header carrying the peer credential on forwarded requests.
+pub const PEER_HEADER: &str = "quackgate-peer";
+/// How far a peer's clock may be from ours.
+const MAX_SKEW_SECS: u64 = 60;
+/// How often the peers file is re-read.
+pub const PEERS_FILE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why a peer request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PeerAuthError {
+    /// No or unparsable credential.
+    #[error("missing or malformed peer credential")]
+    Malformed,
+    /// Too old or from the future.
+    #[error("peer credential outside the allowed clock skew")]
+    Stale,
+    /// The MAC does not verify.
+    #[error("peer credential does not verify")]
+    Signature,
+}
+
+/// Why the peers file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Unreadable or not TOML.
+    #[error("cluster.peers_file {path}: {why}")]
+    PeersFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+/// This node's view of the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    node_id: String,
+    key: Hmac<Sha256>,
+    static_peers: BTreeMap<String, String>,
+    peers_file: Option<PathBuf>,
+    /// Node id to peer listener, rebuilt on every peers-file read. Read per forwarded request.
+    peers: DashMap<String, SocketAddr>,
+}
+
+impl Cluster {
+    /// The cluster as configured; static peers are resolved at once.
+    pub fn new(
+        node_id: &str,
+        id_secret: &[u8; SECRET_BYTES],
+        static_peers: BTreeMap<String, String>,
+        peers_file: Option<PathBuf>,
+    ) -> Self {
+        // A key of its own, derived so the cluster shares one secret, not two.
+        let mut derive = Hmac::<Sha256>::new_from_slice(id_secret).expect("any key length");
+        derive.update(b"quackgate peer v1");
+        let key = Hmac::new_from_slice(&derive.finalize().into_bytes()).expect("any key length");
+        let cluster = Cluster {
+            node_id: node_id.to_string(),
+            key,
+            static_peers,
+            peers_file,
+            peers: DashMap::new(),
+        };
+        if let Err(e) = cluster.reload() {
+            warn!(error = %e, "peers not loaded");
+        }
+        cluster
+    }
+
+    /// The peer listener of `node`, if known.
+    pub fn peer(&self, node: &str) -> Option<SocketAddr> {
+        self.peers.get(node).map(|addr| *addr)
+    }
+
+    /// Known peers, sorted by node id.
+    pub fn peer_list(&self) -> Vec<(String, SocketAddr)> {
+        let mut list: Vec<_> = self
+            .peers
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// The credential for forwarding a request of session `connection_id`.
+    pub fn sign(&self, connection_id: &[u8]) -> HeaderValue {
+        let ts = unix_now();
+        let mac = self.mac(&self.node_id, ts, connection_id);
+        HeaderValue::from_str(&format!("{}.{ts}.{mac}", self.node_id))
+            .expect("node ids and hex are valid header text")
+    }
+
+    /// Checks a forwarded request's credential, in constant time with respect to the MAC.
+    ///
+    /// # Errors
+    /// [`PeerAuthError`] when it is missing, stale or forged.
+    pub fn verify(
+        &self,
+        credential: Option<&HeaderValue>,
+        connection_id: &[u8],
+    ) -> Result<(), PeerAuthError> {
+        let text = credential
+            .and_then(|v| v.to_str().ok())
+            .ok_or(PeerAuthError::Malformed)?;
+        let mut parts = text.splitn(3, '.');
+        let (Some(node), Some(ts), Some(mac_hex)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(PeerAuthError::Malformed);
+        };
+        let ts: u64 = ts.parse().map_err(|_| PeerAuthError::Malformed)?;
+        if unix_now().abs_diff(ts) > MAX_SKEW_SECS {
+            return Err(PeerAuthError::Stale);
+        }
+        let claimed = hex::decode(mac_hex).map_err(|_| PeerAuthError::Malformed)?;
+        let mut mac = self.key.clone();
+        feed(&mut mac, node, ts, connection_id);
+        mac.verify_slice(&claimed)
+            .map_err(|_| PeerAuthError::Signature)
+    }
+
+    fn mac(&self, node: &str, ts: u64, connection_id: &[u8]) -> String {
+        let mut mac = self.key.clone();
+        feed(&mut mac, node, ts, connection_id);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Rebuilds the peer table from the static list and the peers file.
+    ///
+    /// # Errors
+    /// When the peers file cannot be read; the table is left as it was.
+    pub fn reload(&self) -> Result<usize, ClusterError> {
+        let mut wanted = self.static_peers.clone();
+        if let Some(path) = &self.peers_file {
+            let err = |why: String| ClusterError::PeersFile {
+                path: path.clone(),
+                why,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let file: BTreeMap<String, String> =
+                toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+            wanted.extend(file);
+        }
+        wanted.remove(&self.node_id);
+        let mut resolved = BTreeMap::new();
+        for (node, addr) in wanted {
+            match addr.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(addr)) => {
+                    resolved.insert(node, addr);
+                }
+                _ => warn!(peer.node = %node, peer.addr = %addr, "peer address does not resolve"),
+            }
+        }
+        self.peers.retain(|node, _| resolved.contains_key(node));
+        for (node, addr) in &resolved {
+            if self.peers.insert(node.clone(), *addr) != Some(*addr) {
+                info!(peer.node = %node, peer.addr = %addr, "peer known");
+            }
+        }
+        Ok(resolved.len())
+    }
+
+    /// Re-reads the peers every [`PEERS_FILE_INTERVAL`] until `stop`.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(PEERS_FILE_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let cluster = self.clone();
+            // Name resolution blocks; keep it off the runtime's worker threads.
+            match tokio::task::spawn_blocking(move || cluster.reload()).await {
+                Ok(Err(e)) => warn!(error = %e, "peers not reloaded"),
+                Err(e) => warn!(error = %e, "peers reload task failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+fn feed(mac: &mut Hmac<Sha256>, node: &str, ts: u64, connection_id: &[u8]) {
+    mac.update(node.as_bytes());
+    mac.update(b"|");
+    mac.update(ts.to_string().as_bytes());
+    mac.update(b"|");
+    mac.update(connection_id);
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(node: &str, secret: u8) -> Cluster {
+        Cluster::new(node, &[secret; SECRET_BYTES], BTreeMap::new(), None)
+    }
+
+    #[test]
+    fn a_credential_verifies_on_another_node_of_the_same_cluster() {
+        let cred = cluster("n0", 1).sign(b"q1.n1.0.abc.DEF");
+        assert_eq!(
+            cluster("n1", 1).verify(Some(&cred), b"q1.n1.0.abc.DEF"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn foreign_edited_or_missing_credentials_are_refused() {
+        let cred = cluster("n0", 1).sign(b"id-1");
+        let n1 = cluster("n1", 1);
+        assert_eq!(
+            cluster("n1", 2).verify(Some(&cred), b"id-1"),
+            Err(PeerAuthError::Signature)
+        );
+        assert_eq!(
+            n1.verify(Some(&cred), b"id-2"),
+            Err(PeerAuthError::Signature)
+        );
+        assert_eq!(n1.verify(None, b"id-1"), Err(PeerAuthError::Malformed));
+        let client_token = HeaderValue::from_static("the-public-token");
+        assert_eq!(
+            n1.verify(Some(&client_token), b"id-1"),
+            Err(PeerAuthError::Malformed)
+        );
+        let old = HeaderValue::from_str(&format!("n0.{}.00", unix_now() - 3600)).unwrap();
+        assert_eq!(n1.verify(Some(&old), b"id-1"), Err(PeerAuthError::Stale));
+    }
+
+    #[test]
+    fn peers_come_from_the_static_list_and_the_file_without_this_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peers.toml");
+        std::fs::write(&file, "n2 = \"127.0.0.1:7002\"\nn0 = \"127.0.0.1:7000\"\n").unwrap();
+        let statics = BTreeMap::from([("n1".to_string(), "127.0.0.1:7001".to_string())]);
+        let c = Cluster::new("n0", &[1; SECRET_BYTES], statics, Some(file.clone()));
+        let nodes: Vec<_> = c.peer_list().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(nodes, ["n1", "n2"]);
+        std::fs::write(&file, "").unwrap();
+        c.reload().unwrap();
+        assert_eq!(c.peer("n2"), None);
+        assert_eq!(c.peer("n1"), Some("127.0.0.1:7001".parse().unwrap()));
+    }
+}
