@@ -52,10 +52,13 @@ pub async fn handle(
 /// This node's load and health, one line per worker and peer, for operators and balancers.
 fn status(state: &AppState) -> String {
     let mut out = format!(
-        "node {} draining={} sessions={}\n",
+        "node {} draining={} sessions={} peer_requests={}\n",
         state.node_id,
         state.is_draining(),
-        state.sessions.len()
+        state.sessions.len(),
+        state
+            .peer_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
     for w in state.workers.iter() {
         out.push_str(&format!(

@@ -2,7 +2,7 @@
 //! workers, and runs the shutdown sequence. No request logic lives here.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,8 @@ pub struct AppState {
     pub worker_token: WorkerToken,
     /// The other gateway nodes, when this node is part of a cluster.
     pub cluster: Option<Arc<Cluster>>,
+    /// Requests served for sessions of this node that other nodes forwarded here.
+    pub peer_requests: AtomicU64,
     /// Set when the drain starts; `/readyz` then answers 503.
     draining: AtomicBool,
 }
@@ -199,6 +201,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
                 c.peers_file.clone(),
             ))
         }),
+        peer_requests: AtomicU64::new(0),
         draining: AtomicBool::new(false),
     });
 

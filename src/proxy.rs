@@ -145,6 +145,9 @@ async fn forward(
             .as_ref()
             .ok_or(GatewayError::PeerAuth(PeerAuthError::Malformed))?;
         cluster.verify(peer_credential.as_ref(), id)?;
+        state
+            .peer_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     if header.msg_type == msg_type::CONNECTION_REQUEST {
         if state.is_draining() {

@@ -47,11 +47,11 @@ impl Stack {
     }
 }
 
-fn data_dir(shared: &Path) -> PathBuf {
+pub(crate) fn data_dir(shared: &Path) -> PathBuf {
     shared.join("data")
 }
 
-fn start_catalog(shared: &Path, token: &str, port: Option<u16>) -> Gateway {
+pub(crate) fn start_catalog(shared: &Path, token: &str, port: Option<u16>) -> Gateway {
     let mut args = Vec::new();
     if let Some(port) = port {
         args = vec!["--plain-listen".into(), format!("127.0.0.1:{port}")];

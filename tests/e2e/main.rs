@@ -4,6 +4,7 @@
 mod support;
 
 mod clients;
+mod cluster;
 mod ducklake;
 mod lifecycle;
 mod pinning;

@@ -74,6 +74,8 @@ pub struct GatewayOptions {
     pub extra_workers_toml: String,
     /// TOML appended after everything else (whole sections).
     pub extra_toml: String,
+    /// TOML lines added to the `[gateway]` section.
+    pub extra_gateway_toml: String,
     pub extension_dir: Option<PathBuf>,
     /// `serve` or `catalog`.
     pub subcommand: &'static str,
@@ -90,6 +92,7 @@ impl Default for GatewayOptions {
             rust_log: None,
             extra_workers_toml: String::new(),
             extra_toml: String::new(),
+            extra_gateway_toml: String::new(),
             extension_dir: None,
             subcommand: "serve",
             token: None,
@@ -105,6 +108,8 @@ pub struct Gateway {
     pub https: SocketAddr,
     pub plain: SocketAddr,
     pub admin: SocketAddr,
+    /// The peer listener, for nodes of a cluster.
+    pub peer: Option<SocketAddr>,
     pub token: String,
     pub ca: PathBuf,
     pub log: Arc<Mutex<String>>,
@@ -132,6 +137,7 @@ listen = "127.0.0.1:0"
 plain_listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 shutdown_grace_secs = 60
+{extra_gateway}
 
 [tls]
 cert = "{cert}"
@@ -156,6 +162,7 @@ health_interval_ms = 200
         ext = ext.display(),
         extra = opts.extra_workers_toml,
         extra_toml = opts.extra_toml,
+        extra_gateway = opts.extra_gateway_toml,
     );
     let path = dir.join("quackgate.toml");
     std::fs::write(&path, config).unwrap();
@@ -236,7 +243,12 @@ impl Gateway {
                 .parse()
                 .unwrap()
         };
+        let peer = line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("peer="))
+            .map(|a| a.parse().unwrap());
         Gateway {
+            peer,
             https: addr("https"),
             plain: addr("plain"),
             admin: addr("admin"),

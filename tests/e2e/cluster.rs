@@ -1,0 +1,432 @@
+//! Scale-out without cookies: three gateway nodes behind a plain round-robin nginx (a stand-in
+//! for a non-sticky ingress), each request of a session reaching the worker that owns it.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::ducklake::{data_dir, start_catalog};
+use crate::support::{random_hex, run_cli, wait_until, Gateway, GatewayOptions, Toolchain};
+
+/// A real nginx, TLS-terminating, round-robin with no stickiness over `upstreams`.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(upstreams: &[SocketAddr], cert: &Path, key: &Path) -> Nginx {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is missing: apt-get install -y nginx (scripts/test installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        // nginx cannot report an ephemeral port, so one is picked free just before.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let servers: String = upstreams
+            .iter()
+            .map(|a| format!("    server {a};\n"))
+            .collect();
+        let conf = format!(
+            r#"daemon off;
+user root;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  upstream gateways {{
+{servers}  }}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    client_max_body_size 256m;
+    location / {{
+      proxy_pass http://gateways;
+      proxy_http_version 1.1;
+      proxy_read_timeout 600s;
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }}
+  }}
+}}
+"#,
+            d = dir.path().display(),
+            cert = cert.display(),
+            key = key.display(),
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nginx");
+        wait_until("nginx to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Nginx {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three nodes sharing one id secret, one token, one lake; nginx in front.
+struct Cluster {
+    nodes: Vec<Gateway>,
+    _catalog: Gateway,
+    nginx: Nginx,
+    shared: tempfile::TempDir,
+    token: String,
+    ca: PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let shared = tempfile::tempdir().unwrap();
+        let s = shared.path();
+        let catalog_token = format!("cat-{}", random_hex());
+        std::fs::write(s.join("catalog-token"), &catalog_token).unwrap();
+        std::fs::write(
+            s.join("id-secret"),
+            random_hex() + &random_hex() + &random_hex()[..16],
+        )
+        .unwrap();
+        std::fs::write(s.join("peers.toml"), "").unwrap();
+        let catalog = start_catalog(s, &catalog_token, None);
+        let token = format!("tok-{}", random_hex());
+        let mut nodes = Vec::new();
+        for n in 0..3 {
+            nodes.push(Gateway::start_with(GatewayOptions {
+                token: Some(token.clone()),
+                extra_gateway_toml: format!(
+                    "node_id = \"n{n}\"\nid_secret_file = \"{}\"\n",
+                    s.join("id-secret").display()
+                ),
+                extra_workers_toml: format!(
+                    "[workers.ducklake]\ncatalog = \"127.0.0.1:{}\"\ncatalog_token_file = \"{}\"\ndata_path = \"{}\"\n",
+                    catalog.plain.port(),
+                    s.join("catalog-token").display(),
+                    data_dir(s).display()
+                ),
+                extra_toml: format!(
+                    "[cluster]\npeer_listen = \"127.0.0.1:0\"\npeers_file = \"{}\"\n",
+                    s.join("peers.toml").display()
+                ),
+                ..Default::default()
+            }));
+        }
+        // The membership arrives after start, as a mounted ConfigMap would.
+        let peers: String = nodes
+            .iter()
+            .enumerate()
+            .map(|(n, gw)| format!("n{n} = \"{}\"\n", gw.peer.expect("peer listener")))
+            .collect();
+        std::fs::write(s.join("peers.toml"), peers).unwrap();
+        for gw in &nodes {
+            wait_until(
+                "every node to know its two peers",
+                Duration::from_secs(20),
+                || gw.admin_get("/status").1.matches("\npeer ").count() == 2,
+            );
+        }
+        let tls = quackgate::dev_init::write_tls(s, &[]).unwrap();
+        let upstreams: Vec<SocketAddr> = nodes.iter().map(|gw| gw.plain).collect();
+        let nginx = Nginx::start(&upstreams, &tls.cert, &tls.key);
+        Cluster {
+            nodes,
+            _catalog: catalog,
+            nginx,
+            shared,
+            token,
+            ca: tls.ca_cert,
+        }
+    }
+
+    fn attach_sql(&self) -> String {
+        let port = self.nginx.port;
+        format!(
+            ".output /dev/null\nSET extension_directory='{ext}';\nSET autoinstall_known_extensions=false;\nLOAD quack;\n\
+             SET ca_cert_file='{ca}';\nCREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}');\n\
+             ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false);\n.output\n",
+            ext = Toolchain::get().ext_dir().display(),
+            ca = self.ca.display(),
+            token = self.token,
+        )
+    }
+}
+
+#[test]
+fn twelve_sessions_through_round_robin_nginx_each_stay_on_one_worker() {
+    let cluster = Cluster::start();
+    let toolchain = Toolchain::get();
+    let setup = run_cli(
+        &toolchain,
+        &format!(
+            "{}FROM r.query('CREATE TABLE events (k INTEGER)');\n",
+            cluster.attach_sql()
+        ),
+    );
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+
+    const SESSIONS: usize = 12;
+    const PROBES: usize = 8;
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..SESSIONS)
+            .map(|k| {
+                let mut sql = cluster.attach_sql();
+                sql.push_str("FROM r.query('CREATE TEMP TABLE tt AS SELECT 1 AS x');\n");
+                sql.push_str("FROM r.query('SET VARIABLE v = 42');\n");
+                sql.push_str("FROM r.query('BEGIN TRANSACTION');\n");
+                sql.push_str(&format!("FROM r.query('INSERT INTO events VALUES ({k})');\n"));
+                for p in 0..PROBES {
+                    sql.push_str("FROM r.query('SELECT ''probe'', quackgate.worker_id(), getvariable(''v''), (SELECT x FROM tt)');\n");
+                    if p == PROBES / 2 {
+                        sql.push_str("FROM r.query('COMMIT');\n");
+                        sql.push_str("SELECT 'rows', count(*) FROM r.query('SELECT * FROM range(200000)');\n");
+                    }
+                }
+                let toolchain = &toolchain;
+                s.spawn(move || run_cli(toolchain, &sql))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut nodes_used = BTreeSet::new();
+    for (k, out) in outs.iter().enumerate() {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "session {k} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let probes: Vec<&str> = stdout.lines().filter(|l| l.starts_with("probe,")).collect();
+        assert_eq!(probes.len(), PROBES, "session {k}: {stdout}");
+        let distinct: BTreeSet<_> = probes.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "session {k} saw several workers or lost state: {distinct:?}"
+        );
+        let fields: Vec<&str> = probes[0].split(',').collect();
+        assert_eq!(
+            &fields[2..],
+            ["42", "1"],
+            "session {k}: variable or temp table lost"
+        );
+        nodes_used.insert(fields[1].split('.').next().unwrap().to_string());
+        assert!(stdout.contains("rows,200000"), "session {k}: {stdout}");
+    }
+    assert!(nodes_used.len() >= 2, "only {nodes_used:?} placed sessions");
+    let count = run_cli(
+        &toolchain,
+        &format!(
+            "{}FROM r.query('SELECT count(*), count(DISTINCT k) FROM events');\n",
+            cluster.attach_sql()
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&count.stdout).trim(),
+        "12,12",
+        "{}",
+        String::from_utf8_lossy(&count.stderr)
+    );
+    for gw in &cluster.nodes {
+        assert!(
+            !gw.log().contains("WARN"),
+            "warnings on a node:\n{}",
+            gw.log()
+        );
+    }
+    drop(cluster.shared);
+}
+
+#[test]
+fn round_robin_over_plain_duckdb_servers_breaks_attach() {
+    // The control: the same nginx in front of two plain quack_serve servers, no quackgate.
+    let toolchain = Toolchain::get();
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = format!(
+            "import duckdb, sys\ncon = duckdb.connect(config={{'extension_directory': '{ext}', 'autoinstall_known_extensions': 'false'}})\ncon.execute(\"LOAD httpfs; LOAD quack; CALL quack_serve('quack:127.0.0.1:{port}', token => 'plain-token')\")\nprint('ready', flush=True)\nsys.stdin.read()\n",
+            ext = toolchain.ext_dir().display()
+        );
+        let mut child = Command::new(toolchain.python())
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _stdin = child.stdin.take();
+        wait_until("a plain quack server", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        servers.push((child, _stdin));
+        ports.push(port);
+    }
+    let tls = quackgate::dev_init::write_tls(dir.path(), &[]).unwrap();
+    let upstreams: Vec<SocketAddr> = ports
+        .iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    let nginx = Nginx::start(&upstreams, &tls.cert, &tls.key);
+    let port = nginx.port;
+    let out = run_cli(
+        &toolchain,
+        &format!(
+            "SET extension_directory='{}';\nLOAD quack;\nSET ca_cert_file='{}';\nCREATE SECRET (TYPE quack, TOKEN 'plain-token', SCOPE 'quack:localhost:{port}');\nATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false);\nFROM r.query('SELECT 42');\n",
+            toolchain.ext_dir().display(),
+            tls.ca_cert.display()
+        ),
+    );
+    for (mut child, _) in servers {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        !out.status.success(),
+        "round robin without pinning unexpectedly worked"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Invalid connection id"), "{stderr}");
+}
+
+#[test]
+fn killing_a_node_only_ends_the_sessions_it_owned() {
+    let cluster = Cluster::start();
+    let toolchain = Toolchain::get();
+    let go = cluster.shared.path().join("go");
+    // Six Python clients: each attaches through nginx, reports its worker, waits for "go",
+    // then probes the same session again.
+    let script = format!(
+        r#"
+import duckdb, os, sys, time
+con = duckdb.connect(config={{"extension_directory": "{ext}", "autoinstall_known_extensions": "false"}})
+con.execute("LOAD quack")
+con.execute("SET ca_cert_file='{ca}'")
+con.execute("CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}')")
+con.execute("ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)")
+print("before", con.sql("FROM r.query('SELECT quackgate.worker_id()')").fetchall()[0][0], flush=True)
+deadline = time.time() + 120
+while not os.path.exists("{go}") and time.time() < deadline:
+    time.sleep(0.05)
+try:
+    print("after", con.sql("FROM r.query('SELECT quackgate.worker_id()')").fetchall()[0][0], flush=True)
+except Exception as e:
+    print("error", str(e).replace("\n", " "), flush=True)
+"#,
+        ext = toolchain.ext_dir().display(),
+        ca = cluster.ca.display(),
+        token = cluster.token,
+        port = cluster.nginx.port,
+        go = go.display(),
+    );
+    let clients: Vec<Child> = (0..6)
+        .map(|_| {
+            Command::new(toolchain.python())
+                .arg("-c")
+                .arg(&script)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Read each client's first line to learn which node owns its session.
+    use std::io::{BufRead, BufReader};
+    let mut readers = Vec::new();
+    let mut owners = Vec::new();
+    for mut c in clients {
+        let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let owner = first
+            .strip_prefix("before ")
+            .unwrap_or_else(|| panic!("client said {first:?}"))
+            .to_string();
+        owners.push(owner);
+        readers.push((c, lines));
+    }
+    let owner_nodes: BTreeSet<String> = owners
+        .iter()
+        .map(|o| o.split('.').next().unwrap().to_string())
+        .collect();
+    assert!(
+        owner_nodes.len() >= 2,
+        "sessions on one node only: {owners:?}"
+    );
+    let victim = owner_nodes.iter().next().unwrap().clone();
+    let index: usize = victim.trim_start_matches('n').parse().unwrap();
+    assert!(Command::new("kill")
+        .args(["-9", &cluster.nodes[index].child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(&go, "").unwrap();
+
+    for ((mut child, mut lines), owner) in readers.into_iter().zip(owners) {
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        let _ = child.wait();
+        if owner.starts_with(&format!("{victim}.")) {
+            assert!(
+                line.starts_with("error")
+                    && (line.contains("unreachable") || line.contains("Invalid connection id")),
+                "session on the killed node {owner}: {line}"
+            );
+        } else {
+            assert_eq!(
+                line,
+                format!("after {owner}"),
+                "session on a surviving node"
+            );
+        }
+    }
+    // A new ATTACH through the same balancer still works.
+    let out = run_cli(
+        &toolchain,
+        &format!("{}FROM r.query('SELECT 42');\n", cluster.attach_sql()),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+}
