@@ -227,7 +227,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         servers.spawn(server::run(
             listener,
             move |req| proxy::handle(state.clone(), Origin::Peer, req),
-            limit.clone(),
+            // Its own limit: clients holding every permit while their requests wait on
+            // forwards to each other's nodes would otherwise deadlock the cluster.
+            Arc::new(Semaphore::new(config.max_connections)),
             drain.clone(),
             tracker.clone(),
         ));
@@ -270,6 +272,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             launcher.clone(),
             sessions.clone(),
             tx,
+            shutdown.clone(),
             workers_stop.clone(),
         ));
         let result = tokio::select! {

@@ -26,8 +26,10 @@ use crate::routable_id::SECRET_BYTES;
 
 /// Header carrying the peer credential on forwarded requests.
 pub const PEER_HEADER: &str = "quackgate-peer";
-/// How far a peer's clock may be from ours.
-const MAX_SKEW_SECS: u64 = 60;
+/// How old a peer credential may be.
+const MAX_AGE_SECS: u64 = 60;
+/// How far ahead of ours a peer's clock may be.
+const MAX_FUTURE_SECS: u64 = 5;
 /// How often the peers file is re-read.
 pub const PEERS_FILE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -110,10 +112,10 @@ impl Cluster {
         list
     }
 
-    /// The credential for forwarding a request of session `connection_id`.
-    pub fn sign(&self, connection_id: &[u8]) -> HeaderValue {
+    /// The credential for forwarding a message of type `msg_type` of session `connection_id`.
+    pub fn sign(&self, msg_type: u64, connection_id: &[u8]) -> HeaderValue {
         let ts = unix_now();
-        let mac = self.mac(&self.node_id, ts, connection_id);
+        let mac = self.mac(&self.node_id, ts, msg_type, connection_id);
         HeaderValue::from_str(&format!("{}.{ts}.{mac}", self.node_id))
             .expect("node ids and hex are valid header text")
     }
@@ -125,6 +127,7 @@ impl Cluster {
     pub fn verify(
         &self,
         credential: Option<&HeaderValue>,
+        msg_type: u64,
         connection_id: &[u8],
     ) -> Result<(), PeerAuthError> {
         let text = credential
@@ -136,19 +139,20 @@ impl Cluster {
             return Err(PeerAuthError::Malformed);
         };
         let ts: u64 = ts.parse().map_err(|_| PeerAuthError::Malformed)?;
-        if unix_now().abs_diff(ts) > MAX_SKEW_SECS {
+        let now = unix_now();
+        if ts > now + MAX_FUTURE_SECS || now.saturating_sub(ts) > MAX_AGE_SECS {
             return Err(PeerAuthError::Stale);
         }
         let claimed = hex::decode(mac_hex).map_err(|_| PeerAuthError::Malformed)?;
         let mut mac = self.key.clone();
-        feed(&mut mac, node, ts, connection_id);
+        feed(&mut mac, node, ts, msg_type, connection_id);
         mac.verify_slice(&claimed)
             .map_err(|_| PeerAuthError::Signature)
     }
 
-    fn mac(&self, node: &str, ts: u64, connection_id: &[u8]) -> String {
+    fn mac(&self, node: &str, ts: u64, msg_type: u64, connection_id: &[u8]) -> String {
         let mut mac = self.key.clone();
-        feed(&mut mac, node, ts, connection_id);
+        feed(&mut mac, node, ts, msg_type, connection_id);
         hex::encode(mac.finalize().into_bytes())
     }
 
@@ -175,7 +179,14 @@ impl Cluster {
                 Ok(Some(addr)) => {
                     resolved.insert(node, addr);
                 }
-                _ => warn!(peer.node = %node, peer.addr = %addr, "peer address does not resolve"),
+                _ => {
+                    // A lookup that fails once (a DNS blip, a pod being replaced) must not
+                    // orphan that node's sessions: keep the last address it had.
+                    warn!(peer.node = %node, peer.addr = %addr, "peer address does not resolve; keeping the last one known");
+                    if let Some(last) = self.peer(&node) {
+                        resolved.insert(node, last);
+                    }
+                }
             }
         }
         self.peers.retain(|node, _| resolved.contains_key(node));
@@ -206,10 +217,12 @@ impl Cluster {
     }
 }
 
-fn feed(mac: &mut Hmac<Sha256>, node: &str, ts: u64, connection_id: &[u8]) {
+fn feed(mac: &mut Hmac<Sha256>, node: &str, ts: u64, msg_type: u64, connection_id: &[u8]) {
     mac.update(node.as_bytes());
     mac.update(b"|");
     mac.update(ts.to_string().as_bytes());
+    mac.update(b"|");
+    mac.update(msg_type.to_string().as_bytes());
     mac.update(b"|");
     mac.update(connection_id);
 }
@@ -231,33 +244,39 @@ mod tests {
 
     #[test]
     fn a_credential_verifies_on_another_node_of_the_same_cluster() {
-        let cred = cluster("n0", 1).sign(b"q1.n1.0.abc.DEF");
-        assert_eq!(
-            cluster("n1", 1).verify(Some(&cred), b"q1.n1.0.abc.DEF"),
-            Ok(())
-        );
+        let cred = cluster("n0", 1).sign(3, b"q1.n1.0.abc.DEF");
+        let n1 = cluster("n1", 1);
+        assert_eq!(n1.verify(Some(&cred), 3, b"q1.n1.0.abc.DEF"), Ok(()));
     }
 
     #[test]
     fn foreign_edited_or_missing_credentials_are_refused() {
-        let cred = cluster("n0", 1).sign(b"id-1");
+        let cred = cluster("n0", 1).sign(7, b"id-1");
         let n1 = cluster("n1", 1);
-        assert_eq!(
-            cluster("n1", 2).verify(Some(&cred), b"id-1"),
-            Err(PeerAuthError::Signature)
-        );
-        assert_eq!(
-            n1.verify(Some(&cred), b"id-2"),
-            Err(PeerAuthError::Signature)
-        );
-        assert_eq!(n1.verify(None, b"id-1"), Err(PeerAuthError::Malformed));
+        let other_cluster = cluster("n1", 2);
+        let refused = [
+            (
+                other_cluster.verify(Some(&cred), 7, b"id-1"),
+                PeerAuthError::Signature,
+            ),
+            (n1.verify(Some(&cred), 7, b"id-2"), PeerAuthError::Signature),
+            // A FETCH's credential cannot carry a PREPARE.
+            (n1.verify(Some(&cred), 3, b"id-1"), PeerAuthError::Signature),
+            (n1.verify(None, 7, b"id-1"), PeerAuthError::Malformed),
+        ];
+        for (got, want) in refused {
+            assert_eq!(got, Err(want));
+        }
         let client_token = HeaderValue::from_static("the-public-token");
-        assert_eq!(
-            n1.verify(Some(&client_token), b"id-1"),
-            Err(PeerAuthError::Malformed)
-        );
-        let old = HeaderValue::from_str(&format!("n0.{}.00", unix_now() - 3600)).unwrap();
-        assert_eq!(n1.verify(Some(&old), b"id-1"), Err(PeerAuthError::Stale));
+        let got = n1.verify(Some(&client_token), 7, b"id-1");
+        assert_eq!(got, Err(PeerAuthError::Malformed));
+        for ts in [unix_now() - 3600, unix_now() + 600] {
+            let stale = HeaderValue::from_str(&format!("n0.{ts}.00")).unwrap();
+            assert_eq!(
+                n1.verify(Some(&stale), 7, b"id-1"),
+                Err(PeerAuthError::Stale)
+            );
+        }
     }
 
     #[test]

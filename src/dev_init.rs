@@ -215,9 +215,19 @@ fn read_or_make(path: &Path) -> Result<String, DevInitError> {
     Ok(value)
 }
 
+/// Writes a file readable by its owner only: most of these are keys and tokens.
 fn write(path: &Path, bytes: &[u8]) -> Result<(), DevInitError> {
-    std::fs::write(path, bytes).map_err(|source| DevInitError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|source| DevInitError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }

@@ -61,7 +61,10 @@ pub enum GatewayError {
     /// A request on the peer listener without a valid peer credential.
     #[error("peer request refused: {0}")]
     PeerAuth(#[from] crate::cluster::PeerAuthError),
-    /// The node that owns the session cannot be reached.
+    /// The id names a node this one does not know (not, or no longer, in its peers).
+    #[error("node {0}, which owns the session, is not among the known peers")]
+    OwnerUnknown(String),
+    /// The node that owns the session cannot be reached, or failed during the exchange.
     #[error("node {node}, which owns the session, is unreachable: {source}")]
     OwnerUnreachable {
         /// The owner.
@@ -92,6 +95,7 @@ impl GatewayError {
             GatewayError::BadWorkerResponse(_) => "bad_worker_response",
             GatewayError::PeerAuth(_) => "peer_auth",
             GatewayError::OwnerUnreachable { .. } => "owner_unreachable",
+            GatewayError::OwnerUnknown(_) => "owner_unknown",
         }
     }
 
@@ -108,7 +112,8 @@ impl GatewayError {
             | GatewayError::PeerAuth(_) => Side::Client,
             GatewayError::Upstream(_)
             | GatewayError::BadWorkerResponse(_)
-            | GatewayError::OwnerUnreachable { .. } => Side::Upstream,
+            | GatewayError::OwnerUnreachable { .. }
+            | GatewayError::OwnerUnknown(_) => Side::Upstream,
         }
     }
 
@@ -148,9 +153,10 @@ impl GatewayError {
             GatewayError::PeerAuth(_) => {
                 ClientReply::Status(StatusCode::FORBIDDEN, "not a quackgate peer\n")
             }
-            GatewayError::OwnerUnreachable { .. } => ClientReply::Quack(
-                "quackgate: the gateway node that holds this session is unreachable; \
-                 the session is lost unless it comes back (DETACH and ATTACH again)",
+            GatewayError::OwnerUnreachable { .. } | GatewayError::OwnerUnknown(_) => ClientReply::Quack(
+                "quackgate: the gateway node that holds this session is unreachable \
+                 (the request was not retried); the session is lost unless it comes back \
+                 (DETACH and ATTACH again)",
             ),
         }
     }

@@ -136,7 +136,10 @@ async fn forward(
     );
 
     if origin == Origin::Peer {
-        // Peers only ever forward requests of existing sessions, never new ones.
+        // Peers only ever forward messages of existing sessions, never new ones.
+        if header.msg_type == msg_type::CONNECTION_REQUEST {
+            return Err(PeerAuthError::Malformed.into());
+        }
         let id = header
             .connection_id(&prefix)
             .ok_or(GatewayError::PeerAuth(PeerAuthError::Malformed))?;
@@ -144,7 +147,7 @@ async fn forward(
             .cluster
             .as_ref()
             .ok_or(GatewayError::PeerAuth(PeerAuthError::Malformed))?;
-        cluster.verify(peer_credential.as_ref(), id)?;
+        cluster.verify(peer_credential.as_ref(), header.msg_type, id)?;
         state
             .peer_requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -180,7 +183,7 @@ async fn forward(
     match target {
         Target::Local(route) => pinned(state, route, outgoing, &header, user_agent).await,
         Target::Peer { node, addr, id } => {
-            to_peer(state, node, addr, id, outgoing, user_agent).await
+            to_peer(state, node, addr, id, header.msg_type, outgoing, user_agent).await
         }
     }
 }
@@ -304,11 +307,13 @@ fn resolve<'a>(
     let route = state.ids.verify(id).map_err(RoutingError::from)?;
     if route.node != state.node_id {
         // A peer's request is served here or nowhere, so nothing ever loops.
-        let addr = match (origin, &state.cluster) {
-            (Origin::Client, Some(cluster)) => cluster.peer(route.node),
-            _ => None,
-        }
-        .ok_or(RoutingError::ForeignNode)?;
+        let cluster = match (origin, &state.cluster) {
+            (Origin::Client, Some(cluster)) => cluster,
+            _ => return Err(RoutingError::ForeignNode.into()),
+        };
+        let addr = cluster
+            .peer(route.node)
+            .ok_or_else(|| GatewayError::OwnerUnknown(route.node.to_string()))?;
         return Ok(Target::Peer {
             node: route.node.to_string(),
             addr,
@@ -337,6 +342,7 @@ async fn to_peer(
     node: String,
     addr: SocketAddr,
     id: Vec<u8>,
+    msg_type: u64,
     outgoing: Outgoing,
     user_agent: Option<HeaderValue>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -355,7 +361,7 @@ async fn to_peer(
             declared_length,
         ),
     };
-    let credential = cluster.sign(&id);
+    let credential = cluster.sign(msg_type, &id);
     let response = state
         .upstream
         .send(
@@ -366,10 +372,7 @@ async fn to_peer(
             Some((PEER_HEADER, credential)),
         )
         .await
-        .map_err(|e| match e {
-            UpstreamError::Connect(_) => GatewayError::OwnerUnreachable { node, source: e },
-            e => GatewayError::Upstream(e),
-        })?;
+        .map_err(|source| GatewayError::OwnerUnreachable { node, source })?;
     let (parts, body) = response.into_parts();
     let mut out = Response::builder().status(parts.status);
     for name in [CONTENT_TYPE, CONTENT_LENGTH] {

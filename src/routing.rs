@@ -22,7 +22,8 @@ pub enum RoutingError {
     /// The id does not verify.
     #[error(transparent)]
     Id(#[from] crate::routable_id::IdError),
-    /// The id names another node (multi-node routing is not built yet).
+    /// The id names another node, and this request may not be forwarded (it came from a
+    /// peer, or this node is not in a cluster).
     #[error("connection id belongs to another node")]
     ForeignNode,
     /// The id names a worker slot this node does not have.

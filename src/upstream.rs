@@ -33,6 +33,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Idle pooled connections kept per worker.
 const POOL_MAX_IDLE_PER_WORKER: usize = 256;
+/// Idle time before TCP keepalive probes start on a connection to a worker or a peer.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 /// How long a health probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -79,6 +81,10 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // A peer node that vanishes mid-request (no FIN, no RST) is noticed in about a minute
+        // instead of the kernel's default of hours; a long query keeps its connection busy,
+        // not idle, so keepalive never cuts a live exchange.
+        connector.set_keepalive(Some(TCP_KEEPALIVE));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)

@@ -229,7 +229,8 @@ impl Running {
     }
 }
 
-/// Runs one worker slot until `shutdown`: start, wait for exit, restart with backoff.
+/// Runs one worker slot until `shutdown`: start, wait for exit, restart with backoff (but not
+/// once `draining`).
 ///
 /// The result of the first start goes to `first_start`; if it failed, the slot gives up,
 /// because the gateway is about to exit with that error.
@@ -239,6 +240,7 @@ pub async fn supervise(
     launcher: Arc<Launcher>,
     sessions: Arc<SessionTable>,
     first_start: oneshot::Sender<Result<(), WorkerError>>,
+    draining: CancellationToken,
     shutdown: CancellationToken,
 ) {
     let worker = workers.get(index).expect("slot index comes from the set");
@@ -266,6 +268,12 @@ pub async fn supervise(
                         warn!(worker.id = %worker.id, exit = %exit, served_secs = since.elapsed().as_secs(), "worker exited; its sessions are lost; restarting");
                         if since.elapsed() >= STABLE_AFTER {
                             backoff = BACKOFF_INITIAL;
+                        }
+                        if draining.is_cancelled() {
+                            // No new sessions come during a drain; a new process would only
+                            // delay the exit.
+                            info!(worker.id = %worker.id, "not restarting the worker during the drain");
+                            return;
                         }
                     }
                     _ = shutdown.cancelled() => {

@@ -67,6 +67,7 @@ fn python_duckdb_works_through_the_gateway() {
 import duckdb
 con = duckdb.connect(config={{"extension_directory": "{ext}", "autoinstall_known_extensions": "false"}})
 con.execute("LOAD quack")
+con.execute("SET enable_progress_bar=false")  # it would print to stdout under load
 con.execute("SET ca_cert_file='{ca}'")
 con.execute("CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}')")
 con.execute("ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)")

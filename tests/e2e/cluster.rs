@@ -92,7 +92,10 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // TERM, so the master stops its worker process too.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -341,6 +344,7 @@ fn killing_a_node_only_ends_the_sessions_it_owned() {
 import duckdb, os, sys, time
 con = duckdb.connect(config={{"extension_directory": "{ext}", "autoinstall_known_extensions": "false"}})
 con.execute("LOAD quack")
+con.execute("SET enable_progress_bar=false")  # it would print to stdout under load
 con.execute("SET ca_cert_file='{ca}'")
 con.execute("CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}')")
 con.execute("ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)")
@@ -361,7 +365,10 @@ except Exception as e:
     );
     let clients: Vec<Child> = (0..6)
         .map(|_| {
-            Command::new(toolchain.python())
+            // `timeout`: a hung forward fails this test instead of hanging CI.
+            Command::new("timeout")
+                .arg("180")
+                .arg(toolchain.python())
                 .arg("-c")
                 .arg(&script)
                 .stdout(Stdio::piped())

@@ -276,7 +276,7 @@ fn a_second_catalog_on_the_same_file_refuses_to_start() {
     let status = wait_for_exit(&mut child, Duration::from_secs(60));
     assert_eq!(status.code(), Some(1));
     wait_until("the reason in the log", Duration::from_secs(5), || {
-        log.lock().unwrap().contains("lock")
+        log.lock().unwrap().contains("Conflicting lock")
     });
 }
 

@@ -29,6 +29,11 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Consecutive failed checks after which the worker gives up on its catalog session.
 const WATCH_FAILURES: u32 = 2;
+/// Further tries of the first attach, which can lose a creation race.
+const SETUP_RETRIES: u32 = 4;
+/// Probe timeouts in a row after which the catalog counts as gone: a busy catalog answers
+/// slowly, a gone one refuses or no longer knows the session, which counts at once.
+const WATCH_TIMEOUTS: u32 = 6;
 /// Exit code of a worker whose catalog went away (EX_TEMPFAIL).
 pub const EXIT_CATALOG_LOST: i32 = 75;
 
@@ -121,14 +126,18 @@ struct PrivateDir(PathBuf);
 impl PrivateDir {
     fn create(worker_id: &str) -> std::io::Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
-        let path = std::env::temp_dir().join(format!(
-            "quackgate-{}-{}",
-            worker_id.replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
-            std::process::id()
-        ));
-        if path.exists() {
-            std::fs::remove_dir_all(&path)?;
+        let prefix = format!(
+            "quackgate-{}-",
+            worker_id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+        );
+        // A predecessor killed during its start (say, on a start-up timeout) could not remove
+        // its folder: sweep any this slot left behind, so no token outlives its worker.
+        for entry in std::fs::read_dir(std::env::temp_dir())?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                std::fs::remove_dir_all(entry.path())?;
+            }
         }
+        let path = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(PrivateDir(path))
     }
@@ -176,14 +185,26 @@ pub fn open(
     first
         .execute_batch(&setup)
         .map_err(step("storing the catalog secret"))?;
-    first
-        .execute_batch(&format!(
-            "ATTACH {uri} AS quackgate_lake_setup (DATA_PATH {data}, AUTOMATIC_MIGRATION true);
-             DETACH quackgate_lake_setup;",
-            uri = sql_literal(&lake.uri()),
-            data = sql_literal(&lake.data_path),
-        ))
-        .map_err(step("attaching the DuckLake catalog"))?;
+    let attach = format!(
+        "ATTACH {uri} AS quackgate_lake_setup (DATA_PATH {data}, AUTOMATIC_MIGRATION true);
+         DETACH quackgate_lake_setup;",
+        uri = sql_literal(&lake.uri()),
+        data = sql_literal(&lake.data_path),
+    );
+    // Workers of several nodes may create a new lake at the same moment; the losers of that
+    // race succeed on a later try.
+    let mut tries = 0;
+    loop {
+        match first.execute_batch(&attach) {
+            Ok(()) => break,
+            Err(e) if tries < SETUP_RETRIES => {
+                tries += 1;
+                eprintln!("quackgate worker: attaching the DuckLake catalog (try {tries}): {e}");
+                std::thread::sleep(Duration::from_millis(250 << tries));
+            }
+            Err(e) => return Err(step("attaching the DuckLake catalog")(e)),
+        }
+    }
     drop(first);
     let mut config = with_secrets()?;
     if let Some(ca) = &lake.catalog_ca_file {
@@ -210,48 +231,76 @@ pub fn allowed_directories(lake: &DuckLakeSpec) -> Vec<String> {
     vec![lake.data_path.clone()]
 }
 
-/// Checks the catalog until it is gone, then exits the process with the reason.
-pub fn watch_catalog(conn: Connection, catalog: String) -> ! {
+/// A probe of constant cost: one row of the lake's small metadata table, fetched from the
+/// catalog.
+pub fn catalog_probe(conn: &Connection) -> Result<String, WorkerError> {
     let database: String = conn
         .query_row("SELECT current_database()", [], |row| row.get(0))
-        .unwrap_or_default();
-    let probe = format!(
-        "SELECT count(*) FROM ducklake_snapshots({})",
-        sql_literal(&database)
-    );
-    let conn = std::sync::Arc::new(std::sync::Mutex::new(conn));
-    let mut failures = 0;
-    loop {
+        .map_err(|source| WorkerError::DuckDb {
+            step: "naming the lake",
+            source,
+        })?;
+    Ok(format!(
+        "SELECT count(*) FROM (SELECT 1 FROM {}.ducklake_metadata LIMIT 1)",
+        quote_ident(&format!("__ducklake_metadata_{database}"))
+    ))
+}
+
+/// Checks the catalog until it is gone, then exits the process with the reason.
+///
+/// The catalog counts as gone after [`WATCH_FAILURES`] probes in a row fail with an error (it
+/// refuses connections, or answers `Invalid connection id` after a restart), or after
+/// [`WATCH_TIMEOUTS`] in a row get no answer at all.
+pub fn watch_catalog(conn: Connection, probe: String, catalog: String) -> ! {
+    let (tx, rx) = mpsc::channel();
+    // One probing thread: a probe stuck behind the worker's own catalog traffic delays the
+    // next one instead of piling up threads.
+    std::thread::spawn(move || loop {
         std::thread::sleep(WATCH_INTERVAL);
-        let (tx, rx) = mpsc::channel();
-        let (conn, probe) = (conn.clone(), probe.clone());
-        std::thread::spawn(move || {
-            let result = match conn.lock() {
-                Ok(conn) => conn
-                    .query_row(&probe, [], |row| row.get::<_, i64>(0))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(_) => Err("catalog probe connection poisoned".to_string()),
-            };
-            // The receiver is gone only when the watcher already gave up.
-            let _ignored = tx.send(result);
-        });
-        let why = match rx.recv_timeout(WATCH_TIMEOUT) {
+        let result = conn
+            .query_row(&probe, [], |row| row.get::<_, i64>(0))
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if tx.send(result).is_err() {
+            return;
+        }
+    });
+    let (mut failures, mut timeouts) = (0, 0);
+    loop {
+        let why = match rx.recv_timeout(WATCH_INTERVAL + WATCH_TIMEOUT) {
             Ok(Ok(())) => {
-                failures = 0;
+                (failures, timeouts) = (0, 0);
                 continue;
             }
-            Ok(Err(e)) => e,
-            Err(_) => format!("no answer within {} s", WATCH_TIMEOUT.as_secs()),
+            Ok(Err(e)) => {
+                failures += 1;
+                if failures < WATCH_FAILURES {
+                    continue;
+                }
+                e
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timeouts += 1;
+                if timeouts < WATCH_TIMEOUTS {
+                    continue;
+                }
+                format!(
+                    "no answer for {} s",
+                    (WATCH_TIMEOUT.as_secs() + 2) * u64::from(WATCH_TIMEOUTS)
+                )
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => "the probe thread ended".to_string(),
         };
-        failures += 1;
-        if failures >= WATCH_FAILURES {
-            eprintln!(
-                "quackgate worker: DuckLake catalog {catalog} lost ({why}); exiting so the supervisor restarts this worker once the catalog is back"
-            );
-            std::process::exit(EXIT_CATALOG_LOST);
-        }
+        eprintln!(
+            "quackgate worker: DuckLake catalog {catalog} lost ({}); exiting so the supervisor restarts this worker once the catalog is back",
+            why.replace('\n', " ")
+        );
+        std::process::exit(EXIT_CATALOG_LOST);
     }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Extensions a DuckLake worker loads besides the base ones.

@@ -72,24 +72,12 @@ pub fn run_worker() -> Result<(), WorkerError> {
     };
     let served = spec.and_then(|spec| {
         // DuckDB errors may quote the statement, which names a token: scrub both.
-        serve(&spec)
-            .map(|(conn, port)| {
-                (
-                    conn,
-                    port,
-                    spec.ducklake.as_ref().map(|l| l.catalog.clone()),
-                )
-            })
-            .map_err(|e| WorkerError::Start(scrub(&e.to_string(), &spec)))
+        serve(&spec).map_err(|e| WorkerError::Start(scrub(&e.to_string(), &spec)))
     });
     let conn = match served {
-        Ok((conn, port, catalog)) => {
-            if let Some(catalog) = catalog {
-                let probe = conn.try_clone().map_err(|source| WorkerError::DuckDb {
-                    step: "opening the catalog probe connection",
-                    source,
-                })?;
-                std::thread::spawn(move || ducklake::watch_catalog(probe, catalog));
+        Ok(Served { conn, port, watch }) => {
+            if let Some((probe_conn, probe, catalog)) = watch {
+                std::thread::spawn(move || ducklake::watch_catalog(probe_conn, probe, catalog));
             }
             report(&WorkerStatus::Ready { port })?;
             conn
@@ -129,7 +117,15 @@ fn report(status: &WorkerStatus) -> Result<(), WorkerError> {
 
 /// Opens the database and starts `quack_serve`. The returned connection must stay alive:
 /// dropping the last connection stops the server.
-fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
+/// A serving worker: the connection that keeps the server alive, its port, and, with a
+/// lake, what the catalog watch needs.
+struct Served {
+    conn: Connection,
+    port: u16,
+    watch: Option<(Connection, String, String)>,
+}
+
+fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     let lake_extensions = spec
         .ducklake
         .as_ref()
@@ -216,7 +212,20 @@ fn serve(spec: &WorkerSpec) -> Result<(Connection, u16), WorkerError> {
         ))
         .map_err(step("locking down the worker"))?;
     }
-    Ok((conn, spec.port))
+    let watch = match &spec.ducklake {
+        Some(lake) => Some((
+            conn.try_clone()
+                .map_err(step("opening the catalog probe connection"))?,
+            ducklake::catalog_probe(&conn)?,
+            lake.catalog.clone(),
+        )),
+        None => None,
+    };
+    Ok(Served {
+        conn,
+        port: spec.port,
+        watch,
+    })
 }
 
 /// Quotes a string as a SQL literal.

@@ -355,6 +355,8 @@ pub fn run_cli(toolchain: &Toolchain, script: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning the duckdb CLI");
+    // Under load a slow query would draw a progress bar into the CSV output.
+    let script = format!("SET enable_progress_bar = false;\n{script}");
     child
         .stdin
         .take()
