@@ -95,6 +95,8 @@ struct Running {
     /// Held open: closing it tells the worker to exit.
     stdin: ChildStdin,
     port: u16,
+    /// Keeps the port out of everyone else's hands while the worker serves on it.
+    _reservation: PortReservation,
 }
 
 impl Launcher {
@@ -133,7 +135,8 @@ impl Launcher {
                 source,
             }
         };
-        let port = free_loopback_port().map_err(io("choosing a port"))?;
+        let reservation = PortReservation::new().map_err(io("reserving a port"))?;
+        let port = reservation.port;
         let mut child = Command::new(&self.exe)
             .arg("worker")
             .stdin(Stdio::piped())
@@ -175,7 +178,12 @@ impl Launcher {
                         debug!(worker.id = %id, line = %line, "worker stdout");
                     }
                 });
-                Ok(Running { child, stdin, port })
+                Ok(Running {
+                    child,
+                    stdin,
+                    port,
+                    _reservation: reservation,
+                })
             }
             Ok(Some(WorkerStatus::Failed(why))) => {
                 if let Err(e) = child.wait().await {
@@ -301,14 +309,36 @@ pub async fn supervise(
     }
 }
 
-/// A port the kernel just handed out on loopback, released for the worker to bind.
+/// A loopback port held for one worker process.
 ///
-/// quack_serve cannot bind port 0, so the port is chosen here. The kernel does not hand the
-/// same ephemeral port out again while it is fresh, which keeps the window for a clash small;
-/// a clash fails the worker's bind and the slot simply restarts on another port.
-fn free_loopback_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?.port())
+/// quack_serve cannot bind port 0, so the gateway picks the port. Picking one and letting it go
+/// would race with every other process binding ports on the machine, and quack_serve binds
+/// with SO_REUSEPORT, so a clash with another Quack server would not even fail: both would
+/// serve the port and requests would reach the wrong one. So the port comes from the kernel on
+/// a socket that is bound, with SO_REUSEPORT, and never listens: the worker's server can bind
+/// the same port (it sets SO_REUSEPORT too), nobody else is handed it, and a socket that does
+/// not listen takes no connections.
+struct PortReservation {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl PortReservation {
+    fn new() -> std::io::Result<Self> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        let port = socket
+            .local_addr()?
+            .as_socket()
+            .map(|a| a.port())
+            .ok_or_else(|| std::io::Error::other("reserved socket has no IP address"))?;
+        Ok(PortReservation {
+            _socket: socket,
+            port,
+        })
+    }
 }
 
 fn describe_exit(status: ExitStatus) -> String {
