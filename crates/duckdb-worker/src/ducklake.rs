@@ -131,10 +131,20 @@ impl PrivateDir {
             worker_id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
         );
         // A predecessor killed during its start (say, on a start-up timeout) could not remove
-        // its folder: sweep any this slot left behind, so no token outlives its worker.
+        // its folder: sweep those whose process is gone, so no token outlives its worker. A
+        // live process's folder may be another gateway's worker of the same name.
         for entry in std::fs::read_dir(std::env::temp_dir())?.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                std::fs::remove_dir_all(entry.path())?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let gone = pid
+                .parse::<u32>()
+                .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if gone {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    eprintln!("quackgate worker: removing {}: {e}", entry.path().display());
+                }
             }
         }
         let path = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
