@@ -130,6 +130,7 @@ struct FileGateway {
     tls_handshake_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     session_idle_secs: Option<u64>,
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +202,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Time after which an unused session stops counting towards its worker's load. Default 6 h.
     pub session_idle: Duration,
+    /// Threads of the gateway's async runtime. Default `None`: one per core.
+    pub threads: Option<usize>,
     /// SHA-256 digests of the accepted static tokens.
     pub static_tokens: Vec<StaticToken>,
     /// The embedded workers.
@@ -531,6 +534,9 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         "gateway.session_idle_secs",
         session_idle_secs,
     );
+    if let Some(threads) = gateway.threads {
+        positive(&mut problems, "gateway.threads", threads as u64);
+    }
 
     let mut static_tokens = Vec::new();
     for (i, t) in file.auth.static_tokens.into_iter().enumerate() {
@@ -785,6 +791,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
         ),
         session_idle: Duration::from_secs(session_idle_secs),
+        threads: gateway.threads,
         static_tokens,
         workers: WorkersConfig {
             count,

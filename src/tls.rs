@@ -1,5 +1,5 @@
 //! The client-facing TLS configuration: certificate and key from PEM files, HTTP/1.1 by ALPN
-//! (DuckDB clients offer nothing else), and session resumption for clients that support it.
+//! (DuckDB clients offer nothing else), tuned for clients that handshake on every request.
 //!
 //! The handshake itself runs inside each connection's task, under a timeout (see `server`), so a
 //! slow or silent client never holds up the accept loop.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ServerSessionMemoryCache;
-use rustls::ServerConfig;
+use rustls::{CipherSuite, ServerConfig};
 
 use crate::config::TlsFiles;
 
@@ -51,14 +51,28 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         path: files.key.clone(),
         why: e.to_string(),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut provider = rustls::crypto::ring::default_provider();
+    // AES-128-GCM with SHA-256 first: the cheapest suite in software, where a profile of a
+    // handshake per request found SHA-384 (AES-256's hash) costing 4.5% of the gateway's time.
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| match suite.suite() {
+            CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+            CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+            _ => 3,
+        });
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
+    // DuckDB 1.5 clients make a new connection per request and never resume, so TLS 1.3
+    // tickets (two per handshake by default, each sealed and sent) would be pure cost; clients
+    // that keep connections alive do not need them. TLS 1.2 clients can still resume by id.
+    config.send_tls13_tickets = 0;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(Arc::new(config))
 }
 

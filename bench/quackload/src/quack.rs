@@ -1,8 +1,8 @@
 //! Just enough of the Quack v1 wire format (DuckDB 1.5.x, BinarySerializer envelope) to open a
 //! session, run a query to its end and disconnect. It is not a general decoder: the bench
 //! controls the SQL, so results are never decoded, only walked far enough to learn whether
-//! more FETCHes are needed and which result uuid to fetch. Layouts: `/work/shared/QUACK.md`
-//! ("Message envelope") and the captured fixtures in `quack-fixtures/`.
+//! more FETCHes are needed and which result uuid to fetch. The layouts are checked against the
+//! captured messages in `tests/data/quack/`.
 
 use anyhow::{bail, Context, Result};
 
@@ -265,56 +265,53 @@ pub fn fetch_is_last(buf: &[u8], h: &Header) -> bool {
 mod tests {
     use super::*;
 
-    const FIXTURES: &str = "/work/shared/quack-fixtures";
-
-    fn fixture(name: &str) -> Option<Vec<u8>> {
-        std::fs::read(format!("{FIXTURES}/{name}")).ok()
+    /// The captured DuckDB 1.5.5 messages the gateway's own codec tests use.
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/quack");
+        std::fs::read(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("{dir}/{name}: {e}"))
     }
+
+    const ID: &[u8] = b"A424FCD8ACB5D3BB949C46D82A8E0530";
 
     #[test]
     fn requests_match_the_captured_cli_bytes() {
-        let id = b"A424FCD8ACB5D3BB949C46D82A8E0530";
-        if let Some(want) = fixture("prepare_request_select42.bin") {
-            assert_eq!(prepare_request(id, 7, "SELECT 42"), want);
-        }
-        if let Some(want) = fixture("disconnect_request.bin") {
-            assert_eq!(disconnect_request(id), want);
-        }
-        if let (Some(want), Some(resp)) = (
-            fixture("fetch_request.bin"),
-            fixture("prepare_response_select42.bin"),
-        ) {
-            let h = parse_header(&resp).unwrap();
-            let uuid = parse_prepare_response(&resp, &h).unwrap().uuid.unwrap();
-            // The fixture's FETCH belongs to another result; compare the layout only.
-            assert_eq!(fetch_request(id, 14, &uuid).len(), want.len());
-        }
+        assert_eq!(
+            prepare_request(ID, 7, "SELECT 42"),
+            fixture("prepare_request_select42.bin")
+        );
+        assert_eq!(disconnect_request(ID), fixture("disconnect_request.bin"));
+        // The captured FETCH carries its own result's uuid: rebuild it from that uuid.
+        let captured = fixture("fetch_request.bin");
+        // Header (43 bytes), then field 1 (`01 00`), the uuid, and `FF FF`.
+        let uuid = &captured[45..captured.len() - 2];
+        assert_eq!(fetch_request(ID, 14, uuid), captured);
     }
 
     #[test]
     fn parses_responses() {
-        let Some(resp) = fixture("prepare_response_needs_fetch_12chunks.bin") else {
-            return;
-        };
+        let resp = fixture("prepare_response_needs_fetch_12chunks.bin");
         let h = parse_header(&resp).unwrap();
         assert_eq!(h.ty, PREPARE_RESPONSE);
         let p = parse_prepare_response(&resp, &h).unwrap();
         assert!(p.needs_more_fetch);
         assert!(p.uuid.is_some());
 
-        let resp = fixture("prepare_response_select42.bin").unwrap();
+        let resp = fixture("prepare_response_select42.bin");
         let h = parse_header(&resp).unwrap();
-        assert!(!parse_prepare_response(&resp, &h).unwrap().needs_more_fetch);
+        let p = parse_prepare_response(&resp, &h).unwrap();
+        assert!(!p.needs_more_fetch);
+        // Two 10-byte varints: this uuid's upper and lower halves both use the full width.
+        assert_eq!(p.uuid.unwrap().len(), 20);
 
-        let resp = fixture("connection_response.bin").unwrap();
+        let resp = fixture("connection_response.bin");
         let h = parse_header(&resp).unwrap();
         assert_eq!(h.ty, CONNECTION_RESPONSE);
-        assert_eq!(h.conn_id.unwrap(), b"A424FCD8ACB5D3BB949C46D82A8E0530");
+        assert_eq!(h.conn_id.unwrap(), ID);
 
-        let resp = fixture("fetch_response_last_empty.bin").unwrap();
+        let resp = fixture("fetch_response_last_empty.bin");
         assert!(fetch_is_last(&resp, &parse_header(&resp).unwrap()));
 
-        let resp = fixture("error_authentication_failed.bin").unwrap();
+        let resp = fixture("error_authentication_failed.bin");
         let h = parse_header(&resp).unwrap();
         assert_eq!(h.ty, ERROR_RESPONSE);
         assert_eq!(error_message(&resp, &h), "Authentication failed");
