@@ -199,6 +199,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
                 &secret,
                 c.peers.clone(),
                 c.peers_file.clone(),
+                c.peers_dns.clone(),
             ))
         }),
         peer_requests: AtomicU64::new(0),
@@ -292,7 +293,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         workers_stop.clone(),
     ));
     if let Some(cluster) = &state.cluster {
-        tokio::spawn(cluster.clone().watch(workers_stop.clone()));
+        tokio::spawn(
+            cluster
+                .clone()
+                .watch(state.upstream.clone(), workers_stop.clone()),
+        );
     }
     tokio::spawn(sweep_idle_sessions(
         workers.clone(),

@@ -3,9 +3,11 @@
 //!
 //! A routable id names its node, so any node can route any request with no shared store: a
 //! request for another node's session goes to that node's peer listener, which serves it
-//! locally and never forwards it again. Peers are a static list and/or a peers file re-read
-//! every few seconds (a Kubernetes ConfigMap, say); names in either are re-resolved on every
-//! read. The peer leg is authenticated with an HMAC over the sender, the time and the
+//! locally and never forwards it again. Peers are a static list, a peers file re-read every
+//! few seconds (a Kubernetes ConfigMap, say), and/or a DNS name whose addresses are the peers
+//! (a Kubernetes headless Service): each new address is asked for its node id at
+//! `GET /node`, an answer signed like any peer credential. Every name is re-resolved on every
+//! round. The peer leg is authenticated with an HMAC over the sender, the time and the
 //! connection id, under a key derived from the shared id secret; a client token is never a
 //! peer credential.
 
@@ -23,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::routable_id::SECRET_BYTES;
+use crate::upstream::Upstream;
 
 /// Header carrying the peer credential on forwarded requests.
 pub const PEER_HEADER: &str = "quackgate-peer";
@@ -30,8 +33,12 @@ pub const PEER_HEADER: &str = "quackgate-peer";
 const MAX_AGE_SECS: u64 = 60;
 /// How far ahead of ours a peer's clock may be.
 const MAX_FUTURE_SECS: u64 = 5;
-/// How often the peers file is re-read.
+/// How often the peers file is re-read and the names resolved again.
 pub const PEERS_FILE_INTERVAL: Duration = Duration::from_secs(2);
+/// Where a peer listener says which node it is.
+pub const NODE_PATH: &str = "/node";
+/// What an identity answer is bound to in place of a connection id.
+const IDENTITY_CONTEXT: &[u8] = b"quackgate node identity";
 
 /// Why a peer request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +74,11 @@ pub struct Cluster {
     key: Hmac<Sha256>,
     static_peers: BTreeMap<String, String>,
     peers_file: Option<PathBuf>,
-    /// Node id to peer listener, rebuilt on every peers-file read. Read per forwarded request.
+    /// `host:port` whose addresses are the peers' listeners.
+    peers_dns: Option<String>,
+    /// Addresses found through `peers_dns`, with the node id each one proved.
+    discovered: DashMap<SocketAddr, String>,
+    /// Node id to peer listener, rebuilt every round. Read per forwarded request.
     peers: DashMap<String, SocketAddr>,
 }
 
@@ -78,6 +89,7 @@ impl Cluster {
         id_secret: &[u8; SECRET_BYTES],
         static_peers: BTreeMap<String, String>,
         peers_file: Option<PathBuf>,
+        peers_dns: Option<String>,
     ) -> Self {
         // A key of its own, derived so the cluster shares one secret, not two.
         let mut derive = Hmac::<Sha256>::new_from_slice(id_secret).expect("any key length");
@@ -88,6 +100,8 @@ impl Cluster {
             key,
             static_peers,
             peers_file,
+            peers_dns,
+            discovered: DashMap::new(),
             peers: DashMap::new(),
         };
         if let Err(e) = cluster.reload() {
@@ -172,6 +186,11 @@ impl Cluster {
                 toml::from_str(&text).map_err(|e| err(e.to_string()))?;
             wanted.extend(file);
         }
+        for entry in self.discovered.iter() {
+            wanted
+                .entry(entry.value().clone())
+                .or_insert_with(|| entry.key().to_string());
+        }
         wanted.remove(&self.node_id);
         let mut resolved = BTreeMap::new();
         for (node, addr) in wanted {
@@ -198,14 +217,65 @@ impl Cluster {
         Ok(resolved.len())
     }
 
+    /// This node's identity for `GET /node` on the peer listener: `<node>.<time>.<mac>`.
+    pub fn identity(&self) -> String {
+        let ts = unix_now();
+        format!(
+            "{}.{ts}.{}",
+            self.node_id,
+            self.mac(&self.node_id, ts, 0, IDENTITY_CONTEXT)
+        )
+    }
+
+    /// The node id an identity answer proves, if it verifies.
+    fn verify_identity(&self, text: &str) -> Option<String> {
+        let node = text.split('.').next()?.to_string();
+        let credential = HeaderValue::from_str(text.trim()).ok()?;
+        self.verify(Some(&credential), 0, IDENTITY_CONTEXT)
+            .ok()
+            .map(|()| node)
+    }
+
+    /// Resolves `peers_dns` and asks each new address who it is.
+    async fn discover(&self, upstream: &Upstream) {
+        let Some(name) = &self.peers_dns else {
+            return;
+        };
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(name.as_str()).await {
+            Ok(addrs) => addrs.collect(),
+            Err(e) => {
+                // Keep what was found before: a DNS blip must not orphan sessions.
+                warn!(cluster.peers_dns = %name, error = %e, "peers name does not resolve");
+                return;
+            }
+        };
+        self.discovered.retain(|addr, _| addrs.contains(addr));
+        for addr in addrs {
+            if self.discovered.contains_key(&addr) {
+                continue;
+            }
+            let answer = upstream.get(addr, NODE_PATH).await;
+            match answer.and_then(|body| self.verify_identity(&String::from_utf8_lossy(&body))) {
+                Some(node) if node == self.node_id => {}
+                Some(node) => {
+                    self.discovered.insert(addr, node);
+                }
+                None => {
+                    warn!(peer.addr = %addr, "address behind cluster.peers_dns gave no valid node identity")
+                }
+            }
+        }
+    }
+
     /// Re-reads the peers every [`PEERS_FILE_INTERVAL`] until `stop`.
-    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+    pub async fn watch(self: Arc<Self>, upstream: Upstream, stop: CancellationToken) {
         let mut tick = tokio::time::interval(PEERS_FILE_INTERVAL);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
+            self.discover(&upstream).await;
             let cluster = self.clone();
             // Name resolution blocks; keep it off the runtime's worker threads.
             match tokio::task::spawn_blocking(move || cluster.reload()).await {
@@ -239,7 +309,7 @@ mod tests {
     use super::*;
 
     fn cluster(node: &str, secret: u8) -> Cluster {
-        Cluster::new(node, &[secret; SECRET_BYTES], BTreeMap::new(), None)
+        Cluster::new(node, &[secret; SECRET_BYTES], BTreeMap::new(), None, None)
     }
 
     #[test]
@@ -280,12 +350,26 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_proves_its_node_only_within_the_cluster() {
+        let id = cluster("n2", 1).identity();
+        assert_eq!(
+            cluster("n0", 1).verify_identity(&id),
+            Some("n2".to_string())
+        );
+        assert_eq!(cluster("n0", 9).verify_identity(&id), None);
+        assert_eq!(
+            cluster("n0", 1).verify_identity(&id.replace("n2.", "n3.")),
+            None
+        );
+    }
+
+    #[test]
     fn peers_come_from_the_static_list_and_the_file_without_this_node() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("peers.toml");
         std::fs::write(&file, "n2 = \"127.0.0.1:7002\"\nn0 = \"127.0.0.1:7000\"\n").unwrap();
         let statics = BTreeMap::from([("n1".to_string(), "127.0.0.1:7001".to_string())]);
-        let c = Cluster::new("n0", &[1; SECRET_BYTES], statics, Some(file.clone()));
+        let c = Cluster::new("n0", &[1; SECRET_BYTES], statics, Some(file.clone()), None);
         let nodes: Vec<_> = c.peer_list().into_iter().map(|(n, _)| n).collect();
         assert_eq!(nodes, ["n1", "n2"]);
         std::fs::write(&file, "").unwrap();

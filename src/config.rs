@@ -91,6 +91,7 @@ struct FileCluster {
     #[serde(default)]
     peers: BTreeMap<String, String>,
     peers_file: Option<PathBuf>,
+    peers_dns: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +228,8 @@ pub struct ClusterConfig {
     pub peers: BTreeMap<String, String>,
     /// A TOML file of `node = "host:port"` lines, re-read every 2 s.
     pub peers_file: Option<PathBuf>,
+    /// `host:port` whose addresses are the peers (a headless Service), resolved every 2 s.
+    pub peers_dns: Option<String>,
 }
 
 /// What a quackgate process is.
@@ -737,11 +740,17 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 problems.push(format!("cluster.peers.{node}: must be host:port, got {addr:?}"));
             }
         }
+        if let Some(name) = &c.peers_dns {
+            if !name.contains(':') {
+                problems.push(format!("cluster.peers_dns: must be host:port, got {name:?}"));
+            }
+        }
         match c.peer_listen.parse() {
             Ok(peer_listen) => Some(ClusterConfig {
                 peer_listen,
                 peers: c.peers,
                 peers_file: c.peers_file.map(resolve),
+                peers_dns: c.peers_dns,
             }),
             Err(_) => {
                 problems.push(format!(

@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::app::AppState;
-use crate::cluster::{PeerAuthError, PEER_HEADER};
+use crate::cluster::{PeerAuthError, NODE_PATH, PEER_HEADER};
 use crate::error::{full, quack_response, GatewayError, Side};
 use crate::quack::codec::{self, CodecError, ConnectionRequest, Header};
 use crate::quack::{msg_type, server_errors, BANNER, QUACK_PATH};
@@ -69,6 +69,13 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, NODE_PATH) if origin == Origin::Peer => match &state.cluster {
+            Some(cluster) => Response::builder()
+                .header(CONTENT_TYPE, "text/plain")
+                .body(full(Bytes::from(cluster.identity())))
+                .expect("valid by construction"),
+            None => not_found(),
+        },
         (&Method::POST, QUACK_PATH) => {
             let started = Instant::now();
             match forward(&state, origin, req).await {
@@ -98,10 +105,7 @@ pub async fn handle(
             .header("access-control-allow-origin", "*")
             .body(empty())
             .expect("valid by construction"),
-        _ => Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(empty())
-            .expect("valid by construction"),
+        _ => not_found(),
     };
     Ok(response)
 }
@@ -373,17 +377,7 @@ async fn to_peer(
         )
         .await
         .map_err(|source| GatewayError::OwnerUnreachable { node, source })?;
-    let (parts, body) = response.into_parts();
-    let mut out = Response::builder().status(parts.status);
-    for name in [CONTENT_TYPE, CONTENT_LENGTH] {
-        if let Some(value) = parts.headers.get(&name) {
-            out = out.header(name, value);
-        }
-    }
-    Ok(out
-        .header("access-control-allow-origin", "*")
-        .body(body.boxed())
-        .expect("headers copied from a valid response"))
+    Ok(stream_back(response))
 }
 
 /// A message of an existing session: to the worker its id names, and only there.
@@ -451,16 +445,21 @@ async fn relay(
         }
         return Ok(quack_response(answer));
     }
+    Ok(stream_back(Response::from_parts(parts, body)))
+}
+
+/// An upstream answer passed on as it streams in, with the headers a Quack client reads.
+fn stream_back(response: Response<Incoming>) -> Response<ResponseBody> {
+    let (parts, body) = response.into_parts();
     let mut out = Response::builder().status(parts.status);
     for name in [CONTENT_TYPE, CONTENT_LENGTH] {
         if let Some(value) = parts.headers.get(&name) {
             out = out.header(name, value);
         }
     }
-    Ok(out
-        .header("access-control-allow-origin", "*")
+    out.header("access-control-allow-origin", "*")
         .body(body.boxed())
-        .expect("headers copied from a valid response"))
+        .expect("headers copied from a valid response")
 }
 
 /// The Content-Length the client declared, refused early when over the limit.
@@ -558,6 +557,13 @@ fn whole(bytes: Bytes) -> UpstreamBody {
     http_body_util::Full::new(bytes)
         .map_err(|never| match never {})
         .boxed()
+}
+
+fn not_found() -> Response<ResponseBody> {
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .body(empty())
+        .expect("valid by construction")
 }
 
 fn empty() -> ResponseBody {

@@ -134,21 +134,28 @@ impl Upstream {
 
     /// Whether the worker on `port` answers `GET /` with 200 in time.
     pub async fn probe(&self, port: u16) -> bool {
+        self.get(SocketAddr::from(([127, 0, 0, 1], port)), "/")
+            .await
+            .is_some()
+    }
+
+    /// The body of a `GET` that answers 200 within the probe timeout.
+    pub async fn get(&self, to: SocketAddr, path: &str) -> Option<Bytes> {
         let req = Request::builder()
             .method(Method::GET)
-            .uri(format!("http://127.0.0.1:{port}/"))
+            .uri(format!("http://{to}{path}"))
             .body(Empty::new().map_err(|never| match never {}).boxed())
             .expect("valid by construction");
         let exchange = async {
             let resp = self.client.request(req).await.ok()?;
             let ok = resp.status().is_success();
-            // Read the banner to the end so the connection goes back to the pool.
-            resp.into_body().collect().await.ok()?;
-            Some(ok)
+            // Read the body to the end so the connection goes back to the pool.
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            ok.then_some(body)
         };
-        matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, exchange).await,
-            Ok(Some(true))
-        )
+        tokio::time::timeout(PROBE_TIMEOUT, exchange)
+            .await
+            .ok()
+            .flatten()
     }
 }

@@ -437,3 +437,50 @@ except Exception as e:
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
 }
+
+#[test]
+fn a_peer_found_through_dns_serves_the_sessions_it_owns() {
+    let shared = tempfile::tempdir().unwrap();
+    let secret = shared.path().join("id-secret");
+    std::fs::write(&secret, random_hex() + &random_hex() + &random_hex()[..16]).unwrap();
+    let token = format!("tok-{}", random_hex());
+    let node = |n: usize, cluster_toml: String| {
+        Gateway::start_with(GatewayOptions {
+            workers: 1,
+            token: Some(token.clone()),
+            extra_gateway_toml: format!(
+                "node_id = \"n{n}\"\nid_secret_file = \"{}\"\n",
+                secret.display()
+            ),
+            extra_toml: cluster_toml,
+            ..Default::default()
+        })
+    };
+    let n0 = node(0, "[cluster]\npeer_listen = \"127.0.0.1:0\"\n".into());
+    let n0_peer = n0.peer.expect("peer listener");
+    // n1 knows no node by name: only a DNS name whose address is n0's peer listener.
+    let n1 = node(
+        1,
+        format!(
+            "[cluster]\npeer_listen = \"127.0.0.1:0\"\npeers_dns = \"localhost:{}\"\n",
+            n0_peer.port()
+        ),
+    );
+    wait_until(
+        "n1 to discover n0 through DNS",
+        Duration::from_secs(20),
+        || {
+            n1.admin_get("/status")
+                .1
+                .contains(&format!("peer n0 {n0_peer}"))
+        },
+    );
+    let id = crate::support::open_session(&n0);
+    let (status, body) = crate::support::quack_post(n1.plain, crate::support::prepare_with_id(&id));
+    assert_eq!((status, crate::support::msg_type(&body)), (200, 4));
+    assert!(
+        n0.admin_get("/status").1.contains("peer_requests=1"),
+        "{}",
+        n0.admin_get("/status").1
+    );
+}
