@@ -7,18 +7,24 @@
 //! closing them. hyper resends a request only when a pooled connection closed before any of it
 //! was written, which cannot run anything twice; every other failure goes back to the client.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
 
 use crate::quack::{QUACK_PATH, REQUEST_CONTENT_TYPE};
 
@@ -31,8 +37,10 @@ pub type UpstreamBody = BoxBody<Bytes, BoxError>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle pooled connections are dropped after this, well inside the worker's 10 s keep-alive.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-/// Idle pooled connections kept per worker.
-const POOL_MAX_IDLE_PER_WORKER: usize = 256;
+/// Idle pooled connections kept per worker or peer.
+const POOL_MAX_IDLE_PER_WORKER: usize = 64;
+/// New connections opened at once to one destination (see [`PacedConnector`]).
+const CONNECTS_PER_DESTINATION: usize = 4;
 /// Idle time before TCP keepalive probes start on a connection to a worker or a peer.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 /// How long a health probe may take.
@@ -66,7 +74,45 @@ impl UpstreamError {
 /// The shared client to every worker.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<PacedConnector, UpstreamBody>,
+}
+
+/// Opens new connections a few at a time per destination.
+///
+/// A DuckDB worker listens with a backlog of 5. When a burst of requests finds the pool empty
+/// (500 sessions querying at once, in the bench), hundreds of simultaneous connects overflow
+/// that backlog, and the kernel resends the dropped SYNs only after 1, 3, 7 and 15 s: requests
+/// then stall for seconds and health probes fail. Waiting here instead costs microseconds,
+/// and the waiting requests mostly end up on connections the first ones return to the pool.
+#[derive(Clone, Debug)]
+pub struct PacedConnector {
+    inner: HttpConnector,
+    /// One gate per destination (`host:port`), made on first use.
+    gates: Arc<DashMap<String, Arc<Semaphore>>>,
+}
+
+impl tower_service::Service<Uri> for PacedConnector {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let key = dst.authority().map(|a| a.to_string()).unwrap_or_default();
+        let gate = self
+            .gates
+            .entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(CONNECTS_PER_DESTINATION)))
+            .clone();
+        let mut inner = self.inner.clone();
+        Box::pin(async move {
+            let _permit = gate.acquire_owned().await;
+            inner.call(dst).await
+        })
+    }
 }
 
 impl Default for Upstream {
@@ -89,7 +135,10 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_WORKER)
-            .build(connector);
+            .build(PacedConnector {
+                inner: connector,
+                gates: Arc::new(DashMap::new()),
+            });
         Upstream { client }
     }
 
