@@ -22,7 +22,7 @@ use hmac::{Hmac, Mac};
 use http::HeaderValue;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::routable_id::SECRET_BYTES;
 use crate::upstream::Upstream;
@@ -255,13 +255,15 @@ impl Cluster {
                 continue;
             }
             let answer = upstream.get(addr, NODE_PATH).await;
+            // This node's own address is remembered too (and skipped when the peers are built),
+            // so it is not asked again every round.
             match answer.and_then(|body| self.verify_identity(&String::from_utf8_lossy(&body))) {
-                Some(node) if node == self.node_id => {}
                 Some(node) => {
                     self.discovered.insert(addr, node);
                 }
+                // Likely a pod still starting; it is asked again next round.
                 None => {
-                    warn!(peer.addr = %addr, "address behind cluster.peers_dns gave no valid node identity")
+                    debug!(peer.addr = %addr, "address behind cluster.peers_dns gave no valid node identity yet")
                 }
             }
         }
