@@ -1,6 +1,6 @@
 //! What users do: the DuckDB CLI, Python duckdb and adbc-driver-quack through the gateway.
 
-use crate::support::{run_python, Gateway};
+use crate::support::{python_attach, run_python, Gateway};
 
 #[test]
 fn cli_over_https_runs_queries_ddl_appends_and_a_2m_row_result() {
@@ -62,23 +62,9 @@ fn transactions_and_temp_tables_live_for_one_attach() {
 #[test]
 fn python_duckdb_works_through_the_gateway() {
     let gw = Gateway::start();
-    let script = format!(
-        r#"
-import duckdb
-con = duckdb.connect(config={{"extension_directory": "{ext}", "autoinstall_known_extensions": "false"}})
-con.execute("LOAD quack")
-con.execute("SET enable_progress_bar=false")  # it would print to stdout under load
-con.execute("SET ca_cert_file='{ca}'")
-con.execute("CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}')")
-con.execute("ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)")
-print(con.sql("FROM r.query('SELECT 42')").fetchall())
-print(con.sql("SELECT count(*) FROM r.query('SELECT * FROM range(300000)')").fetchall())
-"#,
-        ext = gw.toolchain.ext_dir().display(),
-        ca = gw.ca.display(),
-        token = gw.token,
-        port = gw.https.port()
-    );
+    let script = python_attach(&gw.toolchain, &gw.ca, &gw.token, gw.https.port())
+        + "print(con.sql(\"FROM r.query('SELECT 42')\").fetchall())\n\
+           print(con.sql(\"SELECT count(*) FROM r.query('SELECT * FROM range(300000)')\").fetchall())\n";
     let out = run_python(&gw.toolchain, &script, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

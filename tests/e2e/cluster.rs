@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::ducklake::{data_dir, start_catalog};
-use crate::support::{random_hex, run_cli, wait_until, Gateway, GatewayOptions, Toolchain};
+use crate::support::{
+    python_attach, random_hex, run_cli, wait_until, Gateway, GatewayOptions, Toolchain,
+};
 
 /// A real nginx, TLS-terminating, round-robin with no stickiness over `upstreams`.
 struct Nginx {
@@ -339,15 +341,9 @@ fn killing_a_node_only_ends_the_sessions_it_owned() {
     let go = cluster.shared.path().join("go");
     // Six Python clients: each attaches through nginx, reports its worker, waits for "go",
     // then probes the same session again.
-    let script = format!(
-        r#"
-import duckdb, os, sys, time
-con = duckdb.connect(config={{"extension_directory": "{ext}", "autoinstall_known_extensions": "false"}})
-con.execute("LOAD quack")
-con.execute("SET enable_progress_bar=false")  # it would print to stdout under load
-con.execute("SET ca_cert_file='{ca}'")
-con.execute("CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}')")
-con.execute("ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)")
+    let script = python_attach(&toolchain, &cluster.ca, &cluster.token, cluster.nginx.port)
+        + &format!(
+            r#"import os, time
 print("before", con.sql("FROM r.query('SELECT quackgate.worker_id()')").fetchall()[0][0], flush=True)
 deadline = time.time() + 120
 while not os.path.exists("{go}") and time.time() < deadline:
@@ -357,12 +353,8 @@ try:
 except Exception as e:
     print("error", str(e).replace("\n", " "), flush=True)
 "#,
-        ext = toolchain.ext_dir().display(),
-        ca = cluster.ca.display(),
-        token = cluster.token,
-        port = cluster.nginx.port,
-        go = go.display(),
-    );
+            go = go.display(),
+        );
     let clients: Vec<Child> = (0..6)
         .map(|_| {
             // `timeout`: a hung forward fails this test instead of hanging CI.

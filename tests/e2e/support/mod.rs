@@ -482,3 +482,19 @@ pub fn wait_for_exit(child: &mut Child, deadline: Duration) -> std::process::Exi
     });
     status.unwrap()
 }
+
+/// Python that opens DuckDB as `con` and attaches `quack:localhost:<port>` over HTTPS as `r`.
+pub fn python_attach(toolchain: &Toolchain, ca: &Path, token: &str, port: u16) -> String {
+    format!(
+        r#"import duckdb
+con = duckdb.connect(config={{"extension_directory": "{ext}", "autoinstall_known_extensions": "false"}})
+con.execute("LOAD quack")
+con.execute("SET enable_progress_bar=false")  # it would print to stdout under load
+con.execute("SET ca_cert_file='{ca}'")
+con.execute("CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}')")
+con.execute("ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)")
+"#,
+        ext = toolchain.ext_dir().display(),
+        ca = ca.display(),
+    )
+}
