@@ -158,10 +158,11 @@ fn load(args: RunArgs) -> Result<Config, ExitCode> {
 
 fn serve(config: Config) -> ExitCode {
     quackgate::telemetry::init(&config.log_filter);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("quackgate: starting the runtime: {e}");

@@ -173,3 +173,29 @@ fn sigterm_drains_sessions_in_flight_and_refuses_new_ones() {
     assert_eq!(status.code(), Some(0), "log:\n{}", gw.log());
     assert!(gw.log().contains("shutdown complete"));
 }
+
+#[test]
+fn gateway_threads_sets_the_runtime_size() {
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_gateway_toml: "threads = 1\n".into(),
+        ..Default::default()
+    });
+    let task_dir = format!("/proc/{}/task", gw.child.id());
+    let runtime_threads = std::fs::read_dir(&task_dir)
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "tokio-rt-worker")
+        })
+        .count();
+    // The default is one per core; this machine has at least two.
+    assert!(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            >= 2
+    );
+    assert_eq!(runtime_threads, 1, "gateway.threads = 1 was not applied");
+}
