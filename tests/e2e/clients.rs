@@ -1,6 +1,6 @@
 //! What users do: the DuckDB CLI, Python duckdb and adbc-driver-quack through the gateway.
 
-use crate::support::{python_attach, run_python, Gateway};
+use crate::support::{python_attach, Gateway};
 
 #[test]
 fn cli_over_https_runs_queries_ddl_appends_and_a_2m_row_result() {
@@ -65,18 +65,7 @@ fn python_duckdb_works_through_the_gateway() {
     let script = python_attach(&gw.toolchain, &gw.ca, &gw.token, gw.https.port())
         + "print(con.sql(\"FROM r.query('SELECT 42')\").fetchall())\n\
            print(con.sql(\"SELECT count(*) FROM r.query('SELECT * FROM range(300000)')\").fetchall())\n";
-    let out = run_python(&gw.toolchain, &script, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log()
-    );
-    assert_eq!(
-        stdout.lines().collect::<Vec<_>>(),
-        vec!["[(42,)]", "[(300000,)]"]
-    );
+    assert_eq!(gw.python_lines(&script, &[]), ["[(42,)]", "[(300000,)]"]);
 }
 
 #[test]
@@ -97,16 +86,6 @@ with dbapi.connect("quack://localhost:{port}", db_kwargs={{"adbc.quack.token": "
     );
     // The driver is Go: it trusts the CA named by SSL_CERT_FILE.
     let ca = gw.ca.display().to_string();
-    let out = run_python(&gw.toolchain, &script, &[("SSL_CERT_FILE", &ca)]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log()
-    );
-    assert_eq!(
-        stdout.lines().collect::<Vec<_>>(),
-        vec!["[(42,)]", "300000"]
-    );
+    let lines = gw.python_lines(&script, &[("SSL_CERT_FILE", &ca)]);
+    assert_eq!(lines, ["[(42,)]", "300000"]);
 }

@@ -201,12 +201,7 @@ fn committed_rows_survive_a_worker_kill_and_a_catalog_restart() {
         "CREATE TABLE r.events (id BIGINT, v VARCHAR);\n\
          INSERT INTO r.events SELECT range, 'v' FROM range(1000);\n",
     );
-    let pids = stack.gateway.worker_pids();
-    assert!(Command::new("kill")
-        .args(["-9", &pids[0].to_string()])
-        .status()
-        .unwrap()
-        .success());
+    stack.gateway.kill_worker();
     wait_until(
         "the worker to be restarted",
         Duration::from_secs(60),

@@ -31,13 +31,7 @@ fn a_killed_worker_is_restarted_and_its_sessions_get_invalid_connection_id() {
     let (_, body) = quack_post(gw.plain, prepare.clone());
     assert_eq!(msg_type(&body), 4);
 
-    let pids = gw.worker_pids();
-    assert_eq!(pids.len(), 1, "log:\n{}", gw.log());
-    assert!(Command::new("kill")
-        .args(["-9", &pids[0].to_string()])
-        .status()
-        .unwrap()
-        .success());
+    gw.kill_worker();
     wait_until(
         "the supervisor to log the exit and restart the worker",
         Duration::from_secs(30),

@@ -327,6 +327,33 @@ impl Gateway {
             .collect()
     }
 
+    /// Runs a Python script in the toolchain's venv and returns its stdout lines, failing the
+    /// test with its stderr and this gateway's log when it fails.
+    pub fn python_lines(&self, script: &str, env: &[(&str, &str)]) -> Vec<String> {
+        let out = run_python(&self.toolchain, script, env);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Kills this gateway's only worker process with SIGKILL.
+    pub fn kill_worker(&self) {
+        let pids = self.worker_pids();
+        assert_eq!(pids.len(), 1, "log:\n{}", self.log());
+        assert!(Command::new("kill")
+            .args(["-9", &pids[0].to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
