@@ -14,9 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::auth::jwt::{JwtVerifier, SessionExpiry};
 use crate::auth::{Authenticator, WorkerToken};
 use crate::cluster::Cluster;
 use crate::config::{Config, Role};
+use crate::limits::AuthThrottle;
 use crate::proxy::Origin;
 use crate::routable_id::{IdSigner, SECRET_BYTES};
 use crate::routing::SessionTable;
@@ -106,6 +108,10 @@ pub struct AppState {
     pub cluster: Option<Arc<Cluster>>,
     /// Requests served for sessions of this node that other nodes forwarded here.
     pub peer_requests: AtomicU64,
+    /// Failed-authentication backoff per client address.
+    pub throttle: Arc<AuthThrottle>,
+    /// `Some(leeway)` when sessions end with their JWT (`auth.jwt.session_expiry = "end"`).
+    pub session_expiry_leeway: Option<Duration>,
     /// Set when the drain starts; `/readyz` then answers 503.
     draining: AtomicBool,
 }
@@ -177,8 +183,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             random_bytes()?
         }
     };
-    let workers = Arc::new(WorkerSet::new(config.workers.count, &config.node_id));
-    let sessions = Arc::new(SessionTable::new());
+    let workers = Arc::new(WorkerSet::new(
+        config.workers.count,
+        config.workers.read_only_count,
+        &config.node_id,
+    ));
+    let sessions = Arc::new(SessionTable::with_limits(
+        config.limits.max_sessions,
+        config.limits.max_sessions_per_principal,
+    ));
+    let jwt = config
+        .jwt
+        .as_ref()
+        .map(|(jwt, keys)| Arc::new(JwtVerifier::new(jwt.clone(), keys.clone())));
+    let session_expiry_leeway = config
+        .jwt
+        .as_ref()
+        .filter(|(jwt, _)| jwt.session_expiry == SessionExpiry::End)
+        .map(|(jwt, _)| jwt.leeway);
+    let throttle = Arc::new(AuthThrottle::new(&config.limits));
     let upstream = Upstream::new();
     let worker_token = match &config.workers.token {
         Some(token) => token.clone(),
@@ -187,7 +210,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     let state = Arc::new(AppState {
         node_id: config.node_id.clone(),
         max_body_bytes: config.max_body_bytes,
-        auth: Authenticator::new(config.static_tokens.clone()),
+        auth: Authenticator::new(config.static_tokens.clone(), jwt.clone()),
         ids: IdSigner::new(&secret),
         workers: workers.clone(),
         sessions: sessions.clone(),
@@ -203,6 +226,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             ))
         }),
         peer_requests: AtomicU64::new(0),
+        throttle: throttle.clone(),
+        session_expiry_leeway,
         draining: AtomicBool::new(false),
     });
 
@@ -299,9 +324,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
                 .watch(state.upstream.clone(), workers_stop.clone()),
         );
     }
+    if let Some(jwt) = jwt {
+        tokio::spawn(jwt.watch(workers_stop.clone()));
+    }
     tokio::spawn(sweep_idle_sessions(
         workers.clone(),
         sessions,
+        throttle,
         config.session_idle,
         workers_stop.clone(),
     ));
@@ -372,6 +401,7 @@ fn random_bytes() -> Result<[u8; SECRET_BYTES], AppError> {
 async fn sweep_idle_sessions(
     workers: Arc<WorkerSet>,
     sessions: Arc<SessionTable>,
+    throttle: Arc<AuthThrottle>,
     idle: Duration,
     stop: CancellationToken,
 ) {
@@ -381,6 +411,7 @@ async fn sweep_idle_sessions(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
+        throttle.sweep(Instant::now());
         let expired = sessions.expire_idle(&workers, Instant::now(), idle);
         if expired > 0 {
             info!(expired, open = sessions.len(), "forgot idle sessions");

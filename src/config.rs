@@ -9,13 +9,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use quackgate_duckdb::AzureCredentials;
 
-use crate::auth::WorkerToken;
+use crate::auth::jwt::{JwtConfig, KeySet, SessionExpiry};
+use crate::auth::{Access, WorkerToken};
 use crate::routable_id::{MAX_NODE_ID_LEN, SECRET_BYTES};
 
 /// Prefix of environment variables that override config keys: `QUACKGATE__WORKERS__COUNT=4`.
@@ -40,6 +42,8 @@ pub const DEFAULT_WORKER_STARTUP_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1_000;
 /// Default time after which an unused session stops counting towards its worker's load.
 pub const DEFAULT_SESSION_IDLE_SECS: u64 = 6 * 60 * 60;
+/// Default clock skew allowed on a JWT's `exp` and `nbf`.
+pub const DEFAULT_JWT_LEEWAY_SECS: u64 = 30;
 /// Default tracing filter.
 pub const DEFAULT_LOG_FILTER: &str = "info";
 
@@ -78,6 +82,8 @@ struct FileConfig {
     auth: FileAuth,
     #[serde(default)]
     workers: FileWorkers,
+    #[serde(default)]
+    limits: FileLimits,
     #[serde(default)]
     log: FileLog,
     catalog: Option<FileCatalog>,
@@ -146,6 +152,29 @@ struct FileTls {
 struct FileAuth {
     #[serde(default)]
     static_tokens: Vec<FileStaticToken>,
+    jwt: Option<FileJwt>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJwt {
+    jwks_file: PathBuf,
+    issuer: String,
+    audience: String,
+    leeway_secs: Option<u64>,
+    role_claim: Option<String>,
+    session_expiry: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_sessions: Option<usize>,
+    max_sessions_per_principal: Option<usize>,
+    failed_auth_burst: Option<u32>,
+    failed_auth_window_secs: Option<u64>,
+    failed_auth_backoff_secs: Option<u64>,
+    failed_auth_backoff_max_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,12 +182,14 @@ struct FileAuth {
 struct FileStaticToken {
     name: String,
     sha256: String,
+    role: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileWorkers {
     count: Option<usize>,
+    read_only_count: Option<usize>,
     extension_dir: Option<PathBuf>,
     database_dir: Option<PathBuf>,
     threads: Option<u32>,
@@ -207,6 +238,10 @@ pub struct Config {
     pub threads: Option<usize>,
     /// SHA-256 digests of the accepted static tokens.
     pub static_tokens: Vec<StaticToken>,
+    /// `[auth.jwt]`: JWTs accepted as tokens, with the keys already loaded once.
+    pub jwt: Option<(JwtConfig, Arc<KeySet>)>,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
     /// The embedded workers.
     pub workers: WorkersConfig,
     /// Tracing filter (`RUST_LOG` syntax); `RUST_LOG` itself wins when set.
@@ -281,16 +316,52 @@ impl fmt::Debug for IdSecret {
 #[derive(Debug, Clone)]
 pub struct StaticToken {
     /// The principal name logged for sessions of this token.
-    pub name: String,
+    pub name: Arc<str>,
     /// SHA-256 of the token.
     pub sha256: [u8; 32],
+    /// What its sessions may do (`role`, default `read_write`).
+    pub access: Access,
+}
+
+/// `[limits]`: how much one principal, everyone, and one failing address may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Open Quack sessions on this node, all principals together. Default 10000.
+    pub max_sessions: usize,
+    /// Open Quack sessions of one principal on this node. Default 256.
+    pub max_sessions_per_principal: usize,
+    /// Failed authentications from one address within the window that trip the backoff.
+    /// Default 10.
+    pub failed_auth_burst: u32,
+    /// The window failures are counted in. Default 60 s.
+    pub failed_auth_window: Duration,
+    /// First backoff; doubles each time the address trips again. Default 5 s.
+    pub failed_auth_backoff: Duration,
+    /// Longest backoff. Default 300 s.
+    pub failed_auth_backoff_max: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_sessions: 10_000,
+            max_sessions_per_principal: 256,
+            failed_auth_burst: 10,
+            failed_auth_window: Duration::from_secs(60),
+            failed_auth_backoff: Duration::from_secs(5),
+            failed_auth_backoff_max: Duration::from_secs(300),
+        }
+    }
 }
 
 /// How the embedded DuckDB workers run.
 #[derive(Debug, Clone)]
 pub struct WorkersConfig {
-    /// Number of worker processes. Default 2.
+    /// Number of read-write worker processes. Default 2.
     pub count: usize,
+    /// Number of read-only worker processes, which serve read-only principals and open the
+    /// lake READ_ONLY. Default 0. Needs `[workers.ducklake]`.
+    pub read_only_count: usize,
     /// Folder laid out as `<dir>/v1.5.5/linux_amd64/<name>.duckdb_extension`.
     pub extension_dir: PathBuf,
     /// Folder for one database file per worker (`w<N>.duckdb`); `None` runs them in memory.
@@ -380,6 +451,7 @@ impl Config {
         }
         // One process owns the file; DuckDB's file lock refuses a second opener.
         self.workers.count = 1;
+        self.workers.read_only_count = 0;
         self.role = Role::Catalog;
         Ok(self)
     }
@@ -554,15 +626,104 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         if t.name.is_empty() {
             problems.push(format!("auth.static_tokens[{i}].name: must not be empty"));
         }
+        let role = t.role.as_deref().unwrap_or("read_write");
+        let Some(access) = Access::parse(role) else {
+            problems.push(format!(
+                "auth.static_tokens[{i}].role: must be read_write or read_only, got {role:?}"
+            ));
+            continue;
+        };
         static_tokens.push(StaticToken {
-            name: t.name,
+            name: t.name.into(),
             sha256,
+            access,
         });
     }
-    if static_tokens.is_empty() && problems.is_empty() {
-        problems.push(
-            "auth.static_tokens: at least one token is needed, or no client can connect".into(),
-        );
+    let jwt = file.auth.jwt.and_then(|j| {
+        let jwks_file = resolve(j.jwks_file);
+        let session_expiry = match j.session_expiry.as_deref().unwrap_or("end") {
+            "end" => SessionExpiry::End,
+            "keep" => SessionExpiry::Keep,
+            other => {
+                problems.push(format!(
+                    "auth.jwt.session_expiry: must be \"end\" (a session ends when its token expires) or \"keep\", got {other:?}"
+                ));
+                SessionExpiry::End
+            }
+        };
+        for (key, value) in [("auth.jwt.issuer", &j.issuer), ("auth.jwt.audience", &j.audience)] {
+            if value.is_empty() {
+                problems.push(format!("{key}: must not be empty"));
+            }
+        }
+        let keys = match KeySet::load(&jwks_file) {
+            Ok(keys) => keys,
+            Err(e) => {
+                problems.push(format!("auth.jwt.jwks_file: {e}"));
+                return None;
+            }
+        };
+        Some((
+            JwtConfig {
+                jwks_file,
+                issuer: j.issuer,
+                audience: j.audience,
+                leeway: Duration::from_secs(j.leeway_secs.unwrap_or(DEFAULT_JWT_LEEWAY_SECS)),
+                role_claim: j.role_claim.unwrap_or_else(|| "role".into()),
+                session_expiry,
+            },
+            Arc::new(keys),
+        ))
+    });
+    if static_tokens.is_empty() && jwt.is_none() && problems.is_empty() {
+        problems
+            .push("auth: set auth.static_tokens or [auth.jwt], or no client can connect".into());
+    }
+    let l = file.limits;
+    let defaults = LimitsConfig::default();
+    let limits = LimitsConfig {
+        max_sessions: l.max_sessions.unwrap_or(defaults.max_sessions),
+        max_sessions_per_principal: l
+            .max_sessions_per_principal
+            .unwrap_or(defaults.max_sessions_per_principal),
+        failed_auth_burst: l.failed_auth_burst.unwrap_or(defaults.failed_auth_burst),
+        failed_auth_window: l
+            .failed_auth_window_secs
+            .map_or(defaults.failed_auth_window, Duration::from_secs),
+        failed_auth_backoff: l
+            .failed_auth_backoff_secs
+            .map_or(defaults.failed_auth_backoff, Duration::from_secs),
+        failed_auth_backoff_max: l
+            .failed_auth_backoff_max_secs
+            .map_or(defaults.failed_auth_backoff_max, Duration::from_secs),
+    };
+    for (key, value) in [
+        ("limits.max_sessions", limits.max_sessions as u64),
+        (
+            "limits.max_sessions_per_principal",
+            limits.max_sessions_per_principal as u64,
+        ),
+        (
+            "limits.failed_auth_burst",
+            u64::from(limits.failed_auth_burst),
+        ),
+        (
+            "limits.failed_auth_window_secs",
+            limits.failed_auth_window.as_secs(),
+        ),
+        (
+            "limits.failed_auth_backoff_secs",
+            limits.failed_auth_backoff.as_secs(),
+        ),
+    ] {
+        positive(&mut problems, key, value);
+    }
+    if limits.failed_auth_backoff_max < limits.failed_auth_backoff {
+        problems.push(format!(
+            "limits.failed_auth_backoff_max_secs: must be >= limits.failed_auth_backoff_secs ({}), got {}",
+            limits.failed_auth_backoff.as_secs(),
+            limits.failed_auth_backoff_max.as_secs()
+        ));
     }
 
     let w = file.workers;
@@ -761,6 +922,26 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             }
         }
     });
+    let read_only_count = w.read_only_count.unwrap_or(0);
+    if count + read_only_count > MAX_WORKER_COUNT {
+        problems.push(format!(
+            "workers.read_only_count: workers.count + workers.read_only_count must be at most {MAX_WORKER_COUNT}, got {}",
+            count + read_only_count
+        ));
+    }
+    if read_only_count > 0 && ducklake.is_none() {
+        problems.push(
+            "workers.read_only_count: read-only workers open [workers.ducklake] READ_ONLY and need it; DuckDB cannot open one database file read-write and read-only in two processes, nor an in-memory database read-only".into(),
+        );
+    }
+    if read_only_count == 0 {
+        if let Some(t) = static_tokens.iter().find(|t| t.access == Access::ReadOnly) {
+            problems.push(format!(
+                "workers.read_only_count: token {:?} is read_only, and read-only sessions are only served by read-only workers; set workers.read_only_count >= 1",
+                t.name
+            ));
+        }
+    }
     let startup_timeout_secs = w
         .startup_timeout_secs
         .unwrap_or(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS);
@@ -802,8 +983,11 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         session_idle: Duration::from_secs(session_idle_secs),
         threads: gateway.threads,
         static_tokens,
+        jwt,
+        limits,
         workers: WorkersConfig {
             count,
+            read_only_count,
             extension_dir,
             database_dir: w.database_dir.map(resolve),
             threads: w.threads,

@@ -1,6 +1,7 @@
 //! `quackgate dev-init`: everything a local stack needs that is secret or machine-specific,
-//! made once: a throw-away CA and a server certificate for localhost, a client token, an id
-//! secret, a catalog token, and the configs of the gateway and of its DuckLake catalog. The test suite uses the same code for its test CA.
+//! made once: a throw-away CA and a server certificate for localhost, a client token, a JWT
+//! signing key with its JWKS, an id secret, a catalog token, and the configs of the gateway
+//! and of its DuckLake catalog. The test suite uses the same code for its test CA and keys.
 //!
 //! Nothing here is for production: the CA key stays next to the certificate it signed.
 
@@ -53,8 +54,37 @@ pub struct DevStack {
     pub catalog_config: PathBuf,
     /// The client token, in clear (the config holds only its hash).
     pub token: String,
+    /// The ES256 key that signs the local stack's JWTs (kid [`DEV_JWT_KID`]).
+    pub jwt_key: PathBuf,
     /// TLS files.
     pub tls: DevCerts,
+}
+
+/// The kid of the local stack's JWT signing key.
+pub const DEV_JWT_KID: &str = "dev-1";
+/// The issuer and audience the local stack's gateway requires of JWTs.
+pub const DEV_JWT_ISSUER: &str = "quackgate-dev";
+/// See [`DEV_JWT_ISSUER`].
+pub const DEV_JWT_AUDIENCE: &str = "quackgate";
+
+/// The public JWK of an EC P-256 (ES256) or Ed25519 (EdDSA) key pair; `None` for other kinds.
+pub fn public_jwk(pair: &KeyPair, kid: &str) -> Option<serde_json::Value> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let raw = pair.public_key_raw();
+    if pair.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 && raw.len() == 65 {
+        Some(serde_json::json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..]),
+        }))
+    } else if pair.algorithm() == &rcgen::PKCS_ED25519 {
+        Some(serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(raw),
+        }))
+    } else {
+        None
+    }
 }
 
 /// Writes `ca.pem`, `cert.pem` and `key.pem` into `dir`: a new CA and a certificate for
@@ -121,6 +151,18 @@ pub fn init(
         write_tls(dir, &[])?
     };
     let token = read_or_make(&dir.join("token"))?;
+    // A JWT signing key and the JWKS the gateway verifies with; `quackgate token` signs.
+    let jwt_key = dir.join("jwt-signing-key.pem");
+    let jwks = dir.join("jwks.json");
+    if !jwt_key.is_file() || !jwks.is_file() {
+        let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let jwk = public_jwk(&pair, DEV_JWT_KID).expect("a P-256 key has a JWK");
+        write(&jwt_key, pair.serialize_pem().as_bytes())?;
+        write(
+            &jwks,
+            serde_json::json!({ "keys": [jwk] }).to_string().as_bytes(),
+        )?;
+    }
     let id_secret = dir.join("id-secret");
     read_or_make(&id_secret)?;
     // The catalog: the lake's metadata in one DuckDB file, served on a loopback port chosen
@@ -174,8 +216,16 @@ key = "{key}"
 name = "local"
 sha256 = "{hash}"
 
+# JWTs signed with jwt-signing-key.pem: `quackgate token --config <this file> --key ...`.
+[auth.jwt]
+jwks_file = "{jwks}"
+issuer = "{DEV_JWT_ISSUER}"
+audience = "{DEV_JWT_AUDIENCE}"
+
 [workers]
 count = {workers}
+# Serves read-only tokens, with the lake opened READ_ONLY.
+read_only_count = 1
 extension_dir = "{ext}"
 
 [workers.ducklake]
@@ -187,6 +237,7 @@ data_path = "{data}"
         cert = tls.cert.display(),
         key = tls.key.display(),
         hash = hash_token(&token),
+        jwks = jwks.display(),
         ext = extension_dir.display(),
         catalog_token_file = dir.join("catalog-token").display(),
         data = dir.join("lake").display(),
@@ -196,6 +247,7 @@ data_path = "{data}"
         config,
         catalog_config,
         token,
+        jwt_key,
         tls,
     })
 }

@@ -12,11 +12,13 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use crate::auth::jwt::JwtRejection;
 use crate::auth::AuthError;
+use crate::limits::Throttled;
 use crate::proxy::ResponseBody;
 use crate::quack::codec::{self, CodecError};
 use crate::quack::server_errors;
-use crate::routing::RoutingError;
+use crate::routing::{LimitError, RoutingError};
 use crate::upstream::{BoxError, UpstreamError};
 
 /// Who caused a failure, for logs and metrics.
@@ -52,6 +54,15 @@ pub enum GatewayError {
     /// The token is wrong or missing.
     #[error("authentication failed: {0}")]
     Auth(#[from] AuthError),
+    /// The client's address failed to authenticate too often and must wait.
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    /// A session limit refuses a new session.
+    #[error("session limit: {0}")]
+    Limit(#[from] LimitError),
+    /// The token the session was opened with has expired.
+    #[error("the session's token has expired")]
+    SessionExpired,
     /// The request does not route to a live session.
     #[error(transparent)]
     Routing(#[from] RoutingError),
@@ -88,6 +99,11 @@ impl GatewayError {
             GatewayError::ClientTimeout => "client_timeout",
             GatewayError::Draining => "draining",
             GatewayError::Auth(_) => "auth",
+            GatewayError::Throttled(_) => "auth_throttled",
+            GatewayError::Limit(LimitError::Principal(_)) => "principal_session_limit",
+            GatewayError::Limit(LimitError::Total(_)) => "session_limit",
+            GatewayError::SessionExpired => "session_expired",
+            GatewayError::Routing(RoutingError::NoReadOnlyWorker) => "no_read_only_worker",
             GatewayError::Routing(RoutingError::NoWorkerReady) => "no_worker_ready",
             GatewayError::Routing(_) => "invalid_connection_id",
             GatewayError::Upstream(e) if e.may_have_reached_worker() => "upstream_exchange",
@@ -108,6 +124,9 @@ impl GatewayError {
             | GatewayError::ClientTimeout
             | GatewayError::Draining
             | GatewayError::Auth(_)
+            | GatewayError::Throttled(_)
+            | GatewayError::Limit(_)
+            | GatewayError::SessionExpired
             | GatewayError::Routing(_)
             | GatewayError::PeerAuth(_) => Side::Client,
             GatewayError::Upstream(_)
@@ -134,7 +153,27 @@ impl GatewayError {
             GatewayError::Draining => ClientReply::Quack(
                 "quackgate: this gateway is shutting down and takes no new connections; connect again",
             ),
+            GatewayError::Auth(AuthError::Jwt(why)) => ClientReply::Quack(jwt_text(why)),
             GatewayError::Auth(_) => ClientReply::Quack(server_errors::AUTHENTICATION_FAILED),
+            GatewayError::Throttled(_) => ClientReply::Quack(
+                "quackgate: too many failed authentications from this address; wait and try again",
+            ),
+            GatewayError::Limit(LimitError::Principal(_)) => ClientReply::Quack(
+                "quackgate: this principal has as many open connections as it may \
+                 (limits.max_sessions_per_principal); DETACH one and try again",
+            ),
+            GatewayError::Limit(LimitError::Total(_)) => ClientReply::Quack(
+                "quackgate: this gateway has as many open connections as it may \
+                 (limits.max_sessions); try again later",
+            ),
+            GatewayError::SessionExpired => ClientReply::Quack(
+                "quackgate: the token this connection was opened with has expired; \
+                 DETACH and ATTACH again with a new token",
+            ),
+            GatewayError::Routing(RoutingError::NoReadOnlyWorker) => ClientReply::Quack(
+                "quackgate: read-only connections are not served by this gateway \
+                 (workers.read_only_count is 0)",
+            ),
             GatewayError::Routing(RoutingError::NoWorkerReady) => ClientReply::Quack(
                 "quackgate: no DuckDB worker is ready for a new connection; try again shortly",
             ),
@@ -164,6 +203,23 @@ impl GatewayError {
     /// The response for this error.
     pub fn into_response(self) -> Response<ResponseBody> {
         self.client_reply().into_response()
+    }
+}
+
+/// `Authentication failed`, as the DuckDB server words it, with why a JWT failed: its holder
+/// can read the token's claims anyway, and "expired" is what an operator needs to hear.
+fn jwt_text(why: &JwtRejection) -> &'static str {
+    match why {
+        JwtRejection::Malformed => "Authentication failed: malformed token",
+        JwtRejection::Algorithm => "Authentication failed: algorithm not allowed for this key",
+        JwtRejection::UnknownKey => "Authentication failed: unknown signing key (kid)",
+        JwtRejection::Signature => "Authentication failed: invalid token signature",
+        JwtRejection::Expired => "Authentication failed: token expired",
+        JwtRejection::NotYetValid => "Authentication failed: token not yet valid (nbf)",
+        JwtRejection::Issuer => "Authentication failed: wrong token issuer",
+        JwtRejection::Audience => "Authentication failed: wrong token audience",
+        JwtRejection::MissingClaim => "Authentication failed: a required claim is missing",
+        JwtRejection::UnknownRole => "Authentication failed: unknown role",
     }
 }
 
@@ -217,6 +273,29 @@ mod tests {
             ClientReply::Quack(t) => t,
             other => panic!("expected a Quack error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn jwt_failures_say_why_after_the_servers_words() {
+        for why in [
+            JwtRejection::Expired,
+            JwtRejection::UnknownKey,
+            JwtRejection::Algorithm,
+        ] {
+            let text = quack_text(AuthError::Jwt(why).into());
+            assert!(text.starts_with("Authentication failed: "), "{text}");
+        }
+    }
+
+    #[test]
+    fn limits_and_expiry_are_quack_errors_that_say_what_to_do() {
+        assert!(quack_text(LimitError::Principal(2).into()).contains("max_sessions_per_principal"));
+        assert!(quack_text(LimitError::Total(2).into()).contains("limits.max_sessions"));
+        assert!(quack_text(GatewayError::SessionExpired).contains("ATTACH again"));
+        let throttled = Throttled {
+            retry_after: std::time::Duration::from_secs(3),
+        };
+        assert!(quack_text(throttled.into()).contains("failed authentications"));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! - `proxy`: one client request: read the Quack header, authenticate, route, forward.
 //! - `error`: the one place that decides what a client sees when something fails.
 //! - `quack`: protocol facts; `quack::codec` decodes and encodes the bytes.
-//! - `auth`: static tokens (SHA-256 digests, constant-time comparison).
+//! - `auth`: static tokens (SHA-256 digests, constant-time comparison) and JWTs
+//!   (`auth::jwt`, keys from a reloaded JWKS file); `auth::mint` makes test tokens.
+//! - `limits`: the failed-authentication backoff per client address.
 //! - `routable_id`: signed connection ids that name their node and worker.
 //! - `routing`: placement of new sessions and the table of open ones.
 //! - `cluster`: the other gateway nodes, and the credential of the peer leg.
@@ -33,6 +35,7 @@ pub mod cluster;
 pub mod config;
 pub mod dev_init;
 pub mod error;
+pub mod limits;
 pub mod proxy;
 pub mod quack;
 pub mod routable_id;

@@ -42,6 +42,44 @@ struct RunArgs {
     admin_listen: Option<String>,
 }
 
+/// What `token` takes. `--config` fills issuer, audience and role claim from `[auth.jwt]`.
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// PEM private key (RS256, ES256, EdDSA), or a file holding the HS256 secret.
+    #[arg(long)]
+    key: PathBuf,
+    /// HS256, RS256, ES256 or EdDSA.
+    #[arg(long, default_value = "ES256")]
+    alg: String,
+    /// The key's id in the JWKS.
+    #[arg(long)]
+    kid: Option<String>,
+    /// The principal (`sub`).
+    #[arg(long)]
+    subject: String,
+    /// read_write or read_only.
+    #[arg(long)]
+    role: String,
+    /// Lifetime: 90s, 15m, 12h, 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// The gateway config whose [auth.jwt] names issuer, audience and role claim.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// `iss` (overrides the config).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// `aud` (overrides the config).
+    #[arg(long)]
+    audience: Option<String>,
+    /// host:port for the printed ATTACH.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    host: String,
+    /// CA certificate the client should trust, for the printed snippet.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway and its workers.
@@ -72,6 +110,8 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+    /// Sign a JWT with a local key and print it, then the SQL a client runs to use it.
+    Token(TokenArgs),
     /// Run one embedded DuckDB worker (started by `serve`; reads its spec on stdin).
     #[command(hide = true)]
     Worker,
@@ -124,6 +164,7 @@ fn main() -> ExitCode {
                 println!("config={}", stack.config.display());
                 println!("catalog_config={}", stack.catalog_config.display());
                 println!("ca={}", stack.tls.ca_cert.display());
+                println!("jwt_key={}", stack.jwt_key.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -131,6 +172,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_STARTUP)
             }
         },
+        Command::Token(args) => token(args),
         Command::Worker => match quackgate_duckdb::run_worker() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -138,6 +180,82 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_WORKER)
             }
         },
+    }
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    use quackgate::auth::{mint, Access};
+    let fail = |message: String| {
+        eprintln!("quackgate token: {message}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let jwt = match &args.config {
+        Some(path) => match Config::load(path, std::env::vars()) {
+            Ok(config) => config.jwt.map(|(jwt, _)| jwt),
+            Err(e) => return fail(e.to_string()),
+        },
+        None => None,
+    };
+    let (Some(issuer), Some(audience)) = (
+        args.issuer
+            .or_else(|| jwt.as_ref().map(|j| j.issuer.clone())),
+        args.audience
+            .or_else(|| jwt.as_ref().map(|j| j.audience.clone())),
+    ) else {
+        return fail(
+            "set --issuer and --audience, or --config of a gateway with [auth.jwt]".into(),
+        );
+    };
+    let Some(access) = Access::parse(&args.role) else {
+        return fail(format!(
+            "--role must be read_write or read_only, got {:?}",
+            args.role
+        ));
+    };
+    let Some(ttl) = mint::parse_ttl(&args.ttl) else {
+        return fail(format!(
+            "--ttl must look like 90s, 15m, 12h or 7d, got {:?}",
+            args.ttl
+        ));
+    };
+    let algorithm = match mint::parse_algorithm(&args.alg) {
+        Ok(alg) => alg,
+        Err(e) => return fail(e.to_string()),
+    };
+    let role_claim = jwt.as_ref().map_or("role", |j| j.role_claim.as_str());
+    let request = mint::TokenRequest {
+        key_file: &args.key,
+        algorithm,
+        kid: args.kid.as_deref(),
+        issuer: &issuer,
+        audience: &audience,
+        subject: &args.subject,
+        access,
+        role_claim,
+        ttl,
+    };
+    match mint::mint(&request) {
+        Ok((token, exp)) => {
+            println!("{token}");
+            println!();
+            println!(
+                "-- {} token for {:?}, valid for {} s (exp {exp}); in the DuckDB 1.5 CLI:",
+                access.as_str(),
+                args.subject,
+                ttl.as_secs()
+            );
+            println!("LOAD quack;");
+            if let Some(ca) = &args.ca {
+                println!("SET ca_cert_file = '{}';", ca.display());
+            }
+            println!(
+                "CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:{}');",
+                args.host
+            );
+            println!("ATTACH 'quack:{}' AS r;", args.host);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
     }
 }
 

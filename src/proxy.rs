@@ -2,10 +2,14 @@
 //! informational endpoints the DuckDB server also answers.
 //!
 //! For a Quack message only the header is read before deciding anything. A CONNECTION_REQUEST
-//! is authenticated, placed on the least-loaded ready worker and forwarded with the internal
-//! worker token in place of the client's; the worker's connection id in the answer is replaced
-//! by a signed, routable one. Every later message is verified, stripped of the routing part of
-//! its id and forwarded to the worker its id names, never anywhere else and never twice. Small
+//! is checked against the client address's failed-authentication backoff, authenticated,
+//! admitted under the session limits, placed on the least-loaded ready worker of its access
+//! (read-only principals on read-only workers) and forwarded with the internal worker token in
+//! place of the client's; the worker's connection id in the answer is replaced by a signed,
+//! routable one that also carries the session's access and expiry. Every later message is
+//! verified, refused once its session's token has expired (when so configured), stripped of
+//! the routing part of its id and forwarded to the worker its id names, never anywhere else and
+//! never twice. Small
 //! request types are checked in full first; APPEND and unknown types stream through with only
 //! their header checked. Responses stream back untouched, except the small ones, which are read
 //! whole to notice when a worker no longer knows a session.
@@ -32,7 +36,9 @@ use crate::cluster::{PeerAuthError, NODE_PATH, PEER_HEADER};
 use crate::error::{full, quack_response, GatewayError, Side};
 use crate::quack::codec::{self, CodecError, ConnectionRequest, Header};
 use crate::quack::{msg_type, server_errors, BANNER, QUACK_PATH};
+use crate::routable_id::Grant;
 use crate::routing::RoutingError;
+use crate::server::ClientAddr;
 use crate::upstream::{BoxError, UpstreamBody, UpstreamError};
 use crate::workers::Worker;
 
@@ -129,6 +135,7 @@ async fn forward(
     let declared_length = declared_length(req.headers(), limit)?;
     let user_agent = req.headers().get(USER_AGENT).cloned();
     let peer_credential = req.headers().get(PEER_HEADER).cloned();
+    let client_ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
     let mut body = Limited::new(
         req.into_body(),
         usize::try_from(limit).unwrap_or(usize::MAX),
@@ -168,7 +175,7 @@ async fn forward(
         ))
         .await?;
         let request = codec::decode_connection_request(&message, &header)?;
-        return connect(state, message, &header, request, user_agent).await;
+        return connect(state, message, &header, request, user_agent, client_ip).await;
     }
     // Route on the header alone, so nothing is buffered for a request that goes nowhere.
     let target = resolve(state, origin, &prefix, &header)?;
@@ -209,13 +216,39 @@ async fn connect(
     header: &Header,
     request: ConnectionRequest,
     user_agent: Option<HeaderValue>,
+    client_ip: Option<std::net::IpAddr>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let token = request.token.clone().and_then(|range| message.get(range));
-    let principal = state.auth.authenticate(token)?;
+    if let Some(ip) = client_ip {
+        state.throttle.check(ip, Instant::now())?;
+    }
+    let principal = match state.auth.authenticate(token) {
+        Ok(principal) => principal,
+        Err(e) => {
+            if let Some(backoff) =
+                client_ip.and_then(|ip| state.throttle.failed(ip, Instant::now()))
+            {
+                warn!(
+                    client.ip = ?client_ip,
+                    backoff_secs = backoff.as_secs(),
+                    "repeated failed authentications: this address backs off"
+                );
+            }
+            return Err(e.into());
+        }
+    };
+    let reservation = state.sessions.reserve(&principal.name)?;
     let worker = state
         .sessions
-        .place(&state.workers)
-        .ok_or(RoutingError::NoWorkerReady)?;
+        .place(&state.workers, principal.access)
+        .ok_or_else(|| {
+            let serves_access = state.workers.iter().any(|w| w.access == principal.access);
+            if serves_access {
+                RoutingError::NoWorkerReady
+            } else {
+                RoutingError::NoReadOnlyWorker
+            }
+        })?;
     let port = worker.serving_port().ok_or(RoutingError::NoWorkerReady)?;
     let generation = worker.generation();
     let _connecting = worker.connecting();
@@ -265,15 +298,23 @@ async fn connect(
         .ok_or_else(|| {
             GatewayError::BadWorkerResponse("no connection id in CONNECTION_RESPONSE".into())
         })?;
-    let id = state.ids.mint(&state.node_id, worker.index, inner_id);
+    let grant = Grant::new(principal.access, principal.expires_at, &principal.name);
+    let id = state
+        .ids
+        .mint(&state.node_id, worker.index, &grant, inner_id);
     let new_header = codec::rewrite_header(&answer, &answer_header, &id);
     let mut out = BytesMut::with_capacity(new_header.len() + answer.len() - answer_header.len);
     out.extend_from_slice(&new_header);
     out.extend_from_slice(&answer[answer_header.len..]);
     state
         .sessions
-        .opened(&id, worker, generation, Instant::now());
-    debug!(principal.name = %principal.name, worker.id = %worker.id, "session opened");
+        .opened(&id, worker, generation, Instant::now(), reservation);
+    debug!(
+        principal.name = %principal.name,
+        principal.access = principal.access.as_str(),
+        worker.id = %worker.id,
+        "session opened"
+    );
     Ok(quack_response(out.freeze()))
 }
 
@@ -309,6 +350,10 @@ fn resolve<'a>(
         .connection_id(head)
         .ok_or(RoutingError::NoConnectionId)?;
     let route = state.ids.verify(id).map_err(RoutingError::from)?;
+    // DISCONNECT still goes through: it frees the session's memory on the worker.
+    if header.msg_type != msg_type::DISCONNECT {
+        check_expiry(state, &route.grant)?;
+    }
     if route.node != state.node_id {
         // A peer's request is served here or nowhere, so nothing ever loops.
         let cluster = match (origin, &state.cluster) {
@@ -328,6 +373,9 @@ fn resolve<'a>(
         .workers
         .get(route.worker)
         .ok_or(RoutingError::UnknownWorker(route.worker))?;
+    if worker.access != route.grant.access {
+        return Err(RoutingError::AccessMismatch(route.worker).into());
+    }
     let port = worker
         .serving_port()
         .ok_or(RoutingError::WorkerDown(route.worker))?;
@@ -337,6 +385,20 @@ fn resolve<'a>(
         worker,
         port,
     }))
+}
+
+/// Refuses a session whose token has expired, when `auth.jwt.session_expiry = "end"`.
+fn check_expiry(state: &AppState, grant: &Grant) -> Result<(), GatewayError> {
+    let (Some(expires_at), Some(leeway)) = (grant.expires_at, state.session_expiry_leeway) else {
+        return Ok(());
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if now > expires_at.saturating_add(leeway.as_secs()) {
+        return Err(GatewayError::SessionExpired);
+    }
+    Ok(())
 }
 
 /// A message of a session another node owns: passed to that node's peer listener unchanged,

@@ -11,6 +11,8 @@ pub mod supervisor;
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
+use crate::auth::Access;
+
 /// One worker slot.
 #[derive(Debug)]
 pub struct Worker {
@@ -18,6 +20,8 @@ pub struct Worker {
     pub index: u16,
     /// Identity reported by `quackgate.worker_id()` inside the worker: `<node>.w<index>`.
     pub id: String,
+    /// Which sessions it serves; a read-only worker opens the lake READ_ONLY.
+    pub access: Access,
     /// Loopback port of the serving process; 0 while none serves. Written by the supervisor.
     port: AtomicU16,
     /// Last health verdict. Written by the prober, reset by the supervisor on each start.
@@ -33,10 +37,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn new(index: u16, node_id: &str) -> Self {
+    fn new(index: u16, node_id: &str, access: Access) -> Self {
         Worker {
             index,
             id: format!("{node_id}.w{index}"),
+            access,
             port: AtomicU16::new(0),
             healthy: AtomicBool::new(false),
             generation: AtomicU64::new(0),
@@ -137,11 +142,21 @@ pub struct WorkerSet {
 }
 
 impl WorkerSet {
-    /// `count` slots named after `node_id`.
-    pub fn new(count: usize, node_id: &str) -> Self {
-        let count = u16::try_from(count).expect("config limits workers.count to 256");
+    /// `read_write` slots, then `read_only` ones, named after `node_id`.
+    pub fn new(read_write: usize, read_only: usize, node_id: &str) -> Self {
+        let count =
+            u16::try_from(read_write + read_only).expect("config limits the workers to 256");
         WorkerSet {
-            workers: (0..count).map(|i| Worker::new(i, node_id)).collect(),
+            workers: (0..count)
+                .map(|i| {
+                    let access = if usize::from(i) < read_write {
+                        Access::ReadWrite
+                    } else {
+                        Access::ReadOnly
+                    };
+                    Worker::new(i, node_id, access)
+                })
+                .collect(),
         }
     }
 

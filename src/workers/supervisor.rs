@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::Access;
 use crate::auth::WorkerToken;
 use crate::config::WorkersConfig;
 use crate::routing::SessionTable;
@@ -115,7 +116,9 @@ impl Launcher {
             threads: self.config.threads,
             memory_limit: self.config.memory_limit.clone(),
             init_sql: self.config.init_sql.clone(),
-            external_access: self.config.external_access,
+            // A read-only session must not write files or change settings either.
+            external_access: self.config.external_access && worker.access == Access::ReadWrite,
+            read_only: worker.access == Access::ReadOnly,
             ducklake: self.config.ducklake.as_ref().map(|lake| DuckLakeSpec {
                 catalog: lake.catalog.clone(),
                 catalog_token: lake.catalog_token.expose().to_string(),

@@ -162,10 +162,13 @@ impl Drop for PrivateDir {
     }
 }
 
-/// Opens the lake as the main database of a new DuckDB instance configured by `config`.
+/// Opens the lake as the main database of a new DuckDB instance configured by `config`;
+/// READ_ONLY for `read_only`, in which case the lake must already exist (the read-write
+/// workers create it).
 pub fn open(
     worker_id: &str,
     lake: &DuckLakeSpec,
+    read_only: bool,
     config: impl Fn() -> Result<Config, WorkerError>,
 ) -> Result<Connection, WorkerError> {
     let step = |step| move |source| WorkerError::DuckDb { step, source };
@@ -204,7 +207,7 @@ pub fn open(
     // Workers of several nodes may create a new lake at the same moment; the losers of that
     // race succeed on a later try.
     let mut tries = 0;
-    loop {
+    while !read_only {
         match first.execute_batch(&attach) {
             Ok(()) => break,
             Err(e) if tries < SETUP_RETRIES => {
@@ -221,6 +224,12 @@ pub fn open(
         config = config
             .with("ca_cert_file", ca.to_string_lossy())
             .map_err(step("setting ca_cert_file"))?;
+    }
+    if read_only {
+        // DuckDB itself then refuses every write to the lake, whatever the SQL.
+        config = config
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .map_err(step("setting access_mode READ_ONLY"))?;
     }
     let conn = Connection::open_with_flags(lake.uri(), config)
         .map_err(step("opening DuckLake as the main database"))?;

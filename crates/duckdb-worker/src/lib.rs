@@ -9,11 +9,13 @@
 //! - `spec`: what a worker is told to do, and the lines it answers on stdout.
 //! - `worker`: the code that runs inside a worker process.
 //! - `ducklake`: DuckLake as a worker's default database, and the watch on its catalog.
+//! - `sandbox`: the seccomp filter that stops client SQL from opening servers.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod ducklake;
+mod sandbox;
 mod spec;
 mod worker;
 
@@ -22,4 +24,4 @@ pub use spec::{
     extension_path, WorkerSpec, WorkerStatus, DUCKDB_VERSION, EXTENSIONS_REQUIRED,
     EXTENSION_PLATFORM, FAILED_PREFIX, READY_PREFIX,
 };
-pub use worker::{run_worker, WorkerError};
+pub use worker::{run_worker, WorkerError, EXIT_SERVER_STOPPED};

@@ -47,6 +47,9 @@ pub struct WorkerSpec {
     pub external_access: bool,
     /// Open this DuckLake as the default database instead of `database`.
     pub ducklake: Option<DuckLakeSpec>,
+    /// Open the database (the lake) READ_ONLY: this worker serves read-only principals.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl fmt::Debug for WorkerSpec {
@@ -62,6 +65,7 @@ impl fmt::Debug for WorkerSpec {
             .field("init_sql_statements", &self.init_sql.len())
             .field("external_access", &self.external_access)
             .field("ducklake", &self.ducklake)
+            .field("read_only", &self.read_only)
             .finish()
     }
 }

@@ -7,7 +7,13 @@ use std::path::PathBuf;
 use duckdb::{Config, Connection};
 
 use crate::ducklake;
+use crate::sandbox;
 use crate::spec::{WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED};
+
+/// Exit code of a worker whose Quack server was stopped under it (a client's `quack_stop`).
+pub const EXIT_SERVER_STOPPED: i32 = 76;
+/// How often a worker checks that its own Quack server still runs.
+const SERVER_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a worker could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +81,16 @@ pub fn run_worker() -> Result<(), WorkerError> {
         serve(&spec).map_err(|e| WorkerError::Start(scrub(&e.to_string(), &spec)))
     });
     let conn = match served {
-        Ok(Served { conn, port, watch }) => {
+        Ok(Served {
+            conn,
+            port,
+            watch,
+            server_watch,
+        }) => {
             if let Some((probe_conn, probe, catalog)) = watch {
                 std::thread::spawn(move || ducklake::watch_catalog(probe_conn, probe, catalog));
             }
+            std::thread::spawn(move || watch_server(server_watch, port));
             report(&WorkerStatus::Ready { port })?;
             conn
         }
@@ -123,6 +135,27 @@ struct Served {
     conn: Connection,
     port: u16,
     watch: Option<(Connection, String, String)>,
+    server_watch: Connection,
+}
+
+/// Exits when this worker's Quack server is gone. Client SQL can call `quack_stop` on it (no
+/// DuckDB setting forbids that); exiting lets the supervisor start a fresh worker instead of
+/// leaving a process that serves nothing.
+fn watch_server(conn: Connection, port: u16) -> ! {
+    let sql = "SELECT count(*) FROM quack_server_list() WHERE port = ?";
+    loop {
+        std::thread::sleep(SERVER_WATCH_INTERVAL);
+        match conn.query_row(sql, [port], |row| row.get::<_, i64>(0)) {
+            Ok(0) => {
+                eprintln!(
+                    "quackgate worker: its Quack server on port {port} was stopped (quack_stop); exiting so the supervisor starts a new worker"
+                );
+                std::process::exit(EXIT_SERVER_STOPPED);
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("quackgate worker: checking the Quack server: {e}"),
+        }
+    }
 }
 
 fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
@@ -160,7 +193,7 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
         Ok(config)
     };
     let conn = match (&spec.ducklake, &spec.database) {
-        (Some(lake), _) => ducklake::open(&spec.worker_id, lake, config)?,
+        (Some(lake), _) => ducklake::open(&spec.worker_id, lake, spec.read_only, config)?,
         (None, Some(path)) => {
             Connection::open_with_flags(path, config()?).map_err(step("opening the database"))?
         }
@@ -212,6 +245,19 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
         ))
         .map_err(step("locking down the worker"))?;
     }
+    // A read-only worker must not let a client open a server beside it; a read-write one
+    // should not either, but runs on (with a warning) where the kernel has no seccomp.
+    if let Err(e) = sandbox::deny_listen() {
+        if spec.read_only {
+            return Err(WorkerError::Start(format!(
+                "a read-only worker needs seccomp to stop client SQL from calling quack_serve: {e}"
+            )));
+        }
+        eprintln!("quackgate worker: {e}; client SQL can call quack_serve on this worker");
+    }
+    let server_watch = conn
+        .try_clone()
+        .map_err(step("opening the server watch connection"))?;
     let watch = match &spec.ducklake {
         Some(lake) => Some((
             conn.try_clone()
@@ -225,6 +271,7 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
         conn,
         port: spec.port,
         watch,
+        server_watch,
     })
 }
 

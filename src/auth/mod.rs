@@ -1,18 +1,27 @@
-//! Who a Quack client is: the token in its CONNECTION_REQUEST, checked before anything reaches a
-//! worker.
+//! Who a Quack client is and what it may do: the token in its CONNECTION_REQUEST, checked
+//! before anything reaches a worker.
 //!
-//! Static tokens are stored as SHA-256 digests, so the config file never holds a usable
-//! credential. The presented token is hashed and compared with every configured digest in
-//! constant time, without stopping at the first match, so timing tells nothing about which
-//! bytes or which token matched.
+//! A token is either a static one or a JWT (`jwt`). Static tokens are stored as SHA-256
+//! digests, so the config file never holds a usable credential. The presented token is hashed
+//! and compared with every configured digest in constant time, without stopping at the first
+//! match, so timing tells nothing about which bytes or which token matched. The outcome is a
+//! [`Principal`]: a name for logs and limits, an [`Access`] that decides which workers may
+//! serve it, and, for a JWT, when it expires.
+
+pub mod jwt;
+pub mod mint;
+
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::StaticToken;
+use jwt::{JwtRejection, JwtVerifier};
 
-/// Why a client is not let in. Logged at debug; the client only sees `Authentication failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a client is not let in. The client sees `Authentication failed`, with the reason for
+/// a JWT (its holder can read the token's claims anyway).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// The CONNECTION_REQUEST carried no token.
     #[error("no token")]
@@ -20,6 +29,9 @@ pub enum AuthError {
     /// The token matches no configured credential.
     #[error("unknown token")]
     Unknown,
+    /// A JWT that does not pass.
+    #[error("JWT refused: {0}")]
+    Jwt(#[from] JwtRejection),
 }
 
 impl AuthError {
@@ -28,6 +40,36 @@ impl AuthError {
         match self {
             AuthError::Missing => "missing",
             AuthError::Unknown => "unknown",
+            AuthError::Jwt(r) => r.reason(),
+        }
+    }
+}
+
+/// What a principal may do. The worker enforces it: read-only sessions only ever reach
+/// workers that opened the lake READ_ONLY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Reads and writes.
+    ReadWrite,
+    /// Reads only.
+    ReadOnly,
+}
+
+impl Access {
+    /// `read_write` or `read_only`; anything else is unknown, and unknown means refused.
+    pub fn parse(role: &str) -> Option<Access> {
+        match role {
+            "read_write" => Some(Access::ReadWrite),
+            "read_only" => Some(Access::ReadOnly),
+            _ => None,
+        }
+    }
+
+    /// The name used in config and claims.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::ReadWrite => "read_write",
+            Access::ReadOnly => "read_only",
         }
     }
 }
@@ -35,26 +77,37 @@ impl AuthError {
 /// An authenticated client identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The configured name of the credential; safe to log.
-    pub name: String,
+    /// A static token's configured name, or a JWT's `sub`; safe to log.
+    pub name: Arc<str>,
+    /// What it may do.
+    pub access: Access,
+    /// When its credential expires (a JWT's `exp`, seconds since the epoch); `None` for
+    /// static tokens.
+    pub expires_at: Option<u64>,
 }
 
 /// The configured credentials.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     static_tokens: Vec<StaticToken>,
+    jwt: Option<Arc<JwtVerifier>>,
 }
 
 impl Authenticator {
     /// Credentials from config.
-    pub fn new(static_tokens: Vec<StaticToken>) -> Self {
-        Authenticator { static_tokens }
+    pub fn new(static_tokens: Vec<StaticToken>, jwt: Option<Arc<JwtVerifier>>) -> Self {
+        Authenticator { static_tokens, jwt }
+    }
+
+    /// The JWT verifier, when `[auth.jwt]` is configured.
+    pub fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
+        self.jwt.as_ref()
     }
 
     /// The principal a presented token (CONNECTION_REQUEST body field 1) belongs to.
     ///
     /// # Errors
-    /// [`AuthError`] when the token is absent or matches nothing.
+    /// [`AuthError`] when the token is absent, matches nothing, or is a JWT that fails.
     pub fn authenticate(&self, token: Option<&[u8]>) -> Result<Principal, AuthError> {
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         let digest: [u8; 32] = Sha256::digest(token).into();
@@ -65,11 +118,24 @@ impl Authenticator {
                 found = Some(candidate);
             }
         }
-        found
-            .map(|t| Principal {
+        if let Some(t) = found {
+            return Ok(Principal {
                 name: t.name.clone(),
-            })
-            .ok_or(AuthError::Unknown)
+                access: t.access,
+                expires_at: None,
+            });
+        }
+        match &self.jwt {
+            Some(verifier) if jwt::looks_like_jwt(token) => {
+                let verified = verifier.verify(token)?;
+                Ok(Principal {
+                    name: verified.subject.into(),
+                    access: verified.access,
+                    expires_at: Some(verified.expires_at),
+                })
+            }
+            _ => Err(AuthError::Unknown),
+        }
     }
 }
 
@@ -122,22 +188,23 @@ mod tests {
             StaticToken {
                 name: name.into(),
                 sha256,
+                access: Access::ReadWrite,
             }
         };
-        Authenticator::new(vec![
-            entry("alice", "alice-token-1"),
-            entry("bob", "bob-token-2"),
-        ])
+        Authenticator::new(
+            vec![entry("alice", "alice-token-1"), entry("bob", "bob-token-2")],
+            None,
+        )
     }
 
     #[test]
     fn a_configured_token_yields_its_principal() {
         assert_eq!(
-            auth().authenticate(Some(b"bob-token-2")).unwrap().name,
+            &*auth().authenticate(Some(b"bob-token-2")).unwrap().name,
             "bob"
         );
         assert_eq!(
-            auth().authenticate(Some(b"alice-token-1")).unwrap().name,
+            &*auth().authenticate(Some(b"alice-token-1")).unwrap().name,
             "alice"
         );
     }

@@ -1,0 +1,632 @@
+//! JWTs as Quack tokens: keys from a JWKS file that is re-read while the gateway runs, so keys
+//! rotate without a restart.
+//!
+//! Each key is pinned to exactly one algorithm, derived from the key itself (RSA: RS256,
+//! EC P-256: ES256, OKP Ed25519: EdDSA, oct: HS256) and never from the token. A token whose
+//! header names another algorithm is refused before any signature check, which closes the
+//! classic confusions (`alg: none`, or HS256 "signed" with an RSA public key). `exp`, `iss` and
+//! `aud` are required; `nbf` is checked when present; both with the configured leeway.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Access;
+
+/// How often the JWKS file is checked for changes.
+pub const JWKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// Tokens longer than this are refused unparsed; real ones are well under 4 KiB.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// What happens to an open session when the JWT it was opened with expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionExpiry {
+    /// Requests after `exp` (plus leeway) are refused; the client attaches again with a new
+    /// token. The default.
+    End,
+    /// The session lives on until DISCONNECT or idle expiry; `exp` only gates new connections.
+    Keep,
+}
+
+/// `[auth.jwt]`.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// The JWKS file, re-read every 2 s.
+    pub jwks_file: PathBuf,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud` (one of the token's audiences).
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Claim that names the role.
+    pub role_claim: String,
+    /// What `exp` means for open sessions.
+    pub session_expiry: SessionExpiry,
+}
+
+/// Why a JWKS file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// The file cannot be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a JWKS.
+    #[error("{path} is not a JWKS (a JSON object with a \"keys\" array): {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// Not one key in the file can verify tokens.
+    #[error("{path} has no usable signing key (supported: RSA RS256, EC P-256 ES256, OKP Ed25519 EdDSA, oct HS256); skipped: {skipped}")]
+    NoUsableKey {
+        /// The file.
+        path: PathBuf,
+        /// Why each key was skipped.
+        skipped: String,
+    },
+}
+
+/// Why a JWT is refused. The client sees `Authentication failed: <reason>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtRejection {
+    /// Not three base64url parts with a JSON header.
+    #[error("malformed token")]
+    Malformed,
+    /// `alg` is none, unknown, or not the one the key is pinned to.
+    #[error("algorithm not allowed for this key")]
+    Algorithm,
+    /// No key with the token's `kid` (or no `kid` while several keys exist).
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    Signature,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    #[error("wrong issuer")]
+    Issuer,
+    /// `aud` does not name the configured audience.
+    #[error("wrong audience")]
+    Audience,
+    /// A required claim (`exp`, `iss`, `aud`, `sub`, role) is absent or of the wrong type.
+    #[error("missing claim")]
+    MissingClaim,
+    /// The role claim names no known role.
+    #[error("unknown role")]
+    UnknownRole,
+}
+
+impl JwtRejection {
+    /// A bounded label for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            JwtRejection::Malformed => "jwt_malformed",
+            JwtRejection::Algorithm => "jwt_algorithm",
+            JwtRejection::UnknownKey => "jwt_unknown_key",
+            JwtRejection::Signature => "jwt_signature",
+            JwtRejection::Expired => "jwt_expired",
+            JwtRejection::NotYetValid => "jwt_not_yet_valid",
+            JwtRejection::Issuer => "jwt_issuer",
+            JwtRejection::Audience => "jwt_audience",
+            JwtRejection::MissingClaim => "jwt_missing_claim",
+            JwtRejection::UnknownRole => "jwt_unknown_role",
+        }
+    }
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// `sub`.
+    pub subject: String,
+    /// The role claim.
+    pub access: Access,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+struct Key {
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// The keys of one version of the JWKS file, by `kid`.
+pub struct KeySet {
+    keys: HashMap<String, Key>,
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut kids: Vec<_> = self.keys.keys().collect();
+        kids.sort();
+        f.debug_struct("KeySet").field("kids", &kids).finish()
+    }
+}
+
+impl KeySet {
+    /// Reads and parses a JWKS file. Keys that cannot sign tokens here (encryption keys,
+    /// other curves) are skipped; a file with none left is an error.
+    ///
+    /// # Errors
+    /// [`JwksError`] naming the file and the problem.
+    pub fn load(path: &Path) -> Result<KeySet, JwksError> {
+        let bytes = std::fs::read(path).map_err(|source| JwksError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&bytes, path)
+    }
+
+    fn parse(bytes: &[u8], path: &Path) -> Result<KeySet, JwksError> {
+        let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| JwksError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut keys = HashMap::new();
+        let mut skipped = Vec::new();
+        let only_one = set.keys.len() == 1;
+        for (i, jwk) in set.keys.iter().enumerate() {
+            let kid = match (&jwk.common.key_id, only_one) {
+                (Some(kid), _) => kid.clone(),
+                (None, true) => String::new(),
+                (None, false) => {
+                    skipped.push(format!(
+                        "keys[{i}]: no kid (required when there are several keys)"
+                    ));
+                    continue;
+                }
+            };
+            if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+                skipped.push(format!("{kid:?}: an encryption key (use=enc)"));
+                continue;
+            }
+            let pinned = match (&jwk.algorithm, jwk.common.key_algorithm) {
+                (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
+                (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256))
+                    if p.curve == EllipticCurve::P256 =>
+                {
+                    Algorithm::ES256
+                }
+                (AlgorithmParameters::OctetKeyPair(p), None | Some(KeyAlgorithm::EdDSA))
+                    if p.curve == EllipticCurve::Ed25519 =>
+                {
+                    Algorithm::EdDSA
+                }
+                (AlgorithmParameters::OctetKey(_), None | Some(KeyAlgorithm::HS256)) => {
+                    Algorithm::HS256
+                }
+                (_, alg) => {
+                    skipped.push(format!("{kid:?}: unsupported key type or alg {alg:?}"));
+                    continue;
+                }
+            };
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => {
+                    if keys
+                        .insert(
+                            kid.clone(),
+                            Key {
+                                algorithm: pinned,
+                                key,
+                            },
+                        )
+                        .is_some()
+                    {
+                        skipped.push(format!("{kid:?}: duplicate kid, the last one wins"));
+                    }
+                }
+                Err(e) => skipped.push(format!("{kid:?}: {e}")),
+            }
+        }
+        if keys.is_empty() {
+            return Err(JwksError::NoUsableKey {
+                path: path.to_path_buf(),
+                skipped: skipped.join("; "),
+            });
+        }
+        for why in &skipped {
+            warn!(jwks = %path.display(), key = %why, "JWKS key skipped");
+        }
+        Ok(KeySet {
+            keys,
+            digest: Sha256::digest(bytes).into(),
+        })
+    }
+
+    /// The key ids, sorted.
+    pub fn kids(&self) -> Vec<&str> {
+        let mut kids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        kids
+    }
+}
+
+/// Verifies JWTs against the current version of the JWKS file.
+#[derive(Debug)]
+pub struct JwtVerifier {
+    config: JwtConfig,
+    keys: RwLock<Arc<KeySet>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: Option<serde_json::Value>,
+    exp: Option<serde_json::Value>,
+    #[serde(flatten)]
+    other: HashMap<String, serde_json::Value>,
+}
+
+impl JwtVerifier {
+    /// A verifier over `keys`, loaded from `config.jwks_file` during config validation.
+    pub fn new(config: JwtConfig, keys: Arc<KeySet>) -> Self {
+        JwtVerifier {
+            config,
+            keys: RwLock::new(keys),
+        }
+    }
+
+    /// What the gateway does with sessions whose token expired.
+    pub fn session_expiry(&self) -> SessionExpiry {
+        self.config.session_expiry
+    }
+
+    /// Leeway on `exp`, which also applies to sessions ending at their token's expiry.
+    pub fn leeway(&self) -> Duration {
+        self.config.leeway
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Checks a token completely: header, key, algorithm, signature, time and claims.
+    ///
+    /// # Errors
+    /// [`JwtRejection`] saying what is wrong.
+    pub fn verify(&self, token: &[u8]) -> Result<Verified, JwtRejection> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(JwtRejection::Malformed);
+        }
+        let token = std::str::from_utf8(token).map_err(|_| JwtRejection::Malformed)?;
+        // Unknown algorithms, `none` among them, fail here: the library has no such variant.
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::Json(_)
+            | ErrorKind::Base64(_)
+            | ErrorKind::Utf8(_)
+            | ErrorKind::InvalidToken => {
+                if header_names_algorithm(token) {
+                    JwtRejection::Algorithm
+                } else {
+                    JwtRejection::Malformed
+                }
+            }
+            _ => JwtRejection::Algorithm,
+        })?;
+        let keys = self.current();
+        let key = match &header.kid {
+            Some(kid) => keys.keys.get(kid),
+            None if keys.keys.len() == 1 => keys.keys.values().next(),
+            None => None,
+        }
+        .ok_or(JwtRejection::UnknownKey)?;
+        if header.alg != key.algorithm {
+            return Err(JwtRejection::Algorithm);
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidSignature => JwtRejection::Signature,
+                    ErrorKind::ExpiredSignature => JwtRejection::Expired,
+                    ErrorKind::ImmatureSignature => JwtRejection::NotYetValid,
+                    ErrorKind::InvalidIssuer => JwtRejection::Issuer,
+                    ErrorKind::InvalidAudience => JwtRejection::Audience,
+                    ErrorKind::MissingRequiredClaim(_) => JwtRejection::MissingClaim,
+                    ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                        JwtRejection::Algorithm
+                    }
+                    ErrorKind::Json(_) => JwtRejection::MissingClaim,
+                    _ => JwtRejection::Malformed,
+                }
+            })?;
+        let claims = data.claims;
+        let subject = match claims.sub {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+            _ => return Err(JwtRejection::MissingClaim),
+        };
+        let expires_at = claims
+            .exp
+            .as_ref()
+            .and_then(serde_json::Value::as_u64)
+            .ok_or(JwtRejection::MissingClaim)?;
+        let access = match claims.other.get(&self.config.role_claim) {
+            Some(serde_json::Value::String(role)) => {
+                Access::parse(role).ok_or(JwtRejection::UnknownRole)?
+            }
+            Some(_) => return Err(JwtRejection::UnknownRole),
+            None => return Err(JwtRejection::MissingClaim),
+        };
+        Ok(Verified {
+            subject,
+            access,
+            expires_at,
+        })
+    }
+
+    /// Re-reads the JWKS file every [`JWKS_RELOAD_INTERVAL`] until `stop`. A file that fails
+    /// to parse (say, caught half-written) keeps the previous keys in force.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(JWKS_RELOAD_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_error = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let path = self.config.jwks_file.clone();
+            // A small local file: reading it inline costs less than a blocking-pool hop.
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let message = e.to_string();
+                    if last_error.as_ref() != Some(&message) {
+                        warn!(jwks = %path.display(), error = %message, "cannot read the JWKS file; keeping the keys in force");
+                        last_error = Some(message);
+                    }
+                    continue;
+                }
+            };
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            if digest == self.current().digest {
+                continue;
+            }
+            match KeySet::parse(&bytes, &path) {
+                Ok(keys) => {
+                    info!(jwks = %path.display(), kids = ?keys.kids(), "JWKS reloaded");
+                    *self
+                        .keys
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+                    last_error = None;
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    if last_error.as_ref() != Some(&message) {
+                        warn!(error = %message, "JWKS file changed but cannot be used; keeping the keys in force");
+                        last_error = Some(message);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the token's header parses as JSON with an `alg` the library does not know: such a
+/// token is refused for its algorithm, not as garbage, which is the clearer answer.
+fn header_names_algorithm(token: &str) -> bool {
+    use base64::Engine;
+    let Some(head) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&json)
+        .ok()
+        .and_then(|v| v.get("alg").cloned())
+        .is_some()
+}
+
+/// Whether a presented token is shaped like a JWT (three base64url parts, JSON header).
+pub fn looks_like_jwt(token: &[u8]) -> bool {
+    token.starts_with(b"eyJ") && token.iter().filter(|b| **b == b'.').count() == 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn verifier(jwks: &str) -> JwtVerifier {
+        let keys = KeySet::parse(jwks.as_bytes(), Path::new("test.jwks")).unwrap();
+        JwtVerifier::new(
+            JwtConfig {
+                jwks_file: "test.jwks".into(),
+                issuer: "iss-1".into(),
+                audience: "aud-1".into(),
+                leeway: Duration::from_secs(5),
+                role_claim: "role".into(),
+                session_expiry: SessionExpiry::End,
+            },
+            Arc::new(keys),
+        )
+    }
+
+    fn hs_jwks() -> String {
+        format!(
+            r#"{{"keys":[{{"kty":"oct","kid":"h1","k":"{}"}}]}}"#,
+            b64(SECRET)
+        )
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn sign(claims: serde_json::Value, kid: Option<&str>) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    fn good_claims() -> serde_json::Value {
+        serde_json::json!({"sub":"alice","iss":"iss-1","aud":"aud-1","exp":now()+600,"role":"read_only"})
+    }
+
+    #[test]
+    fn a_valid_token_yields_subject_role_and_expiry() {
+        let v = verifier(&hs_jwks());
+        let got = v
+            .verify(sign(good_claims(), Some("h1")).as_bytes())
+            .unwrap();
+        assert_eq!(got.subject, "alice");
+        assert_eq!(got.access, Access::ReadOnly);
+        assert!(got.expires_at > now());
+    }
+
+    #[test]
+    fn each_bad_claim_has_its_own_reason() {
+        let v = verifier(&hs_jwks());
+        let with = |k: &str, val: serde_json::Value| {
+            let mut c = good_claims();
+            c[k] = val;
+            v.verify(sign(c, Some("h1")).as_bytes())
+        };
+        assert_eq!(with("exp", (now() - 60).into()), Err(JwtRejection::Expired));
+        assert_eq!(
+            with("nbf", (now() + 60).into()),
+            Err(JwtRejection::NotYetValid)
+        );
+        assert_eq!(with("iss", "other".into()), Err(JwtRejection::Issuer));
+        assert_eq!(with("aud", "other".into()), Err(JwtRejection::Audience));
+        assert_eq!(with("role", "admin".into()), Err(JwtRejection::UnknownRole));
+        let mut no_role = good_claims();
+        no_role.as_object_mut().unwrap().remove("role");
+        assert_eq!(
+            v.verify(sign(no_role, Some("h1")).as_bytes()),
+            Err(JwtRejection::MissingClaim)
+        );
+        let mut no_exp = good_claims();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        assert_eq!(
+            v.verify(sign(no_exp, Some("h1")).as_bytes()),
+            Err(JwtRejection::MissingClaim)
+        );
+    }
+
+    #[test]
+    fn leeway_covers_small_clock_skew() {
+        let v = verifier(&hs_jwks());
+        let mut c = good_claims();
+        c["exp"] = (now() - 2).into();
+        assert!(v.verify(sign(c, Some("h1")).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn unknown_kid_alg_none_and_garbage_are_refused() {
+        let v = verifier(&hs_jwks());
+        assert_eq!(
+            v.verify(sign(good_claims(), Some("h2")).as_bytes()),
+            Err(JwtRejection::UnknownKey)
+        );
+        let payload = b64(good_claims().to_string().as_bytes());
+        let none = format!(
+            "{}.{payload}.",
+            b64(br#"{"alg":"none","typ":"JWT","kid":"h1"}"#)
+        );
+        assert_eq!(v.verify(none.as_bytes()), Err(JwtRejection::Algorithm));
+        assert_eq!(
+            v.verify(b"eyJhbGciOi.garbage.x"),
+            Err(JwtRejection::Malformed)
+        );
+        let token = sign(good_claims(), Some("h1"));
+        assert_eq!(
+            v.verify(&token.as_bytes()[..token.len() - 10]),
+            Err(JwtRejection::Signature)
+        );
+        assert_eq!(
+            v.verify(&token.as_bytes()[..40]),
+            Err(JwtRejection::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_token_must_use_the_algorithm_its_key_is_pinned_to() {
+        // An EC key: an HS256 token naming it is refused before any verification.
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = pair.public_key_raw();
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"e1","x":"{}","y":"{}"}}]}}"#,
+            b64(&raw[1..33]),
+            b64(&raw[33..])
+        );
+        let v = verifier(&jwks);
+        assert_eq!(
+            v.verify(sign(good_claims(), Some("e1")).as_bytes()),
+            Err(JwtRejection::Algorithm)
+        );
+        let es = jsonwebtoken::encode(
+            &Header {
+                kid: Some("e1".into()),
+                ..Header::new(Algorithm::ES256)
+            },
+            &good_claims(),
+            &EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.verify(es.as_bytes()).unwrap().subject, "alice");
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped_and_an_empty_set_is_an_error() {
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"oct","kid":"h1","k":"{}"}},{{"kty":"oct","kid":"h5","alg":"HS512","k":"{}"}}]}}"#,
+            b64(SECRET),
+            b64(SECRET)
+        );
+        let keys = KeySet::parse(jwks.as_bytes(), Path::new("x")).unwrap();
+        assert_eq!(keys.kids(), vec!["h1"]);
+        assert!(matches!(
+            KeySet::parse(br#"{"keys":[]}"#, Path::new("x")),
+            Err(JwksError::NoUsableKey { .. })
+        ));
+        assert!(matches!(
+            KeySet::parse(b"nope", Path::new("x")),
+            Err(JwksError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn jwt_shape_is_recognised() {
+        assert!(looks_like_jwt(sign(good_claims(), None).as_bytes()));
+        assert!(!looks_like_jwt(b"static-token-1"));
+    }
+}

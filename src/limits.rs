@@ -1,0 +1,206 @@
+//! Brakes on what one client address can try: failed authentications from an address trip a
+//! backoff that doubles each time it trips again, so guessing tokens is slow while other
+//! addresses are not affected. Session counts per principal and in total live with the
+//! sessions themselves (`routing`).
+//!
+//! IPv6 clients are counted per /64, since one host usually owns a whole /64. Behind a layer-7
+//! load balancer every client shares its address: use a layer-4 one (or none) in front.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::config::LimitsConfig;
+
+/// Addresses tracked at most; beyond this, new addresses are not tracked until the sweep
+/// frees room, so a flood of sources cannot exhaust memory.
+const MAX_TRACKED: usize = 100_000;
+
+/// An address that failed too often and must wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many failed authentications from this address; retry in {} s", retry_after.as_secs().max(1))]
+pub struct Throttled {
+    /// Time left until the address may try again.
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    window_start: Instant,
+    failures: u32,
+    /// How many times the address has tripped; sets the next backoff.
+    strikes: u32,
+    blocked_until: Option<Instant>,
+    last_seen: Instant,
+}
+
+/// Failed-authentication bookkeeping per client address.
+#[derive(Debug)]
+pub struct AuthThrottle {
+    burst: u32,
+    window: Duration,
+    backoff: Duration,
+    backoff_max: Duration,
+    records: DashMap<IpAddr, Record>,
+}
+
+impl AuthThrottle {
+    /// A throttle with the configured limits.
+    pub fn new(limits: &LimitsConfig) -> Self {
+        AuthThrottle {
+            burst: limits.failed_auth_burst,
+            window: limits.failed_auth_window,
+            backoff: limits.failed_auth_backoff,
+            backoff_max: limits.failed_auth_backoff_max,
+            records: DashMap::new(),
+        }
+    }
+
+    /// Whether `ip` may attempt to authenticate now. Checked before the token is looked at,
+    /// so a blocked address learns nothing about its guesses.
+    ///
+    /// # Errors
+    /// [`Throttled`] while the address is backing off.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Throttled> {
+        match self.records.get(&key(ip)).and_then(|r| r.blocked_until) {
+            Some(until) if until > now => Err(Throttled {
+                retry_after: until - now,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failed authentication; returns the backoff if this one tripped it.
+    pub fn failed(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let key = key(ip);
+        if self.records.len() >= MAX_TRACKED && !self.records.contains_key(&key) {
+            return None;
+        }
+        let mut record = self.records.entry(key).or_insert(Record {
+            window_start: now,
+            failures: 0,
+            strikes: 0,
+            blocked_until: None,
+            last_seen: now,
+        });
+        if now.saturating_duration_since(record.window_start) >= self.window {
+            record.window_start = now;
+            record.failures = 0;
+        }
+        record.failures += 1;
+        record.last_seen = now;
+        if record.failures < self.burst {
+            return None;
+        }
+        let backoff = self
+            .backoff
+            .saturating_mul(1u32 << record.strikes.min(16))
+            .min(self.backoff_max);
+        record.strikes = record.strikes.saturating_add(1);
+        record.failures = 0;
+        record.window_start = now;
+        record.blocked_until = Some(now + backoff);
+        Some(backoff)
+    }
+
+    /// Forgets addresses quiet for longer than the window and the longest backoff, so the
+    /// doubling restarts for an address that behaved for that long.
+    pub fn sweep(&self, now: Instant) {
+        let quiet = self.window + self.backoff_max;
+        self.records.retain(|_, r| {
+            let blocked = r.blocked_until.is_some_and(|u| u > now);
+            blocked || now.saturating_duration_since(r.last_seen) < quiet
+        });
+    }
+
+    /// Addresses tracked.
+    pub fn tracked(&self) -> usize {
+        self.records.len()
+    }
+}
+
+/// IPv4 as is; IPv6 by its /64 (IPv4-mapped addresses as IPv4).
+fn key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttle() -> AuthThrottle {
+        AuthThrottle::new(&LimitsConfig {
+            failed_auth_burst: 3,
+            failed_auth_window: Duration::from_secs(60),
+            failed_auth_backoff: Duration::from_secs(5),
+            failed_auth_backoff_max: Duration::from_secs(12),
+            ..LimitsConfig::default()
+        })
+    }
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn a_burst_of_failures_blocks_that_address_only() {
+        let t = throttle();
+        let t0 = Instant::now();
+        assert_eq!(t.failed(A, t0), None);
+        assert_eq!(t.failed(A, t0), None);
+        assert_eq!(t.failed(A, t0), Some(Duration::from_secs(5)));
+        assert!(t.check(A, t0 + Duration::from_secs(4)).is_err());
+        assert!(t.check(B, t0).is_ok());
+        assert!(t.check(A, t0 + Duration::from_secs(5)).is_ok());
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_cap() {
+        let t = throttle();
+        let mut now = Instant::now();
+        let mut trips = Vec::new();
+        for _ in 0..4 {
+            for _ in 0..3 {
+                if let Some(b) = t.failed(A, now) {
+                    trips.push(b.as_secs());
+                }
+            }
+            now += Duration::from_secs(20);
+        }
+        assert_eq!(trips, vec![5, 10, 12, 12]);
+    }
+
+    #[test]
+    fn failures_spread_beyond_the_window_do_not_trip() {
+        let t = throttle();
+        let mut now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(t.failed(A, now), None);
+            assert_eq!(t.failed(A, now), None);
+            now += Duration::from_secs(61);
+        }
+    }
+
+    #[test]
+    fn ipv6_is_counted_per_64_and_quiet_addresses_are_forgotten() {
+        let t = throttle();
+        let now = Instant::now();
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2".parse().unwrap();
+        t.failed(a, now);
+        t.failed(b, now);
+        assert_eq!(t.failed(a, now), Some(Duration::from_secs(5)));
+        assert_eq!(t.tracked(), 1);
+        t.sweep(now + Duration::from_secs(100));
+        assert_eq!(t.tracked(), 0);
+    }
+}
