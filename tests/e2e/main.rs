@@ -10,3 +10,4 @@ mod lifecycle;
 mod pinning;
 mod refusals;
 mod secrets;
+mod security;

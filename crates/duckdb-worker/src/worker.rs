@@ -206,11 +206,19 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     }
     // In a database of its own, so it is per worker even when the default database is a lake
     // that all workers share.
-    conn.execute_batch(&format!(
-        "ATTACH ':memory:' AS quackgate; CREATE MACRO quackgate.main.worker_id() AS {};",
-        sql_literal(&spec.worker_id)
-    ))
-    .map_err(step("creating quackgate.worker_id()"))?;
+    let macro_body = format!("worker_id() AS {}", sql_literal(&spec.worker_id));
+    if spec.read_only {
+        attach_read_only_identity(
+            &conn,
+            &spec.worker_id,
+            &format!("CREATE MACRO {macro_body};"),
+        )?;
+    } else {
+        conn.execute_batch(&format!(
+            "ATTACH ':memory:' AS quackgate; CREATE MACRO quackgate.main.{macro_body};"
+        ))
+        .map_err(step("creating quackgate.worker_id()"))?;
+    }
     for sql in &spec.init_sql {
         conn.execute_batch(sql)
             .map_err(step("running workers.init_sql"))?;
@@ -273,6 +281,43 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
         watch,
         server_watch,
     })
+}
+
+/// A read-only DuckDB instance cannot hold a writable in-memory database, and a writable one
+/// would be a place a read-only session could change. So the identity macro goes into a small
+/// database file made by a separate instance, attached READ_ONLY, and unlinked at once (the
+/// open file stays readable).
+fn attach_read_only_identity(
+    conn: &Connection,
+    worker_id: &str,
+    macro_sql: &str,
+) -> Result<(), WorkerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let io = |what| move |source| WorkerError::Io { what, source };
+    let dir = std::env::temp_dir().join(format!(
+        "quackgate-identity-{}-{}",
+        worker_id.replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io("creating the identity folder"))?;
+    let path = dir.join("quackgate.duckdb");
+    let result = (|| {
+        let step = |step| move |source| WorkerError::DuckDb { step, source };
+        Connection::open(&path)
+            .and_then(|meta| meta.execute_batch(macro_sql))
+            .map_err(step("writing quackgate.worker_id()"))?;
+        conn.execute_batch(&format!(
+            "ATTACH {} AS quackgate (READ_ONLY);",
+            sql_literal(&path.to_string_lossy())
+        ))
+        .map_err(step("attaching quackgate.worker_id()"))
+    })();
+    std::fs::remove_dir_all(&dir).map_err(io("removing the identity folder"))?;
+    result
 }
 
 /// Quotes a string as a SQL literal.

@@ -1,0 +1,706 @@
+//! Authentication and authorization through the gateway with the real DuckDB client: JWTs of
+//! every supported algorithm and every way a token can be wrong, read-only principals on
+//! read-only workers, key rotation, session expiry, and the limits.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+use crate::ducklake::{data_dir, start_catalog};
+use crate::support::{
+    connection_request, python_attach, quack_post, random_hex, wait_until, Gateway, GatewayOptions,
+};
+
+const ISSUER: &str = "https://idp.test";
+const AUDIENCE: &str = "quackgate-test";
+
+/// Signing keys of every supported kind, and a JWKS with their public halves.
+struct Keys {
+    dir: tempfile::TempDir,
+    jwks: PathBuf,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |name: &str| dir.path().join(name);
+        std::fs::write(p("hs.secret"), random_hex()).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let rsa = p("rsa.pem").display().to_string();
+        openssl(&["genrsa", "-traditional", "-out", &rsa, "2048"]);
+        let rsa_pub = p("rsa-pub.pem").display().to_string();
+        openssl(&["rsa", "-in", &rsa, "-pubout", "-out", &rsa_pub]);
+        let modulus = openssl(&["rsa", "-in", &rsa, "-noout", "-modulus"]);
+        let modulus = hex::decode(modulus.trim().trim_start_matches("Modulus=")).unwrap();
+        let mut jwks = vec![
+            serde_json::json!({"kty": "oct", "kid": "hs", "alg": "HS256",
+                "k": b64(std::fs::read_to_string(p("hs.secret")).unwrap().as_bytes())}),
+            serde_json::json!({"kty": "RSA", "kid": "rsa", "n": b64(&modulus), "e": "AQAB"}),
+        ];
+        for (name, alg) in [
+            ("es", &rcgen::PKCS_ECDSA_P256_SHA256),
+            ("ed", &rcgen::PKCS_ED25519),
+        ] {
+            let pair = rcgen::KeyPair::generate_for(alg).unwrap();
+            std::fs::write(p(&format!("{name}.pem")), pair.serialize_pem()).unwrap();
+            jwks.push(quackgate::dev_init::public_jwk(&pair, name).unwrap());
+        }
+        // A key the JWKS does not hold, for the wrong-signature case.
+        let stranger = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        std::fs::write(p("stranger.pem"), stranger.serialize_pem()).unwrap();
+        let keys = Keys {
+            jwks: p("jwks.json"),
+            dir,
+        };
+        keys.write_jwks(&jwks);
+        keys
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write_jwks(&self, keys: &[serde_json::Value]) {
+        // Written aside and renamed, as an operator's tooling would, so no read sees half.
+        let tmp = self.path("jwks.json.tmp");
+        std::fs::write(&tmp, serde_json::json!({ "keys": keys }).to_string()).unwrap();
+        std::fs::rename(tmp, &self.jwks).unwrap();
+    }
+
+    fn jwt_toml(&self, extra: &str) -> String {
+        format!(
+            "[auth.jwt]\njwks_file = \"{}\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n{extra}\n",
+            self.jwks.display()
+        )
+    }
+
+    /// A token made by `quackgate token`, the way an operator makes one.
+    fn cli_token(&self, key: &str, alg: &str, kid: &str, role: &str, ttl: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_quackgate"))
+            .args(["token", "--key"])
+            .arg(self.path(key))
+            .args([
+                "--alg",
+                alg,
+                "--kid",
+                kid,
+                "--subject",
+                "alice",
+                "--role",
+                role,
+            ])
+            .args(["--ttl", ttl, "--issuer", ISSUER, "--audience", AUDIENCE])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(stdout.contains("CREATE SECRET (TYPE quack"), "{stdout}");
+        stdout.lines().next().unwrap().to_string()
+    }
+
+    /// A token signed here, with any header and claims.
+    fn signed(
+        &self,
+        alg: Algorithm,
+        key: EncodingKey,
+        kid: &str,
+        claims: serde_json::Value,
+    ) -> String {
+        let header = Header {
+            kid: Some(kid.into()),
+            ..Header::new(alg)
+        };
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    fn es_key(&self, name: &str) -> EncodingKey {
+        EncodingKey::from_ec_pem(&std::fs::read(self.path(name)).unwrap()).unwrap()
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+fn claims(role: &str) -> serde_json::Value {
+    serde_json::json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "role": role})
+}
+
+/// Attaches with `token` and runs `sql`; returns the CLI's stderr when it fails.
+fn attach_error(gw: &Gateway, token: &str) -> Option<String> {
+    let out = gw.cli_with_token(token, "FROM r.query('SELECT 42');");
+    (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn every_bad_token_is_refused_with_a_clear_error_and_every_algorithm_is_accepted() {
+    let keys = Keys::new();
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        // Many failures from one address on purpose: the backoff is tested elsewhere.
+        extra_toml: format!("{}[limits]\nfailed_auth_burst = 10000\n", keys.jwt_toml("")),
+        ..Default::default()
+    });
+
+    for (key, alg, kid) in [
+        ("hs.secret", "HS256", "hs"),
+        ("rsa.pem", "RS256", "rsa"),
+        ("es.pem", "ES256", "es"),
+        ("ed.pem", "EdDSA", "ed"),
+    ] {
+        let token = keys.cli_token(key, alg, kid, "read_write", "10m");
+        assert_eq!(
+            gw.cli_with_token(&token, "FROM r.query('SELECT 42');")
+                .stdout,
+            b"42\n",
+            "a valid {alg} token was refused: {:?}",
+            attach_error(&gw, &token)
+        );
+    }
+    assert_eq!(
+        gw.cli_ok("FROM r.query('SELECT 42');"),
+        vec!["42"],
+        "static tokens keep working"
+    );
+
+    let es = |c: serde_json::Value| keys.signed(Algorithm::ES256, keys.es_key("es.pem"), "es", c);
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = claims("read_write");
+        c[k] = v;
+        c
+    };
+    let rsa_public = std::fs::read(keys.path("rsa-pub.pem")).unwrap();
+    let good = es(claims("read_write"));
+    let mut one_changed = gw.token.clone().into_bytes();
+    let last = one_changed.len() - 1;
+    one_changed[last] = if one_changed[last] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
+    let payload = b64(claims("read_write").to_string().as_bytes());
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "expired",
+            es(with("exp", (now() - 3600).into())),
+            "token expired",
+        ),
+        (
+            "not yet valid",
+            es(with("nbf", (now() + 3600).into())),
+            "not yet valid",
+        ),
+        (
+            "wrong audience",
+            es(with("aud", "someone-else".into())),
+            "wrong token audience",
+        ),
+        (
+            "wrong issuer",
+            es(with("iss", "https://evil.test".into())),
+            "wrong token issuer",
+        ),
+        (
+            "unknown role",
+            es(with("role", "admin".into())),
+            "unknown role",
+        ),
+        (
+            "unknown kid",
+            keys.signed(
+                Algorithm::ES256,
+                keys.es_key("es.pem"),
+                "nope",
+                claims("read_write"),
+            ),
+            "unknown signing key",
+        ),
+        (
+            "wrong signature",
+            keys.signed(
+                Algorithm::ES256,
+                keys.es_key("stranger.pem"),
+                "es",
+                claims("read_write"),
+            ),
+            "invalid token signature",
+        ),
+        (
+            "alg=none",
+            format!(
+                "{}.{payload}.",
+                b64(br#"{"alg":"none","typ":"JWT","kid":"es"}"#)
+            ),
+            "algorithm not allowed",
+        ),
+        (
+            "HS256 signed with the RSA public key",
+            keys.signed(
+                Algorithm::HS256,
+                EncodingKey::from_secret(&rsa_public),
+                "rsa",
+                claims("read_write"),
+            ),
+            "algorithm not allowed",
+        ),
+        (
+            "truncated",
+            good[..good.len() - 12].to_string(),
+            // A cut signature is either bad base64 (malformed) or fails to verify.
+            "Authentication failed: ",
+        ),
+        ("garbage JWT", "eyJ%%%.garbage.x".into(), "malformed token"),
+        (
+            "garbage",
+            "not-a-token-at-all".into(),
+            "Authentication failed",
+        ),
+        (
+            "static token with one character changed",
+            String::from_utf8(one_changed).unwrap(),
+            "Authentication failed",
+        ),
+    ];
+    for (case, token, expected) in &cases {
+        let error =
+            attach_error(&gw, token).unwrap_or_else(|| panic!("{case}: the token was accepted"));
+        assert!(
+            error.contains(expected),
+            "{case}: expected {expected:?}, got: {error}"
+        );
+    }
+    assert_eq!(
+        gw.log().matches("quack request refused").count(),
+        0,
+        "refusals are logged at debug only"
+    );
+}
+
+/// A catalog plus a gateway with one read-write and one read-only worker on one lake, a
+/// read-only static token, and JWTs.
+struct RoStack {
+    gateway: Gateway,
+    _catalog: Gateway,
+    _shared: tempfile::TempDir,
+    reader: String,
+    keys: Keys,
+}
+
+fn ro_stack() -> RoStack {
+    let shared = tempfile::tempdir().unwrap();
+    let catalog_token = format!("cat-{}", random_hex());
+    std::fs::write(shared.path().join("catalog-token"), &catalog_token).unwrap();
+    let catalog = start_catalog(shared.path(), &catalog_token, None);
+    let keys = Keys::new();
+    let reader = format!("reader-{}", random_hex());
+    let gateway = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_workers_toml: format!(
+            "read_only_count = 1\n[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\ndata_path = \"{data}\"\n",
+            port = catalog.plain.port(),
+            token = shared.path().join("catalog-token").display(),
+            data = data_dir(shared.path()).display(),
+        ),
+        extra_toml: format!(
+            "[[auth.static_tokens]]\nname = \"reader\"\nsha256 = \"{}\"\nrole = \"read_only\"\n{}",
+            quackgate::auth::hash_token(&reader),
+            keys.jwt_toml("")
+        ),
+        ..Default::default()
+    });
+    RoStack {
+        gateway,
+        _catalog: catalog,
+        _shared: shared,
+        reader,
+        keys,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
+    let stack = ro_stack();
+    let gw = &stack.gateway;
+    gw.cli_ok("CREATE TABLE r.facts AS SELECT range AS id FROM range(100);");
+    let census = "FROM r.query('SELECT count(*), sum(id) FROM facts');";
+    assert_eq!(gw.cli_ok(census), vec!["100,4950"]);
+
+    let jwt_reader = stack
+        .keys
+        .cli_token("es.pem", "ES256", "es", "read_only", "10m");
+    for token in [&stack.reader, &jwt_reader] {
+        let out = gw.cli_with_token(
+            token,
+            &format!("FROM r.query('SELECT quackgate.worker_id()');\n{census}"),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "n0.w1\n100,4950\n",
+            "a read-only session reads, on the read-only worker: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let outside = tempfile::tempdir().unwrap();
+    let attached = outside.path().join("other.duckdb");
+    let copied = outside.path().join("out.csv");
+    let port = free_port();
+    let attempts = [
+        "CREATE TABLE r.intruder (i INTEGER);".to_string(),
+        "INSERT INTO r.facts VALUES (1000);".into(),
+        "FROM r.query('CREATE TABLE intruder (i INTEGER)');".into(),
+        "FROM r.query('INSERT INTO facts VALUES (1000)');".into(),
+        "FROM r.query('UPDATE facts SET id = 0');".into(),
+        "FROM r.query('DELETE FROM facts');".into(),
+        "FROM r.query('DROP TABLE facts');".into(),
+        format!(
+            "FROM r.query('ATTACH ''{}'' AS other');",
+            attached.display()
+        ),
+        format!(
+            "FROM r.query('COPY (SELECT 1) TO ''{}''');",
+            copied.display()
+        ),
+        "FROM r.query('INSTALL spatial');".into(),
+        "FROM r.query('LOAD spatial');".into(),
+        "FROM r.query('SET GLOBAL threads = 1');".into(),
+        "FROM r.query('SET access_mode = ''READ_WRITE''');".into(),
+        format!(
+            "FROM r.query('CALL quack_serve(''quack:127.0.0.1:{port}'', token => ''abcd1234'')');"
+        ),
+    ];
+    for sql in &attempts {
+        let out = gw.cli_with_token(&stack.reader, sql);
+        assert!(
+            !out.status.success(),
+            "a read-only token ran {sql}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert!(
+        !attached.exists() && !copied.exists(),
+        "a read-only session wrote a file"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "quack_serve opened a server for a read-only session"
+    );
+    assert_eq!(gw.cli_ok(census), vec!["100,4950"], "the lake changed");
+
+    // The same writes with a read-write token succeed.
+    gw.cli_ok(
+        "FROM r.query('CREATE TABLE scratch (i INTEGER)');\n\
+         FROM r.query('INSERT INTO facts VALUES (1000)');\n\
+         FROM r.query('UPDATE facts SET id = id + 1 WHERE id = 1000');\n\
+         FROM r.query('DELETE FROM facts WHERE id = 1001');\n\
+         FROM r.query('DROP TABLE scratch');",
+    );
+    assert_eq!(gw.cli_ok(census), vec!["100,4950"]);
+    // A read-write session is not allowed to open servers either (seccomp in every worker).
+    let out = gw.cli(&format!(
+        "FROM r.query('CALL quack_serve(''quack:127.0.0.1:{port}'', token => ''abcd1234'')');"
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Failed to bind"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Python client that attaches, runs one query, then a second once `go` exists; prints the
+/// result or the error of each.
+fn spawn_python_session(
+    gw: &Gateway,
+    token: &str,
+    go: &Path,
+    wait_secs: u64,
+) -> std::process::Child {
+    let script = format!(
+        r#"{attach}
+import os, sys, time
+def run(sql):
+    try:
+        print(con.execute(sql).fetchall()[0][0], flush=True)
+    except Exception as e:
+        print("ERROR", str(e).replace("\n", " "), flush=True)
+run("FROM r.query('SELECT 1')")
+deadline = time.time() + {wait_secs}
+while not os.path.exists("{go}"):
+    if time.time() > deadline:
+        sys.exit("never told to go on")
+    time.sleep(0.05)
+run("FROM r.query('SELECT 2')")
+"#,
+        attach = python_attach(&gw.toolchain, &gw.ca, token, gw.https.port()),
+        go = go.display(),
+    );
+    Command::new(gw.toolchain.python())
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn read_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut reader = BufReader::new(stdout);
+    reader.read_line(&mut line).unwrap();
+    if line.is_empty() {
+        let mut err = String::new();
+        child
+            .stderr
+            .as_mut()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        panic!("the Python client ended early: {err}");
+    }
+    line.trim().to_string()
+}
+
+#[test]
+fn keys_rotate_without_a_restart_and_sessions_end_with_their_token() {
+    let keys = Keys::new();
+    let es_jwk = |name: &str| {
+        let jwks: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&keys.jwks).unwrap()).unwrap();
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == name)
+            .unwrap()
+            .clone()
+    };
+    let (es, ed) = (es_jwk("es"), es_jwk("ed"));
+    keys.write_jwks(std::slice::from_ref(&es));
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_toml: keys.jwt_toml("leeway_secs = 0\n"),
+        ..Default::default()
+    });
+    let old = keys.cli_token("es.pem", "ES256", "es", "read_write", "10m");
+    let new = keys.cli_token("ed.pem", "EdDSA", "ed", "read_write", "10m");
+    assert!(attach_error(&gw, &new).is_some_and(|e| e.contains("unknown signing key")));
+
+    let go = gw.dir.path().join("go");
+    let mut session = spawn_python_session(&gw, &old, &go, 120);
+    assert_eq!(read_line(&mut session), "1");
+
+    // Rotate: add the new key, remove the old one; no restart.
+    keys.write_jwks(std::slice::from_ref(&ed));
+    wait_until(
+        "the JWKS reload to refuse the old key",
+        Duration::from_secs(30),
+        || attach_error(&gw, &old).is_some_and(|e| e.contains("unknown signing key")),
+    );
+    assert_eq!(
+        attach_error(&gw, &new),
+        None,
+        "the new key must be accepted"
+    );
+    assert!(gw.log().contains("JWKS reloaded"), "{}", gw.log());
+    // Documented rule: an open session lives until its own token expires, whatever the keys.
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(read_line(&mut session), "2");
+    assert!(session.wait().unwrap().success());
+
+    // A session ends when its token does (auth.jwt.session_expiry = "end", the default).
+    let short = keys.cli_token("ed.pem", "EdDSA", "ed", "read_write", "4s");
+    let exp: u64 = {
+        use base64::Engine;
+        let payload = short.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        claims["exp"].as_u64().unwrap()
+    };
+    let go_late = gw.dir.path().join("go-late");
+    let mut session = spawn_python_session(&gw, &short, &go_late, 120);
+    assert_eq!(read_line(&mut session), "1");
+    wait_until("the short token to expire", Duration::from_secs(30), || {
+        now() > exp + 1
+    });
+    std::fs::write(&go_late, "").unwrap();
+    let after = read_line(&mut session);
+    assert!(
+        after.contains("has expired") && after.contains("ATTACH again"),
+        "{after}"
+    );
+}
+
+/// A raw Quack POST from source address `from`, as a client on another host would send it.
+fn quack_post_from(from: &str, to: SocketAddr, body: &[u8]) -> Vec<u8> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /quack HTTP/1.1\r\nHost: {to}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    response[split + 4..].to_vec()
+}
+
+fn error_text(body: &[u8]) -> String {
+    quackgate::quack::codec::error_message(body)
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn limits_refuse_the_extra_connection_and_a_burst_of_bad_tokens_from_one_address() {
+    let other = format!("other-{}", random_hex());
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_toml: format!(
+            "[[auth.static_tokens]]\nname = \"other\"\nsha256 = \"{}\"\n[limits]\nmax_sessions_per_principal = 2\nfailed_auth_burst = 3\nfailed_auth_backoff_secs = 120\n",
+            quackgate::auth::hash_token(&other)
+        ),
+        ..Default::default()
+    });
+    let connect = |token: &str| quack_post(gw.plain, connection_request(token)).1;
+    let first = connect(&gw.token);
+    let second = connect(&gw.token);
+    assert_eq!(error_text(&first), "");
+    assert_eq!(error_text(&second), "");
+    // The third session of the principal is refused, also for the real client, with the reason.
+    assert!(error_text(&connect(&gw.token)).contains("max_sessions_per_principal"));
+    let refused = attach_error(&gw, &gw.token).expect("the third session was admitted");
+    assert!(refused.contains("max_sessions_per_principal"), "{refused}");
+    // Another principal is unaffected.
+    assert_eq!(
+        gw.cli_with_token(&other, "FROM r.query('SELECT 42');")
+            .stdout,
+        b"42\n"
+    );
+    // A DISCONNECT frees a place.
+    let id = quackgate::quack::codec::decode_header(&first)
+        .unwrap()
+        .connection_id(&first)
+        .unwrap()
+        .to_vec();
+    let disconnect = {
+        use quackgate::quack::codec;
+        let buf = crate::support::fixture("disconnect_request.bin");
+        let header = codec::decode_header(&buf).unwrap();
+        let mut out = codec::rewrite_header(&buf, &header, &id).to_vec();
+        out.extend_from_slice(&buf[header.len..]);
+        out
+    };
+    assert_eq!(quack_post(gw.plain, disconnect).0, 200);
+    assert_eq!(gw.cli_ok("FROM r.query('SELECT 42');"), vec!["42"]);
+
+    // Failed authentications from 127.0.0.2 trip its backoff ...
+    for _ in 0..3 {
+        let body = quack_post_from("127.0.0.2", gw.plain, &connection_request("guess-1234"));
+        assert_eq!(error_text(&body), "Authentication failed");
+    }
+    let body = quack_post_from("127.0.0.2", gw.plain, &connection_request(&other));
+    assert!(
+        error_text(&body).contains("too many failed authentications"),
+        "even a good token waits out the backoff: {}",
+        error_text(&body)
+    );
+    // ... while clients on other addresses carry on.
+    assert_eq!(
+        gw.cli_with_token(&other, "FROM r.query('SELECT 42');")
+            .stdout,
+        b"42\n"
+    );
+    assert!(gw.log().contains("this address backs off"), "{}", gw.log());
+}
+
+#[test]
+fn no_jwt_appears_in_the_log_even_at_debug() {
+    let keys = Keys::new();
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        rust_log: Some("debug"),
+        extra_toml: keys.jwt_toml(""),
+        ..Default::default()
+    });
+    let token = keys.cli_token("es.pem", "ES256", "es", "read_write", "10m");
+    assert_eq!(
+        gw.cli_with_token(&token, "FROM r.query('SELECT 42');")
+            .stdout,
+        b"42\n"
+    );
+    let expired = keys.signed(
+        Algorithm::ES256,
+        keys.es_key("es.pem"),
+        "es",
+        serde_json::json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": now() - 3600, "role": "read_write"}),
+    );
+    assert!(attach_error(&gw, &expired).is_some());
+    let log = gw.log();
+    assert!(
+        log.contains("session opened"),
+        "debug logging was not on:\n{log}"
+    );
+    for secret in [&token, &expired] {
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(
+            !log.contains(signature),
+            "a JWT leaked into the log:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("eyJ"),
+        "something JWT-shaped is in the log:\n{log}"
+    );
+}
