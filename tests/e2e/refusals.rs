@@ -29,7 +29,7 @@ fn issued_ids_are_signed_and_tampered_or_made_up_ids_are_invalid() {
     let gw = Gateway::start();
     let id = open_session(&gw);
     assert!(
-        id.starts_with(b"q1.n0."),
+        id.starts_with(b"q2.n0.0.rw.0."),
         "{}",
         String::from_utf8_lossy(&id)
     );
@@ -38,8 +38,9 @@ fn issued_ids_are_signed_and_tampered_or_made_up_ids_are_invalid() {
     assert_eq!((status, msg_type(&body)), (200, 4), "the real id must work");
 
     let invalid = fixture("error_invalid_connection_id.bin");
-    // Flip one character in each part of the id: version, node, worker, MAC, worker's id.
-    for at in [0, 4, 6, 10, id.len() - 1] {
+    // Flip one character in each part of the id: version, node, worker, access, expiry,
+    // principal, MAC, worker's id.
+    for at in [1, 4, 6, 9, 11, 15, 30, id.len() - 1] {
         let mut tampered = id.clone();
         tampered[at] = if tampered[at] == b'1' { b'0' } else { b'1' };
         let (status, body) = quack_post(gw.plain, prepare_with_id(&tampered));

@@ -205,17 +205,21 @@ pub fn open(
         data = sql_literal(&lake.data_path),
     );
     // Workers of several nodes may create a new lake at the same moment; the losers of that
-    // race succeed on a later try.
+    // race succeed on a later try. Read-only workers never create it.
     let mut tries = 0;
-    while !read_only {
-        match first.execute_batch(&attach) {
-            Ok(()) => break,
-            Err(e) if tries < SETUP_RETRIES => {
-                tries += 1;
-                eprintln!("quackgate worker: attaching the DuckLake catalog (try {tries}): {e}");
-                std::thread::sleep(Duration::from_millis(250 << tries));
+    if !read_only {
+        loop {
+            match first.execute_batch(&attach) {
+                Ok(()) => break,
+                Err(e) if tries < SETUP_RETRIES => {
+                    tries += 1;
+                    eprintln!(
+                        "quackgate worker: attaching the DuckLake catalog (try {tries}): {e}"
+                    );
+                    std::thread::sleep(Duration::from_millis(250 << tries));
+                }
+                Err(e) => return Err(step("attaching the DuckLake catalog")(e)),
             }
-            Err(e) => return Err(step("attaching the DuckLake catalog")(e)),
         }
     }
     drop(first);
