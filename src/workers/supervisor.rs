@@ -15,7 +15,9 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quackgate_duckdb::{DuckLakeSpec, WorkerSpec, WorkerStatus, EXIT_CATALOG_LOST};
+use quackgate_duckdb::{
+    DuckLakeSpec, WorkerSpec, WorkerStatus, EXIT_CATALOG_LOST, EXIT_SERVER_STOPPED,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::oneshot;
@@ -347,6 +349,9 @@ impl PortReservation {
 fn describe_exit(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
+        (Some(EXIT_SERVER_STOPPED), _) => {
+            format!("exit code {EXIT_SERVER_STOPPED}: its Quack server was stopped (quack_stop from client SQL)")
+        }
         (Some(EXIT_CATALOG_LOST), _) => {
             format!("exit code {EXIT_CATALOG_LOST}: DuckLake catalog lost")
         }

@@ -704,3 +704,23 @@ fn no_jwt_appears_in_the_log_even_at_debug() {
         "something JWT-shaped is in the log:\n{log}"
     );
 }
+
+#[test]
+fn a_client_that_stops_its_workers_server_gets_a_fresh_worker() {
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        ..Default::default()
+    });
+    let uri = gw.cli_ok("FROM r.query('SELECT listen_uri FROM quack_server_list()');");
+    assert_eq!(uri.len(), 1, "{uri:?}");
+    // The answer may or may not arrive: the server stops under the request.
+    let _ = gw.cli(&format!("FROM r.query('CALL quack_stop(''{}'')');", uri[0]));
+    wait_until(
+        "the supervisor to replace the worker",
+        Duration::from_secs(30),
+        || gw.log().contains("quack_stop from client SQL"),
+    );
+    wait_until("a new session to work", Duration::from_secs(60), || {
+        gw.cli("FROM r.query('SELECT 42');").stdout == b"42\n"
+    });
+}
