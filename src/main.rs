@@ -252,7 +252,12 @@ fn token(args: TokenArgs) -> ExitCode {
                 "CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:{}');",
                 args.host
             );
-            println!("ATTACH 'quack:{}' AS r;", args.host);
+            // DuckDB speaks plain HTTP to loopback names unless told otherwise.
+            let loopback = ["localhost", "127.", "[::1]"]
+                .iter()
+                .any(|p| args.host.starts_with(p));
+            let tls = if loopback { " (DISABLE_SSL false)" } else { "" };
+            println!("ATTACH 'quack:{}' AS r{tls};", args.host);
             ExitCode::SUCCESS
         }
         Err(e) => fail(e.to_string()),
