@@ -336,20 +336,11 @@ mod tests {
             first.index, second.index,
             "second session must go to the idle worker"
         );
-        table.opened(
-            b"b",
-            second,
-            second.generation(),
-            now,
-            table.reserve(&p()).unwrap(),
-        );
-        table.opened(
-            b"b",
-            second,
-            second.generation(),
-            now,
-            table.reserve(&p()).unwrap(),
-        );
+        for _ in 0..2 {
+            let reservation = table.reserve(&p()).unwrap();
+            table.opened(b"b", second, second.generation(), now, reservation);
+        }
+        assert_eq!(table.principal_sessions("p"), 2, "the repeat gave its place back");
         assert_eq!(
             second.session_count(),
             1,
