@@ -3,7 +3,8 @@
 //! `/healthz` is 200 while the process runs. `/readyz` is 200 only while every worker serves
 //! and the gateway is not draining, so a load balancer stops sending new clients before a
 //! drain and while a worker restarts. `/status` lists this node's workers (readiness, sessions,
-//! restarts) and known peers. Bodies never say anything about the host or platform.
+//! restarts) and known peers; `/metrics` is the Prometheus text format. Bodies never say
+//! anything about the host or platform.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,7 +23,12 @@ pub async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let mut content_type = "text/plain; charset=utf-8";
     let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            content_type = "text/plain; version=0.0.4; charset=utf-8";
+            (StatusCode::OK, state.metrics.render(&state))
+        }
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
         (&Method::GET, "/readyz") => {
             let ready = state.workers.ready_count();
@@ -43,7 +49,7 @@ pub async fn handle(
     };
     Ok(Response::builder()
         .status(status)
-        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(CONTENT_TYPE, content_type)
         .header(CONTENT_LENGTH, body.len())
         .body(full(Bytes::from(body)))
         .expect("valid by construction"))

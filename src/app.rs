@@ -19,6 +19,7 @@ use crate::auth::{Authenticator, WorkerToken};
 use crate::cluster::Cluster;
 use crate::config::{Config, Role};
 use crate::limits::AuthThrottle;
+use crate::metrics::Metrics;
 use crate::proxy::Origin;
 use crate::routable_id::{IdSigner, SECRET_BYTES};
 use crate::routing::SessionTable;
@@ -110,6 +111,8 @@ pub struct AppState {
     pub peer_requests: AtomicU64,
     /// Failed-authentication backoff per client address.
     pub throttle: Arc<AuthThrottle>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
     /// `Some(leeway)` when sessions end with their JWT (`auth.jwt.session_expiry = "end"`).
     pub session_expiry_leeway: Option<Duration>,
     /// Set when the drain starts; `/readyz` then answers 503.
@@ -227,6 +230,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         }),
         peer_requests: AtomicU64::new(0),
         throttle: throttle.clone(),
+        metrics: Metrics::new(),
         session_expiry_leeway,
         draining: AtomicBool::new(false),
     });

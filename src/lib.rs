@@ -19,7 +19,8 @@
 //! - `upstream`: the pooled HTTP client to workers.
 //! - `workers`: worker slots; `workers::supervisor` runs the processes, `workers::health`
 //!   probes them.
-//! - `admin`: `/healthz` and `/readyz`.
+//! - `admin`: `/healthz`, `/readyz`, `/status` and `/metrics`.
+//! - `metrics`: the Prometheus metrics.
 //! - `shutdown`: signals to a cancellation token.
 //! - `telemetry`: logging.
 //! - `dev_init`: local CA, certificate, token and config for the local stack and the tests.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod dev_init;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod proxy;
 pub mod quack;
 pub mod routable_id;

@@ -84,9 +84,18 @@ pub async fn handle(
         },
         (&Method::POST, QUACK_PATH) => {
             let started = Instant::now();
-            match forward(&state, origin, req).await {
+            let mut msg_type = None;
+            let result = forward(&state, origin, req, &mut msg_type).await;
+            if let Some(t) = msg_type {
+                state.metrics.answered(t, started.elapsed());
+            }
+            match result {
                 Ok(response) => response,
                 Err(e) => {
+                    state.metrics.error(e.kind());
+                    if let GatewayError::Auth(why) = &e {
+                        state.metrics.auth_failure(why.reason());
+                    }
                     match e.side() {
                         Side::Client => {
                             debug!(error = %e, error.kind = e.kind(), "quack request refused")
@@ -126,10 +135,12 @@ enum Outgoing {
     },
 }
 
+/// `msg_type` is set to the message's type name as soon as the header is read.
 async fn forward(
     state: &AppState,
     origin: Origin,
     req: Request<Incoming>,
+    msg_type: &mut Option<&'static str>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let limit = state.max_body_bytes;
     let declared_length = declared_length(req.headers(), limit)?;
@@ -141,10 +152,16 @@ async fn forward(
         usize::try_from(limit).unwrap_or(usize::MAX),
     );
     let (prefix, header) = with_client_timeout(read_header(&mut body, limit)).await?;
-    debug!(
-        quack.msg_type = msg_type::name(header.msg_type),
-        "quack request"
+    let type_name = msg_type::name(header.msg_type);
+    *msg_type = Some(type_name);
+    state.metrics.request(
+        type_name,
+        match origin {
+            Origin::Client => "client",
+            Origin::Peer => "peer",
+        },
     );
+    debug!(quack.msg_type = type_name, "quack request");
 
     if origin == Origin::Peer {
         // Peers only ever forward messages of existing sessions, never new ones.
@@ -309,6 +326,7 @@ async fn connect(
     state
         .sessions
         .opened(&id, worker, generation, Instant::now(), reservation);
+    state.metrics.session_opened(principal.access.as_str());
     debug!(
         principal.name = %principal.name,
         principal.access = principal.access.as_str(),

@@ -340,7 +340,11 @@ mod tests {
             let reservation = table.reserve(&p()).unwrap();
             table.opened(b"b", second, second.generation(), now, reservation);
         }
-        assert_eq!(table.principal_sessions("p"), 2, "the repeat gave its place back");
+        assert_eq!(
+            table.principal_sessions("p"),
+            2,
+            "the repeat gave its place back"
+        );
         assert_eq!(
             second.session_count(),
             1,

@@ -663,6 +663,25 @@ fn limits_refuse_the_extra_connection_and_a_burst_of_bad_tokens_from_one_address
         b"42\n"
     );
     assert!(gw.log().contains("this address backs off"), "{}", gw.log());
+
+    // The same story in the metrics.
+    let (status, metrics) = gw.admin_get("/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "quackgate_auth_failures_total{reason=\"unknown\"} 3",
+        "quackgate_request_errors_total{kind=\"auth_throttled\"} 1",
+        "quackgate_request_errors_total{kind=\"principal_session_limit\"} 2",
+        "quackgate_worker_ready{access=\"read_write\",worker=\"n0.w0\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
+    let opened = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("quackgate_sessions_opened_total{access=\"read_write\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(opened.is_some_and(|n| n >= 4), "{metrics}");
+    assert!(metrics.contains("quackgate_requests_total{msg_type=\"prepare\",origin=\"client\"}"));
+    assert!(!metrics.contains(&gw.token) && !metrics.contains(&other));
 }
 
 #[test]
