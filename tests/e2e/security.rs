@@ -341,6 +341,20 @@ fn ro_stack() -> RoStack {
     }
 }
 
+fn find_parquet(dir: &Path) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_parquet(&path) {
+                return Some(found);
+            }
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            return Some(path);
+        }
+    }
+    None
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -373,6 +387,9 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         );
     }
 
+    let lake_data = data_dir(stack._shared.path());
+    let lake_file = find_parquet(&lake_data).expect("the lake holds a Parquet file");
+    let lake_bytes = std::fs::read(&lake_file).unwrap();
     let outside = tempfile::tempdir().unwrap();
     let attached = outside.path().join("other.duckdb");
     let copied = outside.path().join("out.csv");
@@ -393,6 +410,15 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('COPY (SELECT 1) TO ''{}''');",
             copied.display()
         ),
+        // Inside the lake's data folder, which a locked-down worker may read.
+        format!(
+            "FROM r.query('COPY (SELECT 1) TO ''{}''');",
+            lake_data.join("planted.csv").display()
+        ),
+        format!(
+            "FROM r.query('COPY (SELECT 42 AS id) TO ''{}'' (FORMAT parquet)');",
+            lake_file.display()
+        ),
         "FROM r.query('INSTALL spatial');".into(),
         "FROM r.query('LOAD spatial');".into(),
         "FROM r.query('SET GLOBAL threads = 1');".into(),
@@ -412,6 +438,15 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
     assert!(
         !attached.exists() && !copied.exists(),
         "a read-only session wrote a file"
+    );
+    assert!(
+        !lake_data.join("planted.csv").exists(),
+        "a read-only session wrote into the lake folder"
+    );
+    assert_eq!(
+        std::fs::read(&lake_file).unwrap(),
+        lake_bytes,
+        "a lake file was overwritten"
     );
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),

@@ -21,6 +21,7 @@ use std::time::Duration;
 use duckdb::{Config, Connection};
 use serde::{Deserialize, Serialize};
 
+use crate::private_dir::PrivateDir;
 use crate::worker::{sql_literal, WorkerError};
 
 /// How often the catalog is checked.
@@ -120,65 +121,23 @@ impl DuckLakeSpec {
     }
 }
 
-/// A private folder removed when dropped.
-struct PrivateDir(PathBuf);
-
-impl PrivateDir {
-    fn create(worker_id: &str) -> std::io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt;
-        let prefix = format!(
-            "quackgate-{}-",
-            worker_id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
-        );
-        // A predecessor killed during its start (say, on a start-up timeout) could not remove
-        // its folder: sweep those whose process is gone, so no token outlives its worker. A
-        // live process's folder may be another gateway's worker of the same name.
-        for entry in std::fs::read_dir(std::env::temp_dir())?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix(&prefix) else {
-                continue;
-            };
-            let gone = pid
-                .parse::<u32>()
-                .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
-            if gone {
-                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                    eprintln!("quackgate worker: removing {}: {e}", entry.path().display());
-                }
-            }
-        }
-        let path = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(PrivateDir(path))
-    }
-}
-
-impl Drop for PrivateDir {
-    fn drop(&mut self) {
-        // Best effort: the folder only ever holds the catalog secret, already loaded.
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("quackgate worker: removing {}: {e}", self.0.display());
-        }
-    }
-}
-
 /// Opens the lake as the main database of a new DuckDB instance configured by `config`;
 /// READ_ONLY for `read_only`, in which case the lake must already exist (the read-write
 /// workers create it).
 pub fn open(
-    worker_id: &str,
+    private: &PrivateDir,
     lake: &DuckLakeSpec,
     read_only: bool,
     config: impl Fn() -> Result<Config, WorkerError>,
 ) -> Result<Connection, WorkerError> {
     let step = |step| move |source| WorkerError::DuckDb { step, source };
-    let secrets = PrivateDir::create(worker_id).map_err(|e| WorkerError::Io {
+    let secrets = private.subdir("secrets").map_err(|e| WorkerError::Io {
         what: "creating the catalog secret folder",
         source: e,
     })?;
     let with_secrets = || -> Result<Config, WorkerError> {
         config()?
-            .with("secret_directory", secrets.0.to_string_lossy())
+            .with("secret_directory", secrets.to_string_lossy())
             .map_err(step("configuring the secret folder"))
     };
     let mut setup = format!(
@@ -238,7 +197,10 @@ pub fn open(
     let conn = Connection::open_with_flags(lake.uri(), config)
         .map_err(step("opening DuckLake as the main database"))?;
     // The secret is loaded by now; the file need not outlive the open.
-    drop(secrets);
+    std::fs::remove_dir_all(&secrets).map_err(|e| WorkerError::Io {
+        what: "removing the catalog secret folder",
+        source: e,
+    })?;
     if let Some(azure) = &lake.azure {
         // A temporary secret lives in this DuckDB instance, so every Quack session's writes
         // to the data path use it.

@@ -9,12 +9,15 @@
 //! - `spec`: what a worker is told to do, and the lines it answers on stdout.
 //! - `worker`: the code that runs inside a worker process.
 //! - `ducklake`: DuckLake as a worker's default database, and the watch on its catalog.
-//! - `sandbox`: the seccomp filter that stops client SQL from opening servers.
+//! - `sandbox`: the seccomp filter that stops client SQL from opening servers, and the Landlock
+//!   rules that keep a read-only worker from writing files.
+//! - `private_dir`: the worker's private folder.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod ducklake;
+mod private_dir;
 mod sandbox;
 mod spec;
 mod worker;

@@ -6,8 +6,18 @@
 //! authentication and roles. A worker never needs to listen again after its own server is up,
 //! so a seccomp filter makes `listen(2)` fail with EPERM for every thread of the process, and
 //! `quack_serve` then fails with DuckDB's own "Failed to bind" error.
+//!
+//! A read-only worker must also write no file: DuckDB's `allowed_directories` lets a locked-down
+//! worker read the lake's data folder, but it grants writing there too (`COPY ... TO` over a
+//! Parquet file of the lake). So before DuckDB starts, a read-only worker confines itself with
+//! Landlock to writing only below its private folder; every thread DuckDB starts inherits that.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+
+use landlock::{
+    path_beneath_rules, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
+};
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
@@ -30,4 +40,24 @@ pub fn deny_listen() -> Result<(), String> {
         BpfProgram::try_from(filter).map_err(|e| format!("compiling the seccomp filter: {e}"))?;
     seccompiler::apply_filter_all_threads(&program)
         .map_err(|e| format!("installing the seccomp filter: {e}"))
+}
+
+/// Lets this thread, and every thread it starts from now on, write only below `dir`.
+///
+/// # Errors
+/// A description of what failed, including a kernel that does not enforce Landlock.
+pub fn confine_writes(dir: &Path) -> Result<(), String> {
+    let write = AccessFs::from_write(ABI::V3);
+    let status = Ruleset::default()
+        .handle_access(write)
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rules(path_beneath_rules([dir], write)))
+        .and_then(|r| r.restrict_self())
+        .map_err(|e| format!("Landlock: {e}"))?;
+    match status.ruleset {
+        RulesetStatus::NotEnforced => {
+            Err("the kernel does not enforce Landlock (Linux 5.13 or later, with landlock in the lsm= list)".into())
+        }
+        RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => Ok(()),
+    }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use duckdb::{Config, Connection};
 
 use crate::ducklake;
+use crate::private_dir::PrivateDir;
 use crate::sandbox;
 use crate::spec::{WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED};
 
@@ -80,9 +81,10 @@ pub fn run_worker() -> Result<(), WorkerError> {
         // DuckDB errors may quote the statement, which names a token: scrub both.
         serve(&spec).map_err(|e| WorkerError::Start(scrub(&e.to_string(), &spec)))
     });
-    let conn = match served {
+    let (conn, private) = match served {
         Ok(Served {
             conn,
+            private,
             port,
             watch,
             server_watch,
@@ -92,7 +94,7 @@ pub fn run_worker() -> Result<(), WorkerError> {
             }
             std::thread::spawn(move || watch_server(server_watch, port));
             report(&WorkerStatus::Ready { port })?;
-            conn
+            (conn, private)
         }
         Err(e) => {
             report(&WorkerStatus::Failed(e.to_string()))?;
@@ -106,6 +108,7 @@ pub fn run_worker() -> Result<(), WorkerError> {
         }
     }
     drop(conn);
+    drop(private);
     Ok(())
 }
 
@@ -133,6 +136,8 @@ fn report(status: &WorkerStatus) -> Result<(), WorkerError> {
 /// lake, what the catalog watch needs.
 struct Served {
     conn: Connection,
+    /// Kept until the worker ends: a read-only worker spills into it.
+    private: PrivateDir,
     port: u16,
     watch: Option<(Connection, String, String)>,
     server_watch: Connection,
@@ -174,6 +179,26 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
         }
     }
     let step = |step| move |source| WorkerError::DuckDb { step, source };
+    let private = PrivateDir::create(&spec.worker_id).map_err(|source| WorkerError::Io {
+        what: "creating the worker's private folder",
+        source,
+    })?;
+    // Before DuckDB starts any thread, so that all of them inherit it.
+    if spec.read_only {
+        sandbox::confine_writes(private.path()).map_err(|e| {
+            WorkerError::Start(format!(
+                "a read-only worker confines its file writes with Landlock and cannot start without it: {e}"
+            ))
+        })?;
+    }
+    let spill = if spec.read_only {
+        Some(private.subdir("tmp").map_err(|source| WorkerError::Io {
+            what: "creating the spill folder",
+            source,
+        })?)
+    } else {
+        None
+    };
     let config = || -> Result<Config, WorkerError> {
         let mut config = Config::default()
             .with("extension_directory", spec.extension_dir.to_string_lossy())
@@ -190,10 +215,15 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
                 .with("memory_limit", limit)
                 .map_err(step("setting memory_limit"))?;
         }
+        if let Some(dir) = &spill {
+            config = config
+                .with("temp_directory", dir.to_string_lossy())
+                .map_err(step("setting temp_directory"))?;
+        }
         Ok(config)
     };
     let conn = match (&spec.ducklake, &spec.database) {
-        (Some(lake), _) => ducklake::open(&spec.worker_id, lake, spec.read_only, config)?,
+        (Some(lake), _) => ducklake::open(&private, lake, spec.read_only, config)?,
         (None, Some(path)) => {
             Connection::open_with_flags(path, config()?).map_err(step("opening the database"))?
         }
@@ -208,11 +238,7 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     // that all workers share.
     let macro_body = format!("worker_id() AS {}", sql_literal(&spec.worker_id));
     if spec.read_only {
-        attach_read_only_identity(
-            &conn,
-            &spec.worker_id,
-            &format!("CREATE MACRO {macro_body};"),
-        )?;
+        attach_read_only_identity(&conn, &private, &format!("CREATE MACRO {macro_body};"))?;
     } else {
         conn.execute_batch(&format!(
             "ATTACH ':memory:' AS quackgate; CREATE MACRO quackgate.main.{macro_body};"
@@ -277,6 +303,7 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     };
     Ok(Served {
         conn,
+        private,
         port: spec.port,
         watch,
         server_watch,
@@ -289,20 +316,12 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
 /// open file stays readable).
 fn attach_read_only_identity(
     conn: &Connection,
-    worker_id: &str,
+    private: &PrivateDir,
     macro_sql: &str,
 ) -> Result<(), WorkerError> {
-    use std::os::unix::fs::DirBuilderExt;
     let io = |what| move |source| WorkerError::Io { what, source };
-    let dir = std::env::temp_dir().join(format!(
-        "quackgate-identity-{}-{}",
-        worker_id.replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
+    let dir = private
+        .subdir("identity")
         .map_err(io("creating the identity folder"))?;
     let path = dir.join("quackgate.duckdb");
     let result = (|| {
