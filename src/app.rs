@@ -105,6 +105,10 @@ pub struct AppState {
     pub upstream: Upstream,
     /// The token workers accept, swapped in for the client's.
     pub worker_token: WorkerToken,
+    /// The catalog's second internal token, swapped in for read-only principals: its worker
+    /// serves both kinds and lets the sessions of this token only read. `None` on gateways,
+    /// whose read-only principals go to read-only workers instead.
+    pub read_only_worker_token: Option<WorkerToken>,
     /// The other gateway nodes, when this node is part of a cluster.
     pub cluster: Option<Arc<Cluster>>,
     /// Requests served for sessions of this node that other nodes forwarded here.
@@ -210,6 +214,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         Some(token) => token.clone(),
         None => WorkerToken::generate().map_err(|e| AppError::Random(e.to_string()))?,
     };
+    let read_only_worker_token = match config.role {
+        Role::Catalog => {
+            Some(WorkerToken::generate().map_err(|e| AppError::Random(e.to_string()))?)
+        }
+        Role::Gateway => None,
+    };
     let state = Arc::new(AppState {
         node_id: config.node_id.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -219,6 +229,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         sessions: sessions.clone(),
         upstream: upstream.clone(),
         worker_token: worker_token.clone(),
+        read_only_worker_token: read_only_worker_token.clone(),
         cluster: config.cluster.as_ref().map(|c| {
             Arc::new(Cluster::new(
                 &config.node_id,
@@ -280,6 +291,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         exe,
         config: config.workers.clone(),
         token: worker_token,
+        read_only_token: read_only_worker_token,
     });
     if let Some(lake) = &config.workers.ducklake {
         if !lake.data_path.contains("://") {

@@ -111,6 +111,7 @@ struct FileCatalog {
 struct FileDuckLake {
     catalog: String,
     catalog_token_file: PathBuf,
+    read_only_catalog_token_file: Option<PathBuf>,
     data_path: String,
     catalog_ca_file: Option<PathBuf>,
     azure: Option<FileAzure>,
@@ -294,6 +295,9 @@ pub struct DuckLakeConfig {
     pub catalog: String,
     /// The catalog's internal token.
     pub catalog_token: WorkerToken,
+    /// The catalog token of read-only workers: a read-only token of the catalog, whose
+    /// sessions the catalog lets only read.
+    pub read_only_catalog_token: Option<WorkerToken>,
     /// Where Parquet files go: a local folder (made if missing) or `az://container/prefix/`.
     pub data_path: String,
     /// CA certificate to trust for an HTTPS catalog.
@@ -489,6 +493,24 @@ fn apply_env_overrides(
         node.insert(last.to_string(), value);
     }
     Ok(())
+}
+
+/// A token of at least 4 characters (DuckDB's minimum) from a file.
+fn read_token(problems: &mut Vec<String>, key: &str, path: &Path) -> Option<WorkerToken> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().len() >= 4 => Some(WorkerToken::fixed(text.trim().to_string())),
+        Ok(_) => {
+            problems.push(format!(
+                "{key}: {} must hold a token of at least 4 characters",
+                path.display()
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{key}: reading {}: {e}", path.display()));
+            None
+        }
+    }
 }
 
 fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
@@ -775,24 +797,18 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             }
         });
     let ducklake = w.ducklake.and_then(|lake| {
-        let token_path = resolve(lake.catalog_token_file);
-        let token = match std::fs::read_to_string(&token_path) {
-            Ok(text) if text.trim().len() >= 4 => WorkerToken::fixed(text.trim().to_string()),
-            Ok(_) => {
-                problems.push(format!(
-                    "workers.ducklake.catalog_token_file: {} must hold a token of at least 4 characters",
-                    token_path.display()
-                ));
-                return None;
-            }
-            Err(e) => {
-                problems.push(format!(
-                    "workers.ducklake.catalog_token_file: reading {}: {e}",
-                    token_path.display()
-                ));
-                return None;
-            }
-        };
+        let token = read_token(
+            &mut problems,
+            "workers.ducklake.catalog_token_file",
+            &resolve(lake.catalog_token_file),
+        )?;
+        let read_only_catalog_token = lake.read_only_catalog_token_file.and_then(|path| {
+            read_token(
+                &mut problems,
+                "workers.ducklake.read_only_catalog_token_file",
+                &resolve(path),
+            )
+        });
         if lake.catalog.parse::<SocketAddr>().is_err() && !lake.catalog.contains(':') {
             problems.push(format!(
                 "workers.ducklake.catalog: must be host:port of `quackgate catalog`, got {:?}",
@@ -863,6 +879,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         Some(DuckLakeConfig {
             catalog: lake.catalog,
             catalog_token: token,
+            read_only_catalog_token,
             data_path,
             catalog_ca_file: lake.catalog_ca_file.map(resolve),
             azure,
@@ -929,12 +946,22 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             count + read_only_count
         ));
     }
+    if read_only_count > 0
+        && ducklake
+            .as_ref()
+            .is_some_and(|l| l.read_only_catalog_token.is_none())
+    {
+        problems.push(
+            "workers.ducklake.read_only_catalog_token_file: read-only workers need a read-only token of the catalog (a static token with role = \"read_only\" in the catalog's config), so that the catalog refuses writes that client SQL sends it through them".into(),
+        );
+    }
     if read_only_count > 0 && ducklake.is_none() {
         problems.push(
             "workers.read_only_count: read-only workers open [workers.ducklake] READ_ONLY and need it; DuckDB cannot open one database file read-write and read-only in two processes, nor an in-memory database read-only".into(),
         );
     }
-    if read_only_count == 0 {
+    // The catalog serves read-only tokens itself (session_roles in its worker).
+    if read_only_count == 0 && catalog_file.is_none() {
         if let Some(t) = static_tokens.iter().find(|t| t.access == Access::ReadOnly) {
             problems.push(format!(
                 "workers.read_only_count: token {:?} is read_only, and read-only sessions are only served by read-only workers; set workers.read_only_count >= 1",

@@ -168,6 +168,8 @@ pub fn init(
     // The catalog: the lake's metadata in one DuckDB file, served on a loopback port chosen
     // now and written into both configs, behind its own token.
     let catalog_token = read_or_make(&dir.join("catalog-token"))?;
+    // The read-only worker's catalog token: the catalog lets its sessions only read.
+    let catalog_reader_token = read_or_make(&dir.join("catalog-ro-token"))?;
     let catalog_port = std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
         .map_err(|source| DevInitError::Io {
@@ -188,6 +190,11 @@ shutdown_grace_secs = 10
 name = "workers"
 sha256 = "{catalog_hash}"
 
+[[auth.static_tokens]]
+name = "read-only-workers"
+sha256 = "{catalog_reader_hash}"
+role = "read_only"
+
 [workers]
 extension_dir = "{ext}"
 
@@ -195,6 +202,7 @@ extension_dir = "{ext}"
 file = "{catalog_file}"
 "#,
         catalog_hash = hash_token(&catalog_token),
+        catalog_reader_hash = hash_token(&catalog_reader_token),
         ext = extension_dir.display(),
         catalog_file = dir.join("catalog.duckdb").display(),
     );
@@ -231,6 +239,7 @@ extension_dir = "{ext}"
 [workers.ducklake]
 catalog = "127.0.0.1:{catalog_port}"
 catalog_token_file = "{catalog_token_file}"
+read_only_catalog_token_file = "{catalog_reader_token_file}"
 data_path = "{data}"
 "#,
         id_secret = id_secret.display(),
@@ -240,6 +249,7 @@ data_path = "{data}"
         jwks = jwks.display(),
         ext = extension_dir.display(),
         catalog_token_file = dir.join("catalog-token").display(),
+        catalog_reader_token_file = dir.join("catalog-ro-token").display(),
         data = dir.join("lake").display(),
     );
     write(&config, text.as_bytes())?;

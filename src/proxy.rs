@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::app::AppState;
+use crate::auth::Access;
 use crate::cluster::{PeerAuthError, NODE_PATH, PEER_HEADER};
 use crate::error::{full, quack_response, GatewayError, Side};
 use crate::quack::codec::{self, CodecError, ConnectionRequest, Header};
@@ -255,11 +256,16 @@ async fn connect(
         }
     };
     let reservation = state.sessions.reserve(&principal.name)?;
+    // On the catalog, one worker serves both kinds and tells them apart by token.
+    let (placed_as, internal_token) = match (principal.access, &state.read_only_worker_token) {
+        (Access::ReadOnly, Some(token)) => (Access::ReadWrite, token),
+        (access, _) => (access, &state.worker_token),
+    };
     let worker = state
         .sessions
-        .place(&state.workers, principal.access)
+        .place(&state.workers, placed_as)
         .ok_or_else(|| {
-            let serves_access = state.workers.iter().any(|w| w.access == principal.access);
+            let serves_access = state.workers.iter().any(|w| w.access == placed_as);
             if serves_access {
                 RoutingError::NoWorkerReady
             } else {
@@ -273,7 +279,7 @@ async fn connect(
         &message,
         header,
         &request,
-        state.worker_token.expose().as_bytes(),
+        internal_token.expose().as_bytes(),
     );
     let length = swapped.len() as u64;
     let exchange = async {
@@ -391,7 +397,9 @@ fn resolve<'a>(
         .workers
         .get(route.worker)
         .ok_or(RoutingError::UnknownWorker(route.worker))?;
-    if worker.access != route.grant.access {
+    let shared_worker =
+        route.grant.access == Access::ReadOnly && state.read_only_worker_token.is_some();
+    if worker.access != route.grant.access && !shared_worker {
         return Err(RoutingError::AccessMismatch(route.worker).into());
     }
     let port = worker

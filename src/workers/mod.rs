@@ -185,3 +185,61 @@ impl WorkerSet {
         self.workers.iter().filter(|w| w.is_ready()).count()
     }
 }
+
+/// The catalog's check on the SQL of read-only sessions lives in the worker crate, which has
+/// no test target of its own (each would link DuckDB again); it is tested here.
+#[cfg(test)]
+mod read_only_sql_tests {
+    use quackgate_duckdb::is_read_only_sql;
+
+    #[test]
+    fn single_reads_pass() {
+        for sql in [
+            "SELECT 1",
+            "  select * from ducklake_snapshot WHERE snapshot_id = 3;",
+            "-- a comment\nFROM t",
+            "/* c */ (SELECT 1)",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "SELECT 'it''s; fine' AS s",
+            "SELECT \"odd;name\" FROM t",
+            "BEGIN TRANSACTION",
+            "COMMIT",
+            "DESCRIBE t",
+            "SELECT 1; -- trailing comment",
+        ] {
+            assert!(is_read_only_sql(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn writes_and_tricks_are_refused() {
+        for sql in [
+            "INSERT INTO t VALUES (NULL)",
+            "CREATE TABLE planted AS SELECT 1",
+            "DELETE FROM ducklake_snapshot",
+            "UPDATE t SET x = 1",
+            "DROP TABLE t",
+            "COPY t TO 'x.csv'",
+            "ATTACH 'x.db'",
+            "CALL quack_stop('quack:127.0.0.1:1')",
+            "SELECT * FROM quack_stop('quack:127.0.0.1:1')",
+            "SELECT * FROM \"QUACK_STOP\"('x')",
+            "SELECT 1; DROP TABLE t",
+            "SELECT 1;DROP TABLE t;",
+            "SELECT 1; /* */ DROP TABLE t",
+            "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x",
+            "WITH x AS (SELECT 1) DELETE FROM t",
+            "SELECT $$'$$; DROP TABLE t; SELECT '$$'",
+            "SELECT E'\\''; DROP TABLE t; SELECT ''",
+            "SELECT 'unterminated",
+            "SELECT 1 /* unterminated",
+            "PRAGMA enable_checkpoint_on_shutdown",
+            "SET threads = 1",
+            "EXPLAIN ANALYZE DELETE FROM t",
+            "",
+            "   ",
+        ] {
+            assert!(!is_read_only_sql(sql), "{sql}");
+        }
+    }
+}

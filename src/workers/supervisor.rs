@@ -90,6 +90,9 @@ pub struct Launcher {
     pub config: WorkersConfig,
     /// The internal token the gateway swaps in.
     pub token: WorkerToken,
+    /// The internal token of read-only sessions, on a worker that serves both kinds (the
+    /// catalog's).
+    pub read_only_token: Option<WorkerToken>,
 }
 
 /// A started worker process.
@@ -121,9 +124,17 @@ impl Launcher {
             // A read-only session must not write files or change settings either.
             external_access: self.config.external_access && worker.access == Access::ReadWrite,
             read_only: worker.access == Access::ReadOnly,
+            read_only_token: self
+                .read_only_token
+                .as_ref()
+                .map(|t| t.expose().to_string()),
             ducklake: self.config.ducklake.as_ref().map(|lake| DuckLakeSpec {
                 catalog: lake.catalog.clone(),
-                catalog_token: lake.catalog_token.expose().to_string(),
+                // Read-only workers reach the catalog with its read-only token.
+                catalog_token: match (&lake.read_only_catalog_token, worker.access) {
+                    (Some(token), Access::ReadOnly) => token.expose().to_string(),
+                    _ => lake.catalog_token.expose().to_string(),
+                },
                 data_path: lake.data_path.clone(),
                 catalog_ca_file: lake.catalog_ca_file.clone(),
                 azure: lake.azure.clone(),

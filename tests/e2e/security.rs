@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-use crate::ducklake::{data_dir, start_catalog};
+use crate::ducklake::data_dir;
 use crate::support::{
     connection_request, python_attach, quack_post, random_hex, wait_until, Gateway, GatewayOptions,
 };
@@ -304,7 +304,7 @@ fn every_bad_token_is_refused_with_a_clear_error_and_every_algorithm_is_accepted
 /// read-only static token, and JWTs.
 struct RoStack {
     gateway: Gateway,
-    _catalog: Gateway,
+    catalog: Gateway,
     _shared: tempfile::TempDir,
     reader: String,
     keys: Keys,
@@ -314,15 +314,29 @@ fn ro_stack() -> RoStack {
     let shared = tempfile::tempdir().unwrap();
     let catalog_token = format!("cat-{}", random_hex());
     std::fs::write(shared.path().join("catalog-token"), &catalog_token).unwrap();
-    let catalog = start_catalog(shared.path(), &catalog_token, None);
+    // The catalog also takes a read-only token, which the read-only worker uses.
+    let catalog_reader = format!("cat-ro-{}", random_hex());
+    std::fs::write(shared.path().join("catalog-ro-token"), &catalog_reader).unwrap();
+    let catalog = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        subcommand: "catalog",
+        token: Some(catalog_token),
+        extra_toml: format!(
+            "[[auth.static_tokens]]\nname = \"lake-readers\"\nsha256 = \"{}\"\nrole = \"read_only\"\n[catalog]\nfile = \"{}\"\n",
+            quackgate::auth::hash_token(&catalog_reader),
+            shared.path().join("catalog.duckdb").display()
+        ),
+        ..Default::default()
+    });
     let keys = Keys::new();
     let reader = format!("reader-{}", random_hex());
     let gateway = Gateway::start_with(GatewayOptions {
         workers: 1,
         extra_workers_toml: format!(
-            "read_only_count = 1\n[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\ndata_path = \"{data}\"\n",
+            "read_only_count = 1\n[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\nread_only_catalog_token_file = \"{ro_token}\"\ndata_path = \"{data}\"\n",
             port = catalog.plain.port(),
             token = shared.path().join("catalog-token").display(),
+            ro_token = shared.path().join("catalog-ro-token").display(),
             data = data_dir(shared.path()).display(),
         ),
         extra_toml: format!(
@@ -334,7 +348,7 @@ fn ro_stack() -> RoStack {
     });
     RoStack {
         gateway,
-        _catalog: catalog,
+        catalog,
         _shared: shared,
         reader,
         keys,
@@ -426,6 +440,13 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         format!(
             "FROM r.query('CALL quack_serve(''quack:127.0.0.1:{port}'', token => ''abcd1234'')');"
         ),
+        // Past the worker, at the catalog that holds the lake's metadata.
+        format!(
+            "FROM r.query('SELECT * FROM quack_query(''quack:127.0.0.1:{}'', ''CREATE TABLE planted AS SELECT 1 AS x'')');",
+            stack.catalog.plain.port()
+        ),
+        "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''CREATE TABLE planted AS SELECT 1 AS x'')');".into(),
+        "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''DELETE FROM ducklake_snapshot'')');".into(),
     ];
     for sql in &attempts {
         let out = gw.cli_with_token(&stack.reader, sql);
@@ -453,6 +474,13 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         "quack_serve opened a server for a read-only session"
     );
     assert_eq!(gw.cli_ok(census), vec!["100,4950"], "the lake changed");
+    assert_eq!(
+        stack.catalog.cli_ok(
+            "FROM r.query('SELECT count(*) FROM duckdb_tables() WHERE table_name = ''planted''');"
+        ),
+        vec!["0"],
+        "a read-only session wrote into the catalog"
+    );
 
     // The same writes with a read-write token succeed.
     gw.cli_ok(

@@ -12,6 +12,7 @@
 //! - `sandbox`: the seccomp filter that stops client SQL from opening servers, and the Landlock
 //!   rules that keep a read-only worker from writing files.
 //! - `private_dir`: the worker's private folder.
+//! - `session_roles`: read-only sessions on the catalog, told apart by their token.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,10 +20,12 @@
 mod ducklake;
 mod private_dir;
 mod sandbox;
+mod session_roles;
 mod spec;
 mod worker;
 
 pub use ducklake::{AzureCredentials, DuckLakeSpec, EXIT_CATALOG_LOST};
+pub use session_roles::is_read_only_sql;
 pub use spec::{
     extension_path, WorkerSpec, WorkerStatus, DUCKDB_VERSION, EXTENSIONS_REQUIRED,
     EXTENSION_PLATFORM, FAILED_PREFIX, READY_PREFIX,

@@ -50,6 +50,10 @@ pub struct WorkerSpec {
     /// Open the database (the lake) READ_ONLY: this worker serves read-only principals.
     #[serde(default)]
     pub read_only: bool,
+    /// A second internal token, whose sessions may only read (the catalog serves read-only
+    /// workers with it). Never logged.
+    #[serde(default)]
+    pub read_only_token: Option<String>,
 }
 
 impl fmt::Debug for WorkerSpec {
@@ -66,6 +70,10 @@ impl fmt::Debug for WorkerSpec {
             .field("external_access", &self.external_access)
             .field("ducklake", &self.ducklake)
             .field("read_only", &self.read_only)
+            .field(
+                "read_only_token",
+                &self.read_only_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

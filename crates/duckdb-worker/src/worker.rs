@@ -9,6 +9,7 @@ use duckdb::{Config, Connection};
 use crate::ducklake;
 use crate::private_dir::PrivateDir;
 use crate::sandbox;
+use crate::session_roles;
 use crate::spec::{WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED};
 
 /// Exit code of a worker whose Quack server was stopped under it (a client's `quack_stop`).
@@ -114,6 +115,9 @@ pub fn run_worker() -> Result<(), WorkerError> {
 
 fn scrub(message: &str, spec: &WorkerSpec) -> String {
     let mut message = message.replace(&spec.token, "<token>");
+    if let Some(token) = &spec.read_only_token {
+        message = message.replace(token, "<read-only token>");
+    }
     if let Some(lake) = &spec.ducklake {
         message = message.replace(&lake.catalog_token, "<catalog token>");
         if let Some(ducklake::AzureCredentials::ConnectionString(cs)) = &lake.azure {
@@ -244,6 +248,9 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
             "ATTACH ':memory:' AS quackgate; CREATE MACRO quackgate.main.{macro_body};"
         ))
         .map_err(step("creating quackgate.worker_id()"))?;
+    }
+    if let Some(token) = &spec.read_only_token {
+        session_roles::install(&conn, token).map_err(step("installing the session role hooks"))?;
     }
     for sql in &spec.init_sql {
         conn.execute_batch(sql)
