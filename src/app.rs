@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::jwt::{JwtVerifier, SessionExpiry};
 use crate::auth::{Authenticator, WorkerToken};
@@ -105,10 +105,14 @@ pub struct AppState {
     pub upstream: Upstream,
     /// The token workers accept, swapped in for the client's.
     pub worker_token: WorkerToken,
-    /// The catalog's second internal token, swapped in for read-only principals: its worker
-    /// serves both kinds and lets the sessions of this token only read. `None` on gateways,
-    /// whose read-only principals go to read-only workers instead.
-    pub read_only_worker_token: Option<WorkerToken>,
+    /// The internal token swapped in for read-only principals. On a gateway only read-only
+    /// workers accept it, so client SQL on a read-only worker that learnt it could not use it
+    /// on a read-write one; on the catalog, its one worker accepts both and lets sessions of
+    /// this token only read.
+    pub read_only_worker_token: WorkerToken,
+    /// Whether one worker serves both kinds of session (the catalog) rather than read-only
+    /// principals going to read-only workers.
+    pub roles_share_workers: bool,
     /// The other gateway nodes, when this node is part of a cluster.
     pub cluster: Option<Arc<Cluster>>,
     /// Requests served for sessions of this node that other nodes forwarded here.
@@ -214,12 +218,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         Some(token) => token.clone(),
         None => WorkerToken::generate().map_err(|e| AppError::Random(e.to_string()))?,
     };
-    let read_only_worker_token = match config.role {
-        Role::Catalog => {
-            Some(WorkerToken::generate().map_err(|e| AppError::Random(e.to_string()))?)
-        }
-        Role::Gateway => None,
-    };
+    let read_only_worker_token =
+        WorkerToken::generate().map_err(|e| AppError::Random(e.to_string()))?;
+    let roles_share_workers = config.role == Role::Catalog;
     let state = Arc::new(AppState {
         node_id: config.node_id.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -230,6 +231,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         upstream: upstream.clone(),
         worker_token: worker_token.clone(),
         read_only_worker_token: read_only_worker_token.clone(),
+        roles_share_workers,
         cluster: config.cluster.as_ref().map(|c| {
             Arc::new(Cluster::new(
                 &config.node_id,
@@ -292,6 +294,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         config: config.workers.clone(),
         token: worker_token,
         read_only_token: read_only_worker_token,
+        roles_share_workers,
     });
     if let Some(lake) = &config.workers.ducklake {
         if !lake.data_path.contains("://") {
@@ -344,9 +347,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         tokio::spawn(jwt.watch(workers_stop.clone()));
     }
     tokio::spawn(sweep_idle_sessions(
-        workers.clone(),
-        sessions,
-        throttle,
+        state.clone(),
         config.session_idle,
         workers_stop.clone(),
     ));
@@ -414,23 +415,66 @@ fn random_bytes() -> Result<[u8; SECRET_BYTES], AppError> {
     Ok(bytes)
 }
 
-async fn sweep_idle_sessions(
-    workers: Arc<WorkerSet>,
-    sessions: Arc<SessionTable>,
-    throttle: Arc<AuthThrottle>,
-    idle: Duration,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(SESSION_SWEEP_INTERVAL);
+/// Every minute: forgets failed-login records that have aged out, and ends sessions unused for
+/// `idle` at their workers (v1.5 servers keep a session's memory until a DISCONNECT).
+async fn sweep_idle_sessions(state: Arc<AppState>, idle: Duration, stop: CancellationToken) {
+    // A short idle time (as in tests) is honoured to within half of itself.
+    let period = (idle / 2).clamp(Duration::from_secs(1), SESSION_SWEEP_INTERVAL);
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        throttle.sweep(Instant::now());
-        let expired = sessions.expire_idle(&workers, Instant::now(), idle);
-        if expired > 0 {
-            info!(expired, open = sessions.len(), "forgot idle sessions");
+        state.throttle.sweep(Instant::now());
+        let expired = state
+            .sessions
+            .expire_idle(&state.workers, Instant::now(), idle);
+        if expired.is_empty() {
+            continue;
+        }
+        info!(
+            expired = expired.len(),
+            open = state.sessions.len(),
+            "ending idle sessions"
+        );
+        for id in expired {
+            if let Err(e) = disconnect(&state, &id).await {
+                debug!(error = %e, "ending an idle session at its worker");
+            }
         }
     }
+}
+
+/// Sends a DISCONNECT for session `id` (a routable id of this node) to its worker.
+async fn disconnect(state: &AppState, id: &[u8]) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    let route = state.ids.verify(id).map_err(|e| e.to_string())?;
+    let port = state
+        .workers
+        .get(route.worker)
+        .and_then(|w| w.serving_port())
+        .ok_or("its worker is not running")?;
+    let message = crate::quack::codec::encode_disconnect(route.inner_id);
+    let length = message.len() as u64;
+    let body = http_body_util::Full::new(message)
+        .map_err(|never| match never {})
+        .boxed();
+    let response = state
+        .upstream
+        .send(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            body,
+            Some(length),
+            None,
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    response
+        .into_body()
+        .collect()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

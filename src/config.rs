@@ -44,6 +44,10 @@ pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_SESSION_IDLE_SECS: u64 = 6 * 60 * 60;
 /// Default clock skew allowed on a JWT's `exp` and `nbf`.
 pub const DEFAULT_JWT_LEEWAY_SECS: u64 = 30;
+/// Most clock skew `auth.jwt.leeway_secs` may allow.
+pub const MAX_JWT_LEEWAY_SECS: u64 = 300;
+/// Longest failed-authentication window or backoff.
+const MAX_LIMIT_DURATION: Duration = Duration::from_secs(86_400);
 /// Default tracing filter.
 pub const DEFAULT_LOG_FILTER: &str = "info";
 
@@ -673,6 +677,18 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 SessionExpiry::End
             }
         };
+        let leeway_secs = j.leeway_secs.unwrap_or(DEFAULT_JWT_LEEWAY_SECS);
+        if leeway_secs > MAX_JWT_LEEWAY_SECS {
+            problems.push(format!(
+                "auth.jwt.leeway_secs: at most {MAX_JWT_LEEWAY_SECS} (clock skew, not a lifetime), got {leeway_secs}"
+            ));
+        }
+        let role_claim = j.role_claim.unwrap_or_else(|| "role".into());
+        if ["sub", "exp", "iss", "aud", "nbf", "iat", "jti", ""].contains(&role_claim.as_str()) {
+            problems.push(format!(
+                "auth.jwt.role_claim: must name a claim of its own, not a registered one, got {role_claim:?}"
+            ));
+        }
         for (key, value) in [("auth.jwt.issuer", &j.issuer), ("auth.jwt.audience", &j.audience)] {
             if value.is_empty() {
                 problems.push(format!("{key}: must not be empty"));
@@ -690,8 +706,8 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 jwks_file,
                 issuer: j.issuer,
                 audience: j.audience,
-                leeway: Duration::from_secs(j.leeway_secs.unwrap_or(DEFAULT_JWT_LEEWAY_SECS)),
-                role_claim: j.role_claim.unwrap_or_else(|| "role".into()),
+                leeway: Duration::from_secs(leeway_secs),
+                role_claim,
                 session_expiry,
             },
             Arc::new(keys),
@@ -739,6 +755,21 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         ),
     ] {
         positive(&mut problems, key, value);
+    }
+    for (key, value) in [
+        ("limits.failed_auth_window_secs", limits.failed_auth_window),
+        (
+            "limits.failed_auth_backoff_max_secs",
+            limits.failed_auth_backoff_max,
+        ),
+    ] {
+        if value > MAX_LIMIT_DURATION {
+            problems.push(format!(
+                "{key}: at most {} (a day), got {}",
+                MAX_LIMIT_DURATION.as_secs(),
+                value.as_secs()
+            ));
+        }
     }
     if limits.failed_auth_backoff_max < limits.failed_auth_backoff {
         problems.push(format!(
@@ -1132,6 +1163,39 @@ mod tests {
         let text = base(dir.path()).replace("[gateway]\n", "[gateway]\nlisten = \"127.0.0.1:0\"\n");
         let err = load(&text, dir.path(), &[]).unwrap_err().to_string();
         assert!(err.contains("tls:"), "{err}");
+    }
+
+    #[test]
+    fn auth_and_limit_values_that_cannot_work_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("jwks.json"),
+            r#"{"keys":[{"kty":"oct","kid":"k","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}"#,
+        )
+        .unwrap();
+        let text = format!(
+            "{}[auth.jwt]\njwks_file = \"jwks.json\"\nissuer = \"i\"\naudience = \"a\"\nleeway_secs = 100000\nrole_claim = \"sub\"\nsession_expiry = \"never\"\n[limits]\nfailed_auth_backoff_max_secs = 99999999\n",
+            base(dir.path()).replace("sha256 = ", "role = \"read_only\"\nsha256 = ")
+        );
+        let err = load(&text, dir.path(), &[]).unwrap_err().to_string();
+        for key in [
+            "auth.jwt.leeway_secs",
+            "auth.jwt.role_claim",
+            "auth.jwt.session_expiry",
+            "limits.failed_auth_backoff_max_secs",
+            "workers.read_only_count",
+        ] {
+            assert!(err.contains(key), "{key} not in: {err}");
+        }
+        let ok = format!(
+            "{}[auth.jwt]\njwks_file = \"jwks.json\"\nissuer = \"i\"\naudience = \"a\"\n",
+            base(dir.path())
+        );
+        let config = load(&ok, dir.path(), &[]).unwrap();
+        let (jwt, keys) = config.jwt.unwrap();
+        assert_eq!(jwt.leeway, Duration::from_secs(DEFAULT_JWT_LEEWAY_SECS));
+        assert_eq!(keys.kids(), vec!["k"]);
+        assert_eq!(config.limits, LimitsConfig::default());
     }
 
     #[test]

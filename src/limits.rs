@@ -75,7 +75,10 @@ impl AuthThrottle {
     pub fn failed(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let key = key(ip);
         if self.records.len() >= MAX_TRACKED && !self.records.contains_key(&key) {
-            return None;
+            self.sweep(now);
+            if self.records.len() >= MAX_TRACKED {
+                return None;
+            }
         }
         let mut record = self.records.entry(key).or_insert(Record {
             window_start: now,

@@ -236,28 +236,26 @@ fn token(args: TokenArgs) -> ExitCode {
     };
     match mint::mint(&request) {
         Ok((token, exp)) => {
-            println!("{token}");
-            println!();
-            println!(
-                "-- {} token for {:?}, valid for {} s (exp {exp}); in the DuckDB 1.5 CLI:",
-                access.as_str(),
-                args.subject,
-                ttl.as_secs()
-            );
-            println!("LOAD quack;");
-            if let Some(ca) = &args.ca {
-                println!("SET ca_cert_file = '{}';", ca.display());
-            }
-            println!(
-                "CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:{}');",
-                args.host
-            );
             // DuckDB speaks plain HTTP to loopback names unless told otherwise.
             let loopback = ["localhost", "127.", "[::1]"]
                 .iter()
                 .any(|p| args.host.starts_with(p));
             let tls = if loopback { " (DISABLE_SSL false)" } else { "" };
-            println!("ATTACH 'quack:{}' AS r{tls};", args.host);
+            let mut text = format!(
+                "{token}\n\n-- {} token for {:?}, valid for {} s (exp {exp}); in the DuckDB 1.5 CLI:\nLOAD quack;\n",
+                access.as_str(),
+                args.subject,
+                ttl.as_secs()
+            );
+            if let Some(ca) = &args.ca {
+                text.push_str(&format!("SET ca_cert_file = '{}';\n", ca.display()));
+            }
+            text.push_str(&format!(
+                "CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:{host}');\nATTACH 'quack:{host}' AS r{tls};\n",
+                host = args.host
+            ));
+            // A reader that stops early (`| head -1`) is not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             ExitCode::SUCCESS
         }
         Err(e) => fail(e.to_string()),

@@ -257,9 +257,14 @@ async fn connect(
     };
     let reservation = state.sessions.reserve(&principal.name)?;
     // On the catalog, one worker serves both kinds and tells them apart by token.
-    let (placed_as, internal_token) = match (principal.access, &state.read_only_worker_token) {
-        (Access::ReadOnly, Some(token)) => (Access::ReadWrite, token),
-        (access, _) => (access, &state.worker_token),
+    let internal_token = match principal.access {
+        Access::ReadWrite => &state.worker_token,
+        Access::ReadOnly => &state.read_only_worker_token,
+    };
+    let placed_as = if state.roles_share_workers {
+        Access::ReadWrite
+    } else {
+        principal.access
     };
     let worker = state
         .sessions
@@ -397,8 +402,7 @@ fn resolve<'a>(
         .workers
         .get(route.worker)
         .ok_or(RoutingError::UnknownWorker(route.worker))?;
-    let shared_worker =
-        route.grant.access == Access::ReadOnly && state.read_only_worker_token.is_some();
+    let shared_worker = route.grant.access == Access::ReadOnly && state.roles_share_workers;
     if worker.access != route.grant.access && !shared_worker {
         return Err(RoutingError::AccessMismatch(route.worker).into());
     }

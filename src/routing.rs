@@ -5,7 +5,8 @@
 //! (see `routable_id`). The table only counts sessions per worker so that new sessions land on
 //! the least-loaded one, and forgets sessions on DISCONNECT, on `Invalid connection id`, when
 //! their worker restarts, or after `gateway.session_idle_secs` unused (clients that crash
-//! never disconnect, and v1.5 servers never expire sessions). Selection is kept apart from
+//! never disconnect, and v1.5 servers never expire sessions, so the gateway then ends them
+//! at the worker too). Selection is kept apart from
 //! health: it is handed only the ready workers' loads.
 //!
 //! A session counts against its principal's limit and the node's total from the moment its
@@ -146,14 +147,22 @@ impl SessionTable {
     pub fn reserve(&self, principal: &Arc<str>) -> Result<Reservation<'_>, LimitError> {
         // The entry's lock serialises the principal's own connects; the total is a CAS.
         let mut count = self.per_principal.entry(principal.clone()).or_insert(0);
-        if *count >= self.max_per_principal {
-            return Err(LimitError::Principal(self.max_per_principal));
+        let admitted = if *count >= self.max_per_principal {
+            Err(LimitError::Principal(self.max_per_principal))
+        } else {
+            self.total
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.max_total).then_some(n + 1)
+                })
+                .map(|_| ())
+                .map_err(|_| LimitError::Total(self.max_total))
+        };
+        if let Err(e) = admitted {
+            drop(count);
+            // A principal refused its first session leaves no entry behind.
+            self.per_principal.remove_if(principal, |_, c| *c == 0);
+            return Err(e);
         }
-        self.total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_total).then_some(n + 1)
-            })
-            .map_err(|_| LimitError::Total(self.max_total))?;
         *count += 1;
         Ok(Reservation {
             table: self,
@@ -216,6 +225,14 @@ impl SessionTable {
             // The same id again: the earlier record already counts.
             Some(earlier) => self.release(&earlier.principal),
         }
+        // The process may have ended between the check above and the insert, after its
+        // sessions were forgotten: forget this one too.
+        if worker.generation() != generation {
+            if let Some((_, s)) = self.sessions.remove(id) {
+                worker.session_ended();
+                self.release(&s.principal);
+            }
+        }
     }
 
     /// Marks a session used. Unknown ids are ignored: the table is advisory.
@@ -251,25 +268,28 @@ impl SessionTable {
         }
     }
 
-    /// Forgets sessions unused for longer than `idle`; returns how many.
-    pub fn expire_idle(&self, workers: &WorkerSet, now: Instant, idle: Duration) -> usize {
-        let mut released = Vec::new();
-        self.sessions.retain(|_, s| {
+    /// Forgets sessions unused for longer than `idle` and returns their ids, so that the
+    /// caller can end them at their workers too.
+    pub fn expire_idle(&self, workers: &WorkerSet, now: Instant, idle: Duration) -> Vec<Box<[u8]>> {
+        let mut expired = Vec::new();
+        self.sessions.retain(|id, s| {
             let keep = now.saturating_duration_since(s.last_used) < idle;
             if !keep {
-                released.push(s.principal.clone());
+                expired.push((id.clone(), s.principal.clone()));
                 if let Some(w) = workers.get(s.worker) {
                     w.session_ended();
                 }
             }
             keep
         });
-        let expired = released.len();
         // Released outside `retain`, which holds the table's shard locks.
-        for principal in released {
-            self.release(&principal);
-        }
         expired
+            .into_iter()
+            .map(|(id, principal)| {
+                self.release(&principal);
+                id
+            })
+            .collect()
     }
 
     /// Number of open sessions.
@@ -390,7 +410,7 @@ mod tests {
         table.touched(b"other", t0 + Duration::from_secs(90));
         let expired =
             table.expire_idle(&set, t0 + Duration::from_secs(100), Duration::from_secs(60));
-        assert_eq!(expired, 1);
+        assert_eq!(expired, vec![Box::from(&b"old"[..])]);
         assert_eq!(w0.session_count(), 1);
         table.forget_worker(w0);
         assert_eq!(w0.session_count(), 0);

@@ -24,6 +24,8 @@ use super::Access;
 pub const JWKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// Tokens longer than this are refused unparsed; real ones are well under 4 KiB.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Shortest HS256 secret accepted: RFC 7518 wants a key at least as long as the hash.
+const MIN_HMAC_KEY_BYTES: usize = 32;
 
 /// What happens to an open session when the JWT it was opened with expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +216,17 @@ impl KeySet {
                 {
                     Algorithm::EdDSA
                 }
-                (AlgorithmParameters::OctetKey(_), None | Some(KeyAlgorithm::HS256)) => {
+                (AlgorithmParameters::OctetKey(p), None | Some(KeyAlgorithm::HS256)) => {
+                    use base64::Engine;
+                    let len = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(p.value.trim_end_matches('='))
+                        .map_or(0, |k| k.len());
+                    if len < MIN_HMAC_KEY_BYTES {
+                        skipped.push(format!(
+                            "{kid:?}: an HS256 key of {len} bytes (at least {MIN_HMAC_KEY_BYTES})"
+                        ));
+                        continue;
+                    }
                     Algorithm::HS256
                 }
                 (_, alg) => {
@@ -253,6 +265,14 @@ impl KeySet {
             keys,
             digest: Sha256::digest(bytes).into(),
         })
+    }
+
+    /// No keys: every JWT is refused.
+    fn empty() -> KeySet {
+        KeySet {
+            keys: HashMap::new(),
+            digest: [0; 32],
+        }
     }
 
     /// The key ids, sorted.
@@ -364,10 +384,17 @@ impl JwtVerifier {
             Some(serde_json::Value::String(s)) if !s.is_empty() => s,
             _ => return Err(JwtRejection::MissingClaim),
         };
+        // NumericDate may carry a fraction.
         let expires_at = claims
             .exp
             .as_ref()
-            .and_then(serde_json::Value::as_u64)
+            .and_then(|exp| {
+                exp.as_u64().or_else(|| {
+                    exp.as_f64()
+                        .filter(|f| f.is_finite() && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
+            })
             .ok_or(JwtRejection::MissingClaim)?;
         let access = match claims.other.get(&self.config.role_claim) {
             Some(serde_json::Value::String(role)) => {
@@ -383,8 +410,10 @@ impl JwtVerifier {
         })
     }
 
-    /// Re-reads the JWKS file every [`JWKS_RELOAD_INTERVAL`] until `stop`. A file that fails
-    /// to parse (say, caught half-written) keeps the previous keys in force.
+    /// Re-reads the JWKS file every [`JWKS_RELOAD_INTERVAL`] until `stop`. A file that is not
+    /// JSON (say, caught half-written) or cannot be read keeps the previous keys in force; a
+    /// file that is gone, or holds no usable key, revokes them all: removing keys is how an
+    /// operator reacts to a leaked one, and that must not need a restart.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(JWKS_RELOAD_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -398,6 +427,13 @@ impl JwtVerifier {
             // A small local file: reading it inline costs less than a blocking-pool hop.
             let bytes = match std::fs::read(&path) {
                 Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !self.current().keys.is_empty() {
+                        warn!(jwks = %path.display(), "the JWKS file is gone: every JWT is refused until it is back");
+                        self.replace(KeySet::empty());
+                    }
+                    continue;
+                }
                 Err(e) => {
                     let message = e.to_string();
                     if last_error.as_ref() != Some(&message) {
@@ -414,11 +450,15 @@ impl JwtVerifier {
             match KeySet::parse(&bytes, &path) {
                 Ok(keys) => {
                     info!(jwks = %path.display(), kids = ?keys.kids(), "JWKS reloaded");
-                    *self
-                        .keys
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+                    self.replace(keys);
                     last_error = None;
+                }
+                Err(JwksError::NoUsableKey { skipped, .. }) => {
+                    warn!(jwks = %path.display(), skipped = %skipped, "the JWKS file has no usable key: every JWT is refused");
+                    self.replace(KeySet {
+                        digest,
+                        ..KeySet::empty()
+                    });
                 }
                 Err(e) => {
                     let message = e.to_string();
@@ -429,6 +469,15 @@ impl JwtVerifier {
                 }
             }
         }
+    }
+}
+
+impl JwtVerifier {
+    fn replace(&self, keys: KeySet) {
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
     }
 }
 

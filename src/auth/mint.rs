@@ -98,7 +98,7 @@ pub fn mint(req: &TokenRequest<'_>) -> Result<(String, u64), MintError> {
         other => return Err(MintError::Algorithm(format!("{other:?}"))),
     };
     let now = jsonwebtoken::get_current_timestamp();
-    let exp = now + req.ttl.as_secs();
+    let exp = now.saturating_add(req.ttl.as_secs());
     let mut claims = serde_json::Map::new();
     claims.insert("iss".into(), req.issuer.into());
     claims.insert("aud".into(), req.audience.into());

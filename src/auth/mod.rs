@@ -77,7 +77,8 @@ impl Access {
 /// An authenticated client identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// A static token's configured name, or a JWT's `sub`; safe to log.
+    /// A static token's configured name, or `jwt:` and a JWT's `sub` (so a JWT subject can
+    /// never share a static token's limits); safe to log.
     pub name: Arc<str>,
     /// What it may do.
     pub access: Access,
@@ -129,7 +130,7 @@ impl Authenticator {
             Some(verifier) if jwt::looks_like_jwt(token) => {
                 let verified = verifier.verify(token)?;
                 Ok(Principal {
-                    name: verified.subject.into(),
+                    name: format!("jwt:{}", verified.subject).into(),
                     access: verified.access,
                     expires_at: Some(verified.expires_at),
                 })

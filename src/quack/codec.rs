@@ -329,6 +329,19 @@ pub fn rewrite_header(buf: &[u8], header: &Header, id: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// A DISCONNECT for connection `id`, byte for byte as the DuckDB client writes it.
+pub fn encode_disconnect(id: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(id.len() + 24);
+    out.put_u16_le(1);
+    put_varint(&mut out, msg_type::DISCONNECT);
+    put_string_field(&mut out, 2, id);
+    out.put_u16_le(3);
+    put_varint(&mut out, NO_QUERY_ID);
+    out.put_u16_le(END);
+    out.put_u16_le(END);
+    out.freeze()
+}
+
 /// An ERROR_RESPONSE carrying `message`, byte for byte as the DuckDB server writes it.
 pub fn encode_error_response(message: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(message.len() + 32);
@@ -384,6 +397,16 @@ mod tests {
     }
 
     const CID: &[u8] = b"A424FCD8ACB5D3BB949C46D82A8E0530";
+
+    #[test]
+    fn a_disconnect_is_encoded_as_the_client_does() {
+        let captured = fixture("disconnect_request.bin");
+        let header = decode_header(&captured).unwrap();
+        let id = header.connection_id(&captured).unwrap();
+        assert_eq!(encode_disconnect(id).as_ref(), &captured[..]);
+        let mine = encode_disconnect(b"q2.n0.0.rw.0.00000000.x.y");
+        validate_request(&mine, &decode_header(&mine).unwrap()).unwrap();
+    }
 
     #[test]
     fn every_request_fixture_decodes_with_its_type_and_id() {

@@ -90,9 +90,11 @@ pub struct Launcher {
     pub config: WorkersConfig,
     /// The internal token the gateway swaps in.
     pub token: WorkerToken,
-    /// The internal token of read-only sessions, on a worker that serves both kinds (the
-    /// catalog's).
-    pub read_only_token: Option<WorkerToken>,
+    /// The internal token of read-only sessions: read-only workers serve with it; a worker
+    /// that serves both kinds (the catalog's) accepts it beside `token`.
+    pub read_only_token: WorkerToken,
+    /// Whether one worker serves both kinds of session (the catalog).
+    pub roles_share_workers: bool,
 }
 
 /// A started worker process.
@@ -110,7 +112,10 @@ impl Launcher {
         WorkerSpec {
             worker_id: worker.id.clone(),
             port,
-            token: self.token.expose().to_string(),
+            token: match worker.access {
+                Access::ReadWrite => self.token.expose().to_string(),
+                Access::ReadOnly => self.read_only_token.expose().to_string(),
+            },
             extension_dir: self.config.extension_dir.clone(),
             database: self.config.database_file.clone().or_else(|| {
                 self.config
@@ -125,9 +130,8 @@ impl Launcher {
             external_access: self.config.external_access && worker.access == Access::ReadWrite,
             read_only: worker.access == Access::ReadOnly,
             read_only_token: self
-                .read_only_token
-                .as_ref()
-                .map(|t| t.expose().to_string()),
+                .roles_share_workers
+                .then(|| self.read_only_token.expose().to_string()),
             ducklake: self.config.ducklake.as_ref().map(|lake| DuckLakeSpec {
                 catalog: lake.catalog.clone(),
                 // Read-only workers reach the catalog with its read-only token.

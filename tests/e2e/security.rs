@@ -28,7 +28,8 @@ impl Keys {
     fn new() -> Keys {
         let dir = tempfile::tempdir().unwrap();
         let p = |name: &str| dir.path().join(name);
-        std::fs::write(p("hs.secret"), random_hex()).unwrap();
+        // 48 bytes: HS256 keys under 32 bytes are refused.
+        std::fs::write(p("hs.secret"), random_hex() + &random_hex()).unwrap();
         let openssl = |args: &[&str]| {
             let out = Command::new("openssl")
                 .args(args)
@@ -628,6 +629,20 @@ fn keys_rotate_without_a_restart_and_sessions_end_with_their_token() {
         after.contains("has expired") && after.contains("ATTACH again"),
         "{after}"
     );
+
+    // Revocation: a JWKS with no usable key refuses every JWT at once, with no restart.
+    std::fs::write(keys.path("empty.json"), r#"{"keys":[]}"#).unwrap();
+    std::fs::rename(keys.path("empty.json"), &keys.jwks).unwrap();
+    wait_until(
+        "the emptied JWKS to refuse the key in use",
+        Duration::from_secs(30),
+        || attach_error(&gw, &new).is_some_and(|e| e.contains("unknown signing key")),
+    );
+    assert_eq!(
+        gw.cli_ok("FROM r.query('SELECT 42');"),
+        vec!["42"],
+        "static tokens still work"
+    );
 }
 
 /// A raw Quack POST from source address `from`, as a client on another host would send it.
@@ -805,4 +820,30 @@ fn a_client_that_stops_its_workers_server_gets_a_fresh_worker() {
     wait_until("a new session to work", Duration::from_secs(60), || {
         gw.cli("FROM r.query('SELECT 42');").stdout == b"42\n"
     });
+}
+
+#[test]
+fn idle_sessions_are_ended_at_their_worker() {
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_gateway_toml: "session_idle_secs = 2".into(),
+        ..Default::default()
+    });
+    let id = crate::support::open_session(&gw);
+    let (_, body) = quack_post(gw.plain, crate::support::prepare_with_id(&id));
+    assert_eq!(
+        crate::support::msg_type(&body),
+        4,
+        "the fresh session works"
+    );
+    wait_until(
+        "the idle session to be ended",
+        Duration::from_secs(30),
+        || gw.log().contains("ending idle sessions"),
+    );
+    // The worker itself no longer knows the session: the gateway sent it a DISCONNECT.
+    let (_, body) = quack_post(gw.plain, crate::support::prepare_with_id(&id));
+    assert_eq!(error_text(&body), "Invalid connection id");
+    let (_, metrics) = gw.admin_get("/metrics");
+    assert!(metrics.contains("quackgate_sessions_open 0"), "{metrics}");
 }
