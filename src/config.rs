@@ -505,7 +505,7 @@ fn read_token(problems: &mut Vec<String>, key: &str, path: &Path) -> Option<Work
         Ok(text) if text.trim().len() >= 4 => Some(WorkerToken::fixed(text.trim().to_string())),
         Ok(_) => {
             problems.push(format!(
-                "{key}: {} must hold a token of at least 4 characters",
+                "{key}: {} must hold a token of at least 4 characters (DuckDB's minimum)",
                 path.display()
             ));
             None
@@ -812,21 +812,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     }
     let token = w
         .token_file
-        .map(resolve)
-        .and_then(|path| match std::fs::read_to_string(&path) {
-            Ok(text) if text.trim().len() >= 4 => Some(WorkerToken::fixed(text.trim().to_string())),
-            Ok(_) => {
-                problems.push(format!(
-                    "workers.token_file: {} must hold a token of at least 4 characters (DuckDB's minimum)",
-                    path.display()
-                ));
-                None
-            }
-            Err(e) => {
-                problems.push(format!("workers.token_file: reading {}: {e}", path.display()));
-                None
-            }
-        });
+        .and_then(|path| read_token(&mut problems, "workers.token_file", &resolve(path)));
     let ducklake = w.ducklake.and_then(|lake| {
         let token = read_token(
             &mut problems,
