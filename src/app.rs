@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::jwt::{JwtVerifier, SessionExpiry};
+use crate::auth::jwt::{JwksSource, JwtVerifier, SessionExpiry};
 use crate::auth::{Authenticator, WorkerToken};
 use crate::cluster::Cluster;
 use crate::config::{Config, Role};
@@ -344,6 +344,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         );
     }
     if let Some(jwt) = jwt {
+        if let JwksSource::Url(url) = jwt.source() {
+            url.load(&jwt).await;
+        }
         tokio::spawn(jwt.watch(workers_stop.clone()));
     }
     tokio::spawn(sweep_idle_sessions(

@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use quackgate_duckdb::AzureCredentials;
 
-use crate::auth::jwt::{JwtConfig, KeySet, SessionExpiry};
+use crate::auth::jwks_url::JwksUrl;
+use crate::auth::jwt::{JwksSource, JwtConfig, KeySet, SessionExpiry};
 use crate::auth::{Access, WorkerToken};
 use crate::routable_id::{MAX_NODE_ID_LEN, SECRET_BYTES};
 
@@ -44,6 +45,10 @@ pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_SESSION_IDLE_SECS: u64 = 6 * 60 * 60;
 /// Default clock skew allowed on a JWT's `exp` and `nbf`.
 pub const DEFAULT_JWT_LEEWAY_SECS: u64 = 30;
+/// Default time between fetches of `auth.jwt.jwks_url`.
+pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 300;
+/// Default time the last fetched keys stay in force while fetches fail.
+pub const DEFAULT_JWKS_STALE_SECS: u64 = 86_400;
 /// Most clock skew `auth.jwt.leeway_secs` may allow.
 pub const MAX_JWT_LEEWAY_SECS: u64 = 300;
 /// Longest failed-authentication window or backoff.
@@ -163,7 +168,11 @@ struct FileAuth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileJwt {
-    jwks_file: PathBuf,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
+    jwks_refresh_secs: Option<u64>,
+    jwks_stale_secs: Option<u64>,
+    jwks_ca_file: Option<PathBuf>,
     issuer: String,
     audience: String,
     leeway_secs: Option<u64>,
@@ -666,7 +675,6 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         });
     }
     let jwt = file.auth.jwt.and_then(|j| {
-        let jwks_file = resolve(j.jwks_file);
         let session_expiry = match j.session_expiry.as_deref().unwrap_or("end") {
             "end" => SessionExpiry::End,
             "keep" => SessionExpiry::Keep,
@@ -694,16 +702,66 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 problems.push(format!("{key}: must not be empty"));
             }
         }
-        let keys = match KeySet::load(&jwks_file) {
-            Ok(keys) => keys,
-            Err(e) => {
-                problems.push(format!("auth.jwt.jwks_file: {e}"));
+        let (source, keys) = match (j.jwks_file, j.jwks_url) {
+            (Some(path), None) => {
+                let path = resolve(path);
+                match KeySet::load(&path) {
+                    Ok(keys) => (JwksSource::File(path), keys),
+                    Err(e) => {
+                        problems.push(format!("auth.jwt.jwks_file: {e}"));
+                        return None;
+                    }
+                }
+            }
+            (None, Some(url)) => {
+                let uri = match url.parse::<http::Uri>() {
+                    Ok(uri) => uri,
+                    Err(e) => {
+                        problems.push(format!("auth.jwt.jwks_url: {e}, got {url:?}"));
+                        return None;
+                    }
+                };
+                let loopback = matches!(uri.host(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                match uri.scheme_str() {
+                    Some("https") => {}
+                    Some("http") if loopback => {}
+                    _ => problems.push(format!(
+                        "auth.jwt.jwks_url: must be https:// (http:// only to a loopback host), got {url:?}"
+                    )),
+                }
+                let refresh = j.jwks_refresh_secs.unwrap_or(DEFAULT_JWKS_REFRESH_SECS);
+                positive(&mut problems, "auth.jwt.jwks_refresh_secs", refresh);
+                let stale = j.jwks_stale_secs.unwrap_or(DEFAULT_JWKS_STALE_SECS);
+                if stale < refresh {
+                    problems.push(format!(
+                        "auth.jwt.jwks_stale_secs: must be at least jwks_refresh_secs ({refresh}), got {stale}"
+                    ));
+                }
+                let ca_file = j.jwks_ca_file.map(resolve);
+                if let Some(ca) = &ca_file {
+                    if !ca.is_file() {
+                        problems.push(format!("auth.jwt.jwks_ca_file: no such file {}", ca.display()));
+                    }
+                }
+                let url = JwksUrl {
+                    url: uri,
+                    refresh: Duration::from_secs(refresh),
+                    stale: Duration::from_secs(stale),
+                    ca_file,
+                };
+                // Fetched when the gateway starts, before it reports ready.
+                (JwksSource::Url(url), KeySet::empty())
+            }
+            _ => {
+                problems.push(
+                    "auth.jwt: set exactly one of jwks_file and jwks_url".into(),
+                );
                 return None;
             }
         };
         Some((
             JwtConfig {
-                jwks_file,
+                source,
                 issuer: j.issuer,
                 audience: j.audience,
                 leeway: Duration::from_secs(leeway_secs),

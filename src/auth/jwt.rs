@@ -37,11 +37,20 @@ pub enum SessionExpiry {
     Keep,
 }
 
+/// Where the keys come from.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    /// A local file, re-read every 2 s.
+    File(PathBuf),
+    /// An identity provider's JWKS endpoint (`jwks_url`).
+    Url(super::jwks_url::JwksUrl),
+}
+
 /// `[auth.jwt]`.
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
-    /// The JWKS file, re-read every 2 s.
-    pub jwks_file: PathBuf,
+    /// Where the keys come from.
+    pub source: JwksSource,
     /// Required `iss`.
     pub issuer: String,
     /// Required `aud` (one of the token's audiences).
@@ -54,7 +63,7 @@ pub struct JwtConfig {
     pub session_expiry: SessionExpiry,
 }
 
-/// Why a JWKS file cannot be used.
+/// Why a JWKS cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
     /// The file cannot be read.
@@ -66,19 +75,19 @@ pub enum JwksError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not a JWKS.
-    #[error("{path} is not a JWKS (a JSON object with a \"keys\" array): {message}")]
+    /// The document is not a JWKS.
+    #[error("{origin} is not a JWKS (a JSON object with a \"keys\" array): {message}")]
     Parse {
-        /// The file.
-        path: PathBuf,
+        /// The file or URL.
+        origin: String,
         /// The parser's message.
         message: String,
     },
-    /// Not one key in the file can verify tokens.
-    #[error("{path} has no usable signing key (supported: RSA RS256, EC P-256 ES256, OKP Ed25519 EdDSA, oct HS256); skipped: {skipped}")]
+    /// Not one key in the document can verify tokens.
+    #[error("{origin} has no usable signing key (supported: RSA RS256, EC P-256 ES256, OKP Ed25519 EdDSA, oct HS256); skipped: {skipped}")]
     NoUsableKey {
-        /// The file.
-        path: PathBuf,
+        /// The file or URL.
+        origin: String,
         /// Why each key was skipped.
         skipped: String,
     },
@@ -178,12 +187,16 @@ impl KeySet {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&bytes, path)
+        Self::parse(&bytes, &path.display().to_string())
     }
 
-    fn parse(bytes: &[u8], path: &Path) -> Result<KeySet, JwksError> {
+    /// Parses a JWKS document; `origin` (a file or URL) is for messages.
+    ///
+    /// # Errors
+    /// [`JwksError`] when it is not a JWKS or holds no usable key.
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<KeySet, JwksError> {
         let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| JwksError::Parse {
-            path: path.to_path_buf(),
+            origin: origin.to_string(),
             message: e.to_string(),
         })?;
         let mut keys = HashMap::new();
@@ -254,12 +267,12 @@ impl KeySet {
         }
         if keys.is_empty() {
             return Err(JwksError::NoUsableKey {
-                path: path.to_path_buf(),
+                origin: origin.to_string(),
                 skipped: skipped.join("; "),
             });
         }
         for why in &skipped {
-            warn!(jwks = %path.display(), key = %why, "JWKS key skipped");
+            warn!(jwks = %origin, key = %why, "JWKS key skipped");
         }
         Ok(KeySet {
             keys,
@@ -268,7 +281,7 @@ impl KeySet {
     }
 
     /// No keys: every JWT is refused.
-    fn empty() -> KeySet {
+    pub fn empty() -> KeySet {
         KeySet {
             keys: HashMap::new(),
             digest: [0; 32],
@@ -299,7 +312,8 @@ struct Claims {
 }
 
 impl JwtVerifier {
-    /// A verifier over `keys`, loaded from `config.jwks_file` during config validation.
+    /// A verifier over `keys`: a JWKS file's, loaded during config validation, or none yet for
+    /// a JWKS URL.
     pub fn new(config: JwtConfig, keys: Arc<KeySet>) -> Self {
         JwtVerifier {
             config,
@@ -415,6 +429,10 @@ impl JwtVerifier {
     /// file that is gone, or holds no usable key, revokes them all: removing keys is how an
     /// operator reacts to a leaked one, and that must not need a restart.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let path = match &self.config.source {
+            JwksSource::File(path) => path.clone(),
+            JwksSource::Url(url) => return url.clone().watch(self, stop).await,
+        };
         let mut tick = tokio::time::interval(JWKS_RELOAD_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_error = None;
@@ -423,7 +441,6 @@ impl JwtVerifier {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let path = self.config.jwks_file.clone();
             // A small local file: reading it inline costs less than a blocking-pool hop.
             let bytes = match std::fs::read(&path) {
                 Ok(bytes) => bytes,
@@ -447,7 +464,7 @@ impl JwtVerifier {
             if digest == self.current().digest {
                 continue;
             }
-            match KeySet::parse(&bytes, &path) {
+            match KeySet::parse(&bytes, &path.display().to_string()) {
                 Ok(keys) => {
                     info!(jwks = %path.display(), kids = ?keys.kids(), "JWKS reloaded");
                     self.replace(keys);
@@ -473,7 +490,22 @@ impl JwtVerifier {
 }
 
 impl JwtVerifier {
-    fn replace(&self, keys: KeySet) {
+    /// Where the keys come from.
+    pub fn source(&self) -> &JwksSource {
+        &self.config.source
+    }
+
+    /// Puts `keys` in force unless they are the ones in force; says whether it did.
+    pub(crate) fn replace_if_changed(&self, keys: KeySet) -> bool {
+        if self.current().digest == keys.digest {
+            return false;
+        }
+        self.replace(keys);
+        true
+    }
+
+    /// Puts `keys` in force.
+    pub(crate) fn replace(&self, keys: KeySet) {
         *self
             .keys
             .write()
@@ -515,10 +547,10 @@ mod tests {
     }
 
     fn verifier(jwks: &str) -> JwtVerifier {
-        let keys = KeySet::parse(jwks.as_bytes(), Path::new("test.jwks")).unwrap();
+        let keys = KeySet::parse(jwks.as_bytes(), "test.jwks").unwrap();
         JwtVerifier::new(
             JwtConfig {
-                jwks_file: "test.jwks".into(),
+                source: JwksSource::File("test.jwks".into()),
                 issuer: "iss-1".into(),
                 audience: "aud-1".into(),
                 leeway: Duration::from_secs(5),
@@ -661,14 +693,14 @@ mod tests {
             b64(SECRET),
             b64(SECRET)
         );
-        let keys = KeySet::parse(jwks.as_bytes(), Path::new("x")).unwrap();
+        let keys = KeySet::parse(jwks.as_bytes(), "x").unwrap();
         assert_eq!(keys.kids(), vec!["h1"]);
         assert!(matches!(
-            KeySet::parse(br#"{"keys":[]}"#, Path::new("x")),
+            KeySet::parse(br#"{"keys":[]}"#, "x"),
             Err(JwksError::NoUsableKey { .. })
         ));
         assert!(matches!(
-            KeySet::parse(b"nope", Path::new("x")),
+            KeySet::parse(b"nope", "x"),
             Err(JwksError::Parse { .. })
         ));
     }

@@ -8,6 +8,7 @@
 //! [`Principal`]: a name for logs and limits, an [`Access`] that decides which workers may
 //! serve it, and, for a JWT, when it expires.
 
+pub mod jwks_url;
 pub mod jwt;
 pub mod mint;
 

@@ -847,3 +847,114 @@ fn idle_sessions_are_ended_at_their_worker() {
     let (_, metrics) = gw.admin_get("/metrics");
     assert!(metrics.contains("quackgate_sessions_open 0"), "{metrics}");
 }
+
+/// A Python HTTPS file server on an ephemeral loopback port, for a JWKS URL.
+struct HttpsFiles {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+}
+
+impl HttpsFiles {
+    fn start(toolchain: &crate::support::Toolchain) -> HttpsFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = quackgate::dev_init::write_tls(dir.path(), &[]).unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir(&root).unwrap();
+        let script = format!(
+            r#"import functools, http.server, ssl
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="{root}")
+httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("{cert}", "{key}")
+httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+print(httpd.server_address[1], flush=True)
+httpd.serve_forever()
+"#,
+            root = root.display(),
+            cert = tls.cert.display(),
+            key = tls.key.display(),
+        );
+        let mut child = Command::new(toolchain.python())
+            .arg("-c")
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let port = read_line(&mut child).parse().unwrap();
+        HttpsFiles {
+            child,
+            port,
+            dir,
+            ca: tls.ca_cert,
+        }
+    }
+
+    fn put(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.dir.path().join("www").join(name)).unwrap();
+    }
+}
+
+impl Drop for HttpsFiles {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn keys_from_a_jwks_url_refresh_and_go_stale_when_it_is_gone() {
+    let keys = Keys::new();
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&keys.jwks).unwrap()).unwrap();
+    let only = |kid: &str| {
+        let key = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .unwrap()
+            .clone();
+        serde_json::json!({ "keys": [key] }).to_string()
+    };
+    let mut idp = HttpsFiles::start(&crate::support::Toolchain::get());
+    idp.put("jwks.json", &only("es"));
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_toml: format!(
+            "[auth.jwt]\njwks_url = \"https://localhost:{}/jwks.json\"\njwks_ca_file = \"{}\"\njwks_refresh_secs = 1\njwks_stale_secs = 3\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n",
+            idp.port,
+            idp.ca.display()
+        ),
+        ..Default::default()
+    });
+    let es = keys.cli_token("es.pem", "ES256", "es", "read_write", "10m");
+    let ed = keys.cli_token("ed.pem", "EdDSA", "ed", "read_write", "10m");
+    // Fetched before the gateway reported ready.
+    assert_eq!(attach_error(&gw, &es), None);
+    assert!(gw.log().contains("JWKS fetched"), "{}", gw.log());
+
+    idp.put("jwks.json", &only("ed"));
+    wait_until(
+        "the refreshed JWKS to take the new key",
+        Duration::from_secs(30),
+        || attach_error(&gw, &ed).is_none(),
+    );
+    assert!(attach_error(&gw, &es).is_some_and(|e| e.contains("unknown signing key")));
+
+    // The provider goes away: the keys stay in force for jwks_stale_secs, then are dropped.
+    let _ = idp.child.kill();
+    let _ = idp.child.wait();
+    wait_until("stale keys to be dropped", Duration::from_secs(60), || {
+        attach_error(&gw, &ed).is_some_and(|e| e.contains("unknown signing key"))
+    });
+    assert!(
+        gw.log().contains("longer than jwks_stale_secs"),
+        "{}",
+        gw.log()
+    );
+}

@@ -1,0 +1,171 @@
+//! JWT keys fetched from an identity provider's JWKS endpoint (`auth.jwt.jwks_url`).
+//!
+//! The document is fetched once before the gateway reports ready, then every
+//! `jwks_refresh_secs`. A failed fetch keeps the keys in force, but only for `jwks_stale_secs`
+//! after the last good one: past that, every JWT is refused, so keys the provider has revoked
+//! cannot stay valid forever behind an outage. A document with no usable key revokes them all
+//! at once, as an emptied JWKS file does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::jwt::{JwksError, JwtVerifier, KeySet};
+
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// Time one fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause before retrying a failed fetch, when shorter than the refresh period.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// `jwks_url` and its timing.
+#[derive(Debug, Clone)]
+pub struct JwksUrl {
+    /// `https://...` (plain `http://` only to a loopback host).
+    pub url: http::Uri,
+    /// Time between fetches.
+    pub refresh: Duration,
+    /// How long the last good keys stay in force while fetches fail.
+    pub stale: Duration,
+    /// PEM CA certificates to trust instead of the public web roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+impl JwksUrl {
+    fn client(&self) -> Result<HttpsClient, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| {
+                        format!("reading auth.jwt.jwks_ca_file {}: {e}", path.display())
+                    })?;
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("auth.jwt.jwks_ca_file {}: {e}", path.display()))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Client::builder(TokioExecutor::new()).build(connector))
+    }
+
+    async fn fetch(&self, client: &HttpsClient) -> Result<KeySet, String> {
+        let exchange = async {
+            let response = client
+                .get(self.url.clone())
+                .await
+                .map_err(|e| format!("fetching: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("HTTP {}", response.status()));
+            }
+            Limited::new(response.into_body(), MAX_JWKS_BYTES)
+                .collect()
+                .await
+                .map(|body| body.to_bytes())
+                .map_err(|e| format!("reading the body: {e}"))
+        };
+        let body = tokio::time::timeout(FETCH_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("no answer in {} s", FETCH_TIMEOUT.as_secs()))??;
+        KeySet::parse(&body, &self.url.to_string()).or_else(|e| match e {
+            // A provider that lists no usable key has revoked them.
+            JwksError::NoUsableKey { .. } => {
+                warn!(jwks = %self.url, error = %e, "the JWKS has no usable key: every JWT is refused");
+                Ok(KeySet::empty())
+            }
+            other => Err(other.to_string()),
+        })
+    }
+
+    /// Fetches the keys once and puts them in force: before the gateway reports ready.
+    pub async fn load(&self, verifier: &JwtVerifier) {
+        let result = match self.client() {
+            Ok(client) => self.fetch(&client).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(keys) => {
+                info!(jwks = %self.url, kids = ?keys.kids(), "JWKS fetched");
+                verifier.replace(keys);
+            }
+            Err(e) => {
+                warn!(jwks = %self.url, error = %e, "fetching the JWKS failed: JWTs are refused until a fetch succeeds")
+            }
+        }
+    }
+
+    /// Fetches every refresh period until `stop`, first after one period (the first fetch is
+    /// [`JwksUrl::load`]).
+    pub async fn watch(self, verifier: Arc<JwtVerifier>, stop: CancellationToken) {
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(e) => {
+                warn!(error = %e, "no JWKS refreshes: cannot build the HTTPS client");
+                return;
+            }
+        };
+        let mut last_good = Some(Instant::now());
+        let mut wait = self.refresh;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+            match self.fetch(&client).await {
+                Ok(keys) => {
+                    let kids = keys
+                        .kids()
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>();
+                    if verifier.replace_if_changed(keys) {
+                        info!(jwks = %self.url, kids = ?kids, "JWKS changed");
+                    }
+                    last_good = Some(Instant::now());
+                    wait = self.refresh;
+                }
+                Err(e) => {
+                    wait = self.refresh.min(RETRY_AFTER);
+                    let stale = last_good.is_none_or(|t| t.elapsed() > self.stale);
+                    if stale {
+                        if last_good.take().is_some() {
+                            warn!(jwks = %self.url, error = %e, stale_secs = self.stale.as_secs(), "the JWKS could not be fetched for longer than jwks_stale_secs: every JWT is refused until a fetch succeeds");
+                        }
+                        verifier.replace(KeySet::empty());
+                    } else {
+                        warn!(jwks = %self.url, error = %e, "fetching the JWKS failed; the keys stay in force");
+                    }
+                }
+            }
+        }
+    }
+}
