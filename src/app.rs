@@ -39,6 +39,8 @@ const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 const DRAIN_MIN_FINAL_WAIT: Duration = Duration::from_secs(1);
 /// How often idle sessions are swept from the session table.
 const SESSION_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Time a worker gets to answer the DISCONNECT of an idle session.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -344,10 +346,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         );
     }
     if let Some(jwt) = jwt {
-        if let JwksSource::Url(url) = jwt.source() {
-            url.load(&jwt).await;
-        }
-        tokio::spawn(jwt.watch(workers_stop.clone()));
+        let loaded = match jwt.source() {
+            JwksSource::Url(url) => url.load(&jwt).await,
+            JwksSource::File(_) => true,
+        };
+        tokio::spawn(jwt.watch(loaded, workers_stop.clone()));
     }
     tokio::spawn(sweep_idle_sessions(
         state.clone(),
@@ -441,10 +444,18 @@ async fn sweep_idle_sessions(state: Arc<AppState>, idle: Duration, stop: Cancell
             open = state.sessions.len(),
             "ending idle sessions"
         );
+
+        // Each on its own, under a timeout: a stuck worker holds up neither the others nor
+        // the next sweep.
         for id in expired {
-            if let Err(e) = disconnect(&state, &id).await {
-                debug!(error = %e, "ending an idle session at its worker");
-            }
+            let state = state.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(DISCONNECT_TIMEOUT, disconnect(&state, &id)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!(error = %e, "ending an idle session at its worker"),
+                    Err(_) => debug!("ending an idle session at its worker: no answer in time"),
+                }
+            });
         }
     }
 }

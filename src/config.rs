@@ -130,6 +130,7 @@ struct FileDuckLake {
 #[serde(deny_unknown_fields)]
 struct FileAzure {
     connection_string_file: Option<PathBuf>,
+    read_only_connection_string_file: Option<PathBuf>,
     account_name: Option<String>,
     credential_chain: Option<String>,
 }
@@ -317,6 +318,9 @@ pub struct DuckLakeConfig {
     pub catalog_ca_file: Option<PathBuf>,
     /// Credentials for an `az://` data path.
     pub azure: Option<AzureCredentials>,
+    /// Read-only workers' credentials for an `az://` data path (a SAS that can only read and
+    /// list): with the others, client SQL on them could write the lake's files.
+    pub read_only_azure: Option<AzureCredentials>,
 }
 
 /// The connection-id signing secret. `Debug` never shows it.
@@ -506,6 +510,27 @@ fn apply_env_overrides(
         node.insert(last.to_string(), value);
     }
     Ok(())
+}
+
+/// An Azure storage connection string from a file.
+fn read_connection_string(
+    problems: &mut Vec<String>,
+    key: &str,
+    path: &Path,
+) -> Option<AzureCredentials> {
+    match std::fs::read_to_string(path) {
+        Ok(cs) if !cs.trim().is_empty() => {
+            Some(AzureCredentials::ConnectionString(cs.trim().to_string()))
+        }
+        Ok(_) => {
+            problems.push(format!("{key}: {} is empty", path.display()));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{key}: reading {}: {e}", path.display()));
+            None
+        }
+    }
 }
 
 /// A token of at least 4 characters (DuckDB's minimum) from a file.
@@ -732,9 +757,9 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 let refresh = j.jwks_refresh_secs.unwrap_or(DEFAULT_JWKS_REFRESH_SECS);
                 positive(&mut problems, "auth.jwt.jwks_refresh_secs", refresh);
                 let stale = j.jwks_stale_secs.unwrap_or(DEFAULT_JWKS_STALE_SECS);
-                if stale < refresh {
+                if stale < refresh.saturating_mul(2) {
                     problems.push(format!(
-                        "auth.jwt.jwks_stale_secs: must be at least jwks_refresh_secs ({refresh}), got {stale}"
+                        "auth.jwt.jwks_stale_secs: must be at least twice jwks_refresh_secs ({refresh}), so that one failed fetch does not drop the keys, got {stale}"
                     ));
                 }
                 let ca_file = j.jwks_ca_file.map(resolve);
@@ -749,6 +774,11 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                     stale: Duration::from_secs(stale),
                     ca_file,
                 };
+                if url.ca_file.as_ref().is_some_and(|ca| ca.is_file()) {
+                    if let Err(e) = url.roots() {
+                        problems.push(format!("auth.jwt.jwks_ca_file: {e}"));
+                    }
+                }
                 // Fetched when the gateway starts, before it reports ready.
                 (JwksSource::Url(url), KeySet::empty())
             }
@@ -900,6 +930,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             local
         };
         let on_azure = data_path.starts_with("az://") || data_path.starts_with("azure://");
+        let mut read_only_azure = None;
         let azure = match lake.azure {
             None => {
                 if on_azure {
@@ -909,35 +940,25 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 }
                 None
             }
-            Some(azure) => {
+            Some(mut azure) => {
+                read_only_azure = azure.read_only_connection_string_file.take().and_then(|file| {
+                    read_connection_string(
+                        &mut problems,
+                        "workers.ducklake.azure.read_only_connection_string_file",
+                        &resolve(file),
+                    )
+                });
                 if !on_azure {
                     problems.push(format!(
                         "workers.ducklake.azure: set, but data_path {data_path:?} is not an az:// path"
                     ));
                 }
                 match (azure.connection_string_file, azure.account_name, azure.credential_chain) {
-                    (Some(file), None, None) => {
-                        let file = resolve(file);
-                        match std::fs::read_to_string(&file) {
-                            Ok(cs) if !cs.trim().is_empty() => {
-                                Some(AzureCredentials::ConnectionString(cs.trim().to_string()))
-                            }
-                            Ok(_) => {
-                                problems.push(format!(
-                                    "workers.ducklake.azure.connection_string_file: {} is empty",
-                                    file.display()
-                                ));
-                                None
-                            }
-                            Err(e) => {
-                                problems.push(format!(
-                                    "workers.ducklake.azure.connection_string_file: reading {}: {e}",
-                                    file.display()
-                                ));
-                                None
-                            }
-                        }
-                    }
+                    (Some(file), None, None) => read_connection_string(
+                        &mut problems,
+                        "workers.ducklake.azure.connection_string_file",
+                        &resolve(file),
+                    ),
                     (None, Some(account_name), chain) => Some(AzureCredentials::CredentialChain {
                         account_name,
                         chain: chain.unwrap_or_else(|| "managed_identity".into()),
@@ -958,6 +979,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             data_path,
             catalog_ca_file: lake.catalog_ca_file.map(resolve),
             azure,
+            read_only_azure,
         })
     });
     if ducklake.is_some() && w.database_dir.is_some() {
@@ -1028,6 +1050,15 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     {
         problems.push(
             "workers.ducklake.read_only_catalog_token_file: read-only workers need a read-only token of the catalog (a static token with role = \"read_only\" in the catalog's config), so that the catalog refuses writes that client SQL sends it through them".into(),
+        );
+    }
+    if read_only_count > 0
+        && ducklake
+            .as_ref()
+            .is_some_and(|l| l.azure.is_some() && l.read_only_azure.is_none())
+    {
+        problems.push(
+            "workers.ducklake.azure.read_only_connection_string_file: read-only workers on Azure Blob storage need credentials that can only read (a SAS with read and list permissions): with the read-write ones, client SQL on them could write over the lake's files".into(),
         );
     }
     if read_only_count > 0 && ducklake.is_none() {
@@ -1240,6 +1271,40 @@ mod tests {
         assert_eq!(jwt.leeway, Duration::from_secs(DEFAULT_JWT_LEEWAY_SECS));
         assert_eq!(keys.kids(), vec!["k"]);
         assert_eq!(config.limits, LimitsConfig::default());
+    }
+
+    #[test]
+    fn read_only_workers_need_read_only_credentials_for_the_catalog_and_azure() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cat"), "catalog-token").unwrap();
+        std::fs::write(
+            dir.path().join("cs"),
+            "DefaultEndpointsProtocol=https;AccountName=a",
+        )
+        .unwrap();
+        let lake = "read_only_count = 1\n[workers.ducklake]\ncatalog = \"127.0.0.1:9500\"\ncatalog_token_file = \"cat\"\ndata_path = \"az://c/p/\"\n[workers.ducklake.azure]\nconnection_string_file = \"cs\"\n";
+        let err = load(&format!("{}{lake}", base(dir.path())), dir.path(), &[])
+            .unwrap_err()
+            .to_string();
+        for key in [
+            "workers.ducklake.read_only_catalog_token_file",
+            "workers.ducklake.azure.read_only_connection_string_file",
+        ] {
+            assert!(err.contains(key), "{key} not in: {err}");
+        }
+        let with_both = lake
+            .replace(
+                "catalog_token_file = \"cat\"\n",
+                "catalog_token_file = \"cat\"\nread_only_catalog_token_file = \"cat\"\n",
+            )
+            .replace(
+                "connection_string_file = \"cs\"\n",
+                "connection_string_file = \"cs\"\nread_only_connection_string_file = \"cs\"\n",
+            );
+        let err = load(&format!("{}{with_both}", base(dir.path())), dir.path(), &[])
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string());
+        assert!(!err.contains("read_only_"), "{err}");
     }
 
     #[test]

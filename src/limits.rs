@@ -43,6 +43,8 @@ pub struct AuthThrottle {
     backoff: Duration,
     backoff_max: Duration,
     records: DashMap<IpAddr, Record>,
+    /// When a full table was last swept.
+    last_full_sweep: std::sync::Mutex<Option<Instant>>,
 }
 
 impl AuthThrottle {
@@ -54,6 +56,7 @@ impl AuthThrottle {
             backoff: limits.failed_auth_backoff,
             backoff_max: limits.failed_auth_backoff_max,
             records: DashMap::new(),
+            last_full_sweep: std::sync::Mutex::new(None),
         }
     }
 
@@ -75,7 +78,16 @@ impl AuthThrottle {
     pub fn failed(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let key = key(ip);
         if self.records.len() >= MAX_TRACKED && !self.records.contains_key(&key) {
-            self.sweep(now);
+            // A full table is swept at most once a second: each sweep reads every entry.
+            let mut last = self
+                .last_full_sweep
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+                *last = Some(now);
+                drop(last);
+                self.sweep(now);
+            }
             if self.records.len() >= MAX_TRACKED {
                 return None;
             }

@@ -46,23 +46,33 @@ pub struct JwksUrl {
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 impl JwksUrl {
-    fn client(&self) -> Result<HttpsClient, String> {
+    /// The roots a JWKS URL's certificate must chain to.
+    ///
+    /// # Errors
+    /// When `jwks_ca_file` holds no usable certificate (checked with the config).
+    pub fn roots(&self) -> Result<rustls::RootCertStore, String> {
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca_file {
             Some(path) => {
                 let certs = CertificateDer::pem_file_iter(path)
                     .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| {
-                        format!("reading auth.jwt.jwks_ca_file {}: {e}", path.display())
-                    })?;
+                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                if certs.is_empty() {
+                    return Err(format!("{} holds no PEM certificate", path.display()));
+                }
                 for cert in certs {
                     roots
                         .add(cert)
-                        .map_err(|e| format!("auth.jwt.jwks_ca_file {}: {e}", path.display()))?;
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
+        Ok(roots)
+    }
+
+    fn client(&self) -> Result<HttpsClient, String> {
+        let roots = self.roots()?;
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -96,36 +106,50 @@ impl JwksUrl {
         let body = tokio::time::timeout(FETCH_TIMEOUT, exchange)
             .await
             .map_err(|_| format!("no answer in {} s", FETCH_TIMEOUT.as_secs()))??;
-        KeySet::parse(&body, &self.url.to_string()).or_else(|e| match e {
+        // A published document must not hold HMAC secrets: anyone could sign with them.
+        KeySet::parse_public(&body, &self.shown()).or_else(|e| match e {
             // A provider that lists no usable key has revoked them.
             JwksError::NoUsableKey { .. } => {
-                warn!(jwks = %self.url, error = %e, "the JWKS has no usable key: every JWT is refused");
+                warn!(jwks = %self.shown(), error = %e, "the JWKS has no usable key: every JWT is refused");
                 Ok(KeySet::empty())
             }
             other => Err(other.to_string()),
         })
     }
 
+    /// The URL without its query or user info, which may carry credentials: for logs.
+    fn shown(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.url.scheme_str().unwrap_or("https"),
+            self.url.host().unwrap_or(""),
+            self.url.path()
+        )
+    }
+
     /// Fetches the keys once and puts them in force: before the gateway reports ready.
-    pub async fn load(&self, verifier: &JwtVerifier) {
+    /// Returns whether it succeeded.
+    pub async fn load(&self, verifier: &JwtVerifier) -> bool {
         let result = match self.client() {
             Ok(client) => self.fetch(&client).await,
             Err(e) => Err(e),
         };
         match result {
             Ok(keys) => {
-                info!(jwks = %self.url, kids = ?keys.kids(), "JWKS fetched");
+                info!(jwks = %self.shown(), kids = ?keys.kids(), "JWKS fetched");
                 verifier.replace(keys);
+                true
             }
             Err(e) => {
-                warn!(jwks = %self.url, error = %e, "fetching the JWKS failed: JWTs are refused until a fetch succeeds")
+                warn!(jwks = %self.shown(), error = %e, "fetching the JWKS failed: JWTs are refused until a fetch succeeds");
+                false
             }
         }
     }
 
-    /// Fetches every refresh period until `stop`, first after one period (the first fetch is
-    /// [`JwksUrl::load`]).
-    pub async fn watch(self, verifier: Arc<JwtVerifier>, stop: CancellationToken) {
+    /// Fetches every refresh period until `stop`; the first fetch was [`JwksUrl::load`], and
+    /// after a failed one the next comes soon.
+    pub async fn watch(self, verifier: Arc<JwtVerifier>, loaded: bool, stop: CancellationToken) {
         let client = match self.client() {
             Ok(client) => client,
             Err(e) => {
@@ -133,8 +157,12 @@ impl JwksUrl {
                 return;
             }
         };
-        let mut last_good = Some(Instant::now());
-        let mut wait = self.refresh;
+        let mut last_good = loaded.then(Instant::now);
+        let mut wait = if loaded {
+            self.refresh
+        } else {
+            self.refresh.min(RETRY_AFTER)
+        };
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -148,7 +176,7 @@ impl JwksUrl {
                         .map(|k| k.to_string())
                         .collect::<Vec<_>>();
                     if verifier.replace_if_changed(keys) {
-                        info!(jwks = %self.url, kids = ?kids, "JWKS changed");
+                        info!(jwks = %self.shown(), kids = ?kids, "JWKS changed");
                     }
                     last_good = Some(Instant::now());
                     wait = self.refresh;
@@ -158,11 +186,11 @@ impl JwksUrl {
                     let stale = last_good.is_none_or(|t| t.elapsed() > self.stale);
                     if stale {
                         if last_good.take().is_some() {
-                            warn!(jwks = %self.url, error = %e, stale_secs = self.stale.as_secs(), "the JWKS could not be fetched for longer than jwks_stale_secs: every JWT is refused until a fetch succeeds");
+                            warn!(jwks = %self.shown(), error = %e, stale_secs = self.stale.as_secs(), "the JWKS could not be fetched for longer than jwks_stale_secs: every JWT is refused until a fetch succeeds");
                         }
                         verifier.replace(KeySet::empty());
                     } else {
-                        warn!(jwks = %self.url, error = %e, "fetching the JWKS failed; the keys stay in force");
+                        warn!(jwks = %self.shown(), error = %e, "fetching the JWKS failed; the keys stay in force");
                     }
                 }
             }

@@ -195,6 +195,19 @@ impl KeySet {
     /// # Errors
     /// [`JwksError`] when it is not a JWKS or holds no usable key.
     pub fn parse(bytes: &[u8], origin: &str) -> Result<KeySet, JwksError> {
+        Self::parse_with(bytes, origin, true)
+    }
+
+    /// Like [`KeySet::parse`], for a document anyone can read: HMAC (`oct`) keys are
+    /// skipped, since a published secret lets anyone sign.
+    ///
+    /// # Errors
+    /// As [`KeySet::parse`].
+    pub fn parse_public(bytes: &[u8], origin: &str) -> Result<KeySet, JwksError> {
+        Self::parse_with(bytes, origin, false)
+    }
+
+    fn parse_with(bytes: &[u8], origin: &str, allow_hmac: bool) -> Result<KeySet, JwksError> {
         let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| JwksError::Parse {
             origin: origin.to_string(),
             message: e.to_string(),
@@ -228,6 +241,10 @@ impl KeySet {
                     if p.curve == EllipticCurve::Ed25519 =>
                 {
                     Algorithm::EdDSA
+                }
+                (AlgorithmParameters::OctetKey(_), _) if !allow_hmac => {
+                    skipped.push(format!("{kid:?}: an HMAC secret in a published JWKS"));
+                    continue;
                 }
                 (AlgorithmParameters::OctetKey(p), None | Some(KeyAlgorithm::HS256)) => {
                     use base64::Engine;
@@ -428,10 +445,11 @@ impl JwtVerifier {
     /// JSON (say, caught half-written) or cannot be read keeps the previous keys in force; a
     /// file that is gone, or holds no usable key, revokes them all: removing keys is how an
     /// operator reacts to a leaked one, and that must not need a restart.
-    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+    /// For a JWKS URL, `loaded` says whether the first fetch succeeded.
+    pub async fn watch(self: Arc<Self>, loaded: bool, stop: CancellationToken) {
         let path = match &self.config.source {
             JwksSource::File(path) => path.clone(),
-            JwksSource::Url(url) => return url.clone().watch(self, stop).await,
+            JwksSource::Url(url) => return url.clone().watch(self, loaded, stop).await,
         };
         let mut tick = tokio::time::interval(JWKS_RELOAD_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -702,6 +720,15 @@ mod tests {
         assert!(matches!(
             KeySet::parse(b"nope", "x"),
             Err(JwksError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn a_published_jwks_may_not_carry_hmac_secrets() {
+        assert!(KeySet::parse(hs_jwks().as_bytes(), "file").is_ok());
+        assert!(matches!(
+            KeySet::parse_public(hs_jwks().as_bytes(), "https://idp"),
+            Err(JwksError::NoUsableKey { .. })
         ));
     }
 

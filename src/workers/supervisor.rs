@@ -141,7 +141,10 @@ impl Launcher {
                 },
                 data_path: lake.data_path.clone(),
                 catalog_ca_file: lake.catalog_ca_file.clone(),
-                azure: lake.azure.clone(),
+                azure: match worker.access {
+                    Access::ReadWrite => lake.azure.clone(),
+                    Access::ReadOnly => lake.read_only_azure.clone(),
+                },
             }),
         }
     }

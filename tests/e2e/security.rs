@@ -448,6 +448,11 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         ),
         "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''CREATE TABLE planted AS SELECT 1 AS x'')');".into(),
         "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''DELETE FROM ducklake_snapshot'')');".into(),
+        // A line comment that DuckDB ends at a carriage return, hiding a second statement.
+        format!(
+            "FROM r.query('SELECT * FROM quack_query(''quack:127.0.0.1:{}'', E''SELECT 1 --\\r; CREATE TABLE planted AS SELECT 1'')');",
+            stack.catalog.plain.port()
+        ),
     ];
     for sql in &attempts {
         let out = gw.cli_with_token(&stack.reader, sql);

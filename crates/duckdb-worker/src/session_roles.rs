@@ -9,15 +9,16 @@
 //! with, through Quack's own hooks:
 //!
 //! - `quackgate_authenticate(sid, client_token, server_token)`, the authentication hook,
-//!   accepts the server's token, and also the read-only token, in which case it records `sid`
-//!   as read-only;
+//!   accepts the server's token, recording `sid` as read-write, and the read-only token;
 //! - `quackgate_authorize(sid, sql)`, the authorization hook run on every PREPARE (and APPEND,
-//!   as `INSERT INTO ...`), lets a read-only session run only single read statements
-//!   ([`is_read_only_sql`]). This is a check on SQL text, so it is the inner wall of two: the
-//!   worker that holds the read-only token has its lake READ_ONLY, and the hook only has to
-//!   stop what client SQL could send past it.
+//!   as `INSERT INTO ...`), lets every session not recorded as read-write run only single
+//!   read statements ([`is_read_only_sql`]). Unknown means read-only, so a forgotten session
+//!   loses rights rather than gaining them. This is a check on SQL text, so it is the inner
+//!   wall of two: the worker that holds the read-only token has its lake READ_ONLY, and the
+//!   hook only has to stop what client SQL could send past it. It is strict on purpose
+//!   (see [`is_read_only_sql`]); DuckLake's own reads pass it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use duckdb::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
@@ -26,11 +27,12 @@ use duckdb::vscalar::{ArrowFunctionSignature, VArrowScalar};
 use duckdb::Connection;
 use subtle::ConstantTimeEq;
 
-/// Read-only sessions remembered at most; a catalog serves a few per worker, so this only
-/// bounds memory against a runaway.
-const MAX_READ_ONLY_SESSIONS: usize = 100_000;
+/// Read-write sessions remembered at most. Quack has no hook for a session's end, so the
+/// least recently used are forgotten beyond this (and become read-only): the workers' own
+/// catalog sessions are in use all the time and stay.
+const MAX_READ_WRITE_SESSIONS: usize = 10_000;
 
-/// The read-only token and the sessions that connected with it.
+/// The read-only token and the sessions that connected with the read-write one.
 #[derive(Clone, Default)]
 pub struct SessionRoles {
     inner: Arc<Inner>,
@@ -39,7 +41,8 @@ pub struct SessionRoles {
 #[derive(Default)]
 struct Inner {
     read_only_token: String,
-    read_only_sessions: Mutex<HashSet<String>>,
+    /// Read-write session ids and when they were last used (a counter).
+    read_write: Mutex<(HashMap<String, u64>, u64)>,
 }
 
 impl SessionRoles {
@@ -47,9 +50,16 @@ impl SessionRoles {
         SessionRoles {
             inner: Arc::new(Inner {
                 read_only_token,
-                read_only_sessions: Mutex::default(),
+                read_write: Mutex::default(),
             }),
         }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, (HashMap<String, u64>, u64)> {
+        self.inner
+            .read_write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn authenticate(&self, sid: &str, client: &str, server: &str) -> bool {
@@ -60,28 +70,42 @@ impl SessionRoles {
                     .as_bytes()
                     .ct_eq(self.inner.read_only_token.as_bytes()),
             );
-        if read_only && !read_write {
-            let mut sessions = self
-                .inner
-                .read_only_sessions
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if sessions.len() >= MAX_READ_ONLY_SESSIONS {
-                return false;
+        let mut guard = self.sessions();
+        let (sessions, clock) = &mut *guard;
+        if read_write {
+            if sessions.len() >= MAX_READ_WRITE_SESSIONS && !sessions.contains_key(sid) {
+                let oldest = sessions
+                    .iter()
+                    .min_by_key(|(_, used)| **used)
+                    .map(|(id, _)| id.clone());
+                if let Some(oldest) = oldest {
+                    sessions.remove(&oldest);
+                }
             }
-            sessions.insert(sid.to_string());
+            *clock += 1;
+            sessions.insert(sid.to_string(), *clock);
+        } else {
+            // A reused id must not keep rights it had under the other token.
+            sessions.remove(sid);
         }
         read_write || read_only
     }
 
     fn authorize(&self, sid: &str, sql: &str) -> bool {
-        let read_only = self
-            .inner
-            .read_only_sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(sid);
-        !read_only || is_read_only_sql(sql)
+        let mut guard = self.sessions();
+        let (sessions, clock) = &mut *guard;
+        *clock += 1;
+        let now = *clock;
+        match sessions.get_mut(sid) {
+            Some(used) => {
+                *used = now;
+                true
+            }
+            None => {
+                drop(guard);
+                is_read_only_sql(sql)
+            }
+        }
     }
 }
 
@@ -179,15 +203,19 @@ pub fn install(conn: &Connection, read_only_token: &str) -> duckdb::Result<()> {
 
 /// Whether `sql` is one statement that only reads.
 ///
-/// It must hold a single statement (no `;` before its end outside quotes and comments), no
-/// `$` or `\` anywhere (dollar quotes and escape strings would let this scanner and DuckDB's
-/// parser disagree on where a string ends), and no Quack function (`quack_stop` would take the
-/// catalog down). Its first word must be SELECT, FROM, VALUES, TABLE, DESCRIBE, SHOW,
-/// SUMMARIZE or transaction control; WITH is allowed only when no word of the statement names
-/// a writing command, since a CTE can lead into INSERT, UPDATE or DELETE. DuckDB's `query()`
-/// function refuses anything but a query, so such a statement cannot write.
+/// Strict, because this scanner and DuckDB's lexer must never disagree on what is code: it
+/// refuses comments (`--`, `/*`; DuckDB nests block comments and ends line comments at `\r`),
+/// dollar quotes, backslashes (escape strings), `U&` (Unicode escapes in names), NUL, and any
+/// `;` before the end. Outside quotes, the first word must be SELECT, FROM, WITH, VALUES,
+/// TABLE, DESCRIBE, SHOW or SUMMARIZE, and no word may name a command that writes or a
+/// function with a side effect (`query()` and `query_table()` run SQL built at run time;
+/// checkpoints, sequences, and anything of Quack's, which could stop the catalog).
 pub fn is_read_only_sql(sql: &str) -> bool {
-    if sql.contains(['$', '\\']) || sql.to_ascii_lowercase().contains("quack_") {
+    let lower = sql.to_ascii_lowercase();
+    if ["--", "/*", "*/", "$", "\\", "u&", "\0", "quack"]
+        .iter()
+        .any(|bad| lower.contains(bad))
+    {
         return false;
     }
     let Some(words) = words(sql) else {
@@ -199,18 +227,14 @@ pub fn is_read_only_sql(sql: &str) -> bool {
     const READS: &[&str] = &[
         "SELECT",
         "FROM",
+        "WITH",
         "VALUES",
         "TABLE",
         "DESCRIBE",
         "SHOW",
         "SUMMARIZE",
-        "BEGIN",
-        "COMMIT",
-        "ROLLBACK",
-        "ABORT",
-        "END",
     ];
-    const WRITES: &[&str] = &[
+    const REFUSED: &[&str] = &[
         "INSERT",
         "UPDATE",
         "DELETE",
@@ -232,17 +256,28 @@ pub fn is_read_only_sql(sql: &str) -> bool {
         "IMPORT",
         "VACUUM",
         "CHECKPOINT",
+        "FORCE_CHECKPOINT",
         "USE",
+        "INTO",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "ABORT",
+        "END",
+        "QUERY",
+        "QUERY_TABLE",
+        "NEXTVAL",
+        "SETVAL",
+        "PREPARE",
+        "EXECUTE",
+        "DEALLOCATE",
     ];
-    match first.as_str() {
-        "WITH" => !words.iter().any(|w| WRITES.contains(&w.as_str())),
-        first => READS.contains(&first),
-    }
+    READS.contains(&first.as_str()) && !words.iter().any(|w| REFUSED.contains(&w.as_str()))
 }
 
-/// The words (runs of letters, digits and `_`, upper-cased) of `sql` outside quotes and
-/// comments, or `None` when it holds more than one statement or an unterminated quote or
-/// comment.
+/// The words (runs of letters, digits and `_`, upper-cased) of `sql` outside quotes, or
+/// `None` when it holds more than one statement or an unterminated quote. Quotes are `'` and
+/// `"`, each escaped by doubling; comments were refused before.
 fn words(sql: &str) -> Option<Vec<String>> {
     let bytes = sql.as_bytes();
     let mut words = Vec::new();
@@ -250,7 +285,7 @@ fn words(sql: &str) -> Option<Vec<String>> {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if ended && !b.is_ascii_whitespace() && b != b';' && b != b'-' && b != b'/' {
+        if ended && !b.is_ascii_whitespace() && b != b';' {
             return None;
         }
         match b {
@@ -266,15 +301,6 @@ fn words(sql: &str) -> Option<Vec<String>> {
                 }
                 i += 1;
             }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2 + sql[i + 2..].find("*/")? + 2;
-            }
-            b'-' | b'/' if ended => return None,
             b';' => {
                 ended = true;
                 i += 1;
