@@ -276,7 +276,7 @@ fn a_second_catalog_on_the_same_file_refuses_to_start() {
 }
 
 /// Azurite, the Azure Storage emulator, serving blobs in memory on an ephemeral loopback port.
-struct Azurite {
+pub(crate) struct Azurite {
     child: std::process::Child,
     port: u16,
 }
@@ -287,7 +287,7 @@ const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 impl Azurite {
-    fn start(toolchain: &Toolchain) -> Azurite {
+    pub(crate) fn start(toolchain: &Toolchain) -> Azurite {
         use std::io::{BufRead, BufReader};
         let bin = toolchain
             .root
@@ -328,7 +328,7 @@ impl Azurite {
         Azurite { child, port }
     }
 
-    fn connection_string(&self) -> String {
+    pub(crate) fn connection_string(&self) -> String {
         format!(
             "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{}/{AZURITE_ACCOUNT};",
             self.port
@@ -336,7 +336,51 @@ impl Azurite {
     }
 
     /// Creates a container with the Blob REST API (SharedKey), as an operator would beforehand.
-    fn create_container(&self, toolchain: &Toolchain, name: &str) {
+    /// A connection string with a service SAS that may only read and list `container`.
+    pub(crate) fn read_only_connection_string(&self, container: &str) -> String {
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (version, permissions, expiry) = ("2021-08-06", "rl", "2099-01-01T00:00:00Z");
+        // The service SAS string-to-sign of version 2020-12-06 and later.
+        let to_sign = [
+            permissions,
+            "",
+            expiry,
+            &format!("/blob/{AZURITE_ACCOUNT}/{container}"),
+            "",
+            "",
+            "",
+            version,
+            "c",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]
+        .join("\n");
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&b64.decode(AZURITE_KEY).unwrap()).unwrap();
+        mac.update(to_sign.as_bytes());
+        let sig = b64.encode(mac.finalize().into_bytes());
+        let escape = |s: &str| {
+            s.replace('+', "%2B")
+                .replace('/', "%2F")
+                .replace('=', "%3D")
+                .replace(':', "%3A")
+        };
+        format!(
+            "BlobEndpoint=http://127.0.0.1:{}/{AZURITE_ACCOUNT};SharedAccessSignature=sv={version}&sr=c&sp={permissions}&se={}&sig={}",
+            self.port,
+            escape(expiry),
+            escape(&sig)
+        )
+    }
+
+    pub(crate) fn create_container(&self, toolchain: &Toolchain, name: &str) {
         let script = format!(
             r#"
 import base64, hashlib, hmac, urllib.request

@@ -312,7 +312,13 @@ struct RoStack {
 }
 
 fn ro_stack() -> RoStack {
+    ro_stack_on(|shared| (data_dir(shared).display().to_string(), String::new()))
+}
+
+/// `lake(shared folder)` gives the data path and TOML appended to `[workers.ducklake]`.
+fn ro_stack_on(lake: impl FnOnce(&Path) -> (String, String)) -> RoStack {
     let shared = tempfile::tempdir().unwrap();
+    let (data_path, extra_lake_toml) = lake(shared.path());
     let catalog_token = format!("cat-{}", random_hex());
     std::fs::write(shared.path().join("catalog-token"), &catalog_token).unwrap();
     // The catalog also takes a read-only token, which the read-only worker uses.
@@ -334,11 +340,10 @@ fn ro_stack() -> RoStack {
     let gateway = Gateway::start_with(GatewayOptions {
         workers: 1,
         extra_workers_toml: format!(
-            "read_only_count = 1\n[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\nread_only_catalog_token_file = \"{ro_token}\"\ndata_path = \"{data}\"\n",
+            "read_only_count = 1\n[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\nread_only_catalog_token_file = \"{ro_token}\"\ndata_path = \"{data_path}\"\n{extra_lake_toml}",
             port = catalog.plain.port(),
             token = shared.path().join("catalog-token").display(),
             ro_token = shared.path().join("catalog-ro-token").display(),
-            data = data_dir(shared.path()).display(),
         ),
         extra_toml: format!(
             "[[auth.static_tokens]]\nname = \"reader\"\nsha256 = \"{}\"\nrole = \"read_only\"\n{}",
@@ -962,4 +967,53 @@ fn keys_from_a_jwks_url_refresh_and_go_stale_when_it_is_gone() {
         "{}",
         gw.log()
     );
+}
+
+#[test]
+fn a_read_only_worker_on_azure_reads_the_lake_but_cannot_write_blobs() {
+    let toolchain = crate::support::Toolchain::get();
+    let azurite = crate::ducklake::Azurite::start(&toolchain);
+    azurite.create_container(&toolchain, "lake");
+    let (rw, ro) = (
+        azurite.connection_string(),
+        azurite.read_only_connection_string("lake"),
+    );
+    let stack = ro_stack_on(|shared| {
+        let (rw_file, ro_file) = (shared.join("azure-rw"), shared.join("azure-ro"));
+        std::fs::write(&rw_file, &rw).unwrap();
+        std::fs::write(&ro_file, &ro).unwrap();
+        (
+            "az://lake/data/".into(),
+            format!(
+                "[workers.ducklake.azure]\nconnection_string_file = \"{}\"\nread_only_connection_string_file = \"{}\"\n",
+                rw_file.display(),
+                ro_file.display()
+            ),
+        )
+    });
+    let gw = &stack.gateway;
+    gw.cli_ok("CREATE TABLE r.facts AS SELECT range AS id FROM range(1000);");
+    let census = "FROM r.query('SELECT count(*), sum(id) FROM facts');";
+    let out = gw.cli_with_token(&stack.reader, census);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1000,499500\n",
+        "the read-only worker reads the lake's blobs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for target in ["az://lake/data/planted.parquet", "az://lake/elsewhere.csv"] {
+        let out = gw.cli_with_token(
+            &stack.reader,
+            &format!("FROM r.query('COPY (SELECT 1 AS id) TO ''{target}''');"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a read-only session wrote {target}");
+        // Inside the lake's prefix the storage refuses; elsewhere DuckDB already does.
+        assert!(
+            err.contains("AuthorizationPermissionMismatch")
+                || (!target.contains("/data/") && err.contains("disabled by configuration")),
+            "{err}"
+        );
+    }
+    assert_eq!(gw.cli_ok(census), vec!["1000,499500"]);
 }
