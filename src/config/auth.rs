@@ -1,0 +1,323 @@
+//! `[auth]` and `[limits]`: who may connect, with what, and how much. Validated with the rest
+//! of the config, before anything binds; a JWKS file is read and parsed here too.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::positive;
+use crate::auth::jwks_url::JwksUrl;
+use crate::auth::jwt::{JwksSource, JwtConfig, KeySet, SessionExpiry};
+use crate::auth::Access;
+
+/// Default clock skew allowed on a JWT's `exp` and `nbf`.
+pub const DEFAULT_JWT_LEEWAY_SECS: u64 = 30;
+/// Default time between fetches of `auth.jwt.jwks_url`.
+pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 300;
+/// Default time the last fetched keys stay in force while fetches fail.
+pub const DEFAULT_JWKS_STALE_SECS: u64 = 86_400;
+/// Most clock skew `auth.jwt.leeway_secs` may allow.
+pub const MAX_JWT_LEEWAY_SECS: u64 = 300;
+/// Longest failed-authentication window or backoff.
+const MAX_LIMIT_DURATION: Duration = Duration::from_secs(86_400);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAuth {
+    #[serde(default)]
+    pub(super) static_tokens: Vec<FileStaticToken>,
+    pub(super) jwt: Option<FileJwt>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileJwt {
+    pub(super) jwks_file: Option<PathBuf>,
+    pub(super) jwks_url: Option<String>,
+    pub(super) jwks_refresh_secs: Option<u64>,
+    pub(super) jwks_stale_secs: Option<u64>,
+    pub(super) jwks_ca_file: Option<PathBuf>,
+    pub(super) issuer: String,
+    pub(super) audience: String,
+    pub(super) leeway_secs: Option<u64>,
+    pub(super) role_claim: Option<String>,
+    pub(super) session_expiry: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileLimits {
+    pub(super) max_sessions: Option<usize>,
+    pub(super) max_sessions_per_principal: Option<usize>,
+    pub(super) failed_auth_burst: Option<u32>,
+    pub(super) failed_auth_window_secs: Option<u64>,
+    pub(super) failed_auth_backoff_secs: Option<u64>,
+    pub(super) failed_auth_backoff_max_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileStaticToken {
+    pub(super) name: String,
+    pub(super) sha256: String,
+    pub(super) role: Option<String>,
+}
+
+/// One accepted static token, stored as the SHA-256 of the token.
+#[derive(Debug, Clone)]
+pub struct StaticToken {
+    /// The principal name logged for sessions of this token.
+    pub name: Arc<str>,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// What its sessions may do (`role`, default `read_write`).
+    pub access: Access,
+}
+
+/// `[limits]`: how much one principal, everyone, and one failing address may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Open Quack sessions on this node, all principals together. Default 10000.
+    pub max_sessions: usize,
+    /// Open Quack sessions of one principal on this node. Default 256.
+    pub max_sessions_per_principal: usize,
+    /// Failed authentications from one address within the window that trip the backoff.
+    /// Default 10.
+    pub failed_auth_burst: u32,
+    /// The window failures are counted in. Default 60 s.
+    pub failed_auth_window: Duration,
+    /// First backoff; doubles each time the address trips again. Default 5 s.
+    pub failed_auth_backoff: Duration,
+    /// Longest backoff. Default 300 s.
+    pub failed_auth_backoff_max: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_sessions: 10_000,
+            max_sessions_per_principal: 256,
+            failed_auth_burst: 10,
+            failed_auth_window: Duration::from_secs(60),
+            failed_auth_backoff: Duration::from_secs(5),
+            failed_auth_backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What `[auth]` and `[limits]` say, validated.
+pub(super) struct AuthSection {
+    pub(super) static_tokens: Vec<StaticToken>,
+    /// The JWT settings with their first keys.
+    pub(super) jwt: Option<(JwtConfig, Arc<KeySet>)>,
+    pub(super) limits: LimitsConfig,
+}
+
+/// Validates `[auth]` and `[limits]`; problems go to `problems`, each naming its key.
+pub(super) fn validate(
+    auth: FileAuth,
+    l: FileLimits,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> AuthSection {
+    let mut static_tokens = Vec::new();
+    for (i, t) in auth.static_tokens.into_iter().enumerate() {
+        let mut sha256 = [0u8; 32];
+        if hex::decode_to_slice(&t.sha256, &mut sha256).is_err() {
+            problems.push(format!(
+                "auth.static_tokens[{i}].sha256: must be 64 hex characters (`quackgate hash-token` prints it), got {} characters",
+                t.sha256.len()
+            ));
+            continue;
+        }
+        if t.name.is_empty() {
+            problems.push(format!("auth.static_tokens[{i}].name: must not be empty"));
+        }
+        let role = t.role.as_deref().unwrap_or("read_write");
+        let Some(access) = Access::parse(role) else {
+            problems.push(format!(
+                "auth.static_tokens[{i}].role: must be read_write or read_only, got {role:?}"
+            ));
+            continue;
+        };
+        static_tokens.push(StaticToken {
+            name: t.name.into(),
+            sha256,
+            access,
+        });
+    }
+    let jwt = auth.jwt.and_then(|j| {
+        let session_expiry = match j.session_expiry.as_deref().unwrap_or("end") {
+            "end" => SessionExpiry::End,
+            "keep" => SessionExpiry::Keep,
+            other => {
+                problems.push(format!(
+                    "auth.jwt.session_expiry: must be \"end\" (a session ends when its token expires) or \"keep\", got {other:?}"
+                ));
+                SessionExpiry::End
+            }
+        };
+        let leeway_secs = j.leeway_secs.unwrap_or(DEFAULT_JWT_LEEWAY_SECS);
+        if leeway_secs > MAX_JWT_LEEWAY_SECS {
+            problems.push(format!(
+                "auth.jwt.leeway_secs: at most {MAX_JWT_LEEWAY_SECS} (clock skew, not a lifetime), got {leeway_secs}"
+            ));
+        }
+        let role_claim = j.role_claim.unwrap_or_else(|| "role".into());
+        if ["sub", "exp", "iss", "aud", "nbf", "iat", "jti", ""].contains(&role_claim.as_str()) {
+            problems.push(format!(
+                "auth.jwt.role_claim: must name a claim of its own, not a registered one, got {role_claim:?}"
+            ));
+        }
+        for (key, value) in [("auth.jwt.issuer", &j.issuer), ("auth.jwt.audience", &j.audience)] {
+            if value.is_empty() {
+                problems.push(format!("{key}: must not be empty"));
+            }
+        }
+        let (source, keys) = match (j.jwks_file, j.jwks_url) {
+            (Some(path), None) => {
+                let path = resolve(path);
+                match KeySet::load(&path) {
+                    Ok(keys) => (JwksSource::File(path), keys),
+                    Err(e) => {
+                        problems.push(format!("auth.jwt.jwks_file: {e}"));
+                        return None;
+                    }
+                }
+            }
+            (None, Some(url)) => {
+                let uri = match url.parse::<http::Uri>() {
+                    Ok(uri) => uri,
+                    Err(e) => {
+                        problems.push(format!("auth.jwt.jwks_url: {e}, got {url:?}"));
+                        return None;
+                    }
+                };
+                let loopback = matches!(uri.host(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                match uri.scheme_str() {
+                    Some("https") => {}
+                    Some("http") if loopback => {}
+                    _ => problems.push(format!(
+                        "auth.jwt.jwks_url: must be https:// (http:// only to a loopback host), got {url:?}"
+                    )),
+                }
+                let refresh = j.jwks_refresh_secs.unwrap_or(DEFAULT_JWKS_REFRESH_SECS);
+                positive(problems, "auth.jwt.jwks_refresh_secs", refresh);
+                let stale = j.jwks_stale_secs.unwrap_or(DEFAULT_JWKS_STALE_SECS);
+                if stale < refresh.saturating_mul(2) {
+                    problems.push(format!(
+                        "auth.jwt.jwks_stale_secs: must be at least twice jwks_refresh_secs ({refresh}), so that one failed fetch does not drop the keys, got {stale}"
+                    ));
+                }
+                let ca_file = j.jwks_ca_file.map(resolve);
+                if let Some(ca) = &ca_file {
+                    if !ca.is_file() {
+                        problems.push(format!("auth.jwt.jwks_ca_file: no such file {}", ca.display()));
+                    }
+                }
+                let url = JwksUrl {
+                    url: uri,
+                    refresh: Duration::from_secs(refresh),
+                    stale: Duration::from_secs(stale),
+                    ca_file,
+                };
+                if url.ca_file.as_ref().is_some_and(|ca| ca.is_file()) {
+                    if let Err(e) = url.roots() {
+                        problems.push(format!("auth.jwt.jwks_ca_file: {e}"));
+                    }
+                }
+                // Fetched when the gateway starts, before it reports ready.
+                (JwksSource::Url(url), KeySet::empty())
+            }
+            _ => {
+                problems.push(
+                    "auth.jwt: set exactly one of jwks_file and jwks_url".into(),
+                );
+                return None;
+            }
+        };
+        Some((
+            JwtConfig {
+                source,
+                issuer: j.issuer,
+                audience: j.audience,
+                leeway: Duration::from_secs(leeway_secs),
+                role_claim,
+                session_expiry,
+            },
+            Arc::new(keys),
+        ))
+    });
+    if static_tokens.is_empty() && jwt.is_none() && problems.is_empty() {
+        problems
+            .push("auth: set auth.static_tokens or [auth.jwt], or no client can connect".into());
+    }
+    let defaults = LimitsConfig::default();
+    let limits = LimitsConfig {
+        max_sessions: l.max_sessions.unwrap_or(defaults.max_sessions),
+        max_sessions_per_principal: l
+            .max_sessions_per_principal
+            .unwrap_or(defaults.max_sessions_per_principal),
+        failed_auth_burst: l.failed_auth_burst.unwrap_or(defaults.failed_auth_burst),
+        failed_auth_window: l
+            .failed_auth_window_secs
+            .map_or(defaults.failed_auth_window, Duration::from_secs),
+        failed_auth_backoff: l
+            .failed_auth_backoff_secs
+            .map_or(defaults.failed_auth_backoff, Duration::from_secs),
+        failed_auth_backoff_max: l
+            .failed_auth_backoff_max_secs
+            .map_or(defaults.failed_auth_backoff_max, Duration::from_secs),
+    };
+    for (key, value) in [
+        ("limits.max_sessions", limits.max_sessions as u64),
+        (
+            "limits.max_sessions_per_principal",
+            limits.max_sessions_per_principal as u64,
+        ),
+        (
+            "limits.failed_auth_burst",
+            u64::from(limits.failed_auth_burst),
+        ),
+        (
+            "limits.failed_auth_window_secs",
+            limits.failed_auth_window.as_secs(),
+        ),
+        (
+            "limits.failed_auth_backoff_secs",
+            limits.failed_auth_backoff.as_secs(),
+        ),
+    ] {
+        positive(problems, key, value);
+    }
+    for (key, value) in [
+        ("limits.failed_auth_window_secs", limits.failed_auth_window),
+        (
+            "limits.failed_auth_backoff_max_secs",
+            limits.failed_auth_backoff_max,
+        ),
+    ] {
+        if value > MAX_LIMIT_DURATION {
+            problems.push(format!(
+                "{key}: at most {} (a day), got {}",
+                MAX_LIMIT_DURATION.as_secs(),
+                value.as_secs()
+            ));
+        }
+    }
+    if limits.failed_auth_backoff_max < limits.failed_auth_backoff {
+        problems.push(format!(
+            "limits.failed_auth_backoff_max_secs: must be >= limits.failed_auth_backoff_secs ({}), got {}",
+            limits.failed_auth_backoff.as_secs(),
+            limits.failed_auth_backoff_max.as_secs()
+        ));
+    }
+
+    AuthSection {
+        static_tokens,
+        jwt,
+        limits,
+    }
+}
