@@ -29,6 +29,9 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before retrying a failed fetch, when shorter than the refresh period.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Least time between two fetches that tokens with an unknown `kid` trigger, so that a
+/// stream of forged kids cannot turn the gateway against the provider.
+const MIN_EARLY_FETCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `jwks_url` and its timing.
 #[derive(Debug, Clone)]
@@ -163,11 +166,20 @@ impl JwksUrl {
         } else {
             self.refresh.min(RETRY_AFTER)
         };
+        let mut last_fetch = Instant::now();
         loop {
+            let early = last_fetch + MIN_EARLY_FETCH_INTERVAL;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                // A token named a key we do not know: the provider may have rotated. Waits
+                // out the minimum interval since the last fetch first.
+                _ = async {
+                    verifier.unknown_kid_seen().await;
+                    tokio::time::sleep_until(early.into()).await;
+                } => {}
                 _ = stop.cancelled() => return,
             }
+            last_fetch = Instant::now();
             match self.fetch(&client).await {
                 Ok(keys) => {
                     let kids = keys

@@ -318,6 +318,8 @@ impl KeySet {
 pub struct JwtVerifier {
     config: JwtConfig,
     keys: RwLock<Arc<KeySet>>,
+    /// Wakes a JWKS URL's watcher early: a token named a key not (yet) known.
+    unknown_kid: tokio::sync::Notify,
 }
 
 #[derive(serde::Deserialize)]
@@ -335,6 +337,7 @@ impl JwtVerifier {
         JwtVerifier {
             config,
             keys: RwLock::new(keys),
+            unknown_kid: tokio::sync::Notify::new(),
         }
     }
 
@@ -384,7 +387,13 @@ impl JwtVerifier {
             None if keys.keys.len() == 1 => keys.keys.values().next(),
             None => None,
         }
-        .ok_or(JwtRejection::UnknownKey)?;
+        .ok_or_else(|| {
+            // The provider may have rotated already: fetch soon rather than at the next period.
+            if matches!(self.config.source, JwksSource::Url(_)) {
+                self.unknown_kid.notify_one();
+            }
+            JwtRejection::UnknownKey
+        })?;
         if header.alg != key.algorithm {
             return Err(JwtRejection::Algorithm);
         }
@@ -511,6 +520,11 @@ impl JwtVerifier {
     /// Where the keys come from.
     pub fn source(&self) -> &JwksSource {
         &self.config.source
+    }
+
+    /// Resolves when a token named an unknown key since the last call.
+    pub(crate) async fn unknown_kid_seen(&self) {
+        self.unknown_kid.notified().await;
     }
 
     /// Puts `keys` in force unless they are the ones in force; says whether it did.

@@ -1017,3 +1017,34 @@ fn a_read_only_worker_on_azure_reads_the_lake_but_cannot_write_blobs() {
     }
     assert_eq!(gw.cli_ok(census), vec!["1000,499500"]);
 }
+
+#[test]
+fn a_token_with_a_new_kid_makes_the_gateway_fetch_the_jwks_early() {
+    let keys = Keys::new();
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&keys.jwks).unwrap()).unwrap();
+    let idp = HttpsFiles::start(&crate::support::Toolchain::get());
+    idp.put(
+        "jwks.json",
+        &serde_json::json!({ "keys": [jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == "es").unwrap()] }).to_string(),
+    );
+    // A refresh period far beyond this test: only the early fetch can pick the new key up.
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_toml: format!(
+            "[auth.jwt]\njwks_url = \"https://localhost:{}/jwks.json\"\njwks_ca_file = \"{}\"\njwks_refresh_secs = 3600\njwks_stale_secs = 7200\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n",
+            idp.port,
+            idp.ca.display()
+        ),
+        ..Default::default()
+    });
+    let ed = keys.cli_token("ed.pem", "EdDSA", "ed", "read_write", "10m");
+    assert!(attach_error(&gw, &ed).is_some_and(|e| e.contains("unknown signing key")));
+    idp.put("jwks.json", &jwks.to_string());
+    wait_until(
+        "a retried token with the new kid to be accepted",
+        Duration::from_secs(30),
+        || attach_error(&gw, &ed).is_none(),
+    );
+    assert!(gw.log().contains("JWKS changed"), "{}", gw.log());
+}
