@@ -341,16 +341,6 @@ impl JwtVerifier {
         }
     }
 
-    /// What the gateway does with sessions whose token expired.
-    pub fn session_expiry(&self) -> SessionExpiry {
-        self.config.session_expiry
-    }
-
-    /// Leeway on `exp`, which also applies to sessions ending at their token's expiry.
-    pub fn leeway(&self) -> Duration {
-        self.config.leeway
-    }
-
     fn current(&self) -> Arc<KeySet> {
         self.keys
             .read()

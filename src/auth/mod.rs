@@ -101,11 +101,6 @@ impl Authenticator {
         Authenticator { static_tokens, jwt }
     }
 
-    /// The JWT verifier, when `[auth.jwt]` is configured.
-    pub fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
-        self.jwt.as_ref()
-    }
-
     /// The principal a presented token (CONNECTION_REQUEST body field 1) belongs to.
     ///
     /// # Errors
