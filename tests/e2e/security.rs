@@ -22,6 +22,8 @@ const AUDIENCE: &str = "quackgate-test";
 struct Keys {
     dir: tempfile::TempDir,
     jwks: PathBuf,
+    /// The public JWK of every key.
+    public: Vec<serde_json::Value>,
 }
 
 impl Keys {
@@ -67,9 +69,25 @@ impl Keys {
         let keys = Keys {
             jwks: p("jwks.json"),
             dir,
+            public: jwks,
         };
-        keys.write_jwks(&jwks);
+        keys.write_jwks(&keys.public);
         keys
+    }
+
+    /// The public JWK of key `kid`.
+    fn jwk(&self, kid: &str) -> serde_json::Value {
+        self.public
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .unwrap()
+            .clone()
+    }
+
+    /// A JWKS document with only the keys `kids`.
+    fn jwks_of(&self, kids: &[&str]) -> String {
+        let keys: Vec<_> = kids.iter().map(|kid| self.jwk(kid)).collect();
+        serde_json::json!({ "keys": keys }).to_string()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -570,18 +588,7 @@ fn read_line(child: &mut std::process::Child) -> String {
 #[test]
 fn keys_rotate_without_a_restart_and_sessions_end_with_their_token() {
     let keys = Keys::new();
-    let es_jwk = |name: &str| {
-        let jwks: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&keys.jwks).unwrap()).unwrap();
-        jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["kid"] == name)
-            .unwrap()
-            .clone()
-    };
-    let (es, ed) = (es_jwk("es"), es_jwk("ed"));
+    let (es, ed) = (keys.jwk("es"), keys.jwk("ed"));
     keys.write_jwks(std::slice::from_ref(&es));
     let gw = Gateway::start_with(GatewayOptions {
         workers: 1,
@@ -902,6 +909,15 @@ httpd.serve_forever()
         }
     }
 
+    /// `[auth.jwt]` with this server's `jwks.json` as the JWKS URL.
+    fn jwt_toml(&self, refresh_secs: u64, stale_secs: u64) -> String {
+        format!(
+            "[auth.jwt]\njwks_url = \"https://localhost:{}/jwks.json\"\njwks_ca_file = \"{}\"\njwks_refresh_secs = {refresh_secs}\njwks_stale_secs = {stale_secs}\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n",
+            self.port,
+            self.ca.display()
+        )
+    }
+
     fn put(&self, name: &str, text: &str) {
         let tmp = self.dir.path().join("tmp");
         std::fs::write(&tmp, text).unwrap();
@@ -919,27 +935,11 @@ impl Drop for HttpsFiles {
 #[test]
 fn keys_from_a_jwks_url_refresh_and_go_stale_when_it_is_gone() {
     let keys = Keys::new();
-    let jwks: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&keys.jwks).unwrap()).unwrap();
-    let only = |kid: &str| {
-        let key = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["kid"] == kid)
-            .unwrap()
-            .clone();
-        serde_json::json!({ "keys": [key] }).to_string()
-    };
     let mut idp = HttpsFiles::start(&crate::support::Toolchain::get());
-    idp.put("jwks.json", &only("es"));
+    idp.put("jwks.json", &keys.jwks_of(&["es"]));
     let gw = Gateway::start_with(GatewayOptions {
         workers: 1,
-        extra_toml: format!(
-            "[auth.jwt]\njwks_url = \"https://localhost:{}/jwks.json\"\njwks_ca_file = \"{}\"\njwks_refresh_secs = 1\njwks_stale_secs = 3\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n",
-            idp.port,
-            idp.ca.display()
-        ),
+        extra_toml: idp.jwt_toml(1, 3),
         ..Default::default()
     });
     let es = keys.cli_token("es.pem", "ES256", "es", "read_write", "10m");
@@ -948,7 +948,7 @@ fn keys_from_a_jwks_url_refresh_and_go_stale_when_it_is_gone() {
     assert_eq!(attach_error(&gw, &es), None);
     assert!(gw.log().contains("JWKS fetched"), "{}", gw.log());
 
-    idp.put("jwks.json", &only("ed"));
+    idp.put("jwks.json", &keys.jwks_of(&["ed"]));
     wait_until(
         "the refreshed JWKS to take the new key",
         Duration::from_secs(30),
@@ -1021,26 +1021,17 @@ fn a_read_only_worker_on_azure_reads_the_lake_but_cannot_write_blobs() {
 #[test]
 fn a_token_with_a_new_kid_makes_the_gateway_fetch_the_jwks_early() {
     let keys = Keys::new();
-    let jwks: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&keys.jwks).unwrap()).unwrap();
     let idp = HttpsFiles::start(&crate::support::Toolchain::get());
-    idp.put(
-        "jwks.json",
-        &serde_json::json!({ "keys": [jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == "es").unwrap()] }).to_string(),
-    );
+    idp.put("jwks.json", &keys.jwks_of(&["es"]));
     // A refresh period far beyond this test: only the early fetch can pick the new key up.
     let gw = Gateway::start_with(GatewayOptions {
         workers: 1,
-        extra_toml: format!(
-            "[auth.jwt]\njwks_url = \"https://localhost:{}/jwks.json\"\njwks_ca_file = \"{}\"\njwks_refresh_secs = 3600\njwks_stale_secs = 7200\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n",
-            idp.port,
-            idp.ca.display()
-        ),
+        extra_toml: idp.jwt_toml(3600, 7200),
         ..Default::default()
     });
     let ed = keys.cli_token("ed.pem", "EdDSA", "ed", "read_write", "10m");
     assert!(attach_error(&gw, &ed).is_some_and(|e| e.contains("unknown signing key")));
-    idp.put("jwks.json", &jwks.to_string());
+    idp.put("jwks.json", &keys.jwks_of(&["es", "ed"]));
     wait_until(
         "a retried token with the new kid to be accepted",
         Duration::from_secs(30),
