@@ -40,7 +40,7 @@ use crate::quack::{msg_type, server_errors, BANNER, QUACK_PATH};
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
 use crate::server::ClientAddr;
-use crate::upstream::{BoxError, UpstreamBody, UpstreamError};
+use crate::upstream::{BoxError, LeasedBody, UpstreamBody, UpstreamError};
 use crate::workers::Worker;
 
 /// Body type of every response the gateway sends.
@@ -517,7 +517,7 @@ async fn pinned(
 /// Passes a worker's answer back: small ones read whole (to see session loss), others streamed.
 async fn relay(
     state: &AppState,
-    response: Response<Incoming>,
+    response: Response<LeasedBody>,
     id: &[u8],
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let (parts, body) = response.into_parts();
@@ -541,7 +541,7 @@ async fn relay(
 }
 
 /// An upstream answer passed on as it streams in, with the headers a Quack client reads.
-fn stream_back(response: Response<Incoming>) -> Response<ResponseBody> {
+fn stream_back(response: Response<LeasedBody>) -> Response<ResponseBody> {
     let (parts, body) = response.into_parts();
     let mut out = Response::builder().status(parts.status);
     for name in [CONTENT_TYPE, CONTENT_LENGTH] {

@@ -1,29 +1,42 @@
-//! The HTTP/1.1 client leg to the workers: pooled keep-alive connections on loopback, no
-//! read timeout, and no retries.
+//! The HTTP/1.1 client leg to the workers and peer nodes: kept-alive connections on loopback,
+//! each driven inside the task of the request that uses it; no read timeout and no retry of
+//! anything that may have been sent.
+//!
+//! A pooled client that runs every connection in a task of its own (hyper-util's) hands each
+//! response chunk from that task to the request's task through a channel and a wakeup, often
+//! onto the other core; on two cores that was a fifth of the gateway's CPU per request
+//! (bench/RESULTS.md). Here a connection is leased: the request's task polls it while waiting
+//! for the answer and while streaming the body, and the body puts it back in the pool once it
+//! has been read to the end. A body dropped early takes its connection with it, since the
+//! worker may still be writing on it.
 //!
 //! A PREPARE answers only when the query's first batch is ready, so a request may rightly take
-//! as long as the query; the only timeout is on connecting. Pooled connections are released
-//! well before the worker's own 10 s keep-alive ends, so the gateway does not race the worker
-//! closing them. hyper resends a request only when a pooled connection closed before any of it
-//! was written, which cannot run anything twice; every other failure goes back to the client.
+//! as long as the query; the only timeout is on connecting. Idle connections are dropped well
+//! before the worker's own 10 s keep-alive ends, so the gateway does not race the worker
+//! closing them. A request goes out again only when the connection it was given closed before
+//! any of it was written, which cannot run anything twice; every other failure goes back to
+//! the client.
 
-use std::future::Future;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderValue, Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::quack::{QUACK_PATH, REQUEST_CONTENT_TYPE};
@@ -35,11 +48,13 @@ pub type UpstreamBody = BoxBody<Bytes, BoxError>;
 
 /// How long connecting to a worker on loopback may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Idle pooled connections are dropped after this, well inside the worker's 10 s keep-alive.
+/// Idle connections are dropped after this, well inside the worker's 10 s keep-alive.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-/// Idle pooled connections kept per worker or peer.
+/// How often idle connections past [`POOL_IDLE_TIMEOUT`] are looked for.
+const POOL_SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Idle connections kept per worker or peer.
 const POOL_MAX_IDLE_PER_WORKER: usize = 64;
-/// New connections opened at once to one destination (see [`PacedConnector`]).
+/// New connections opened at once to one destination (see [`Pool::gate`]).
 const CONNECTS_PER_DESTINATION: usize = 4;
 /// Idle time before TCP keepalive probes start on a connection to a worker or a peer.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
@@ -51,10 +66,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum UpstreamError {
     /// No connection to the worker could be made: nothing was sent.
     #[error("connecting to worker: {0}")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] std::io::Error),
+    /// A new connection closed before any of the request was written: nothing was sent.
+    #[error("worker closed the connection before the request was sent: {0}")]
+    Unsent(#[source] hyper::Error),
     /// The exchange failed after the request may have reached the worker.
     #[error("exchange with worker failed: {0}")]
-    Exchange(#[source] hyper_util::client::legacy::Error),
+    Exchange(#[source] hyper::Error),
     /// The worker did not answer in time.
     #[error("worker did not answer in time")]
     Timeout,
@@ -67,51 +85,181 @@ impl UpstreamError {
     /// Whether the worker may have received (and run) the request. Quack requests are not
     /// idempotent, so a request that may have arrived is never sent again.
     pub fn may_have_reached_worker(&self) -> bool {
-        !matches!(self, UpstreamError::Connect(_))
+        !matches!(self, UpstreamError::Connect(_) | UpstreamError::Unsent(_))
     }
 }
 
-/// The shared client to every worker.
-#[derive(Clone, Debug)]
-pub struct Upstream {
-    client: Client<PacedConnector, UpstreamBody>,
+type Connection = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+
+/// One connection to a worker or peer, in use by one exchange or idle in the pool.
+struct Leased {
+    sender: http1::SendRequest<UpstreamBody>,
+    /// `None` once the connection has ended; it is then never reused.
+    conn: Option<Pin<Box<Connection>>>,
 }
 
-/// Opens new connections a few at a time per destination.
-///
-/// A DuckDB worker listens with a backlog of 5. When a burst of requests finds the pool empty
-/// (500 sessions querying at once, in the bench), hundreds of simultaneous connects overflow
-/// that backlog, and the kernel resends the dropped SYNs only after 1, 3, 7 and 15 s: requests
-/// then stall for seconds and health probes fail. Waiting here instead costs microseconds,
-/// and the waiting requests mostly end up on connections the first ones return to the pool.
-#[derive(Clone, Debug)]
-pub struct PacedConnector {
-    inner: HttpConnector,
-    /// One gate per destination (`host:port`), made on first use.
-    gates: Arc<DashMap<String, Arc<Semaphore>>>,
+impl Leased {
+    /// Lets the connection read and write what it can. Returns false once it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(conn) = &mut self.conn {
+            if conn.as_mut().poll(cx).is_ready() {
+                // Dropping the connection fails a request still queued on it, with the
+                // request handed back, instead of leaving it waiting forever.
+                self.conn = None;
+            }
+        }
+        self.conn.is_some()
+    }
 }
 
-impl tower_service::Service<Uri> for PacedConnector {
-    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
-    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+struct Idle {
+    leased: Leased,
+    since: Instant,
+}
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+/// Idle connections and connect gates, per destination.
+#[derive(Default)]
+struct Pool {
+    /// Oldest first; the newest is reused first, so the rest age out.
+    idle: DashMap<SocketAddr, VecDeque<Idle>>,
+    gates: DashMap<SocketAddr, Arc<Semaphore>>,
+}
+
+impl Pool {
+    /// A live idle connection to `to`, ready for a request, if there is one.
+    async fn reuse(&self, to: SocketAddr) -> Option<Leased> {
+        loop {
+            let mut leased = self.take_idle(to)?;
+            // An idle connection nobody polled may have been closed by the worker meanwhile;
+            // polling it once notices, and readies it for the next request.
+            let ready = poll_fn(|cx| {
+                Poll::Ready(
+                    leased.drive(cx) && matches!(leased.sender.poll_ready(cx), Poll::Ready(Ok(()))),
+                )
+            })
+            .await;
+            if ready {
+                return Some(leased);
+            }
+        }
     }
 
-    fn call(&mut self, dst: Uri) -> Self::Future {
-        let key = dst.authority().map(|a| a.to_string()).unwrap_or_default();
-        let gate = self
-            .gates
-            .entry(key)
+    fn take_idle(&self, to: SocketAddr) -> Option<Leased> {
+        let mut list = self.idle.get_mut(&to)?;
+        let expired = Self::split_expired(&mut list, Instant::now());
+        let newest = list.pop_back();
+        drop(list);
+        drop(expired);
+        newest.map(|idle| idle.leased)
+    }
+
+    fn put_back(&self, to: SocketAddr, leased: Leased) {
+        let mut list = self.idle.entry(to).or_default();
+        list.push_back(Idle {
+            leased,
+            since: Instant::now(),
+        });
+        let surplus = list.len().saturating_sub(POOL_MAX_IDLE_PER_WORKER);
+        let dropped: Vec<Idle> = list.drain(..surplus).collect();
+        drop(list);
+        // Closing sockets happens outside the map's lock.
+        drop(dropped);
+    }
+
+    /// Takes out the connections idle for longer than [`POOL_IDLE_TIMEOUT`].
+    fn split_expired(list: &mut VecDeque<Idle>, now: Instant) -> Vec<Idle> {
+        let fresh_from = list
+            .iter()
+            .position(|idle| now.duration_since(idle.since) < POOL_IDLE_TIMEOUT)
+            .unwrap_or(list.len());
+        list.drain(..fresh_from).collect()
+    }
+
+    fn sweep(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for mut entry in self.idle.iter_mut() {
+            expired.extend(Self::split_expired(entry.value_mut(), now));
+        }
+        drop(expired);
+    }
+
+    /// New connections to one destination are opened a few at a time.
+    ///
+    /// A DuckDB worker listens with a backlog of 5. When a burst of requests finds the pool
+    /// empty (500 sessions querying at once, in the bench), hundreds of simultaneous connects
+    /// overflow that backlog, and the kernel resends the dropped SYNs only after 1, 3, 7 and
+    /// 15 s: requests then stall for seconds and health probes fail. Waiting here instead
+    /// costs microseconds, and most waiting requests end up on connections the first ones
+    /// put back.
+    fn gate(&self, to: SocketAddr) -> Arc<Semaphore> {
+        self.gates
+            .entry(to)
             .or_insert_with(|| Arc::new(Semaphore::new(CONNECTS_PER_DESTINATION)))
-            .clone();
-        let mut inner = self.inner.clone();
-        Box::pin(async move {
-            let _permit = gate.acquire_owned().await;
-            inner.call(dst).await
-        })
+            .clone()
+    }
+}
+
+/// A response body that holds the connection it arrives on. Reading it drives that
+/// connection; once it has been read to the end, dropping it puts the connection back.
+pub struct LeasedBody {
+    body: Incoming,
+    lease: Option<(Leased, Arc<Pool>, SocketAddr)>,
+}
+
+impl Body for LeasedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        // Nothing buffered yet: let the connection read, then look again.
+        if let Some((leased, _, _)) = &mut this.lease {
+            leased.drive(cx);
+        }
+        Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for LeasedBody {
+    fn drop(&mut self) {
+        if let Some((leased, pool, to)) = self.lease.take() {
+            if self.body.is_end_stream() && leased.conn.is_some() {
+                pool.put_back(to, leased);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for LeasedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeasedBody").finish_non_exhaustive()
+    }
+}
+
+/// The shared client to every worker and peer.
+#[derive(Clone)]
+pub struct Upstream {
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").finish_non_exhaustive()
     }
 }
 
@@ -122,24 +270,13 @@ impl Default for Upstream {
 }
 
 impl Upstream {
-    /// A client with the pool and timeouts above.
+    /// An empty pool. Inside a Tokio runtime, a task also drops connections idle too long.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        // A peer node that vanishes mid-request (no FIN, no RST) is noticed in about a minute
-        // instead of the kernel's default of hours; a long query keeps its connection busy,
-        // not idle, so keepalive never cuts a live exchange.
-        connector.set_keepalive(Some(TCP_KEEPALIVE));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_WORKER)
-            .build(PacedConnector {
-                inner: connector,
-                gates: Arc::new(DashMap::new()),
-            });
-        Upstream { client }
+        let pool = Arc::new(Pool::default());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep(Arc::downgrade(&pool)));
+        }
+        Upstream { pool }
     }
 
     /// POSTs a Quack message to a worker (`127.0.0.1:<port>`) or to a peer node's listener,
@@ -154,10 +291,10 @@ impl Upstream {
         content_length: Option<u64>,
         user_agent: Option<HeaderValue>,
         extra: Option<(&'static str, HeaderValue)>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<LeasedBody>, UpstreamError> {
         let mut req = Request::builder()
             .method(Method::POST)
-            .uri(format!("http://{to}{QUACK_PATH}"))
+            .uri(QUACK_PATH)
             .header(HOST, to.to_string())
             .header(CONTENT_TYPE, REQUEST_CONTENT_TYPE);
         if let Some((name, value)) = extra {
@@ -172,13 +309,55 @@ impl Upstream {
         let req = req
             .body(body)
             .expect("method, uri and headers are valid by construction");
-        self.client.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                UpstreamError::Connect(e)
-            } else {
-                UpstreamError::Exchange(e)
+        self.request(to, req).await
+    }
+
+    /// Sends `req` on a pooled connection to `to`, or on a new one.
+    async fn request(
+        &self,
+        to: SocketAddr,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<LeasedBody>, UpstreamError> {
+        loop {
+            let (mut leased, reused) = self.lease(to).await?;
+            let answer = {
+                let response = leased.sender.try_send_request(req);
+                tokio::pin!(response);
+                poll_fn(|cx| {
+                    leased.drive(cx);
+                    response.as_mut().poll(cx)
+                })
+                .await
+            };
+            match answer {
+                Ok(response) => {
+                    return Ok(response.map(|body| LeasedBody {
+                        body,
+                        lease: Some((leased, self.pool.clone(), to)),
+                    }))
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not a byte was written: another connection may carry it.
+                    Some(unsent) if reused => req = unsent,
+                    Some(_) => return Err(UpstreamError::Unsent(e.into_error())),
+                    None => return Err(UpstreamError::Exchange(e.into_error())),
+                },
             }
-        })
+        }
+    }
+
+    /// A connection to `to`, and whether it was used before.
+    async fn lease(&self, to: SocketAddr) -> Result<(Leased, bool), UpstreamError> {
+        if let Some(leased) = self.pool.reuse(to).await {
+            return Ok((leased, true));
+        }
+        let gate = self.pool.gate(to);
+        let _permit = gate.acquire().await;
+        // Connections may have come back while this request waited for its turn.
+        if let Some(leased) = self.pool.reuse(to).await {
+            return Ok((leased, true));
+        }
+        Ok((connect(to).await?, false))
     }
 
     /// Whether the worker on `port` answers `GET /` with 200 in time.
@@ -192,11 +371,12 @@ impl Upstream {
     pub async fn get(&self, to: SocketAddr, path: &str) -> Option<Bytes> {
         let req = Request::builder()
             .method(Method::GET)
-            .uri(format!("http://{to}{path}"))
+            .uri(path)
+            .header(HOST, to.to_string())
             .body(Empty::new().map_err(|never| match never {}).boxed())
-            .expect("valid by construction");
+            .ok()?;
         let exchange = async {
-            let resp = self.client.request(req).await.ok()?;
+            let resp = self.request(to, req).await.ok()?;
             let ok = resp.status().is_success();
             // Read the body to the end so the connection goes back to the pool.
             let body = resp.into_body().collect().await.ok()?.to_bytes();
@@ -206,5 +386,163 @@ impl Upstream {
             .await
             .ok()
             .flatten()
+    }
+}
+
+/// Opens a connection: `TCP_NODELAY`, keepalive probes, and the HTTP/1.1 client state.
+async fn connect(to: SocketAddr) -> Result<Leased, UpstreamError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to))
+        .await
+        .map_err(|_| {
+            UpstreamError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))
+        })?
+        .map_err(UpstreamError::Connect)?;
+    stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    // A peer node that vanishes mid-request (no FIN, no RST) is noticed in about a minute
+    // instead of the kernel's default of hours; a long query keeps its connection busy, not
+    // idle, so keepalive never cuts a live exchange.
+    SockRef::from(&stream)
+        .set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE))
+        .map_err(UpstreamError::Connect)?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::Unsent)?;
+    Ok(Leased {
+        sender,
+        conn: Some(Box::pin(conn)),
+    })
+}
+
+/// Drops idle connections past their time until the pool itself is gone.
+async fn sweep(pool: Weak<Pool>) {
+    let mut tick = tokio::time::interval(POOL_SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match pool.upgrade() {
+            Some(pool) => pool.sweep(),
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use http_body_util::Full;
+    use hyper::server::conn::http1 as server;
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+
+    /// A loopback HTTP/1.1 server that answers every request with `size` bytes and records the
+    /// client port of each request, so a test sees which connection carried it. Connections
+    /// whose client port is in `close` are ended after their current answer.
+    async fn server(size: usize) -> (SocketAddr, Arc<Mutex<Vec<u16>>>, Arc<Mutex<Vec<u16>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let close: Arc<Mutex<Vec<u16>>> = Arc::new(Mutex::new(Vec::new()));
+        let (seen2, close2) = (seen.clone(), close.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = listener.accept().await.unwrap();
+                let seen = seen2.clone();
+                let close = close2.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req: Request<Incoming>| {
+                        seen.lock().unwrap().push(peer.port());
+                        let mut resp = Response::new(Full::new(Bytes::from(vec![7u8; size])));
+                        if close.lock().unwrap().contains(&peer.port()) {
+                            resp.headers_mut().insert(
+                                http::header::CONNECTION,
+                                HeaderValue::from_static("close"),
+                            );
+                        }
+                        async move { Ok::<_, std::convert::Infallible>(resp) }
+                    });
+                    let _ = server::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, seen, close)
+    }
+
+    fn body() -> UpstreamBody {
+        Full::new(Bytes::from_static(b"q"))
+            .map_err(|never| match never {})
+            .boxed()
+    }
+
+    async fn fetch(upstream: &Upstream, to: SocketAddr) -> usize {
+        let resp = upstream
+            .send(to, body(), Some(1), None, None)
+            .await
+            .unwrap();
+        resp.into_body().collect().await.unwrap().to_bytes().len()
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_the_end_is_reused() {
+        let (addr, seen, _) = server(300_000).await;
+        let upstream = Upstream::new();
+        for _ in 0..3 {
+            assert_eq!(fetch(&upstream, addr).await, 300_000);
+        }
+        let ports = seen.lock().unwrap().clone();
+        assert_eq!(ports.len(), 3);
+        assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_early_takes_its_connection_with_it() {
+        let (addr, seen, _) = server(300_000).await;
+        let upstream = Upstream::new();
+        let resp = upstream
+            .send(addr, body(), Some(1), None, None)
+            .await
+            .unwrap();
+        let mut partial = resp.into_body();
+        let first = partial.frame().await.unwrap().unwrap();
+        assert!(first.data_ref().is_some_and(|d| d.len() < 300_000));
+        drop(partial);
+        assert_eq!(fetch(&upstream, addr).await, 300_000);
+        let ports = seen.lock().unwrap().clone();
+        assert_eq!(ports.len(), 2);
+        assert_ne!(ports[0], ports[1], "the half-read connection was reused");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_reused() {
+        let (addr, seen, close) = server(10).await;
+        let upstream = Upstream::new();
+        assert_eq!(fetch(&upstream, addr).await, 10);
+        // The server ends that connection after its next answer, as a worker does at its
+        // keep-alive limit; the request after that must go out on a new one, and succeed.
+        let first = seen.lock().unwrap()[0];
+        close.lock().unwrap().push(first);
+        assert_eq!(fetch(&upstream, addr).await, 10);
+        assert_eq!(fetch(&upstream, addr).await, 10);
+        let ports = seen.lock().unwrap().clone();
+        assert_eq!(&ports[..2], &[first, first]);
+        assert_ne!(ports[2], first);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connect_error_that_sent_nothing() {
+        let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = unused.local_addr().unwrap();
+        drop(unused);
+        let err = Upstream::new()
+            .send(addr, body(), Some(1), None, None)
+            .await
+            .unwrap_err();
+        assert!(!err.may_have_reached_worker(), "{err}");
     }
 }
