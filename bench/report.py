@@ -11,7 +11,7 @@ import os
 import platform
 import statistics
 
-CONTENDERS = ["direct", "gw-plain", "gw-tls", "nginx-tls", "caddy-tls"]
+CONTENDERS = ["direct", "gw-plain", "nginx-plain", "gw-tls", "nginx-tls", "caddy-tls"]
 
 
 def main():
@@ -159,6 +159,20 @@ def main():
         target(f"W1 32-session req/s, {who} ÷ direct ≥ 0.90",
                ratio(med("W1-32", who, "rps"), med("W1-32", "direct", "rps")),
                lambda r: r >= 0.90)
+
+    print("\nReference, not targets: the same ratios for nginx relaying plain HTTP (nginx-plain), "
+          "what a hop alone costs on this machine.\n")
+    print("| reference | measured |")
+    print("|---|---|")
+    for text, value in [
+        ("W1 p50 latency, nginx-plain ÷ direct",
+         ratio(med("W1-1", "nginx-plain", "p50_us"), med("W1-1", "direct", "p50_us"))),
+        ("W2 throughput, nginx-plain ÷ direct",
+         ratio(med("W2", "nginx-plain", "mb_per_s"), med("W2", "direct", "mb_per_s"))),
+        ("W1 32-session req/s, nginx-plain ÷ direct",
+         ratio(med("W1-32", "nginx-plain", "rps"), med("W1-32", "direct", "rps"))),
+    ]:
+        print(f"| {text} | {'–' if value is None else f'{value:.3f}'} |")
     total_errors = sum(int(sum(v)) for (wl, who, m), v in values.items() if m == "errors")
     print(f"\nErrors over the whole run: {total_errors}.")
 
