@@ -204,7 +204,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Time after which an unused session stops counting towards its worker's load. Default 6 h.
     pub session_idle: Duration,
-    /// Threads of the gateway's async runtime. Default `None`: one per core.
+    /// Threads of the gateway's async runtime. Default `None`: half the cores, at least one.
     pub threads: Option<usize>,
     /// SHA-256 digests of the accepted static tokens.
     pub static_tokens: Vec<StaticToken>,
