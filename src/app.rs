@@ -146,6 +146,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     let exe = std::env::current_exe().map_err(AppError::Exe)?;
 
     let mut listeners = Vec::new();
+    let trusted = Arc::new(config.trusted_proxies.clone());
     if let (Some(addr), Some(tls)) = (config.listen, tls) {
         let tcp = bind("https", addr).await?;
         let acceptor = TlsAcceptor::from(tls);
@@ -153,6 +154,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             tcp,
             tls: Some((acceptor, config.tls_handshake_timeout)),
             name: "https",
+            trusted: trusted.clone(),
         });
     }
     if let Some(addr) = config.plain_listen {
@@ -160,6 +162,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             tcp: bind("plain", addr).await?,
             tls: None,
             name: "plain",
+            trusted: trusted.clone(),
         });
     }
     let peer_listener = match &config.cluster {
@@ -167,6 +170,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             tcp: bind("peer", cluster.peer_listen).await?,
             tls: None,
             name: "peer",
+            trusted: Arc::default(),
         }),
         None => None,
     };
@@ -174,6 +178,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         tcp: bind("admin", config.admin_listen).await?,
         tls: None,
         name: "admin",
+        trusted: Arc::default(),
     };
     let mut ready_line = String::from(READY_PREFIX);
     for l in listeners

@@ -13,10 +13,11 @@
 //! - `auth`: static tokens (SHA-256 digests, constant-time comparison) and JWTs
 //!   (`auth::jwt`, keys from a reloaded JWKS file); `auth::mint` makes test tokens.
 //! - `limits`: the failed-authentication backoff per client address.
+//! - `forwarded`: the client's address behind trusted proxies (`X-Forwarded-For`).
 //! - `routable_id`: signed connection ids that name their node and worker.
 //! - `routing`: placement of new sessions and the table of open ones.
 //! - `cluster`: the other gateway nodes, and the credential of the peer leg.
-//! - `upstream`: the pooled HTTP client to workers.
+//! - `upstream`: the HTTP client to workers and peers, its connections leased per request.
 //! - `workers`: worker slots; `workers::supervisor` runs the processes, `workers::health`
 //!   probes them.
 //! - `admin`: `/healthz`, `/readyz`, `/status` and `/metrics`.
@@ -36,6 +37,7 @@ pub mod cluster;
 pub mod config;
 pub mod dev_init;
 pub mod error;
+pub mod forwarded;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

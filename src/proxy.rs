@@ -147,7 +147,7 @@ async fn forward(
     let declared_length = declared_length(req.headers(), limit)?;
     let user_agent = req.headers().get(USER_AGENT).cloned();
     let peer_credential = req.headers().get(PEER_HEADER).cloned();
-    let client_ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+    let client_ip = req.extensions().get::<ClientAddr>().map(|a| a.0);
     let mut body = Limited::new(
         req.into_body(),
         usize::try_from(limit).unwrap_or(usize::MAX),

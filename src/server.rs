@@ -7,7 +7,7 @@
 //! every open connection finishes its in-flight request, then closes.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,14 +24,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
+use crate::forwarded::TrustedProxies;
 use crate::proxy::ResponseBody;
 
 /// Longest pause after a failed accept.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// The client's socket address, put into every request's extensions: limits key on it.
+/// The client's address, put into every request's extensions: limits key on it. It is the TCP
+/// peer's, or behind a trusted proxy the one the proxy reports ([`TrustedProxies`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
+pub struct ClientAddr(pub IpAddr);
 
 /// What one listener serves.
 pub struct Listener {
@@ -41,6 +43,8 @@ pub struct Listener {
     pub tls: Option<(TlsAcceptor, Duration)>,
     /// A name for logs: `https`, `plain` or `admin`.
     pub name: &'static str,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted: Arc<TrustedProxies>,
 }
 
 /// Accepts on `listener` until `drain` is cancelled, serving each connection with `handler`.
@@ -80,10 +84,11 @@ pub async fn run<H, F>(
             debug!(client.addr = %peer, error = %e, "set_nodelay failed");
         }
         let tls = listener.tls.clone();
+        let trusted = listener.trusted.clone();
         let handler = handler.clone();
         let drain = drain.clone();
         tracker.spawn(async move {
-            serve_connection(stream, peer, tls, handler, drain).await;
+            serve_connection(stream, peer, trusted, tls, handler, drain).await;
             drop(permit);
         });
     }
@@ -92,6 +97,7 @@ pub async fn run<H, F>(
 async fn serve_connection<H, F>(
     stream: TcpStream,
     peer: SocketAddr,
+    trusted: Arc<TrustedProxies>,
     tls: Option<(TlsAcceptor, Duration)>,
     handler: H,
     drain: CancellationToken,
@@ -100,10 +106,10 @@ async fn serve_connection<H, F>(
     F: Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static,
 {
     match tls {
-        None => serve_http(stream, peer, handler, drain).await,
+        None => serve_http(stream, peer, trusted, handler, drain).await,
         Some((acceptor, timeout)) => {
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => serve_http(tls_stream, peer, handler, drain).await,
+                Ok(Ok(tls_stream)) => serve_http(tls_stream, peer, trusted, handler, drain).await,
                 Ok(Err(e)) => debug!(client.addr = %peer, error = %e, "tls handshake failed"),
                 Err(_) => {
                     debug!(client.addr = %peer, timeout_secs = timeout.as_secs(), "tls handshake timed out")
@@ -113,14 +119,20 @@ async fn serve_connection<H, F>(
     }
 }
 
-async fn serve_http<I, H, F>(io: I, peer: SocketAddr, handler: H, drain: CancellationToken)
-where
+async fn serve_http<I, H, F>(
+    io: I,
+    peer: SocketAddr,
+    trusted: Arc<TrustedProxies>,
+    handler: H,
+    drain: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static,
 {
     let service = service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(ClientAddr(peer));
+        let client = trusted.client_ip(peer.ip(), req.headers());
+        req.extensions_mut().insert(ClientAddr(client));
         handler(req)
     });
     let conn = http1::Builder::new()

@@ -18,6 +18,7 @@ use quackgate_duckdb::AzureCredentials;
 
 use crate::auth::jwt::{JwtConfig, KeySet};
 use crate::auth::{Access, WorkerToken};
+use crate::forwarded::{self, TrustedProxies};
 use crate::routable_id::{MAX_NODE_ID_LEN, SECRET_BYTES};
 
 mod auth;
@@ -146,6 +147,7 @@ struct FileGateway {
     shutdown_grace_secs: Option<u64>,
     session_idle_secs: Option<u64>,
     threads: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +208,8 @@ pub struct Config {
     pub session_idle: Duration,
     /// Threads of the gateway's async runtime. Default `None`: half the cores, at least one.
     pub threads: Option<usize>,
+    /// Proxies whose `X-Forwarded-For` names the client address. Default none.
+    pub trusted_proxies: TrustedProxies,
     /// SHA-256 digests of the accepted static tokens.
     pub static_tokens: Vec<StaticToken>,
     /// `[auth.jwt]`: JWTs accepted as tokens, with the keys already loaded once.
@@ -516,6 +520,18 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             ));
         }
     }
+    let trusted_proxies = TrustedProxies::new(
+        gateway
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|entry| {
+                forwarded::parse_net(entry)
+                    .map_err(|why| problems.push(format!("gateway.trusted_proxies: {why}")))
+                    .ok()
+            })
+            .collect(),
+    );
     if listen.is_none() && plain_listen.is_none() {
         problems
             .push("gateway.listen: set it (HTTPS) or gateway.plain_listen (loopback HTTP)".into());
@@ -841,6 +857,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         ),
         session_idle: Duration::from_secs(session_idle_secs),
         threads: gateway.threads,
+        trusted_proxies,
         static_tokens,
         jwt,
         limits,
@@ -938,7 +955,7 @@ mod tests {
     fn every_problem_is_reported_with_its_key_and_value() {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "[gateway]\nnode_id = \"Bad.Id\"\nlisten = \"nope\"\nplain_listen = \"0.0.0.0:80\"\n[[auth.static_tokens]]\nname = \"t\"\nsha256 = \"abc\"\n[workers]\ncount = 0\nextension_dir = \"{}\"\n",
+            "[gateway]\nnode_id = \"Bad.Id\"\nlisten = \"nope\"\nplain_listen = \"0.0.0.0:80\"\ntrusted_proxies = [\"10.0.0.0/8\", \"lb.internal\"]\n[[auth.static_tokens]]\nname = \"t\"\nsha256 = \"abc\"\n[workers]\ncount = 0\nextension_dir = \"{}\"\n",
             dir.path().join("missing").display()
         );
         let err = load(&text, dir.path(), &[]).unwrap_err().to_string();
@@ -949,6 +966,7 @@ mod tests {
             "\"nope\"",
             "gateway.plain_listen",
             "0.0.0.0:80",
+            "gateway.trusted_proxies: \"lb.internal\"",
             "auth.static_tokens[0].sha256",
             "workers.count: must be 1-256, got 0",
             "quack.duckdb_extension",

@@ -12,26 +12,32 @@ use crate::support::{
     python_attach, random_hex, run_cli, wait_until, Gateway, GatewayOptions, Toolchain,
 };
 
-/// A real nginx, TLS-terminating, round-robin with no stickiness over `upstreams`.
-struct Nginx {
+/// A real nginx, TLS-terminating on `port` and plain on `plain_port`, round-robin with no
+/// stickiness over `upstreams`, adding the client's address to `X-Forwarded-For` as an
+/// ingress does.
+pub(crate) struct Nginx {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
+    pub(crate) plain_port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Nginx {
-    fn start(upstreams: &[SocketAddr], cert: &Path, key: &Path) -> Nginx {
+    pub(crate) fn start(upstreams: &[SocketAddr], cert: &Path, key: &Path) -> Nginx {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("nginx is missing: apt-get install -y nginx (scripts/test installs it)");
         let dir = tempfile::tempdir().unwrap();
-        // nginx cannot report an ephemeral port, so one is picked free just before.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // nginx cannot report an ephemeral port, so ports are picked free just before.
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, plain_port) = (free_port(), free_port());
         let servers: String = upstreams
             .iter()
             .map(|a| format!("    server {a};\n"))
@@ -54,12 +60,14 @@ http {{
 {servers}  }}
   server {{
     listen 127.0.0.1:{port} ssl;
+    listen 127.0.0.1:{plain_port};
     ssl_certificate {cert};
     ssl_certificate_key {key};
     client_max_body_size 256m;
     location / {{
       proxy_pass http://gateways;
       proxy_http_version 1.1;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_read_timeout 600s;
       proxy_buffering off;
       proxy_request_buffering off;
@@ -83,10 +91,12 @@ http {{
             .expect("starting nginx");
         wait_until("nginx to listen", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", plain_port)).is_ok()
         });
         Nginx {
             child,
             port,
+            plain_port,
             _dir: dir,
         }
     }

@@ -12,7 +12,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use crate::ducklake::data_dir;
 use crate::support::{
-    connection_request, python_attach, quack_post, random_hex, wait_until, Gateway, GatewayOptions,
+    connection_request, python_attach, quack_post, random_hex, run_cli, wait_until, Gateway,
+    GatewayOptions, Toolchain,
 };
 
 const ISSUER: &str = "https://idp.test";
@@ -664,6 +665,11 @@ fn keys_rotate_without_a_restart_and_sessions_end_with_their_token() {
 
 /// A raw Quack POST from source address `from`, as a client on another host would send it.
 fn quack_post_from(from: &str, to: SocketAddr, body: &[u8]) -> Vec<u8> {
+    quack_post_from_with(from, to, body, "")
+}
+
+/// A raw POST of `body` from the local address `from`, with `extra_headers` (whole lines).
+fn quack_post_from_with(from: &str, to: SocketAddr, body: &[u8], extra_headers: &str) -> Vec<u8> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     socket
@@ -675,7 +681,7 @@ fn quack_post_from(from: &str, to: SocketAddr, body: &[u8]) -> Vec<u8> {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let head = format!(
-        "POST /quack HTTP/1.1\r\nHost: {to}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /quack HTTP/1.1\r\nHost: {to}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
@@ -777,6 +783,83 @@ fn limits_refuse_the_extra_connection_and_a_burst_of_bad_tokens_from_one_address
     assert!(opened.is_some_and(|n| n >= 4), "{metrics}");
     assert!(metrics.contains("quackgate_requests_total{msg_type=\"prepare\",origin=\"client\"}"));
     assert!(!metrics.contains(&gw.token) && !metrics.contains(&other));
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_backoff_keys_on_the_address_the_proxy_reports() {
+    let other = format!("other-{}", random_hex());
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_gateway_toml: "trusted_proxies = [\"127.0.0.1/32\"]\n".into(),
+        extra_toml: format!(
+            "[[auth.static_tokens]]\nname = \"other\"\nsha256 = \"{}\"\n[limits]\nfailed_auth_burst = 3\nfailed_auth_backoff_secs = 120\n",
+            quackgate::auth::hash_token(&other)
+        ),
+        ..Default::default()
+    });
+    // A real nginx in front; it reaches the gateway from 127.0.0.1, the one trusted address.
+    let dir = tempfile::tempdir().unwrap();
+    let tls = quackgate::dev_init::write_tls(dir.path(), &[]).unwrap();
+    let nginx = crate::cluster::Nginx::start(&[gw.plain], &tls.cert, &tls.key);
+    let via_nginx = SocketAddr::from(([127, 0, 0, 1], nginx.plain_port));
+    let connect_via_nginx = |from: &str, token: &str| {
+        error_text(&quack_post_from(
+            from,
+            via_nginx,
+            &connection_request(token),
+        ))
+    };
+
+    // Three bad tokens from 127.0.0.3, all arriving from nginx's one address ...
+    for _ in 0..3 {
+        assert_eq!(
+            connect_via_nginx("127.0.0.3", "guess-1234"),
+            "Authentication failed"
+        );
+    }
+    // ... lock out 127.0.0.3, even with a good token ...
+    assert!(
+        connect_via_nginx("127.0.0.3", &other).contains("too many failed authentications"),
+        "the client behind nginx was not held back"
+    );
+    assert!(gw.log().contains("127.0.0.3"), "{}", gw.log());
+    // ... and nobody else behind the same nginx: another address, and the real CLI over TLS.
+    assert_eq!(connect_via_nginx("127.0.0.4", &other), "");
+    let script = format!(
+        ".output /dev/null\nSET extension_directory='{ext}';\nSET autoinstall_known_extensions=false;\nLOAD quack;\n\
+         SET ca_cert_file='{ca}';\nCREATE SECRET (TYPE quack, TOKEN '{other}', SCOPE 'quack:localhost:{port}');\n\
+         ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false);\n.output\nFROM r.query('SELECT 42');\n",
+        ext = Toolchain::get().ext_dir().display(),
+        ca = tls.ca_cert.display(),
+        port = nginx.port,
+    );
+    let out = run_cli(&Toolchain::get(), &script);
+    assert_eq!(
+        out.stdout,
+        b"42\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A peer that is not trusted cannot pick the address it is judged by: 127.0.0.5 claims to
+    // be 127.0.0.6 and is locked out as itself, while 127.0.0.6 carries on.
+    for _ in 0..3 {
+        let body = quack_post_from_with(
+            "127.0.0.5",
+            gw.plain,
+            &connection_request("guess-1234"),
+            "X-Forwarded-For: 127.0.0.6\r\n",
+        );
+        assert_eq!(error_text(&body), "Authentication failed");
+    }
+    let body = quack_post_from_with(
+        "127.0.0.5",
+        gw.plain,
+        &connection_request(&other),
+        "X-Forwarded-For: 127.0.0.7\r\n",
+    );
+    assert!(error_text(&body).contains("too many failed authentications"));
+    assert_eq!(connect_via_nginx("127.0.0.6", &other), "");
 }
 
 #[test]
