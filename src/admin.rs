@@ -57,14 +57,17 @@ pub async fn handle(
 
 /// This node's load and health, one line per worker and peer, for operators and balancers.
 fn status(state: &AppState) -> String {
+    let runtime = tokio::runtime::Handle::current();
     let mut out = format!(
-        "node {} draining={} sessions={} peer_requests={}\n",
+        "node {} draining={} sessions={} peer_requests={} runtime={:?} runtime_threads={}\n",
         state.node_id,
         state.is_draining(),
         state.sessions.len(),
         state
             .peer_requests
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .load(std::sync::atomic::Ordering::Relaxed),
+        runtime.runtime_flavor(),
+        runtime.metrics().num_workers()
     );
     for w in state.workers.iter() {
         out.push_str(&format!(

@@ -38,17 +38,18 @@ impl TrustedProxies {
             return client;
         }
         // Header lines in order, each a comma-separated list: one chain, read from the right.
-        let hops: Vec<&str> = headers
+        // Entries are split as bytes, so junk a client put at the left of a line cannot hide
+        // the entries proxies appended to its right.
+        let hops: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
+            .flat_map(|value| value.as_bytes().split(|b| *b == b','))
             .collect();
         for hop in hops.iter().rev().take(MAX_HOPS) {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => client = ip.to_canonical(),
+            match parse_hop(hop) {
+                Some(ip) => client = ip.to_canonical(),
                 // What a trusted proxy added cannot be read: the last readable hop stands.
-                Err(_) => break,
+                None => break,
             }
             if !self.trusts(client) {
                 break;
@@ -58,15 +59,32 @@ impl TrustedProxies {
     }
 }
 
+/// One `X-Forwarded-For` entry: an address, or an address with a port as some balancers
+/// write it (`192.0.2.1:5678`, `[2001:db8::1]:443`).
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// Parses `gateway.trusted_proxies` entries: networks (`10.0.0.0/8`) or single addresses.
 ///
 /// # Errors
 /// The entry and why it is not a network.
 pub fn parse_net(entry: &str) -> Result<IpNet, String> {
-    entry
+    let net = entry
         .parse::<IpNet>()
         .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{entry:?} is not an IP network such as 10.0.0.0/8 or an address"))
+        .map_err(|_| format!("{entry:?} is not an IP network such as 10.0.0.0/8 or an address"))?;
+    // Addresses are compared in their canonical form (IPv4-mapped IPv6 as IPv4), so a mapped
+    // network would never match anything.
+    match net {
+        IpNet::V6(v6) if v6.addr().to_ipv4_mapped().is_some() => Err(format!(
+            "{entry:?} is an IPv4-mapped IPv6 network: write it as IPv4"
+        )),
+        net => Ok(net),
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +153,22 @@ mod tests {
             t.client_ip(ip("10.0.0.1"), &xff(&["10.3.3.3, 10.2.2.2"])),
             ip("10.3.3.3")
         );
+        // Ports, as some balancers write them.
+        assert_eq!(
+            t.client_ip(ip("10.0.0.1"), &xff(&["198.51.100.7:5678"])),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            t.client_ip(ip("10.0.0.1"), &xff(&["[2001:db8::1]:443"])),
+            ip("2001:db8::1")
+        );
+        // A client's non-ASCII junk on the left of the line nginx appends to.
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.7").unwrap(),
+        );
+        assert_eq!(t.client_ip(ip("10.0.0.1"), &headers), ip("198.51.100.7"));
     }
 
     #[test]
@@ -157,5 +191,6 @@ mod tests {
         assert!(parse_net("::1").is_ok());
         assert!(parse_net("10.0.0.0/33").is_err());
         assert!(parse_net("proxy.local").is_err());
+        assert!(parse_net("::ffff:10.0.0.0/104").is_err());
     }
 }

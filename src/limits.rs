@@ -4,7 +4,7 @@
 //! sessions themselves (`routing`).
 //!
 //! IPv6 clients are counted per /64, since one host usually owns a whole /64. Behind a layer-7
-//! load balancer every client shares its address: use a layer-4 one (or none) in front.
+//! balancer the address is the one it reports, when it is a trusted proxy (`forwarded`).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

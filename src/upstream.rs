@@ -182,6 +182,10 @@ impl Pool {
             expired.extend(Self::split_expired(entry.value_mut(), now));
         }
         drop(expired);
+        // Worker ports change at every restart and peers come and go: forget destinations
+        // with nothing idle and nobody connecting.
+        self.idle.retain(|_, list| !list.is_empty());
+        self.gates.retain(|_, gate| Arc::strong_count(gate) > 1);
     }
 
     /// New connections to one destination are opened a few at a time.
@@ -205,6 +209,8 @@ impl Pool {
 pub struct LeasedBody {
     body: Incoming,
     lease: Option<(Leased, Arc<Pool>, SocketAddr)>,
+    /// The body said it has no more frames (a body without a length never counts down).
+    ended: bool,
 }
 
 impl Body for LeasedBody {
@@ -216,14 +222,20 @@ impl Body for LeasedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
-            return Poll::Ready(frame);
+        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame),
+            Poll::Pending => {
+                // Nothing buffered yet: let the connection read, then look again.
+                if let Some((leased, _, _)) = &mut this.lease {
+                    leased.drive(cx);
+                }
+                Pin::new(&mut this.body).poll_frame(cx)
+            }
+        };
+        if matches!(frame, Poll::Ready(None)) {
+            this.ended = true;
         }
-        // Nothing buffered yet: let the connection read, then look again.
-        if let Some((leased, _, _)) = &mut this.lease {
-            leased.drive(cx);
-        }
-        Pin::new(&mut this.body).poll_frame(cx)
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -238,7 +250,10 @@ impl Body for LeasedBody {
 impl Drop for LeasedBody {
     fn drop(&mut self) {
         if let Some((leased, pool, to)) = self.lease.take() {
-            if self.body.is_end_stream() && leased.conn.is_some() {
+            // Ready means the exchange is over both ways: the worker may answer before it
+            // has read all of a streamed request, and such a connection is still busy.
+            let done = self.ended || self.body.is_end_stream();
+            if done && leased.conn.is_some() && leased.sender.is_ready() {
                 pool.put_back(to, leased);
             }
         }
@@ -334,6 +349,7 @@ impl Upstream {
                     return Ok(response.map(|body| LeasedBody {
                         body,
                         lease: Some((leased, self.pool.clone(), to)),
+                        ended: false,
                     }))
                 }
                 Err(mut e) => match e.take_message() {
@@ -532,6 +548,59 @@ mod tests {
         let ports = seen.lock().unwrap().clone();
         assert_eq!(&ports[..2], &[first, first]);
         assert_ne!(ports[2], first);
+    }
+
+    #[tokio::test]
+    async fn a_request_the_worker_may_have_read_is_never_sent_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A raw server: answers the first request of a connection, reads the second and
+        // closes without answering, as a worker that dies mid-request.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, r) = (accepted.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for answer in [true, false] {
+                        // Headers and the one-byte body.
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.last() != Some(&b'q')
+                        {
+                            let mut chunk = [0u8; 1024];
+                            let n = stream.read(&mut chunk).await.unwrap();
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        buf.clear();
+                        r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if answer {
+                            stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await
+                                .unwrap();
+                        }
+                    }
+                    // Dropping the stream closes it with the second request unanswered.
+                });
+            }
+        });
+        let upstream = Upstream::new();
+        assert_eq!(fetch(&upstream, addr).await, 2);
+        let err = upstream
+            .send(addr, body(), Some(1), None, None)
+            .await
+            .unwrap_err();
+        assert!(err.may_have_reached_worker(), "{err}");
+        // Once, on the one connection: no second connection was opened to try again.
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

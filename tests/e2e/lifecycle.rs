@@ -170,30 +170,29 @@ fn sigterm_drains_sessions_in_flight_and_refuses_new_ones() {
 
 #[test]
 fn gateway_threads_sets_the_runtime_size() {
-    // Runtime worker threads of a gateway started with `threads`.
-    let runtime_threads = |threads: usize| {
+    // The runtime line of /status of a gateway started with `threads`.
+    let runtime = |threads: usize| {
         let gw = Gateway::start_with(GatewayOptions {
             workers: 1,
             extra_gateway_toml: format!("threads = {threads}\n"),
             ..Default::default()
         });
-        let task_dir = format!("/proc/{}/task", gw.child.id());
-        std::fs::read_dir(&task_dir)
-            .unwrap()
-            .flatten()
-            .filter(|t| {
-                std::fs::read_to_string(t.path().join("comm"))
-                    .is_ok_and(|c| c.trim() == "tokio-rt-worker")
-            })
-            .count()
+        let (status, body) = gw.admin_get("/status");
+        assert_eq!(status, 200);
+        body.lines().next().unwrap_or_default().to_string()
     };
-    // The default is half the cores; 3 differs from it on any machine under 6 cores, and a
-    // multi-threaded runtime runs exactly that many workers.
-    assert_eq!(runtime_threads(3), 3, "gateway.threads = 3 was not applied");
-    // 1 is a single-threaded runtime: everything runs on the main thread.
-    assert_eq!(
-        runtime_threads(1),
-        0,
-        "gateway.threads = 1 still started worker threads"
+    // One more than the default (half the cores), so an ignored setting cannot pass.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = (cores / 2).max(1) + 1;
+    let line = runtime(n);
+    assert!(
+        line.contains(&format!("runtime=MultiThread runtime_threads={n}")),
+        "gateway.threads = {n} was not applied: {line}"
+    );
+    // 1 is a single-threaded runtime.
+    let line = runtime(1);
+    assert!(
+        line.contains("runtime=CurrentThread runtime_threads=1"),
+        "gateway.threads = 1 did not give a single-threaded runtime: {line}"
     );
 }
