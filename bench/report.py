@@ -47,7 +47,14 @@ def main():
     def ratio(x, y):
         return None if x is None or y in (None, 0) else x / y
 
+    def ran(wl, who=None):
+        return any(k[0] == wl and (who is None or k[1] == who) for k in values)
+
     def table(title, wl, cols, base_metric, who_list=CONTENDERS, note=""):
+        # A focused run (BENCH_WORKLOADS, BENCH_CONTENDERS) leaves some out: no empty tables.
+        if not ran(wl):
+            return
+        who_list = [who for who in who_list if ran(wl, who)]
         print(f"\n### {title}\n")
         if note:
             print(note + "\n")
