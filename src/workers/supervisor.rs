@@ -126,6 +126,7 @@ impl Launcher {
             threads: self.config.threads,
             memory_limit: self.config.memory_limit.clone(),
             init_sql: self.config.init_sql.clone(),
+            fetch_batch_chunks: Some(self.config.fetch_batch_chunks),
             // A read-only session must not write files or change settings either.
             external_access: self.config.external_access && worker.access == Access::ReadWrite,
             read_only: worker.access == Access::ReadOnly,

@@ -1,6 +1,6 @@
 //! What users do: the DuckDB CLI, Python duckdb and adbc-driver-quack through the gateway.
 
-use crate::support::{python_attach, Gateway};
+use crate::support::{python_attach, Gateway, GatewayOptions};
 
 #[test]
 fn cli_over_https_runs_queries_ddl_appends_and_a_2m_row_result() {
@@ -88,4 +88,49 @@ with dbapi.connect("quack://localhost:{port}", db_kwargs={{"adbc.quack.token": "
     let ca = gw.ca.display().to_string();
     let lines = gw.python_lines(&script, &[("SSL_CERT_FILE", &ca)]);
     assert_eq!(lines, ["[(42,)]", "300000"]);
+}
+
+/// FETCH answers of the gateway's workers in one result of `rows` rows, read from /metrics.
+fn fetches_for(gw: &Gateway, rows: u64) -> u64 {
+    let fetches = || {
+        let (_, metrics) = gw.admin_get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("quackgate_requests_total{msg_type=\"fetch\",origin=\"client\"} ")
+            })
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = fetches();
+    let out = gw.cli_ok(&format!(
+        "SELECT count(*) FROM r.query('SELECT range FROM range({rows})');"
+    ));
+    assert_eq!(out, vec![rows.to_string()]);
+    fetches() - before
+}
+
+#[test]
+fn large_results_come_in_few_large_answers() {
+    // DuckDB 1.5 clients open a connection per FETCH, so workers answer with 48 chunks of
+    // 2,048 rows instead of Quack's 12 by default, and workers.fetch_batch_chunks sets it.
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        ..Default::default()
+    });
+    let setting = "FROM r.query('SELECT current_setting(''quack_fetch_batch_chunks'')');";
+    assert_eq!(gw.cli_ok(setting), vec!["48"]);
+    // 1M rows are 489 chunks: about 10 answers of 48 (Quack's default would take about 41).
+    let default = fetches_for(&gw, 1_000_000);
+    let small = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_workers_toml: "fetch_batch_chunks = 12\n".into(),
+        ..Default::default()
+    });
+    assert_eq!(small.cli_ok(setting), vec!["12"]);
+    let twelve = fetches_for(&small, 1_000_000);
+    assert!(
+        (8..=14).contains(&default) && (36..=46).contains(&twelve),
+        "FETCH requests for 1M rows: {default} with the default, {twelve} with 12"
+    );
 }

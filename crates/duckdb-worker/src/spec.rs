@@ -42,6 +42,10 @@ pub struct WorkerSpec {
     pub memory_limit: Option<String>,
     /// Statements run after the extensions load and before serving (ATTACH, USE, SET ...).
     pub init_sql: Vec<String>,
+    /// Quack's `quack_fetch_batch_chunks`: DuckDB chunks (2,048 rows each) per PREPARE or
+    /// FETCH answer; `None` keeps Quack's default (12).
+    #[serde(default)]
+    pub fetch_batch_chunks: Option<u64>,
     /// Whether client SQL may touch files and URLs and change settings. When false, the worker
     /// disables external access and locks its configuration once it serves.
     pub external_access: bool,
@@ -67,6 +71,7 @@ impl fmt::Debug for WorkerSpec {
             .field("threads", &self.threads)
             .field("memory_limit", &self.memory_limit)
             .field("init_sql_statements", &self.init_sql.len())
+            .field("fetch_batch_chunks", &self.fetch_batch_chunks)
             .field("external_access", &self.external_access)
             .field("ducklake", &self.ducklake)
             .field("read_only", &self.read_only)

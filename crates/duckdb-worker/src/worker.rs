@@ -252,6 +252,12 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     if let Some(token) = &spec.read_only_token {
         session_roles::install(&conn, token).map_err(step("installing the session role hooks"))?;
     }
+    if let Some(chunks) = spec.fetch_batch_chunks {
+        // Each FETCH of a DuckDB 1.5 client is a new TCP (and TLS) connection, so fewer,
+        // larger answers make large results much faster (bench/RESULTS.md).
+        conn.execute_batch(&format!("SET GLOBAL quack_fetch_batch_chunks = {chunks};"))
+            .map_err(step("setting quack_fetch_batch_chunks"))?;
+    }
     for sql in &spec.init_sql {
         conn.execute_batch(sql)
             .map_err(step("running workers.init_sql"))?;
