@@ -196,3 +196,81 @@ fn gateway_threads_sets_the_runtime_size() {
         "gateway.threads = 1 did not give a single-threaded runtime: {line}"
     );
 }
+
+#[test]
+fn the_kubernetes_configs_pass_check_config() {
+    // The TOML files of the ConfigMap in infra/kubernetes, with what only a cluster has (its
+    // secrets, the image's extensions, the hashes an operator pastes in) made here.
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/infra/kubernetes/quackgate.yaml"
+    ))
+    .unwrap();
+    let block = |name: &str| -> String {
+        let start = manifest
+            .find(&format!("\n  {name}: |\n"))
+            .unwrap_or_else(|| panic!("no {name} in the ConfigMap"));
+        manifest[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let var = dir.path().join("var");
+    std::fs::create_dir_all(var.join("lake")).unwrap();
+    std::fs::create_dir_all(&secrets).unwrap();
+    let catalog_token = crate::support::random_hex();
+    std::fs::write(secrets.join("catalog-token"), &catalog_token).unwrap();
+    std::fs::write(
+        secrets.join("id-secret"),
+        (0..3)
+            .map(|_| crate::support::random_hex())
+            .collect::<String>()[..64]
+            .to_string(),
+    )
+    .unwrap();
+    let tls = quackgate::dev_init::write_tls(dir.path(), &["quackgate-catalog".into()]).unwrap();
+    for (file, from) in [
+        ("tls.crt", &tls.cert),
+        ("tls.key", &tls.key),
+        ("catalog-tls.crt", &tls.cert),
+        ("catalog-tls.key", &tls.key),
+        ("catalog-ca.crt", &tls.ca_cert),
+    ] {
+        std::fs::copy(from, secrets.join(file)).unwrap();
+    }
+    for name in ["quackgate.toml", "catalog.toml"] {
+        let text = block(name)
+            .replace("/run/secrets/quackgate", &secrets.display().to_string())
+            .replace(
+                "/opt/quackgate/extensions",
+                &Toolchain::get().ext_dir().display().to_string(),
+            )
+            .replace("/var/lib/quackgate", &var.display().to_string())
+            .replace(
+                "REPLACE-WITH-quackgate-hash-token-OUTPUT",
+                &quackgate::auth::hash_token("a-client-token"),
+            )
+            .replace(
+                "REPLACE-WITH-HASH-OF-catalog-token",
+                &quackgate::auth::hash_token(&catalog_token),
+            );
+        let path = dir.path().join(name);
+        std::fs::write(&path, &text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_quackgate"))
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "infra/kubernetes {name} does not pass check-config:\n{}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
