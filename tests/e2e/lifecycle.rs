@@ -226,10 +226,9 @@ fn the_kubernetes_configs_pass_check_config() {
     std::fs::write(secrets.join("catalog-token"), &catalog_token).unwrap();
     std::fs::write(
         secrets.join("id-secret"),
-        (0..3)
+        &(0..3)
             .map(|_| crate::support::random_hex())
-            .collect::<String>()[..64]
-            .to_string(),
+            .collect::<String>()[..64],
     )
     .unwrap();
     let tls = quackgate::dev_init::write_tls(dir.path(), &["quackgate-catalog".into()]).unwrap();
