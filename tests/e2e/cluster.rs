@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::ducklake::{data_dir, start_catalog};
 use crate::support::{
-    python_attach, random_hex, run_cli, wait_until, Gateway, GatewayOptions, Toolchain,
+    https_attach_sql, python_attach, random_hex, run_cli, wait_until, Gateway, GatewayOptions,
+    Toolchain,
 };
 
 /// A real nginx, TLS-terminating on `port` and plain on `plain_port`, round-robin with no
@@ -185,14 +186,9 @@ impl Cluster {
     }
 
     fn attach_sql(&self) -> String {
-        let port = self.nginx.port;
         format!(
-            ".output /dev/null\nSET extension_directory='{ext}';\nSET autoinstall_known_extensions=false;\nLOAD quack;\n\
-             SET ca_cert_file='{ca}';\nCREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}');\n\
-             ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false);\n.output\n",
-            ext = Toolchain::get().ext_dir().display(),
-            ca = self.ca.display(),
-            token = self.token,
+            ".output /dev/null\n{}.output\n",
+            https_attach_sql(&Toolchain::get(), self.nginx.port, &self.ca, &self.token)
         )
     }
 }

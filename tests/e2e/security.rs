@@ -12,8 +12,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use crate::ducklake::data_dir;
 use crate::support::{
-    connection_request, python_attach, quack_post, random_hex, run_cli, wait_until, Gateway,
-    GatewayOptions, Toolchain,
+    connection_request, https_attach_sql, python_attach, quack_post, random_hex, run_cli,
+    wait_until, Gateway, GatewayOptions, Toolchain,
 };
 
 const ISSUER: &str = "https://idp.test";
@@ -839,12 +839,8 @@ fn behind_a_trusted_proxy_the_backoff_keys_on_the_address_the_proxy_reports() {
     assert_eq!(connect_via_nginx("127.0.0.9", &other), "");
     assert_eq!(connect_via_nginx("127.0.0.4", &other), "");
     let script = format!(
-        ".output /dev/null\nSET extension_directory='{ext}';\nSET autoinstall_known_extensions=false;\nLOAD quack;\n\
-         SET ca_cert_file='{ca}';\nCREATE SECRET (TYPE quack, TOKEN '{other}', SCOPE 'quack:localhost:{port}');\n\
-         ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false);\n.output\nFROM r.query('SELECT 42');\n",
-        ext = Toolchain::get().ext_dir().display(),
-        ca = tls.ca_cert.display(),
-        port = nginx.port,
+        ".output /dev/null\n{}.output\nFROM r.query('SELECT 42');\n",
+        https_attach_sql(&Toolchain::get(), nginx.port, &tls.ca_cert, &other)
     );
     let out = run_cli(&Toolchain::get(), &script);
     assert_eq!(

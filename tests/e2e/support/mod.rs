@@ -267,15 +267,7 @@ impl Gateway {
 
     /// SQL that makes the CLI attach through HTTPS as `r` with `token`.
     pub fn attach_sql(&self, token: &str) -> String {
-        let port = self.https.port();
-        format!(
-            "SET extension_directory='{ext}';\nSET autoinstall_known_extensions=false;\nLOAD quack;\n\
-             SET ca_cert_file='{ca}';\n\
-             CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}');\n\
-             ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false);\n",
-            ext = self.toolchain.ext_dir().display(),
-            ca = self.ca.display(),
-        )
+        https_attach_sql(&self.toolchain, self.https.port(), &self.ca, token)
     }
 
     /// Runs `sql` in the DuckDB CLI after attaching with the right token. CSV, no header.
@@ -372,6 +364,19 @@ impl Drop for Gateway {
             eprintln!("---- gateway log ----\n{}", self.log());
         }
     }
+}
+
+/// SQL that makes the CLI attach `quack:localhost:<port>` over HTTPS as `r` with `token`,
+/// trusting `ca`.
+pub fn https_attach_sql(toolchain: &Toolchain, port: u16, ca: &Path, token: &str) -> String {
+    format!(
+        "SET extension_directory='{ext}';\nSET autoinstall_known_extensions=false;\nLOAD quack;\n\
+         SET ca_cert_file='{ca}';\n\
+         CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}');\n\
+         ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false);\n",
+        ext = toolchain.ext_dir().display(),
+        ca = ca.display(),
+    )
 }
 
 pub fn run_cli(toolchain: &Toolchain, script: &str) -> Output {
