@@ -287,7 +287,8 @@ fn default_threads() -> usize {
 fn serve(config: Config) -> ExitCode {
     quackgate::telemetry::init(&config.log_filter);
     // One thread needs no work stealing: a current-thread runtime spares the cross-thread
-    // wakeups, about a tenth of the CPU a request costs (bench/RESULTS.md).
+    // wakeups (on 2 cores, one thread cost 10-16% less CPU per request than two, and this
+    // flavour about 4% less than a one-worker multi-thread runtime; bench/RESULTS.md).
     let mut builder = match config.threads.unwrap_or_else(default_threads) {
         1 => tokio::runtime::Builder::new_current_thread(),
         threads => {
