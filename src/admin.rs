@@ -14,9 +14,9 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::app::AppState;
-use crate::error::full;
-use crate::proxy::ResponseBody;
+use crate::body::{full, ResponseBody};
+use crate::metrics::Readings;
+use crate::state::AppState;
 
 /// Serves one admin request.
 pub async fn handle(
@@ -27,7 +27,16 @@ pub async fn handle(
     let (status, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             content_type = "text/plain; version=0.0.4; charset=utf-8";
-            (StatusCode::OK, state.metrics.render(&state))
+            let readings = Readings {
+                workers: &state.workers,
+                sessions_open: state.sessions.len(),
+                draining: state.is_draining(),
+                peer_requests: state
+                    .peer_requests
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                throttled_addresses: state.throttle.tracked(),
+            };
+            (StatusCode::OK, state.metrics.render(&readings))
         }
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
         (&Method::GET, "/readyz") => {

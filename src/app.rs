@@ -2,7 +2,6 @@
 //! workers, and runs the shutdown sequence. No request logic lives here.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,23 +11,19 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::auth::jwt::{JwksSource, JwtVerifier, SessionExpiry};
-use crate::auth::{Authenticator, WorkerToken};
-use crate::cluster::Cluster;
-use crate::config::{Config, Role};
-use crate::limits::AuthThrottle;
-use crate::metrics::Metrics;
+use crate::auth::refresh;
+use crate::config::Config;
 use crate::proxy::Origin;
-use crate::routable_id::{IdSigner, SECRET_BYTES};
-use crate::routing::SessionTable;
+use crate::role::Role;
 use crate::server::{self, Listener};
+use crate::sessions::idle::IdleSweep;
+use crate::shutdown::Lifecycle;
+use crate::state::{AppState, StateError};
 use crate::tls::{self, TlsError};
-use crate::upstream::Upstream;
 use crate::workers::health;
-use crate::workers::supervisor::{self, Launcher, WorkerError};
-use crate::workers::WorkerSet;
+use crate::workers::supervisor::{self, LaunchError, Launcher};
 use crate::{admin, proxy};
 
 /// Prefix of the one line the gateway prints on stdout once it serves.
@@ -37,10 +32,6 @@ pub const READY_PREFIX: &str = "QUACKGATE READY";
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// In-flight requests always get at least this long once the listeners close.
 const DRAIN_MIN_FINAL_WAIT: Duration = Duration::from_secs(1);
-/// How often idle sessions are swept from the session table.
-const SESSION_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-/// Time a worker gets to answer the DISCONNECT of an idle session.
-const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -51,89 +42,33 @@ pub enum AppError {
     /// A listener could not bind.
     #[error("binding the {name} listener on {addr}: {source}")]
     Bind {
-        /// Which listener.
         name: &'static str,
-        /// Where.
         addr: SocketAddr,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// A bound listener's address could not be read.
     #[error("reading the {name} listener's address: {source}")]
     LocalAddr {
-        /// Which listener.
         name: &'static str,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// The lake's local data folder could not be made.
     #[error("workers.ducklake.data_path {path}: {source}")]
     DataPath {
-        /// The folder.
         path: String,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// A worker could not start.
     #[error(transparent)]
-    Worker(#[from] WorkerError),
+    Worker(#[from] LaunchError),
     /// The path of this executable (which workers run) is unknown.
     #[error("locating the quackgate executable to run workers: {0}")]
     Exe(#[source] std::io::Error),
-    /// The system random source failed.
-    #[error("reading the system random source: {0}")]
-    Random(String),
-}
-
-/// State shared by every request, built once.
-#[derive(Debug)]
-pub struct AppState {
-    /// This node's id, part of every connection id it mints.
-    pub node_id: String,
-    /// `gateway.max_body_bytes`.
-    pub max_body_bytes: u64,
-    /// Checks client tokens.
-    pub auth: Authenticator,
-    /// Mints and verifies connection ids.
-    pub ids: IdSigner,
-    /// The worker slots.
-    pub workers: Arc<WorkerSet>,
-    /// Open sessions, for placement.
-    pub sessions: Arc<SessionTable>,
-    /// The client to the workers.
-    pub upstream: Upstream,
-    /// The token workers accept, swapped in for the client's.
-    pub worker_token: WorkerToken,
-    /// The internal token swapped in for read-only principals. On a gateway only read-only
-    /// workers accept it, so client SQL on a read-only worker that learnt it could not use it
-    /// on a read-write one; on the catalog, its one worker accepts both and lets sessions of
-    /// this token only read.
-    pub read_only_worker_token: WorkerToken,
-    /// Whether one worker serves both kinds of session (the catalog) rather than read-only
-    /// principals going to read-only workers.
-    pub roles_share_workers: bool,
-    /// The other gateway nodes, when this node is part of a cluster.
-    pub cluster: Option<Arc<Cluster>>,
-    /// Requests served for sessions of this node that other nodes forwarded here.
-    pub peer_requests: AtomicU64,
-    /// Failed-authentication backoff per client address.
-    pub throttle: Arc<AuthThrottle>,
-    /// Prometheus metrics.
-    pub metrics: Metrics,
-    /// `Some(leeway)` when sessions end with their JWT (`auth.jwt.session_expiry = "end"`).
-    pub session_expiry_leeway: Option<Duration>,
-    /// Set when the drain starts; `/readyz` then answers 503.
-    draining: AtomicBool,
-}
-
-impl AppState {
-    /// Whether a drain has started.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then drains and stops.
@@ -194,71 +129,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         ready_line.push_str(&format!(" {}={addr}", l.name));
     }
 
-    let secret = match &config.id_secret {
-        Some(secret) => secret.0,
-        None => {
-            info!("gateway.id_secret_file is unset: connection ids are signed with a secret made for this process");
-            random_bytes()?
-        }
-    };
-    let workers = Arc::new(WorkerSet::new(
-        config.workers.count,
-        config.workers.read_only_count,
-        &config.node_id,
-    ));
-    let sessions = Arc::new(SessionTable::with_limits(
-        config.limits.max_sessions,
-        config.limits.max_sessions_per_principal,
-    ));
-    let jwt = config
-        .jwt
-        .as_ref()
-        .map(|(jwt, keys)| Arc::new(JwtVerifier::new(jwt.clone(), keys.clone())));
-    let session_expiry_leeway = config
-        .jwt
-        .as_ref()
-        .filter(|(jwt, _)| jwt.session_expiry == SessionExpiry::End)
-        .map(|(jwt, _)| jwt.leeway);
-    let throttle = Arc::new(AuthThrottle::new(&config.limits));
-    let upstream = Upstream::new();
-    let worker_token = match &config.workers.token {
-        Some(token) => token.clone(),
-        None => WorkerToken::generate().map_err(|e| AppError::Random(e.to_string()))?,
-    };
-    let read_only_worker_token =
-        WorkerToken::generate().map_err(|e| AppError::Random(e.to_string()))?;
-    let roles_share_workers = config.role == Role::Catalog;
-    let state = Arc::new(AppState {
-        node_id: config.node_id.clone(),
-        max_body_bytes: config.max_body_bytes,
-        auth: Authenticator::new(config.static_tokens.clone(), jwt.clone()),
-        ids: IdSigner::new(&secret),
-        workers: workers.clone(),
-        sessions: sessions.clone(),
-        upstream: upstream.clone(),
-        worker_token: worker_token.clone(),
-        read_only_worker_token: read_only_worker_token.clone(),
-        roles_share_workers,
-        cluster: config.cluster.as_ref().map(|c| {
-            Arc::new(Cluster::new(
-                &config.node_id,
-                &secret,
-                c.peers.clone(),
-                c.peers_file.clone(),
-                c.peers_dns.clone(),
-            ))
-        }),
-        peer_requests: AtomicU64::new(0),
-        throttle: throttle.clone(),
-        metrics: Metrics::new(),
-        session_expiry_leeway,
-        draining: AtomicBool::new(false),
-    });
+    let lifecycle = Lifecycle::new(shutdown);
+    let state = Arc::new(AppState::new(&config, lifecycle.shutdown.clone())?);
+    let workers = state.workers.clone();
 
     // Listeners serve at once; until the workers are up, /readyz says so and connects are
     // answered with a clear error.
-    let drain = CancellationToken::new();
-    let admin_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let mut servers = JoinSet::new();
@@ -268,7 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             listener,
             move |req| proxy::handle(state.clone(), Origin::Client, req),
             limit.clone(),
-            drain.clone(),
+            lifecycle.stop_accepting.clone(),
             tracker.clone(),
         ));
     }
@@ -280,7 +156,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             // Its own limit: clients holding every permit while their requests wait on
             // forwards to each other's nodes would otherwise deadlock the cluster.
             Arc::new(Semaphore::new(config.max_connections)),
-            drain.clone(),
+            lifecycle.stop_accepting.clone(),
             tracker.clone(),
         ));
     }
@@ -290,18 +166,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             admin,
             move |req| admin::handle(state.clone(), req),
             Arc::new(Semaphore::new(64)),
-            admin_stop.clone(),
+            lifecycle.stop_admin.clone(),
             TaskTracker::new(),
         ));
     }
 
-    let workers_stop = CancellationToken::new();
     let launcher = Arc::new(Launcher {
         exe,
         config: config.workers.clone(),
-        token: worker_token,
-        read_only_token: read_only_worker_token,
-        roles_share_workers,
+        token: state.worker_token.clone(),
+        read_only_token: state.read_only_worker_token.clone(),
+        roles_share_workers: state.roles_share_workers,
     });
     if let Some(lake) = &config.workers.ducklake {
         if !lake.data_path.contains("://") {
@@ -322,47 +197,51 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             workers.clone(),
             worker.index,
             launcher.clone(),
-            sessions.clone(),
+            state.sessions.clone(),
             tx,
-            shutdown.clone(),
-            workers_stop.clone(),
+            lifecycle.shutdown.clone(),
+            lifecycle.stop_workers.clone(),
         ));
         let result = tokio::select! {
             result = rx => result,
-            _ = shutdown.cancelled() => break,
+            _ = lifecycle.shutdown.cancelled() => break,
         };
         if let Ok(Err(e)) = result {
-            workers_stop.cancel();
+            lifecycle.stop_workers.cancel();
             while supervisors.join_next().await.is_some() {}
             return Err(e.into());
         }
     }
+    // Background tasks, each until the workers stop.
+    let stop = &lifecycle.stop_workers;
     tokio::spawn(health::run_prober(
         workers.clone(),
-        upstream,
+        state.upstream.clone(),
         config.workers.health_interval,
-        workers_stop.clone(),
+        stop.clone(),
     ));
     if let Some(cluster) = &state.cluster {
-        tokio::spawn(
-            cluster
-                .clone()
-                .watch(state.upstream.clone(), workers_stop.clone()),
-        );
+        tokio::spawn(cluster.clone().watch(state.upstream.clone(), stop.clone()));
     }
-    if let Some(jwt) = jwt {
-        let loaded = match jwt.source() {
-            JwksSource::Url(url) => url.load(&jwt).await,
-            JwksSource::File(_) => true,
-        };
-        tokio::spawn(jwt.watch(loaded, workers_stop.clone()));
+    if let Some(jwt) = state.auth.jwt() {
+        let loaded = refresh::first_load(jwt.source(), jwt.keys()).await;
+        tokio::spawn(refresh::run(
+            jwt.source().clone(),
+            jwt.keys().clone(),
+            loaded,
+            stop.clone(),
+        ));
     }
-    tokio::spawn(sweep_idle_sessions(
-        state.clone(),
-        config.session_idle,
-        workers_stop.clone(),
-    ));
-    if !shutdown.is_cancelled() {
+    tokio::spawn(state.throttle.clone().run_sweeper(stop.clone()));
+    let idle_sweep = IdleSweep {
+        sessions: state.sessions.clone(),
+        workers: workers.clone(),
+        ids: state.ids.clone(),
+        upstream: state.upstream.clone(),
+        idle: config.session_idle,
+    };
+    tokio::spawn(idle_sweep.run(stop.clone()));
+    if !lifecycle.shutdown.is_cancelled() {
         info!(
             workers = workers.len(),
             startup_ms = started.elapsed().as_millis() as u64,
@@ -371,10 +250,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         println!("{ready_line}");
     }
 
-    shutdown.cancelled().await;
-    // 1. Readiness goes false and new sessions are refused, so balancers and clients go
-    //    elsewhere.
-    state.draining.store(true, Ordering::Release);
+    lifecycle.shutdown.cancelled().await;
+    // 1. Readiness has gone false and new sessions are refused (`AppState::is_draining`), so
+    //    balancers and clients go elsewhere.
     let deadline = Instant::now() + config.shutdown_grace;
     info!(
         open_sessions = state.sessions.len(),
@@ -391,7 +269,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         poll.tick().await;
     }
     // 3. Stop accepting; open connections finish their in-flight request and close.
-    drain.cancel();
+    lifecycle.stop_accepting.cancel();
     tracker.close();
     let left = deadline
         .saturating_duration_since(Instant::now())
@@ -405,10 +283,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         );
     }
     // 4. Stop the workers.
-    workers_stop.cancel();
+    lifecycle.stop_workers.cancel();
     while supervisors.join_next().await.is_some() {}
     // 5. Stop the admin listener last, so probes see the drain.
-    admin_stop.cancel();
+    lifecycle.stop_admin.cancel();
     servers.abort_all();
     info!("shutdown complete");
     Ok(())
@@ -418,82 +296,4 @@ async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, AppEr
     TcpListener::bind(addr)
         .await
         .map_err(|source| AppError::Bind { name, addr, source })
-}
-
-fn random_bytes() -> Result<[u8; SECRET_BYTES], AppError> {
-    let mut bytes = [0u8; SECRET_BYTES];
-    getrandom::fill(&mut bytes).map_err(|e| AppError::Random(e.to_string()))?;
-    Ok(bytes)
-}
-
-/// Every minute: forgets failed-login records that have aged out, and ends sessions unused for
-/// `idle` at their workers (v1.5 servers keep a session's memory until a DISCONNECT).
-async fn sweep_idle_sessions(state: Arc<AppState>, idle: Duration, stop: CancellationToken) {
-    // A short idle time (as in tests) is honoured to within half of itself.
-    let period = (idle / 2).clamp(Duration::from_secs(1), SESSION_SWEEP_INTERVAL);
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        state.throttle.sweep(Instant::now());
-        let expired = state
-            .sessions
-            .expire_idle(&state.workers, Instant::now(), idle);
-        if expired.is_empty() {
-            continue;
-        }
-        info!(
-            expired = expired.len(),
-            open = state.sessions.len(),
-            "ending idle sessions"
-        );
-
-        // Each on its own, under a timeout: a stuck worker holds up neither the others nor
-        // the next sweep.
-        for id in expired {
-            let state = state.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(DISCONNECT_TIMEOUT, disconnect(&state, &id)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => debug!(error = %e, "ending an idle session at its worker"),
-                    Err(_) => debug!("ending an idle session at its worker: no answer in time"),
-                }
-            });
-        }
-    }
-}
-
-/// Sends a DISCONNECT for session `id` (a routable id of this node) to its worker.
-async fn disconnect(state: &AppState, id: &[u8]) -> Result<(), String> {
-    use http_body_util::BodyExt;
-    let route = state.ids.verify(id).map_err(|e| e.to_string())?;
-    let port = state
-        .workers
-        .get(route.worker)
-        .and_then(|w| w.serving_port())
-        .ok_or("its worker is not running")?;
-    let message = crate::quack::codec::encode_disconnect(route.inner_id);
-    let length = message.len() as u64;
-    let body = http_body_util::Full::new(message)
-        .map_err(|never| match never {})
-        .boxed();
-    let response = state
-        .upstream
-        .send(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            body,
-            Some(length),
-            None,
-            None,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    response
-        .into_body()
-        .collect()
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }

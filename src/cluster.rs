@@ -40,6 +40,19 @@ pub const NODE_PATH: &str = "/node";
 /// What an identity answer is bound to in place of a connection id.
 const IDENTITY_CONTEXT: &[u8] = b"quackgate node identity";
 
+/// `[cluster]`: the peer listener and where the other nodes are.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Where other nodes send requests for this node's sessions. Private network only.
+    pub peer_listen: SocketAddr,
+    /// Node id to `host:port` of its peer listener; names are re-resolved on every reload.
+    pub peers: BTreeMap<String, String>,
+    /// A TOML file of `node = "host:port"` lines, re-read every 2 s.
+    pub peers_file: Option<PathBuf>,
+    /// `host:port` whose addresses are the peers (a headless Service), resolved every 2 s.
+    pub peers_dns: Option<String>,
+}
+
 /// Why a peer request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PeerAuthError {
@@ -59,12 +72,7 @@ pub enum PeerAuthError {
 pub enum ClusterError {
     /// Unreadable or not TOML.
     #[error("cluster.peers_file {path}: {why}")]
-    PeersFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        why: String,
-    },
+    PeersFile { path: PathBuf, why: String },
 }
 
 /// This node's view of the cluster.
@@ -84,13 +92,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// The cluster as configured; static peers are resolved at once.
-    pub fn new(
-        node_id: &str,
-        id_secret: &[u8; SECRET_BYTES],
-        static_peers: BTreeMap<String, String>,
-        peers_file: Option<PathBuf>,
-        peers_dns: Option<String>,
-    ) -> Self {
+    pub fn new(node_id: &str, id_secret: &[u8; SECRET_BYTES], config: &ClusterConfig) -> Self {
         // A key of its own, derived so the cluster shares one secret, not two.
         let mut derive = Hmac::<Sha256>::new_from_slice(id_secret).expect("any key length");
         derive.update(b"quackgate peer v1");
@@ -98,9 +100,9 @@ impl Cluster {
         let cluster = Cluster {
             node_id: node_id.to_string(),
             key,
-            static_peers,
-            peers_file,
-            peers_dns,
+            static_peers: config.peers.clone(),
+            peers_file: config.peers_file.clone(),
+            peers_dns: config.peers_dns.clone(),
             discovered: DashMap::new(),
             peers: DashMap::new(),
         };
@@ -310,8 +312,21 @@ fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
+    fn config(peers: BTreeMap<String, String>, peers_file: Option<PathBuf>) -> ClusterConfig {
+        ClusterConfig {
+            peer_listen: "127.0.0.1:0".parse().unwrap(),
+            peers,
+            peers_file,
+            peers_dns: None,
+        }
+    }
+
     fn cluster(node: &str, secret: u8) -> Cluster {
-        Cluster::new(node, &[secret; SECRET_BYTES], BTreeMap::new(), None, None)
+        Cluster::new(
+            node,
+            &[secret; SECRET_BYTES],
+            &config(BTreeMap::new(), None),
+        )
     }
 
     #[test]
@@ -371,7 +386,11 @@ mod tests {
         let file = dir.path().join("peers.toml");
         std::fs::write(&file, "n2 = \"127.0.0.1:7002\"\nn0 = \"127.0.0.1:7000\"\n").unwrap();
         let statics = BTreeMap::from([("n1".to_string(), "127.0.0.1:7001".to_string())]);
-        let c = Cluster::new("n0", &[1; SECRET_BYTES], statics, Some(file.clone()), None);
+        let c = Cluster::new(
+            "n0",
+            &[1; SECRET_BYTES],
+            &config(statics, Some(file.clone())),
+        );
         let nodes: Vec<_> = c.peer_list().into_iter().map(|(n, _)| n).collect();
         assert_eq!(nodes, ["n1", "n2"]);
         std::fs::write(&file, "").unwrap();

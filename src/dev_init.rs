@@ -23,9 +23,7 @@ pub enum DevInitError {
     /// A file could not be written or read.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },

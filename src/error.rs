@@ -10,16 +10,17 @@
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
 use crate::auth::jwt::JwtRejection;
 use crate::auth::AuthError;
+use crate::body::{full, BoxError, ResponseBody};
+use crate::cluster::PeerAuthError;
 use crate::limits::Throttled;
-use crate::proxy::ResponseBody;
 use crate::quack::codec::{self, CodecError};
 use crate::quack::server_errors;
-use crate::routing::{LimitError, RoutingError};
-use crate::upstream::{BoxError, UpstreamError};
+use crate::routing::RoutingError;
+use crate::sessions::table::LimitError;
+use crate::upstream::UpstreamError;
 
 /// Who caused a failure, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +39,7 @@ pub enum GatewayError {
     Malformed(#[from] CodecError),
     /// The body is larger than `gateway.max_body_bytes`.
     #[error("request body larger than {limit} bytes")]
-    BodyTooLarge {
-        /// The limit.
-        limit: u64,
-    },
+    BodyTooLarge { limit: u64 },
     /// Reading the client's body failed (it hung up, or sent a bad chunk).
     #[error("reading the request body: {0}")]
     ClientBody(#[source] BoxError),
@@ -71,16 +69,14 @@ pub enum GatewayError {
     Upstream(#[from] UpstreamError),
     /// A request on the peer listener without a valid peer credential.
     #[error("peer request refused: {0}")]
-    PeerAuth(#[from] crate::cluster::PeerAuthError),
+    PeerAuth(#[from] PeerAuthError),
     /// The id names a node this one does not know (not, or no longer, in its peers).
     #[error("node {0}, which owns the session, is not among the known peers")]
     OwnerUnknown(String),
     /// The node that owns the session cannot be reached, or failed during the exchange.
     #[error("node {node}, which owns the session, is unreachable: {source}")]
     OwnerUnreachable {
-        /// The owner.
         node: String,
-        /// Why.
         #[source]
         source: UpstreamError,
     },
@@ -256,11 +252,6 @@ pub fn quack_response(body: Bytes) -> Response<ResponseBody> {
         .header("access-control-allow-origin", "*")
         .body(full(body))
         .expect("valid by construction")
-}
-
-/// A complete body as a [`ResponseBody`].
-pub fn full(bytes: Bytes) -> ResponseBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 #[cfg(test)]

@@ -3,36 +3,48 @@
 //! routable connection id rather than by cookies or shared state.
 //!
 //! # Layout
-//! - `app`: wiring (state, listeners, workers) and the shutdown sequence.
-//! - `config`: the TOML file and `QUACKGATE__*` overrides, validated before binding.
+//! A client request goes `server` (accept, TLS, HTTP) → `proxy` (its phases: `read`, then
+//! `connect` for a new session or `session` for the rest) → `upstream` (to a worker on loopback,
+//! or to the peer node that owns the session); `error` decides what the client sees.
+//!
+//! - `app`: wiring only: builds the state, binds the listeners, starts the workers and the
+//!   background tasks, and runs the shutdown sequence.
+//! - `state`: [`state::AppState`], what every request shares, defined low and built in `app`.
+//! - `body`: the body types of both legs and their constructors.
+//! - `shutdown`: the signals, and the [`shutdown::Lifecycle`] tokens each stage cancels.
+//! - `config`: the TOML file and `QUACKGATE__*` overrides, validated section by section and
+//!   converted to the types their modules own; read only by `app`, `state` and the binary.
 //! - `server`: accept loops; TLS handshake and HTTP inside each connection's task.
 //! - `tls`: the rustls server configuration.
-//! - `proxy`: one client request: read the Quack header, authenticate, route, forward.
+//! - `proxy`: one client request, phase by phase.
 //! - `error`: the one place that decides what a client sees when something fails.
-//! - `quack`: protocol facts; `quack::codec` decodes and encodes the bytes.
-//! - `auth`: static tokens (SHA-256 digests, constant-time comparison) and JWTs
-//!   (`auth::jwt`, keys from a reloaded JWKS file); `auth::mint` makes test tokens.
+//! - `quack`: protocol facts and the codec (the `quack-codec` crate).
+//! - `auth`: static tokens (SHA-256 digests, constant-time comparison) and JWTs: `auth::keys`
+//!   holds the keys in force, `auth::jwt` verifies, `auth::refresh` and `auth::jwks_url` keep
+//!   the keys current; `auth::mint` makes test tokens.
 //! - `limits`: the failed-authentication backoff per client address.
 //! - `forwarded`: the client's address behind trusted proxies (`X-Forwarded-For`).
 //! - `routable_id`: signed connection ids that name their node and worker.
-//! - `routing`: placement of new sessions and the table of open ones.
+//! - `routing`: why a request cannot be routed, and where a new session goes.
+//! - `sessions`: the table of open sessions (`sessions::table`) and the idle sweep
+//!   (`sessions::idle`).
 //! - `cluster`: the other gateway nodes, and the credential of the peer leg.
 //! - `upstream`: the HTTP client to workers and peers, its connections leased per request.
 //! - `workers`: worker slots; `workers::supervisor` runs the processes, `workers::health`
-//!   probes them.
+//!   probes them, `workers::config` is what they are started with.
 //! - `admin`: `/healthz`, `/readyz`, `/status` and `/metrics`.
 //! - `metrics`: the Prometheus metrics.
-//! - `shutdown`: signals to a cancellation token.
+//! - `role`: gateway or catalog.
 //! - `telemetry`: logging.
 //! - `dev_init`: local CA, certificate, token and config for the local stack and the tests.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
-#![warn(missing_docs)]
 
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod dev_init;
@@ -42,10 +54,13 @@ pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod quack;
+pub mod role;
 pub mod routable_id;
 pub mod routing;
 pub mod server;
+pub mod sessions;
 pub mod shutdown;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -1,7 +1,7 @@
 //! Brakes on what one client address can try: failed authentications from an address trip a
 //! backoff that doubles each time it trips again, so guessing tokens is slow while other
 //! addresses are not affected. Session counts per principal and in total live with the
-//! sessions themselves (`routing`).
+//! sessions themselves (`sessions::table`).
 //!
 //! IPv6 clients are counted per /64, since one host usually owns a whole /64. Behind a layer-7
 //! balancer the address is the one it reports, when it is a trusted proxy (`forwarded`).
@@ -10,8 +10,41 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::LimitsConfig;
+/// How often records that have aged out are forgotten.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// `[limits]`: how much one principal, everyone, and one failing address may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Open Quack sessions on this node, all principals together. Default 10000.
+    pub max_sessions: usize,
+    /// Open Quack sessions of one principal on this node. Default 256.
+    pub max_sessions_per_principal: usize,
+    /// Failed authentications from one address within the window that trip the backoff.
+    /// Default 10.
+    pub failed_auth_burst: u32,
+    /// The window failures are counted in. Default 60 s.
+    pub failed_auth_window: Duration,
+    /// First backoff; doubles each time the address trips again. Default 5 s.
+    pub failed_auth_backoff: Duration,
+    /// Longest backoff. Default 300 s.
+    pub failed_auth_backoff_max: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_sessions: 10_000,
+            max_sessions_per_principal: 256,
+            failed_auth_burst: 10,
+            failed_auth_window: Duration::from_secs(60),
+            failed_auth_backoff: Duration::from_secs(5),
+            failed_auth_backoff_max: Duration::from_secs(300),
+        }
+    }
+}
 
 /// Addresses tracked at most; beyond this, new addresses are not tracked until the sweep
 /// frees room, so a flood of sources cannot exhaust memory.
@@ -119,6 +152,17 @@ impl AuthThrottle {
         Some(backoff)
     }
 
+    /// Sweeps every [`SWEEP_INTERVAL`] until `stop`.
+    pub async fn run_sweeper(self: std::sync::Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.sweep(Instant::now()),
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
     /// Forgets addresses quiet for longer than the window and the longest backoff, so the
     /// doubling restarts for an address that behaved for that long.
     pub fn sweep(&self, now: Instant) {
@@ -129,7 +173,6 @@ impl AuthThrottle {
         });
     }
 
-    /// Addresses tracked.
     pub fn tracked(&self) -> usize {
         self.records.len()
     }

@@ -6,7 +6,6 @@
 //! never from client input, so a client cannot grow the series count or put a secret in a
 //! label.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prometheus::{
@@ -14,13 +13,23 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::app::AppState;
+use crate::workers::WorkerSet;
 
 /// Upper bounds of the request-duration histogram, in seconds: from a loopback `SELECT 42`
 /// (~0.5 ms) to a large FETCH.
 const DURATION_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
+
+/// What the gauges mirror, read at scrape time.
+#[derive(Debug)]
+pub struct Readings<'a> {
+    pub workers: &'a WorkerSet,
+    pub sessions_open: usize,
+    pub draining: bool,
+    pub peer_requests: u64,
+    pub throttled_addresses: usize,
+}
 
 /// Every metric the gateway exports.
 #[derive(Debug)]
@@ -156,20 +165,15 @@ impl Metrics {
         self.sessions_opened.with_label_values(&[access]).inc();
     }
 
-    /// The text exposition of every metric, with the state-mirroring gauges read now.
-    pub fn render(&self, state: &AppState) -> String {
-        self.sessions_open.set(gauge_value(state.sessions.len()));
-        self.draining.set(i64::from(state.is_draining()));
-        self.peer_requests.set(
-            state
-                .peer_requests
-                .load(Ordering::Relaxed)
-                .try_into()
-                .unwrap_or(i64::MAX),
-        );
+    /// The text exposition of every metric, with the state-mirroring gauges set from `now`.
+    pub fn render(&self, now: &Readings<'_>) -> String {
+        self.sessions_open.set(gauge_value(now.sessions_open));
+        self.draining.set(i64::from(now.draining));
+        self.peer_requests
+            .set(now.peer_requests.try_into().unwrap_or(i64::MAX));
         self.throttled_addresses
-            .set(gauge_value(state.throttle.tracked()));
-        for w in state.workers.iter() {
+            .set(gauge_value(now.throttled_addresses));
+        for w in now.workers.iter() {
             self.worker_ready
                 .with_label_values(&[w.id.as_str(), w.access.as_str()])
                 .set(i64::from(w.is_ready()));

@@ -34,6 +34,39 @@ pub const SECRET_BYTES: usize = 32;
 /// one-byte length on the wire.
 pub const MAX_NODE_ID_LEN: usize = 24;
 
+/// The secret that signs connection ids, shared by every node of one cluster. `Debug` never
+/// shows it.
+#[derive(Clone)]
+pub struct IdSecret([u8; SECRET_BYTES]);
+
+impl fmt::Debug for IdSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdSecret(<redacted>)")
+    }
+}
+
+impl IdSecret {
+    /// A secret read from `gateway.id_secret_file`.
+    pub fn from_bytes(bytes: [u8; SECRET_BYTES]) -> Self {
+        IdSecret(bytes)
+    }
+
+    /// A secret for this process alone, when none is configured.
+    ///
+    /// # Errors
+    /// If the system random source fails.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; SECRET_BYTES];
+        getrandom::fill(&mut bytes)?;
+        Ok(IdSecret(bytes))
+    }
+
+    /// The bytes, for the signers.
+    pub fn expose(&self) -> &[u8; SECRET_BYTES] {
+        &self.0
+    }
+}
+
 /// Why an id does not route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {

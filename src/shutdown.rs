@@ -1,7 +1,9 @@
-//! Turns SIGTERM and SIGINT into a cancellation the whole gateway watches.
+//! How a run ends: the signals that start it, and the tokens each stage of the shutdown
+//! cancels, under one name each across the crate.
 //!
-//! Both signals mean "drain and stop" (a container runtime sends SIGTERM, a terminal SIGINT). A
-//! second signal during the drain means "stop now": the process exits at once with 130.
+//! SIGTERM and SIGINT both mean "drain and stop" (a container runtime sends SIGTERM, a terminal
+//! SIGINT). A second signal during the drain means "stop now": the process exits at once with
+//! 130.
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -9,6 +11,31 @@ use tracing::{info, warn};
 
 /// Exit code when a second signal cuts the drain short.
 pub const FORCED_EXIT_CODE: i32 = 130;
+
+/// The stages of a shutdown, in the order they fire (the sequence is in `app::run`).
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    /// The drain has begun: readiness turns false, new sessions are refused, and workers that
+    /// exit are not restarted.
+    pub shutdown: CancellationToken,
+    /// The client and peer listeners stop accepting; open connections finish their request in
+    /// flight and close.
+    pub stop_accepting: CancellationToken,
+    /// Workers and every background task stop.
+    pub stop_workers: CancellationToken,
+    /// The admin listener stops, last, so that probes see the drain.
+    pub stop_admin: CancellationToken,
+}
+
+impl Lifecycle {
+    /// The stages of a run whose drain begins when `shutdown` is cancelled.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Lifecycle {
+            shutdown,
+            ..Lifecycle::default()
+        }
+    }
+}
 
 /// A token cancelled by the first SIGTERM or SIGINT.
 ///

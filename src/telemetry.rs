@@ -7,11 +7,14 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// The filter when neither `log.filter` nor `RUST_LOG` says otherwise.
+pub const DEFAULT_LOG_FILTER: &str = "info";
+
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `filter`.
 pub fn init(filter: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| EnvFilter::new(crate::config::DEFAULT_LOG_FILTER));
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -12,30 +12,27 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ServerSessionMemoryCache;
 use rustls::{CipherSuite, ServerConfig};
 
-use crate::config::TlsFiles;
-
 /// Session-cache entries kept for TLS 1.2 session-id resumption.
 const SESSION_CACHE_ENTRIES: usize = 4096;
+
+/// Where the TLS material is.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
 
 /// Why the TLS configuration cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// The certificate file is unreadable or holds no certificate.
     #[error("tls.cert {path}: {why}")]
-    Cert {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        why: String,
-    },
+    Cert { path: PathBuf, why: String },
     /// The key file is unreadable or holds no private key.
     #[error("tls.key {path}: {why}")]
-    Key {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        why: String,
-    },
+    Key { path: PathBuf, why: String },
     /// rustls refused the pair (for example, the key does not match the certificate).
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),

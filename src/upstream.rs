@@ -30,7 +30,6 @@ use dashmap::DashMap;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -39,12 +38,8 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
+use crate::body::{loopback, whole, UpstreamBody};
 use crate::quack::{QUACK_PATH, REQUEST_CONTENT_TYPE};
-
-/// Error type of request bodies: the client's body may fail mid-stream.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// A request body on its way to a worker.
-pub type UpstreamBody = BoxBody<Bytes, BoxError>;
 
 /// How long connecting to a worker or peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -268,6 +263,47 @@ impl std::fmt::Debug for LeasedBody {
     }
 }
 
+/// One Quack message for a worker or a peer, with the headers it travels with.
+pub struct QuackPost {
+    to: SocketAddr,
+    body: UpstreamBody,
+    /// `None` sends the body chunked.
+    content_length: Option<u64>,
+    user_agent: Option<HeaderValue>,
+    extra_header: Option<(&'static str, HeaderValue)>,
+}
+
+impl QuackPost {
+    /// A message whose body streams, with its length when known.
+    pub fn streamed(to: SocketAddr, body: UpstreamBody, content_length: Option<u64>) -> Self {
+        QuackPost {
+            to,
+            body,
+            content_length,
+            user_agent: None,
+            extra_header: None,
+        }
+    }
+
+    /// A message whose bytes are all at hand.
+    pub fn whole(to: SocketAddr, message: Bytes) -> Self {
+        let length = message.len() as u64;
+        Self::streamed(to, whole(message), Some(length))
+    }
+
+    /// Passes the client's `User-Agent` on.
+    pub fn user_agent(mut self, user_agent: Option<HeaderValue>) -> Self {
+        self.user_agent = user_agent;
+        self
+    }
+
+    /// Adds one header (the peer credential).
+    pub fn header(mut self, name: &'static str, value: HeaderValue) -> Self {
+        self.extra_header = Some((name, value));
+        self
+    }
+}
+
 /// The shared client to every worker and peer.
 #[derive(Clone)]
 pub struct Upstream {
@@ -296,37 +332,29 @@ impl Upstream {
         Upstream { pool }
     }
 
-    /// POSTs a Quack message to a worker (`127.0.0.1:<port>`) or to a peer node's listener,
-    /// with `extra` (the peer credential) as an added header.
+    /// POSTs a Quack message to a worker or to a peer node's listener.
     ///
     /// # Errors
     /// [`UpstreamError`], telling whether the other side may have seen the request.
-    pub async fn send(
-        &self,
-        to: SocketAddr,
-        body: UpstreamBody,
-        content_length: Option<u64>,
-        user_agent: Option<HeaderValue>,
-        extra: Option<(&'static str, HeaderValue)>,
-    ) -> Result<Response<LeasedBody>, UpstreamError> {
+    pub async fn send(&self, post: QuackPost) -> Result<Response<LeasedBody>, UpstreamError> {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(QUACK_PATH)
-            .header(HOST, to.to_string())
+            .header(HOST, post.to.to_string())
             .header(CONTENT_TYPE, REQUEST_CONTENT_TYPE);
-        if let Some((name, value)) = extra {
+        if let Some((name, value)) = post.extra_header {
             req = req.header(name, value);
         }
-        if let Some(len) = content_length {
+        if let Some(len) = post.content_length {
             req = req.header(CONTENT_LENGTH, len);
         }
-        if let Some(ua) = user_agent {
+        if let Some(ua) = post.user_agent {
             req = req.header(USER_AGENT, ua);
         }
         let req = req
-            .body(body)
+            .body(post.body)
             .expect("method, uri and headers are valid by construction");
-        self.request(to, req).await
+        self.request(post.to, req).await
     }
 
     /// Sends `req` on a pooled connection to `to`, or on a new one.
@@ -380,9 +408,7 @@ impl Upstream {
 
     /// Whether the worker on `port` answers `GET /` with 200 in time.
     pub async fn probe(&self, port: u16) -> bool {
-        self.get(SocketAddr::from(([127, 0, 0, 1], port)), "/")
-            .await
-            .is_some()
+        self.get(loopback(port), "/").await.is_some()
     }
 
     /// The body of a `GET` that answers 200 within the probe timeout.
@@ -521,7 +547,7 @@ mod tests {
 
     async fn fetch(upstream: &Upstream, to: SocketAddr) -> usize {
         let resp = upstream
-            .send(to, body(), Some(1), None, None)
+            .send(QuackPost::streamed(to, body(), Some(1)))
             .await
             .unwrap();
         resp.into_body().collect().await.unwrap().to_bytes().len()
@@ -544,7 +570,7 @@ mod tests {
         let (addr, seen, _) = server(300_000).await;
         let upstream = Upstream::new();
         let resp = upstream
-            .send(addr, body(), Some(1), None, None)
+            .send(QuackPost::streamed(addr, body(), Some(1)))
             .await
             .unwrap();
         let mut partial = resp.into_body();
@@ -617,7 +643,7 @@ mod tests {
         let upstream = Upstream::new();
         assert_eq!(fetch(&upstream, addr).await, 2);
         let err = upstream
-            .send(addr, body(), Some(1), None, None)
+            .send(QuackPost::streamed(addr, body(), Some(1)))
             .await
             .unwrap_err();
         assert!(err.may_have_reached_worker(), "{err}");
@@ -668,7 +694,7 @@ mod tests {
         let addr = unused.local_addr().unwrap();
         drop(unused);
         let err = Upstream::new()
-            .send(addr, body(), Some(1), None, None)
+            .send(QuackPost::streamed(addr, body(), Some(1)))
             .await
             .unwrap_err();
         assert!(!err.may_have_reached_worker(), "{err}");

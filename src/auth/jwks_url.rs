@@ -21,7 +21,7 @@ use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::jwt::{JwksError, JwtVerifier, KeySet};
+use crate::auth::keys::{JwksError, KeySet, KeyStore};
 
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -132,7 +132,8 @@ impl JwksUrl {
 
     /// Fetches the keys once and puts them in force: before the gateway reports ready.
     /// Returns whether it succeeded.
-    pub async fn load(&self, verifier: &JwtVerifier) -> bool {
+    pub async fn load(&self, keys: &KeyStore) -> bool {
+        let store = keys;
         let result = match self.client() {
             Ok(client) => self.fetch(&client).await,
             Err(e) => Err(e),
@@ -140,7 +141,7 @@ impl JwksUrl {
         match result {
             Ok(keys) => {
                 info!(jwks = %self.shown(), kids = ?keys.kids(), "JWKS fetched");
-                verifier.replace(keys);
+                store.replace(keys);
                 true
             }
             Err(e) => {
@@ -152,7 +153,7 @@ impl JwksUrl {
 
     /// Fetches every refresh period until `stop`; the first fetch was [`JwksUrl::load`], and
     /// after a failed one the next comes soon.
-    pub async fn watch(self, verifier: Arc<JwtVerifier>, loaded: bool, stop: CancellationToken) {
+    pub async fn watch(self, keys: Arc<KeyStore>, loaded: bool, stop: CancellationToken) {
         let client = match self.client() {
             Ok(client) => client,
             Err(e) => {
@@ -174,20 +175,16 @@ impl JwksUrl {
                 // A token named a key we do not know: the provider may have rotated. Waits
                 // out the minimum interval since the last fetch first.
                 _ = async {
-                    verifier.unknown_kid_seen().await;
+                    keys.unknown_kid().await;
                     tokio::time::sleep_until(early.into()).await;
                 } => {}
                 _ = stop.cancelled() => return,
             }
             last_fetch = Instant::now();
             match self.fetch(&client).await {
-                Ok(keys) => {
-                    let kids = keys
-                        .kids()
-                        .iter()
-                        .map(|k| k.to_string())
-                        .collect::<Vec<_>>();
-                    if verifier.replace_if_changed(keys) {
+                Ok(new) => {
+                    let kids = new.kids().iter().map(|k| k.to_string()).collect::<Vec<_>>();
+                    if keys.replace_if_changed(new) {
                         info!(jwks = %self.shown(), kids = ?kids, "JWKS changed");
                     }
                     last_good = Some(Instant::now());
@@ -200,7 +197,7 @@ impl JwksUrl {
                         if last_good.take().is_some() {
                             warn!(jwks = %self.shown(), error = %e, stale_secs = self.stale.as_secs(), "the JWKS could not be fetched for longer than jwks_stale_secs: every JWT is refused until a fetch succeeds");
                         }
-                        verifier.replace(KeySet::empty());
+                        keys.replace(KeySet::empty());
                     } else {
                         warn!(jwks = %self.shown(), error = %e, "fetching the JWKS failed; the keys stay in force");
                     }

@@ -1,5 +1,5 @@
-//! JWTs as Quack tokens: keys from a JWKS file that is re-read while the gateway runs, so keys
-//! rotate without a restart.
+//! JWTs as Quack tokens: the `[auth.jwt]` settings and the verifier. The keys it checks against
+//! are in `keys`, replaced while the gateway runs by `refresh`, so keys rotate without a restart.
 //!
 //! Each key is pinned to exactly one algorithm, derived from the key itself (RSA: RS256,
 //! EC P-256: ES256, OKP Ed25519: EdDSA, oct: HS256) and never from the token. A token whose
@@ -8,24 +8,18 @@
 //! `aud` are required; `nbf` is checked when present; both with the configured leeway.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
-use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use jsonwebtoken::{errors::ErrorKind, Validation};
 
-use super::Access;
+use crate::auth::access::Access;
+use crate::auth::jwks_url::JwksUrl;
+use crate::auth::keys::{KeySet, KeyStore};
 
-/// How often the JWKS file is checked for changes.
-pub const JWKS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// Tokens longer than this are refused unparsed; real ones are well under 4 KiB.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// Shortest HS256 secret accepted: RFC 7518 wants a key at least as long as the hash.
-const MIN_HMAC_KEY_BYTES: usize = 32;
 
 /// What happens to an open session when the JWT it was opened with expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +37,7 @@ pub enum JwksSource {
     /// A local file, re-read every 2 s.
     File(PathBuf),
     /// An identity provider's JWKS endpoint (`jwks_url`).
-    Url(super::jwks_url::JwksUrl),
+    Url(JwksUrl),
 }
 
 /// `[auth.jwt]`.
@@ -61,36 +55,6 @@ pub struct JwtConfig {
     pub role_claim: String,
     /// What `exp` means for open sessions.
     pub session_expiry: SessionExpiry,
-}
-
-/// Why a JWKS cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum JwksError {
-    /// The file cannot be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The document is not a JWKS.
-    #[error("{origin} is not a JWKS (a JSON object with a \"keys\" array): {message}")]
-    Parse {
-        /// The file or URL.
-        origin: String,
-        /// The parser's message.
-        message: String,
-    },
-    /// Not one key in the document can verify tokens.
-    #[error("{origin} has no usable signing key (supported: RSA RS256, EC P-256 ES256, OKP Ed25519 EdDSA, oct HS256); skipped: {skipped}")]
-    NoUsableKey {
-        /// The file or URL.
-        origin: String,
-        /// Why each key was skipped.
-        skipped: String,
-    },
 }
 
 /// Why a JWT is refused. The client sees `Authentication failed: <reason>`.
@@ -157,169 +121,11 @@ pub struct Verified {
     pub expires_at: u64,
 }
 
-struct Key {
-    algorithm: Algorithm,
-    key: DecodingKey,
-}
-
-/// The keys of one version of the JWKS file, by `kid`.
-pub struct KeySet {
-    keys: HashMap<String, Key>,
-    digest: [u8; 32],
-}
-
-impl std::fmt::Debug for KeySet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut kids: Vec<_> = self.keys.keys().collect();
-        kids.sort();
-        f.debug_struct("KeySet").field("kids", &kids).finish()
-    }
-}
-
-impl KeySet {
-    /// Reads and parses a JWKS file. Keys that cannot sign tokens here (encryption keys,
-    /// other curves) are skipped; a file with none left is an error.
-    ///
-    /// # Errors
-    /// [`JwksError`] naming the file and the problem.
-    pub fn load(path: &Path) -> Result<KeySet, JwksError> {
-        let bytes = std::fs::read(path).map_err(|source| JwksError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&bytes, &path.display().to_string())
-    }
-
-    /// Parses a JWKS document; `origin` (a file or URL) is for messages.
-    ///
-    /// # Errors
-    /// [`JwksError`] when it is not a JWKS or holds no usable key.
-    pub fn parse(bytes: &[u8], origin: &str) -> Result<KeySet, JwksError> {
-        Self::parse_with(bytes, origin, true)
-    }
-
-    /// Like [`KeySet::parse`], for a document anyone can read: HMAC (`oct`) keys are
-    /// skipped, since a published secret lets anyone sign.
-    ///
-    /// # Errors
-    /// As [`KeySet::parse`].
-    pub fn parse_public(bytes: &[u8], origin: &str) -> Result<KeySet, JwksError> {
-        Self::parse_with(bytes, origin, false)
-    }
-
-    fn parse_with(bytes: &[u8], origin: &str, allow_hmac: bool) -> Result<KeySet, JwksError> {
-        let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| JwksError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
-        let mut keys = HashMap::new();
-        let mut skipped = Vec::new();
-        let only_one = set.keys.len() == 1;
-        for (i, jwk) in set.keys.iter().enumerate() {
-            let kid = match (&jwk.common.key_id, only_one) {
-                (Some(kid), _) => kid.clone(),
-                (None, true) => String::new(),
-                (None, false) => {
-                    skipped.push(format!(
-                        "keys[{i}]: no kid (required when there are several keys)"
-                    ));
-                    continue;
-                }
-            };
-            if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
-                skipped.push(format!("{kid:?}: an encryption key (use=enc)"));
-                continue;
-            }
-            let pinned = match (&jwk.algorithm, jwk.common.key_algorithm) {
-                (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
-                (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256))
-                    if p.curve == EllipticCurve::P256 =>
-                {
-                    Algorithm::ES256
-                }
-                (AlgorithmParameters::OctetKeyPair(p), None | Some(KeyAlgorithm::EdDSA))
-                    if p.curve == EllipticCurve::Ed25519 =>
-                {
-                    Algorithm::EdDSA
-                }
-                (AlgorithmParameters::OctetKey(_), _) if !allow_hmac => {
-                    skipped.push(format!("{kid:?}: an HMAC secret in a published JWKS"));
-                    continue;
-                }
-                (AlgorithmParameters::OctetKey(p), None | Some(KeyAlgorithm::HS256)) => {
-                    use base64::Engine;
-                    let len = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(p.value.trim_end_matches('='))
-                        .map_or(0, |k| k.len());
-                    if len < MIN_HMAC_KEY_BYTES {
-                        skipped.push(format!(
-                            "{kid:?}: an HS256 key of {len} bytes (at least {MIN_HMAC_KEY_BYTES})"
-                        ));
-                        continue;
-                    }
-                    Algorithm::HS256
-                }
-                (_, alg) => {
-                    skipped.push(format!("{kid:?}: unsupported key type or alg {alg:?}"));
-                    continue;
-                }
-            };
-            match DecodingKey::from_jwk(jwk) {
-                Ok(key) => {
-                    if keys
-                        .insert(
-                            kid.clone(),
-                            Key {
-                                algorithm: pinned,
-                                key,
-                            },
-                        )
-                        .is_some()
-                    {
-                        skipped.push(format!("{kid:?}: duplicate kid, the last one wins"));
-                    }
-                }
-                Err(e) => skipped.push(format!("{kid:?}: {e}")),
-            }
-        }
-        if keys.is_empty() {
-            return Err(JwksError::NoUsableKey {
-                origin: origin.to_string(),
-                skipped: skipped.join("; "),
-            });
-        }
-        for why in &skipped {
-            warn!(jwks = %origin, key = %why, "JWKS key skipped");
-        }
-        Ok(KeySet {
-            keys,
-            digest: Sha256::digest(bytes).into(),
-        })
-    }
-
-    /// No keys: every JWT is refused.
-    pub fn empty() -> KeySet {
-        KeySet {
-            keys: HashMap::new(),
-            digest: [0; 32],
-        }
-    }
-
-    /// The key ids, sorted.
-    pub fn kids(&self) -> Vec<&str> {
-        let mut kids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
-        kids.sort_unstable();
-        kids
-    }
-}
-
 /// Verifies JWTs against the current version of the JWKS file.
 #[derive(Debug)]
 pub struct JwtVerifier {
     config: JwtConfig,
-    keys: RwLock<Arc<KeySet>>,
-    /// Wakes a JWKS URL's watcher early: a token named a key not (yet) known.
-    unknown_kid: tokio::sync::Notify,
+    keys: Arc<KeyStore>,
 }
 
 #[derive(serde::Deserialize)]
@@ -336,16 +142,8 @@ impl JwtVerifier {
     pub fn new(config: JwtConfig, keys: Arc<KeySet>) -> Self {
         JwtVerifier {
             config,
-            keys: RwLock::new(keys),
-            unknown_kid: tokio::sync::Notify::new(),
+            keys: Arc::new(KeyStore::new(keys)),
         }
-    }
-
-    fn current(&self) -> Arc<KeySet> {
-        self.keys
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
     /// Checks a token completely: header, key, algorithm, signature, time and claims.
@@ -371,16 +169,11 @@ impl JwtVerifier {
             }
             _ => JwtRejection::Algorithm,
         })?;
-        let keys = self.current();
-        let key = match &header.kid {
-            Some(kid) => keys.keys.get(kid),
-            None if keys.keys.len() == 1 => keys.keys.values().next(),
-            None => None,
-        }
-        .ok_or_else(|| {
+        let keys = self.keys.current();
+        let key = keys.select(header.kid.as_deref()).ok_or_else(|| {
             // The provider may have rotated already: fetch soon rather than at the next period.
             if matches!(self.config.source, JwksSource::Url(_)) {
-                self.unknown_kid.notify_one();
+                self.keys.unknown_kid_seen();
             }
             JwtRejection::UnknownKey
         })?;
@@ -440,98 +233,14 @@ impl JwtVerifier {
         })
     }
 
-    /// Re-reads the JWKS file every [`JWKS_RELOAD_INTERVAL`] until `stop`. A file that is not
-    /// JSON (say, caught half-written) or cannot be read keeps the previous keys in force; a
-    /// file that is gone, or holds no usable key, revokes them all: removing keys is how an
-    /// operator reacts to a leaked one, and that must not need a restart.
-    /// For a JWKS URL, `loaded` says whether the first fetch succeeded.
-    pub async fn watch(self: Arc<Self>, loaded: bool, stop: CancellationToken) {
-        let path = match &self.config.source {
-            JwksSource::File(path) => path.clone(),
-            JwksSource::Url(url) => return url.clone().watch(self, loaded, stop).await,
-        };
-        let mut tick = tokio::time::interval(JWKS_RELOAD_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_error = None;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
-            }
-            // A small local file: reading it inline costs less than a blocking-pool hop.
-            let bytes = match std::fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if !self.current().keys.is_empty() {
-                        warn!(jwks = %path.display(), "the JWKS file is gone: every JWT is refused until it is back");
-                        self.replace(KeySet::empty());
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    if last_error.as_ref() != Some(&message) {
-                        warn!(jwks = %path.display(), error = %message, "cannot read the JWKS file; keeping the keys in force");
-                        last_error = Some(message);
-                    }
-                    continue;
-                }
-            };
-            let digest: [u8; 32] = Sha256::digest(&bytes).into();
-            if digest == self.current().digest {
-                continue;
-            }
-            match KeySet::parse(&bytes, &path.display().to_string()) {
-                Ok(keys) => {
-                    info!(jwks = %path.display(), kids = ?keys.kids(), "JWKS reloaded");
-                    self.replace(keys);
-                    last_error = None;
-                }
-                Err(JwksError::NoUsableKey { skipped, .. }) => {
-                    warn!(jwks = %path.display(), skipped = %skipped, "the JWKS file has no usable key: every JWT is refused");
-                    self.replace(KeySet {
-                        digest,
-                        ..KeySet::empty()
-                    });
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    if last_error.as_ref() != Some(&message) {
-                        warn!(error = %message, "JWKS file changed but cannot be used; keeping the keys in force");
-                        last_error = Some(message);
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl JwtVerifier {
     /// Where the keys come from.
     pub fn source(&self) -> &JwksSource {
         &self.config.source
     }
 
-    /// Resolves when a token named an unknown key since the last call.
-    pub(crate) async fn unknown_kid_seen(&self) {
-        self.unknown_kid.notified().await;
-    }
-
-    /// Puts `keys` in force unless they are the ones in force; says whether it did.
-    pub(crate) fn replace_if_changed(&self, keys: KeySet) -> bool {
-        if self.current().digest == keys.digest {
-            return false;
-        }
-        self.replace(keys);
-        true
-    }
-
-    /// Puts `keys` in force.
-    pub(crate) fn replace(&self, keys: KeySet) {
-        *self
-            .keys
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+    /// The store the refreshers put new keys in.
+    pub fn keys(&self) -> &Arc<KeyStore> {
+        &self.keys
     }
 }
 
@@ -560,7 +269,7 @@ pub fn looks_like_jwt(token: &[u8]) -> bool {
 mod tests {
     use super::*;
     use base64::Engine;
-    use jsonwebtoken::{EncodingKey, Header};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -706,34 +415,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.verify(es.as_bytes()).unwrap().subject, "alice");
-    }
-
-    #[test]
-    fn unusable_keys_are_skipped_and_an_empty_set_is_an_error() {
-        let jwks = format!(
-            r#"{{"keys":[{{"kty":"oct","kid":"h1","k":"{}"}},{{"kty":"oct","kid":"h5","alg":"HS512","k":"{}"}}]}}"#,
-            b64(SECRET),
-            b64(SECRET)
-        );
-        let keys = KeySet::parse(jwks.as_bytes(), "x").unwrap();
-        assert_eq!(keys.kids(), vec!["h1"]);
-        assert!(matches!(
-            KeySet::parse(br#"{"keys":[]}"#, "x"),
-            Err(JwksError::NoUsableKey { .. })
-        ));
-        assert!(matches!(
-            KeySet::parse(b"nope", "x"),
-            Err(JwksError::Parse { .. })
-        ));
-    }
-
-    #[test]
-    fn a_published_jwks_may_not_carry_hmac_secrets() {
-        assert!(KeySet::parse(hs_jwks().as_bytes(), "file").is_ok());
-        assert!(matches!(
-            KeySet::parse_public(hs_jwks().as_bytes(), "https://idp"),
-            Err(JwksError::NoUsableKey { .. })
-        ));
     }
 
     #[test]

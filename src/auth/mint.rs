@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-use super::Access;
+use crate::auth::access::Access;
 
 /// Why a token cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -14,16 +14,13 @@ pub enum MintError {
     /// The key file cannot be read.
     #[error("reading the key {path}: {source}")]
     Read {
-        /// The file.
         path: String,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// The key does not fit the algorithm.
     #[error("the key in {path} is not a {alg:?} key: {message}")]
     Key {
-        /// The file.
         path: String,
         /// The algorithm asked for.
         alg: Algorithm,
@@ -43,7 +40,6 @@ pub enum MintError {
 pub struct TokenRequest<'a> {
     /// PEM private key (RS256, ES256, EdDSA) or a file holding the HS256 secret.
     pub key_file: &'a Path,
-    /// The algorithm.
     pub algorithm: Algorithm,
     /// `kid` in the header, naming the key in the JWKS.
     pub kid: Option<&'a str>,
@@ -53,7 +49,6 @@ pub struct TokenRequest<'a> {
     pub audience: &'a str,
     /// `sub`: the principal.
     pub subject: &'a str,
-    /// The role.
     pub access: Access,
     /// The claim that carries the role.
     pub role_claim: &'a str,

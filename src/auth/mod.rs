@@ -8,17 +8,20 @@
 //! [`Principal`]: a name for logs and limits, an [`Access`] that decides which workers may
 //! serve it, and, for a JWT, when it expires.
 
+pub mod access;
 pub mod jwks_url;
 pub mod jwt;
+pub mod keys;
 pub mod mint;
+pub mod refresh;
 
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::StaticToken;
-use jwt::{JwtRejection, JwtVerifier};
+pub use crate::auth::access::{Access, Principal};
+use crate::auth::jwt::{JwtRejection, JwtVerifier};
 
 /// Why a client is not let in. The client sees `Authentication failed`, with the reason for
 /// a JWT (its holder can read the token's claims anyway).
@@ -46,46 +49,14 @@ impl AuthError {
     }
 }
 
-/// What a principal may do. The worker enforces it: read-only sessions only ever reach
-/// workers that opened the lake READ_ONLY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// Reads and writes.
-    ReadWrite,
-    /// Reads only.
-    ReadOnly,
-}
-
-impl Access {
-    /// `read_write` or `read_only`; anything else is unknown, and unknown means refused.
-    pub fn parse(role: &str) -> Option<Access> {
-        match role {
-            "read_write" => Some(Access::ReadWrite),
-            "read_only" => Some(Access::ReadOnly),
-            _ => None,
-        }
-    }
-
-    /// The name used in config and claims.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::ReadWrite => "read_write",
-            Access::ReadOnly => "read_only",
-        }
-    }
-}
-
-/// An authenticated client identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// A static token's configured name, or `jwt:` and a JWT's `sub` (so a JWT subject can
-    /// never share a static token's limits); safe to log.
+/// One accepted static token, stored as the SHA-256 of the token.
+#[derive(Debug, Clone)]
+pub struct StaticToken {
+    /// The principal name logged for sessions of this token.
     pub name: Arc<str>,
-    /// What it may do.
+    pub sha256: [u8; 32],
+    /// What its sessions may do (`role`, default `read_write`).
     pub access: Access,
-    /// When its credential expires (a JWT's `exp`, seconds since the epoch); `None` for
-    /// static tokens.
-    pub expires_at: Option<u64>,
 }
 
 /// The configured credentials.
@@ -99,6 +70,11 @@ impl Authenticator {
     /// Credentials from config.
     pub fn new(static_tokens: Vec<StaticToken>, jwt: Option<Arc<JwtVerifier>>) -> Self {
         Authenticator { static_tokens, jwt }
+    }
+
+    /// The JWT verifier, when `[auth.jwt]` is set.
+    pub fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
+        self.jwt.as_ref()
     }
 
     /// The principal a presented token (CONNECTION_REQUEST body field 1) belongs to.
@@ -123,7 +99,7 @@ impl Authenticator {
             });
         }
         match &self.jwt {
-            Some(verifier) if jwt::looks_like_jwt(token) => {
+            Some(verifier) if crate::auth::jwt::looks_like_jwt(token) => {
                 let verified = verifier.verify(token)?;
                 Ok(Principal {
                     name: format!("jwt:{}", verified.subject).into(),

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use super::positive;
 use crate::auth::jwks_url::JwksUrl;
-use crate::auth::jwt::{JwksSource, JwtConfig, KeySet, SessionExpiry};
-use crate::auth::Access;
+use crate::auth::jwt::{JwksSource, JwtConfig, SessionExpiry};
+use crate::auth::keys::KeySet;
+use crate::auth::{Access, StaticToken};
+use crate::config::file::{FileAuth, FileLimits};
+use crate::config::problems::Problems;
+use crate::limits::LimitsConfig;
 
 /// Default clock skew allowed on a JWT's `exp` and `nbf`.
 pub const DEFAULT_JWT_LEEWAY_SECS: u64 = 30;
@@ -22,90 +23,6 @@ pub const DEFAULT_JWKS_STALE_SECS: u64 = 86_400;
 pub const MAX_JWT_LEEWAY_SECS: u64 = 300;
 /// Longest failed-authentication window or backoff.
 const MAX_LIMIT_DURATION: Duration = Duration::from_secs(86_400);
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileAuth {
-    #[serde(default)]
-    pub(super) static_tokens: Vec<FileStaticToken>,
-    pub(super) jwt: Option<FileJwt>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileJwt {
-    pub(super) jwks_file: Option<PathBuf>,
-    pub(super) jwks_url: Option<String>,
-    pub(super) jwks_refresh_secs: Option<u64>,
-    pub(super) jwks_stale_secs: Option<u64>,
-    pub(super) jwks_ca_file: Option<PathBuf>,
-    pub(super) issuer: String,
-    pub(super) audience: String,
-    pub(super) leeway_secs: Option<u64>,
-    pub(super) role_claim: Option<String>,
-    pub(super) session_expiry: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileLimits {
-    pub(super) max_sessions: Option<usize>,
-    pub(super) max_sessions_per_principal: Option<usize>,
-    pub(super) failed_auth_burst: Option<u32>,
-    pub(super) failed_auth_window_secs: Option<u64>,
-    pub(super) failed_auth_backoff_secs: Option<u64>,
-    pub(super) failed_auth_backoff_max_secs: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileStaticToken {
-    pub(super) name: String,
-    pub(super) sha256: String,
-    pub(super) role: Option<String>,
-}
-
-/// One accepted static token, stored as the SHA-256 of the token.
-#[derive(Debug, Clone)]
-pub struct StaticToken {
-    /// The principal name logged for sessions of this token.
-    pub name: Arc<str>,
-    /// SHA-256 of the token.
-    pub sha256: [u8; 32],
-    /// What its sessions may do (`role`, default `read_write`).
-    pub access: Access,
-}
-
-/// `[limits]`: how much one principal, everyone, and one failing address may take.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitsConfig {
-    /// Open Quack sessions on this node, all principals together. Default 10000.
-    pub max_sessions: usize,
-    /// Open Quack sessions of one principal on this node. Default 256.
-    pub max_sessions_per_principal: usize,
-    /// Failed authentications from one address within the window that trip the backoff.
-    /// Default 10.
-    pub failed_auth_burst: u32,
-    /// The window failures are counted in. Default 60 s.
-    pub failed_auth_window: Duration,
-    /// First backoff; doubles each time the address trips again. Default 5 s.
-    pub failed_auth_backoff: Duration,
-    /// Longest backoff. Default 300 s.
-    pub failed_auth_backoff_max: Duration,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_sessions: 10_000,
-            max_sessions_per_principal: 256,
-            failed_auth_burst: 10,
-            failed_auth_window: Duration::from_secs(60),
-            failed_auth_backoff: Duration::from_secs(5),
-            failed_auth_backoff_max: Duration::from_secs(300),
-        }
-    }
-}
 
 /// What `[auth]` and `[limits]` say, validated.
 pub(super) struct AuthSection {
@@ -120,7 +37,7 @@ pub(super) fn validate(
     auth: FileAuth,
     l: FileLimits,
     resolve: &dyn Fn(PathBuf) -> PathBuf,
-    problems: &mut Vec<String>,
+    problems: &mut Problems,
 ) -> AuthSection {
     let mut static_tokens = Vec::new();
     for (i, t) in auth.static_tokens.into_iter().enumerate() {
@@ -204,7 +121,7 @@ pub(super) fn validate(
                     )),
                 }
                 let refresh = j.jwks_refresh_secs.unwrap_or(DEFAULT_JWKS_REFRESH_SECS);
-                positive(problems, "auth.jwt.jwks_refresh_secs", refresh);
+                problems.positive("auth.jwt.jwks_refresh_secs", refresh);
                 let stale = j.jwks_stale_secs.unwrap_or(DEFAULT_JWKS_STALE_SECS);
                 if stale < refresh.saturating_mul(2) {
                     problems.push(format!(
@@ -290,7 +207,7 @@ pub(super) fn validate(
             limits.failed_auth_backoff.as_secs(),
         ),
     ] {
-        positive(problems, key, value);
+        problems.positive(key, value);
     }
     for (key, value) in [
         ("limits.failed_auth_window_secs", limits.failed_auth_window),

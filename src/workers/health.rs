@@ -32,7 +32,6 @@ impl HealthState {
         }
     }
 
-    /// The verdict.
     pub fn is_healthy(&self) -> bool {
         self.healthy
     }

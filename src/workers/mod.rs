@@ -6,6 +6,7 @@
 //! same slot, so ids naming the slot still route there (and get `Invalid connection id` from
 //! the new process, which never knew them).
 
+pub mod config;
 pub mod health;
 pub mod supervisor;
 

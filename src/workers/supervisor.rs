@@ -26,8 +26,8 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Access;
 use crate::auth::WorkerToken;
-use crate::config::WorkersConfig;
-use crate::routing::SessionTable;
+use crate::sessions::table::SessionTable;
+use crate::workers::config::WorkersConfig;
 use crate::workers::{Worker, WorkerSet};
 
 /// First restart delay.
@@ -41,50 +41,31 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a worker did not start.
 #[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
+pub enum LaunchError {
     /// The process could not be spawned or talked to.
     #[error("worker {worker}: {what}: {source}")]
     Io {
-        /// The worker's id.
         worker: String,
-        /// What was being done.
         what: &'static str,
-        /// Why it failed.
         #[source]
         source: std::io::Error,
     },
     /// The worker said why it cannot start.
     #[error("worker {worker} failed to start: {why}")]
-    Failed {
-        /// The worker's id.
-        worker: String,
-        /// Its own message.
-        why: String,
-    },
+    Failed { worker: String, why: String },
     /// The worker exited without saying anything.
     #[error("worker {worker} exited during start-up ({status})")]
-    Exited {
-        /// The worker's id.
-        worker: String,
-        /// How it ended.
-        status: String,
-    },
+    Exited { worker: String, status: String },
     /// The worker did not report ready in time.
     #[error(
         "worker {worker} did not start serving within {secs} s (workers.startup_timeout_secs)"
     )]
-    Timeout {
-        /// The worker's id.
-        worker: String,
-        /// The limit.
-        secs: u64,
-    },
+    Timeout { worker: String, secs: u64 },
 }
 
 /// What every worker of this node is started with.
 #[derive(Debug)]
 pub struct Launcher {
-    /// This binary.
     pub exe: PathBuf,
     /// The `[workers]` config.
     pub config: WorkersConfig,
@@ -150,10 +131,10 @@ impl Launcher {
         }
     }
 
-    async fn start(&self, worker: &Worker) -> Result<Running, WorkerError> {
+    async fn start(&self, worker: &Worker) -> Result<Running, LaunchError> {
         let io = |what| {
             let worker = worker.id.clone();
-            move |source| WorkerError::Io {
+            move |source| LaunchError::Io {
                 worker,
                 what,
                 source,
@@ -213,7 +194,7 @@ impl Launcher {
                 if let Err(e) = child.wait().await {
                     debug!(worker.id = %worker.id, error = %e, "waiting for a failed worker");
                 }
-                Err(WorkerError::Failed {
+                Err(LaunchError::Failed {
                     worker: worker.id.clone(),
                     why,
                 })
@@ -224,7 +205,7 @@ impl Launcher {
                     .await
                     .map(describe_exit)
                     .unwrap_or_else(|e| e.to_string());
-                Err(WorkerError::Exited {
+                Err(LaunchError::Exited {
                     worker: worker.id.clone(),
                     status,
                 })
@@ -233,7 +214,7 @@ impl Launcher {
                 if let Err(e) = child.kill().await {
                     debug!(worker.id = %worker.id, error = %e, "killing a worker that did not start");
                 }
-                Err(WorkerError::Timeout {
+                Err(LaunchError::Timeout {
                     worker: worker.id.clone(),
                     secs: self.config.startup_timeout.as_secs(),
                 })
@@ -261,8 +242,8 @@ impl Running {
     }
 }
 
-/// Runs one worker slot until `shutdown`: start, wait for exit, restart with backoff (but not
-/// once `draining`).
+/// Runs one worker slot until `stop_workers`: start, wait for exit, restart with backoff (but
+/// not once the drain has begun, `shutdown`).
 ///
 /// The result of the first start goes to `first_start`; if it failed, the slot gives up,
 /// because the gateway is about to exit with that error.
@@ -271,9 +252,9 @@ pub async fn supervise(
     index: u16,
     launcher: Arc<Launcher>,
     sessions: Arc<SessionTable>,
-    first_start: oneshot::Sender<Result<(), WorkerError>>,
-    draining: CancellationToken,
+    first_start: oneshot::Sender<Result<(), LaunchError>>,
     shutdown: CancellationToken,
+    stop_workers: CancellationToken,
 ) {
     let worker = workers.get(index).expect("slot index comes from the set");
     let mut first_start = Some(first_start);
@@ -281,7 +262,7 @@ pub async fn supervise(
     loop {
         let started = tokio::select! {
             started = launcher.start(worker) => started,
-            _ = shutdown.cancelled() => return,
+            _ = stop_workers.cancelled() => return,
         };
         match started {
             Ok(mut running) => {
@@ -301,14 +282,14 @@ pub async fn supervise(
                         if since.elapsed() >= STABLE_AFTER {
                             backoff = BACKOFF_INITIAL;
                         }
-                        if draining.is_cancelled() {
+                        if shutdown.is_cancelled() {
                             // No new sessions come during a drain; a new process would only
                             // delay the exit.
                             info!(worker.id = %worker.id, "not restarting the worker during the drain");
                             return;
                         }
                     }
-                    _ = shutdown.cancelled() => {
+                    _ = stop_workers.cancelled() => {
                         worker.set_down();
                         running.stop(worker).await;
                         return;
@@ -327,7 +308,7 @@ pub async fn supervise(
         worker.count_restart();
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.cancelled() => return,
+            _ = stop_workers.cancelled() => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }

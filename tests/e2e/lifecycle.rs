@@ -116,10 +116,11 @@ fn sigterm_drains_sessions_in_flight_and_refuses_new_ones() {
         ..Default::default()
     });
     let toolchain = Toolchain::get();
-    // Seconds of work before the first row, then 3M rows: the PREPARE is running when SIGTERM
-    // arrives, and the many FETCHes that follow come on new connections during the drain.
+    // 15 s of sleep before the first row (the same on any CPU), then 3M rows: the PREPARE is
+    // running when SIGTERM arrives, and the many FETCHes that follow come on new connections
+    // during the drain.
     let sql = format!(
-        ".output /dev/null\n{}.output\nSELECT count(*), sum(i) FROM r.query('SELECT range AS i, s AS drain_marker FROM range(3000000), (SELECT sum(a.range * b.range) AS s FROM range(60000) a, range(60000) b)');\n",
+        ".output /dev/null\n{}.output\nSELECT count(*), sum(i) FROM r.query('SELECT range AS i, s AS drain_marker FROM range(3000000), (SELECT sleep_ms(15000) AS s)');\n",
         gw.attach_sql(&gw.token)
     );
     let client = std::thread::spawn(move || crate::support::run_cli(&toolchain, &sql));

@@ -132,16 +132,16 @@ impl Client {
 
     /// POSTs one Quack message and returns the response body; anything but HTTP 200 is an
     /// error (Quack errors come as 200 + ERROR_RESPONSE).
-    pub async fn post(&mut self, body: Vec<u8>) -> Result<Bytes> {
+    pub async fn post(&mut self, body: Bytes) -> Result<Bytes> {
         let mut sender = match self.sender.take() {
             Some(s) if !s.is_closed() => s,
             _ => self.endpoint.connect().await?,
         };
         sender.ready().await.context("connection not ready")?;
-        let req = Request::post("/quack")
+        let req = Request::post(quack_codec::QUACK_PATH)
             .header(HOST, &self.endpoint.authority)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(Full::new(Bytes::from(body)))?;
+            .header(CONTENT_TYPE, quack_codec::REQUEST_CONTENT_TYPE)
+            .body(Full::new(body))?;
         let resp = sender.send_request(req).await.context("sending request")?;
         let status = resp.status();
         let body = resp

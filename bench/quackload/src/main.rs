@@ -5,7 +5,6 @@
 //! machine-readable (`QUACKLOAD key=value ...`) for `bench/run`.
 
 mod client;
-mod quack;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -13,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
+use quack_codec::msg_type;
 
 use client::{Client, Endpoint};
 
@@ -73,7 +74,7 @@ struct Args {
 
 /// An open Quack session.
 struct Session {
-    id: Vec<u8>,
+    id: Bytes,
     client: Client,
     next_query_id: u64,
 }
@@ -81,17 +82,18 @@ struct Session {
 impl Session {
     async fn open(endpoint: &Arc<Endpoint>, token: &str, keepalive: bool) -> Result<Session> {
         let mut client = Client::new(endpoint.clone(), keepalive);
-        let resp = client.post(quack::connection_request(token)).await?;
-        let h = quack::parse_header(&resp)?;
-        match h.ty {
-            quack::CONNECTION_RESPONSE => Ok(Session {
-                id: h
-                    .conn_id
-                    .context("CONNECTION_RESPONSE without a connection id")?,
+        let resp = client.post(quack_codec::connection_request(token)).await?;
+        let h = quack_codec::decode_header(&resp)?;
+        match h.msg_type {
+            msg_type::CONNECTION_RESPONSE => Ok(Session {
+                id: resp.slice(
+                    h.connection_id
+                        .context("CONNECTION_RESPONSE without a connection id")?,
+                ),
                 client,
                 next_query_id: 1,
             }),
-            quack::ERROR_RESPONSE => bail!("connect: {}", quack::error_message(&resp, &h)),
+            msg_type::ERROR_RESPONSE => bail!("connect: {}", error_text(&resp)),
             other => bail!("connect: unexpected response type {other}"),
         }
     }
@@ -102,30 +104,32 @@ impl Session {
         self.next_query_id += 1;
         let resp = self
             .client
-            .post(quack::prepare_request(&self.id, qid, sql))
+            .post(quack_codec::prepare_request(&self.id, qid, sql))
             .await?;
-        let h = quack::parse_header(&resp)?;
-        let prepared = match h.ty {
-            quack::PREPARE_RESPONSE => quack::parse_prepare_response(&resp, &h)?,
-            quack::ERROR_RESPONSE => bail!("query: {}", quack::error_message(&resp, &h)),
+        let h = quack_codec::decode_header(&resp)?;
+        let prepared = match h.msg_type {
+            msg_type::PREPARE_RESPONSE => quack_codec::parse_prepare_response(&resp, &h)?,
+            msg_type::ERROR_RESPONSE => bail!("query: {}", error_text(&resp)),
             other => bail!("query: unexpected response type {other}"),
         };
         if !prepared.needs_more_fetch {
             return Ok(());
         }
-        let uuid = prepared
-            .uuid
-            .context("PREPARE_RESPONSE needs FETCH but has no result uuid")?;
+        let uuid = resp.slice(
+            prepared
+                .uuid
+                .context("PREPARE_RESPONSE needs FETCH but has no result uuid")?,
+        );
         loop {
             let resp = self
                 .client
-                .post(quack::fetch_request(&self.id, qid, &uuid))
+                .post(quack_codec::fetch_request(&self.id, qid, &uuid))
                 .await?;
-            let h = quack::parse_header(&resp)?;
-            match h.ty {
-                quack::FETCH_RESPONSE if quack::fetch_is_last(&resp, &h) => return Ok(()),
-                quack::FETCH_RESPONSE => {}
-                quack::ERROR_RESPONSE => bail!("fetch: {}", quack::error_message(&resp, &h)),
+            let h = quack_codec::decode_header(&resp)?;
+            match h.msg_type {
+                msg_type::FETCH_RESPONSE if quack_codec::fetch_is_last(&resp, &h) => return Ok(()),
+                msg_type::FETCH_RESPONSE => {}
+                msg_type::ERROR_RESPONSE => bail!("fetch: {}", error_text(&resp)),
                 other => bail!("fetch: unexpected response type {other}"),
             }
         }
@@ -134,14 +138,22 @@ impl Session {
     async fn disconnect(mut self) -> Result<u64> {
         let resp = self
             .client
-            .post(quack::disconnect_request(&self.id))
+            .post(quack_codec::encode_disconnect(&self.id))
             .await?;
-        let h = quack::parse_header(&resp)?;
-        match h.ty {
-            quack::SUCCESS_RESPONSE => Ok(self.client.bytes_in),
-            quack::ERROR_RESPONSE => bail!("disconnect: {}", quack::error_message(&resp, &h)),
+        let h = quack_codec::decode_header(&resp)?;
+        match h.msg_type {
+            msg_type::SUCCESS_RESPONSE => Ok(self.client.bytes_in),
+            msg_type::ERROR_RESPONSE => bail!("disconnect: {}", error_text(&resp)),
             other => bail!("disconnect: unexpected response type {other}"),
         }
+    }
+}
+
+/// The text of the ERROR_RESPONSE `resp`, for an error message.
+fn error_text(resp: &[u8]) -> String {
+    match quack_codec::error_message(resp) {
+        Some(text) => String::from_utf8_lossy(text).into_owned(),
+        None => "ERROR_RESPONSE without a message".to_string(),
     }
 }
 

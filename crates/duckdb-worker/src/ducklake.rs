@@ -14,15 +14,15 @@
 //! seconds, and when it is gone the worker exits with the reason: its supervisor restarts it
 //! with backoff, and it attaches again once the catalog is back.
 
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use duckdb::{Config, Connection};
-use serde::{Deserialize, Serialize};
 
+use crate::error::WorkerError;
 use crate::private_dir::PrivateDir;
-use crate::worker::{sql_literal, WorkerError};
+use crate::spec::DuckLakeSpec;
+use crate::sql::sql_literal;
 
 /// How often the catalog is checked.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -37,89 +37,6 @@ const SETUP_RETRIES: u32 = 4;
 const WATCH_TIMEOUTS: u32 = 6;
 /// Exit code of a worker whose catalog went away (EX_TEMPFAIL).
 pub const EXIT_CATALOG_LOST: i32 = 75;
-
-/// Where a worker's lake lives.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct DuckLakeSpec {
-    /// `host:port` of the `quackgate catalog` listener.
-    pub catalog: String,
-    /// The catalog's token. Never logged.
-    pub catalog_token: String,
-    /// Where the lake's Parquet files go: a local folder or `az://container/prefix/`.
-    pub data_path: String,
-    /// PEM CA file to trust when the catalog is reached over HTTPS.
-    pub catalog_ca_file: Option<PathBuf>,
-    /// Credentials for an `az://` data path.
-    pub azure: Option<AzureCredentials>,
-}
-
-/// How a worker authenticates to Azure Blob storage.
-#[derive(Clone, Serialize, Deserialize)]
-pub enum AzureCredentials {
-    /// A storage connection string (account key or SAS). Never logged.
-    ConnectionString(String),
-    /// Azure's credential chain, e.g. `managed_identity` or `workload_identity;managed_identity`.
-    CredentialChain {
-        /// The storage account.
-        account_name: String,
-        /// `;`-separated sources: cli, managed_identity, workload_identity, env, default.
-        chain: String,
-    },
-}
-
-impl std::fmt::Debug for AzureCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AzureCredentials::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
-            AzureCredentials::CredentialChain {
-                account_name,
-                chain,
-            } => f
-                .debug_struct("CredentialChain")
-                .field("account_name", account_name)
-                .field("chain", chain)
-                .finish(),
-        }
-    }
-}
-
-impl AzureCredentials {
-    /// The statement that makes the (temporary, in-memory) Azure secret.
-    fn create_secret_sql(&self) -> String {
-        match self {
-            AzureCredentials::ConnectionString(cs) => format!(
-                "CREATE SECRET quackgate_azure (TYPE azure, CONNECTION_STRING {});",
-                sql_literal(cs)
-            ),
-            AzureCredentials::CredentialChain {
-                account_name,
-                chain,
-            } => format!(
-                "CREATE SECRET quackgate_azure (TYPE azure, PROVIDER credential_chain, CHAIN {}, ACCOUNT_NAME {});",
-                sql_literal(chain),
-                sql_literal(account_name)
-            ),
-        }
-    }
-}
-
-impl std::fmt::Debug for DuckLakeSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DuckLakeSpec")
-            .field("catalog", &self.catalog)
-            .field("catalog_token", &"<redacted>")
-            .field("data_path", &self.data_path)
-            .field("catalog_ca_file", &self.catalog_ca_file)
-            .field("azure", &self.azure)
-            .finish()
-    }
-}
-
-impl DuckLakeSpec {
-    fn uri(&self) -> String {
-        format!("ducklake:quack:{}", self.catalog)
-    }
-}
 
 /// Opens the lake as the main database of a new DuckDB instance configured by `config`;
 /// READ_ONLY for `read_only`, in which case the lake must already exist (the read-write

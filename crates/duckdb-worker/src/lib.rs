@@ -6,8 +6,11 @@
 //! stdin, and the binary calls [`run_worker`] for its hidden `worker` subcommand.
 //!
 //! # Layout
-//! - `spec`: what a worker is told to do, and the lines it answers on stdout.
+//! - `spec`: what a worker is told to do (its lake included), and the lines it answers on
+//!   stdout.
 //! - `worker`: the code that runs inside a worker process.
+//! - `error`: why a worker fails.
+//! - `sql`: quoting values into SQL text.
 //! - `ducklake`: DuckLake as a worker's default database, and the watch on its catalog.
 //! - `sandbox`: the seccomp filter that stops client SQL from opening servers, and the Landlock
 //!   rules that keep a read-only worker from writing files.
@@ -18,16 +21,19 @@
 #![warn(missing_docs)]
 
 mod ducklake;
+mod error;
 mod private_dir;
 mod sandbox;
 mod session_roles;
 mod spec;
+mod sql;
 mod worker;
 
-pub use ducklake::{AzureCredentials, DuckLakeSpec, EXIT_CATALOG_LOST};
+pub use ducklake::EXIT_CATALOG_LOST;
+pub use error::WorkerError;
 pub use session_roles::is_read_only_sql;
 pub use spec::{
-    extension_path, WorkerSpec, WorkerStatus, DUCKDB_VERSION, EXTENSIONS_REQUIRED,
-    EXTENSION_PLATFORM, FAILED_PREFIX, READY_PREFIX,
+    extension_path, AzureCredentials, DuckLakeSpec, WorkerSpec, WorkerStatus, DUCKDB_VERSION,
+    EXTENSIONS_REQUIRED, EXTENSION_PLATFORM, FAILED_PREFIX, READY_PREFIX,
 };
-pub use worker::{run_worker, WorkerError, EXIT_SERVER_STOPPED};
+pub use worker::{run_worker, EXIT_SERVER_STOPPED};

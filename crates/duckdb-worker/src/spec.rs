@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ducklake::DuckLakeSpec;
+use crate::sql::sql_literal;
 
 /// The DuckDB version this crate links; extensions must have been built for exactly it.
 pub const DUCKDB_VERSION: &str = "v1.5.5";
@@ -126,5 +126,88 @@ impl WorkerStatus {
         }
         line.strip_prefix(FAILED_PREFIX)
             .map(|why| WorkerStatus::Failed(why.trim().to_string()))
+    }
+}
+
+/// Where a worker's lake lives.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DuckLakeSpec {
+    /// `host:port` of the `quackgate catalog` listener.
+    pub catalog: String,
+    /// The catalog's token. Never logged.
+    pub catalog_token: String,
+    /// Where the lake's Parquet files go: a local folder or `az://container/prefix/`.
+    pub data_path: String,
+    /// PEM CA file to trust when the catalog is reached over HTTPS.
+    pub catalog_ca_file: Option<PathBuf>,
+    /// Credentials for an `az://` data path.
+    pub azure: Option<AzureCredentials>,
+}
+
+/// How a worker authenticates to Azure Blob storage.
+#[derive(Clone, Serialize, Deserialize)]
+pub enum AzureCredentials {
+    /// A storage connection string (account key or SAS). Never logged.
+    ConnectionString(String),
+    /// Azure's credential chain, e.g. `managed_identity` or `workload_identity;managed_identity`.
+    CredentialChain {
+        /// The storage account.
+        account_name: String,
+        /// `;`-separated sources: cli, managed_identity, workload_identity, env, default.
+        chain: String,
+    },
+}
+
+impl fmt::Debug for AzureCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AzureCredentials::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
+            AzureCredentials::CredentialChain {
+                account_name,
+                chain,
+            } => f
+                .debug_struct("CredentialChain")
+                .field("account_name", account_name)
+                .field("chain", chain)
+                .finish(),
+        }
+    }
+}
+
+impl AzureCredentials {
+    /// The statement that makes the (temporary, in-memory) Azure secret.
+    pub(crate) fn create_secret_sql(&self) -> String {
+        match self {
+            AzureCredentials::ConnectionString(cs) => format!(
+                "CREATE SECRET quackgate_azure (TYPE azure, CONNECTION_STRING {});",
+                sql_literal(cs)
+            ),
+            AzureCredentials::CredentialChain {
+                account_name,
+                chain,
+            } => format!(
+                "CREATE SECRET quackgate_azure (TYPE azure, PROVIDER credential_chain, CHAIN {}, ACCOUNT_NAME {});",
+                sql_literal(chain),
+                sql_literal(account_name)
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for DuckLakeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DuckLakeSpec")
+            .field("catalog", &self.catalog)
+            .field("catalog_token", &"<redacted>")
+            .field("data_path", &self.data_path)
+            .field("catalog_ca_file", &self.catalog_ca_file)
+            .field("azure", &self.azure)
+            .finish()
+    }
+}
+
+impl DuckLakeSpec {
+    pub(crate) fn uri(&self) -> String {
+        format!("ducklake:quack:{}", self.catalog)
     }
 }

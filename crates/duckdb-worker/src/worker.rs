@@ -2,64 +2,21 @@
 //! local folder, serve on loopback, and live exactly as long as the supervisor does.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 
 use duckdb::{Config, Connection};
 
 use crate::ducklake;
+use crate::error::WorkerError;
 use crate::private_dir::PrivateDir;
 use crate::sandbox;
 use crate::session_roles;
-use crate::spec::{WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED};
+use crate::spec::{AzureCredentials, WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED};
+use crate::sql::sql_literal;
 
 /// Exit code of a worker whose Quack server was stopped under it (a client's `quack_stop`).
 pub const EXIT_SERVER_STOPPED: i32 = 76;
 /// How often a worker checks that its own Quack server still runs.
 const SERVER_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Why a worker could not start or stopped serving.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The supervisor's spec line was missing or not valid JSON.
-    #[error("reading the worker spec from stdin: {0}")]
-    Spec(String),
-    /// An extension file is not where DuckDB will look for it.
-    #[error(
-        "missing DuckDB extension file {path}: install the duckdb-extension-{name}==1.5.5 wheel \
-         there (scripts/fetch-duckdb does it: it downloads the wheel from PyPI and copies \
-         extensions/v1.5.5/{name}.duckdb_extension to that path)"
-    )]
-    MissingExtension {
-        /// The extension's name.
-        name: String,
-        /// Where the file was expected.
-        path: PathBuf,
-    },
-    /// A DuckDB call failed; `step` says which one.
-    #[error("{step}: {source}")]
-    DuckDb {
-        /// What the worker was doing.
-        step: &'static str,
-        /// DuckDB's error.
-        #[source]
-        source: duckdb::Error,
-    },
-    /// Starting failed; the message has the token scrubbed from it.
-    #[error("{0}")]
-    Start(String),
-    /// A local file operation failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Writing the status line failed (the supervisor is gone).
-    #[error("writing to stdout: {0}")]
-    Stdout(#[from] std::io::Error),
-}
 
 /// Runs a worker: reads its spec from stdin, serves, and returns when stdin closes.
 ///
@@ -120,7 +77,7 @@ fn scrub(message: &str, spec: &WorkerSpec) -> String {
     }
     if let Some(lake) = &spec.ducklake {
         message = message.replace(&lake.catalog_token, "<catalog token>");
-        if let Some(ducklake::AzureCredentials::ConnectionString(cs)) = &lake.azure {
+        if let Some(AzureCredentials::ConnectionString(cs)) = &lake.azure {
             message = message.replace(cs, "<azure connection string>");
         }
     }
@@ -350,9 +307,4 @@ fn attach_read_only_identity(
     })();
     std::fs::remove_dir_all(&dir).map_err(io("removing the identity folder"))?;
     result
-}
-
-/// Quotes a string as a SQL literal.
-pub(crate) fn sql_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }

@@ -1,0 +1,183 @@
+//! `[gateway]` and `[tls]`: this node's id, its listeners and their limits, and the secret
+//! its connection ids are signed with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::file::{FileGateway, FileTls};
+use crate::config::problems::Problems;
+use crate::forwarded::{self, TrustedProxies};
+use crate::routable_id::{IdSecret, MAX_NODE_ID_LEN, SECRET_BYTES};
+use crate::tls::TlsFiles;
+
+/// Default node id.
+pub const DEFAULT_NODE_ID: &str = "n0";
+/// Default cap on concurrently open client TCP connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on a request body: the Quack docs' proxy recipes allow 256 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 * 1024 * 1024;
+/// Default time a client gets to finish its TLS handshake.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// Default time in-flight requests get to finish after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+/// Default time after which an unused session is ended.
+pub const DEFAULT_SESSION_IDLE_SECS: u64 = 6 * 60 * 60;
+
+/// What `[gateway]` and `[tls]` say, validated; the fields are `Config`'s of the same names.
+pub(super) struct GatewaySection {
+    pub(super) node_id: String,
+    pub(super) listen: Option<SocketAddr>,
+    pub(super) plain_listen: Option<SocketAddr>,
+    pub(super) admin_listen: Option<SocketAddr>,
+    pub(super) tls: Option<TlsFiles>,
+    pub(super) id_secret: Option<IdSecret>,
+    pub(super) max_connections: usize,
+    pub(super) max_body_bytes: u64,
+    pub(super) tls_handshake_timeout: Duration,
+    pub(super) shutdown_grace: Duration,
+    pub(super) session_idle: Duration,
+    pub(super) threads: Option<usize>,
+    pub(super) trusted_proxies: TrustedProxies,
+}
+
+pub(super) fn validate(
+    gateway: FileGateway,
+    tls: Option<FileTls>,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    problems: &mut Problems,
+) -> GatewaySection {
+    let node_id = gateway.node_id.unwrap_or_else(|| DEFAULT_NODE_ID.into());
+    if node_id.is_empty()
+        || node_id.len() > MAX_NODE_ID_LEN
+        || !node_id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        problems.push(format!(
+            "gateway.node_id: must be 1-{MAX_NODE_ID_LEN} characters of a-z, 0-9 and '-', got {node_id:?}"
+        ));
+    }
+    let mut addr = |key: &str, value: Option<String>| -> Option<SocketAddr> {
+        let value = value?;
+        match value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!(
+                    "{key}: must be an IP address and port such as 127.0.0.1:8443, got {value:?}"
+                ));
+                None
+            }
+        }
+    };
+    let listen = addr("gateway.listen", gateway.listen);
+    let plain_listen = addr("gateway.plain_listen", gateway.plain_listen);
+    let admin_listen = addr(
+        "gateway.admin_listen",
+        Some(
+            gateway
+                .admin_listen
+                .unwrap_or_else(|| "127.0.0.1:9464".into()),
+        ),
+    );
+    if let Some(plain) = plain_listen {
+        if !plain.ip().is_loopback() {
+            problems.push(format!(
+                "gateway.plain_listen: plain HTTP carries tokens in clear and is for loopback only, got {plain}"
+            ));
+        }
+    }
+    let trusted_proxies = TrustedProxies::new(
+        gateway
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|entry| {
+                forwarded::parse_net(entry)
+                    .map_err(|why| problems.push(format!("gateway.trusted_proxies: {why}")))
+                    .ok()
+            })
+            .collect(),
+    );
+    if listen.is_none() && plain_listen.is_none() {
+        problems
+            .push("gateway.listen: set it (HTTPS) or gateway.plain_listen (loopback HTTP)".into());
+    }
+    let tls = tls.map(|t| TlsFiles {
+        cert: resolve(t.cert),
+        key: resolve(t.key),
+    });
+    match (&listen, &tls) {
+        (Some(_), None) => {
+            problems.push("tls: gateway.listen serves HTTPS and needs [tls] cert and key".into())
+        }
+        (_, Some(t)) => {
+            for (key, path) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
+                if !path.is_file() {
+                    problems.push(format!("{key}: no such file {}", path.display()));
+                }
+            }
+        }
+        _ => {}
+    }
+    let id_secret = gateway.id_secret_file.map(resolve).and_then(|path| {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let hex_text = String::from_utf8_lossy(&bytes);
+                let mut secret = [0u8; SECRET_BYTES];
+                match hex::decode_to_slice(hex_text.trim(), &mut secret) {
+                    Ok(()) => Some(IdSecret::from_bytes(secret)),
+                    Err(_) => {
+                        problems.push(format!(
+                            "gateway.id_secret_file: {} must hold {} hex characters (e.g. `openssl rand -hex {SECRET_BYTES}`)",
+                            path.display(),
+                            SECRET_BYTES * 2
+                        ));
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                problems.push(format!("gateway.id_secret_file: reading {}: {e}", path.display()));
+                None
+            }
+        }
+    });
+    let max_connections = gateway.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    problems.positive("gateway.max_connections", max_connections as u64);
+    let max_body_bytes = gateway.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    problems.positive("gateway.max_body_bytes", max_body_bytes);
+    let tls_handshake_timeout_secs = gateway
+        .tls_handshake_timeout_secs
+        .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS);
+    problems.positive(
+        "gateway.tls_handshake_timeout_secs",
+        tls_handshake_timeout_secs,
+    );
+    let session_idle_secs = gateway
+        .session_idle_secs
+        .unwrap_or(DEFAULT_SESSION_IDLE_SECS);
+    problems.positive("gateway.session_idle_secs", session_idle_secs);
+    if let Some(threads) = gateway.threads {
+        problems.positive("gateway.threads", threads as u64);
+    }
+    GatewaySection {
+        node_id,
+        listen,
+        plain_listen,
+        admin_listen,
+        tls,
+        id_secret,
+        max_connections,
+        max_body_bytes,
+        tls_handshake_timeout: Duration::from_secs(tls_handshake_timeout_secs),
+        shutdown_grace: Duration::from_secs(
+            gateway
+                .shutdown_grace_secs
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
+        ),
+        session_idle: Duration::from_secs(session_idle_secs),
+        threads: gateway.threads,
+        trusted_proxies,
+    }
+}

@@ -1,0 +1,185 @@
+//! A new session, in four phases: **authenticate** the client's token (behind the address's
+//! failed-authentication backoff), **place** the session on the least-loaded ready worker of
+//! its access, **exchange** the CONNECTION_REQUEST with the worker under the internal token,
+//! and **mint** the routable id that replaces the worker's own in the answer.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use tracing::{debug, warn};
+
+use crate::auth::{Access, Principal, WorkerToken};
+use crate::body::{loopback, ResponseBody};
+use crate::error::{quack_response, GatewayError};
+use crate::proxy::context::RequestContext;
+use crate::proxy::read::MAX_CONNECT_MESSAGE_BYTES;
+use crate::quack::codec::{self, ConnectionRequest, Header};
+use crate::quack::msg_type;
+use crate::routable_id::Grant;
+use crate::routing::RoutingError;
+use crate::sessions::table::Reservation;
+use crate::state::AppState;
+use crate::upstream::{QuackPost, UpstreamError};
+use crate::workers::Worker;
+
+/// Time a worker gets to answer a CONNECTION_REQUEST (it only checks the token).
+const CONNECT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens a session for the CONNECTION_REQUEST `message`, whose header is `header`.
+pub async fn connect(
+    state: &AppState,
+    ctx: &RequestContext,
+    message: Bytes,
+    header: &Header,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let request = codec::decode_connection_request(&message, header)?;
+    let principal = authenticate(state, ctx, &message, &request)?;
+    let reservation = state.sessions.reserve(&principal.name)?;
+    let placed = place(state, principal.access)?;
+    let _connecting = placed.worker.connecting();
+    let swapped = codec::replace_token(
+        &message,
+        header,
+        &request,
+        placed.internal_token.expose().as_bytes(),
+    );
+    let answer = exchange(state, ctx, placed.port, swapped).await?;
+    mint(state, &principal, &placed, answer, reservation)
+}
+
+/// The principal the token names, unless the client's address is backing off.
+fn authenticate(
+    state: &AppState,
+    ctx: &RequestContext,
+    message: &Bytes,
+    request: &ConnectionRequest,
+) -> Result<Principal, GatewayError> {
+    let token = request.token.clone().and_then(|range| message.get(range));
+    if let Some(ip) = ctx.client_ip {
+        state.throttle.check(ip, Instant::now())?;
+    }
+    state.auth.authenticate(token).map_err(|e| {
+        let backoff = ctx
+            .client_ip
+            .and_then(|ip| state.throttle.failed(ip, Instant::now()));
+        if let Some(backoff) = backoff {
+            warn!(
+                client.ip = ?ctx.client_ip,
+                backoff_secs = backoff.as_secs(),
+                "repeated failed authentications: this address backs off"
+            );
+        }
+        e.into()
+    })
+}
+
+/// Where a new session goes.
+struct Placed<'a> {
+    worker: &'a Worker,
+    port: u16,
+    /// Its process: the session is recorded only if this one still serves once it is open.
+    generation: u64,
+    internal_token: &'a WorkerToken,
+}
+
+fn place(state: &AppState, access: Access) -> Result<Placed<'_>, GatewayError> {
+    // On the catalog, one worker serves both kinds and tells them apart by token.
+    let internal_token = match access {
+        Access::ReadWrite => &state.worker_token,
+        Access::ReadOnly => &state.read_only_worker_token,
+    };
+    let placed_as = if state.roles_share_workers {
+        Access::ReadWrite
+    } else {
+        access
+    };
+    let worker = state
+        .sessions
+        .place(&state.workers, placed_as)
+        .ok_or_else(|| {
+            let serves_access = state.workers.iter().any(|w| w.access == placed_as);
+            if serves_access {
+                RoutingError::NoWorkerReady
+            } else {
+                RoutingError::NoReadOnlyWorker
+            }
+        })?;
+    let port = worker.serving_port().ok_or(RoutingError::NoWorkerReady)?;
+    Ok(Placed {
+        worker,
+        port,
+        generation: worker.generation(),
+        internal_token,
+    })
+}
+
+/// Sends the CONNECTION_REQUEST to the worker and reads its whole, small answer.
+async fn exchange(
+    state: &AppState,
+    ctx: &RequestContext,
+    port: u16,
+    message: Bytes,
+) -> Result<Bytes, GatewayError> {
+    let post = QuackPost::whole(loopback(port), message).user_agent(ctx.user_agent.clone());
+    let exchange = async {
+        let (parts, body) = state.upstream.send(post).await?.into_parts();
+        if parts.status != StatusCode::OK {
+            return Err(GatewayError::BadWorkerResponse(format!(
+                "HTTP {} to a CONNECTION_REQUEST",
+                parts.status
+            )));
+        }
+        Limited::new(body, MAX_CONNECT_MESSAGE_BYTES)
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .map_err(|e| GatewayError::BadWorkerResponse(e.to_string()))
+    };
+    tokio::time::timeout(CONNECT_EXCHANGE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+}
+
+/// The worker's answer with a routable id in place of its own, and the session recorded.
+fn mint(
+    state: &AppState,
+    principal: &Principal,
+    placed: &Placed<'_>,
+    answer: Bytes,
+    reservation: Reservation<'_>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let answer_header = codec::decode_header(&answer)
+        .map_err(|e| GatewayError::BadWorkerResponse(e.to_string()))?;
+    if answer_header.msg_type != msg_type::CONNECTION_RESPONSE {
+        // For example a Quack version mismatch: the worker's own words are the clearest.
+        return Ok(quack_response(answer));
+    }
+    let inner_id = answer_header
+        .connection_id(&answer)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| {
+            GatewayError::BadWorkerResponse("no connection id in CONNECTION_RESPONSE".into())
+        })?;
+    let grant = Grant::new(principal.access, principal.expires_at, &principal.name);
+    let worker = placed.worker;
+    let id = state
+        .ids
+        .mint(&state.node_id, worker.index, &grant, inner_id);
+    let new_header = codec::rewrite_header(&answer, &answer_header, &id);
+    let mut out = BytesMut::with_capacity(new_header.len() + answer.len() - answer_header.len);
+    out.extend_from_slice(&new_header);
+    out.extend_from_slice(&answer[answer_header.len..]);
+    state
+        .sessions
+        .opened(&id, worker, placed.generation, Instant::now(), reservation);
+    state.metrics.session_opened(principal.access.as_str());
+    debug!(
+        principal.name = %principal.name,
+        principal.access = principal.access.as_str(),
+        worker.id = %worker.id,
+        "session opened"
+    );
+    Ok(quack_response(out.freeze()))
+}

@@ -1,0 +1,73 @@
+//! What one request carries through its phases: where it came from, the headers the later
+//! phases need, and what the log and metrics learn about it on the way.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::USER_AGENT;
+use http::{HeaderValue, Request};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+
+use crate::cluster::PEER_HEADER;
+use crate::server::ClientAddr;
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client, on a public listener.
+    Client,
+    /// Another gateway node, on the peer listener: it must carry a valid peer credential,
+    /// and is served locally or refused, never forwarded again.
+    Peer,
+}
+
+impl Origin {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Client => "client",
+            Origin::Peer => "peer",
+        }
+    }
+}
+
+/// One request's context, made when it arrives and filled in by its phases.
+#[derive(Debug)]
+pub struct RequestContext {
+    pub origin: Origin,
+    pub started: Instant,
+    /// Passed on to the worker: DuckDB logs it.
+    pub user_agent: Option<HeaderValue>,
+    pub peer_credential: Option<HeaderValue>,
+    /// The client's address (behind trusted proxies, the one they report); limits key on it.
+    pub client_ip: Option<IpAddr>,
+    /// The message type's name, once the header has been read.
+    pub msg_type: Option<&'static str>,
+}
+
+impl RequestContext {
+    pub fn new<B>(origin: Origin, req: &Request<B>) -> Self {
+        RequestContext {
+            origin,
+            started: Instant::now(),
+            user_agent: req.headers().get(USER_AGENT).cloned(),
+            peer_credential: req.headers().get(PEER_HEADER).cloned(),
+            client_ip: req.extensions().get::<ClientAddr>().map(|a| a.0),
+            msg_type: None,
+        }
+    }
+}
+
+/// What goes on after the header: the whole checked message, or a stream.
+pub enum Outgoing {
+    Whole(Bytes),
+    Streamed {
+        /// What was read to decode the header.
+        prefix: Bytes,
+        rest: Limited<Incoming>,
+        /// The client's Content-Length, when it sent one.
+        declared_length: Option<u64>,
+    },
+}

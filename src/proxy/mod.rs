@@ -1,0 +1,192 @@
+//! One client HTTP request: the Quack message path (`POST /quack`) and the two informational
+//! endpoints the DuckDB server also answers.
+//!
+//! A Quack message goes through named phases, each in its own file:
+//! 1. **read the header** (`read`), bounded in size and time; nothing is decided before it;
+//! 2. **admit**: a request on the peer listener must carry a valid peer credential;
+//! 3. a CONNECTION_REQUEST opens a session (`connect`: authenticate, place, exchange, mint);
+//! 4. any other message is **resolved** by its signed id to the worker or node that owns its
+//!    session and forwarded there once, never anywhere else and never twice (`session`).
+//!    Small request types are read and checked in full first; APPEND and unknown types stream
+//!    through with only their header checked.
+//!
+//! `error` decides what the client sees when a phase fails.
+
+pub mod connect;
+pub mod context;
+pub mod read;
+pub mod session;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use crate::body::{empty, full, ResponseBody};
+use crate::cluster::{PeerAuthError, NODE_PATH};
+use crate::error::{GatewayError, Side};
+use crate::proxy::context::{Outgoing, RequestContext};
+use crate::proxy::read::{
+    buffered_cap, declared_length, read_header, read_rest, with_client_timeout,
+    MAX_CONNECT_MESSAGE_BYTES,
+};
+use crate::proxy::session::Destination;
+use crate::quack::codec::{self, Header};
+use crate::quack::{msg_type, BANNER, QUACK_PATH};
+use crate::state::AppState;
+
+pub use crate::proxy::context::Origin;
+
+/// Serves one request. Never fails: every error becomes the reply `error` decides on.
+pub async fn handle(
+    state: Arc<AppState>,
+    origin: Origin,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, NODE_PATH) if origin == Origin::Peer => match &state.cluster {
+            Some(cluster) => Response::builder()
+                .header(CONTENT_TYPE, "text/plain")
+                .body(full(Bytes::from(cluster.identity())))
+                .expect("valid by construction"),
+            None => not_found(),
+        },
+        (&Method::POST, QUACK_PATH) => {
+            let mut ctx = RequestContext::new(origin, &req);
+            let result = forward(&state, &mut ctx, req).await;
+            finish(&state, &ctx, result)
+        }
+        (&Method::GET, "/") => Response::builder()
+            .header(CONTENT_TYPE, "text/plain")
+            .header(CONTENT_LENGTH, BANNER.len())
+            .body(full(Bytes::from_static(BANNER.as_bytes())))
+            .expect("valid by construction"),
+        (&Method::OPTIONS, QUACK_PATH) => Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header("access-control-allow-methods", "GET, POST, OPTIONS")
+            .header("access-control-allow-headers", "*")
+            .header("access-control-allow-origin", "*")
+            .body(empty())
+            .expect("valid by construction"),
+        _ => not_found(),
+    };
+    Ok(response)
+}
+
+/// The last phase of every Quack message: metrics and the log, and an error turned into the
+/// client's answer.
+fn finish(
+    state: &AppState,
+    ctx: &RequestContext,
+    result: Result<Response<ResponseBody>, GatewayError>,
+) -> Response<ResponseBody> {
+    if let Some(t) = ctx.msg_type {
+        state.metrics.answered(t, ctx.started.elapsed());
+    }
+    let e = match result {
+        Ok(response) => return response,
+        Err(e) => e,
+    };
+    state.metrics.error(e.kind());
+    if let GatewayError::Auth(why) = &e {
+        state.metrics.auth_failure(why.reason());
+    }
+    match e.side() {
+        Side::Client => debug!(error = %e, error.kind = e.kind(), "quack request refused"),
+        Side::Upstream => {
+            warn!(error = %e, error.kind = e.kind(), elapsed_ms = ctx.started.elapsed().as_millis() as u64, "quack request failed at the worker")
+        }
+    }
+    e.into_response()
+}
+
+async fn forward(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let limit = state.max_body_bytes;
+    let declared_length = declared_length(req.headers(), limit)?;
+    let mut body = Limited::new(
+        req.into_body(),
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    );
+    let (prefix, header) = with_client_timeout(read_header(&mut body, limit)).await?;
+    let type_name = msg_type::name(header.msg_type);
+    ctx.msg_type = Some(type_name);
+    state.metrics.request(type_name, ctx.origin.as_str());
+    debug!(quack.msg_type = type_name, "quack request");
+
+    if ctx.origin == Origin::Peer {
+        admit_peer(state, ctx, &prefix, &header)?;
+    }
+    if header.msg_type == msg_type::CONNECTION_REQUEST {
+        if state.is_draining() {
+            return Err(GatewayError::Draining);
+        }
+        let message = with_client_timeout(read_rest(
+            prefix,
+            body,
+            MAX_CONNECT_MESSAGE_BYTES as u64,
+            limit,
+        ))
+        .await?;
+        return connect::connect(state, ctx, message, &header).await;
+    }
+    // Route on the header alone, so nothing is buffered for a request that goes nowhere.
+    let destination = session::resolve(state, ctx.origin, &prefix, &header)?;
+    let outgoing = match buffered_cap(header.msg_type, limit) {
+        Some(cap) => {
+            let message = with_client_timeout(read_rest(prefix, body, cap, limit)).await?;
+            codec::validate_request(&message, &header)?;
+            Outgoing::Whole(message)
+        }
+        None => Outgoing::Streamed {
+            prefix,
+            rest: body,
+            declared_length,
+        },
+    };
+    match destination {
+        Destination::Worker(to) => session::pinned(state, ctx, to, outgoing, &header).await,
+        Destination::Peer(owner) => {
+            session::to_peer(state, ctx, owner, header.msg_type, outgoing).await
+        }
+    }
+}
+
+/// A request on the peer listener: only messages of existing sessions, each with a valid
+/// credential for its type and id.
+fn admit_peer(
+    state: &AppState,
+    ctx: &RequestContext,
+    prefix: &[u8],
+    header: &Header,
+) -> Result<(), GatewayError> {
+    // Peers only ever forward messages of existing sessions, never new ones.
+    if header.msg_type == msg_type::CONNECTION_REQUEST {
+        return Err(PeerAuthError::Malformed.into());
+    }
+    let id = header
+        .connection_id(prefix)
+        .ok_or(PeerAuthError::Malformed)?;
+    let cluster = state.cluster.as_ref().ok_or(PeerAuthError::Malformed)?;
+    cluster.verify(ctx.peer_credential.as_ref(), header.msg_type, id)?;
+    state.peer_request_served();
+    Ok(())
+}
+
+fn not_found() -> Response<ResponseBody> {
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .body(empty())
+        .expect("valid by construction")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! Reading the client's body, always bounded in size and time: the header first, then, for the
+//! small message types whose layout is known, the whole message.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+use http::HeaderMap;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use crate::body::BoxError;
+use crate::error::GatewayError;
+use crate::quack::codec::{self, CodecError, Header};
+use crate::quack::msg_type;
+
+/// A header longer than this is refused; real ones are under 100 bytes.
+const MAX_HEADER_BYTES: usize = 1024;
+/// Cap on a CONNECTION_REQUEST and on the CONNECTION_RESPONSE to it; real ones are < 100 bytes.
+pub const MAX_CONNECT_MESSAGE_BYTES: usize = 64 * 1024;
+/// Cap on FETCH and DISCONNECT bodies; real ones are under 40 bytes.
+const MAX_SMALL_MESSAGE_BYTES: u64 = 4 * 1024;
+/// Time a client gets to send a message the gateway reads whole before forwarding.
+const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The Content-Length the client declared, refused early when over the limit.
+pub fn declared_length(headers: &HeaderMap, limit: u64) -> Result<Option<u64>, GatewayError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit => Err(GatewayError::BodyTooLarge { limit }),
+        other => Ok(other),
+    }
+}
+
+/// How much of a message is read before forwarding: all of the small types whose layout is
+/// known, so they can be checked; nothing of the others (APPEND, newer types), which stream.
+pub fn buffered_cap(t: u64, limit: u64) -> Option<u64> {
+    match t {
+        msg_type::PREPARE_REQUEST => Some(limit),
+        msg_type::FETCH_REQUEST | msg_type::DISCONNECT => Some(MAX_SMALL_MESSAGE_BYTES.min(limit)),
+        _ => None,
+    }
+}
+
+/// Reads frames until the header decodes. Usually the first frame holds the whole message.
+pub async fn read_header(
+    body: &mut Limited<Incoming>,
+    limit: u64,
+) -> Result<(Bytes, Header), GatewayError> {
+    let mut buf = Bytes::new();
+    loop {
+        match codec::decode_header(&buf) {
+            Ok(header) => return Ok((buf, header)),
+            Err(CodecError::Truncated(_)) if buf.len() < MAX_HEADER_BYTES => {}
+            Err(e) => return Err(e.into()),
+        }
+        match body.frame().await {
+            None => return Err(CodecError::Truncated(buf.len()).into()),
+            Some(Err(e)) => return Err(body_error(e, limit)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf = if buf.is_empty() {
+                        data
+                    } else {
+                        let mut joined = BytesMut::with_capacity(buf.len() + data.len());
+                        joined.extend_from_slice(&buf);
+                        joined.extend_from_slice(&data);
+                        joined.freeze()
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Reads the rest of a message that is checked whole, up to `cap` bytes.
+pub async fn read_rest(
+    prefix: Bytes,
+    mut body: Limited<Incoming>,
+    cap: u64,
+    limit: u64,
+) -> Result<Bytes, GatewayError> {
+    let too_large = || GatewayError::BodyTooLarge {
+        limit: cap.min(limit),
+    };
+    if prefix.len() as u64 > cap {
+        return Err(too_large());
+    }
+    let mut buf: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| body_error(e, limit))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let b = buf.get_or_insert_with(|| BytesMut::from(&prefix[..]));
+        if (b.len() + data.len()) as u64 > cap {
+            return Err(too_large());
+        }
+        b.extend_from_slice(&data);
+    }
+    Ok(buf.map_or(prefix, BytesMut::freeze))
+}
+
+/// Bounds a read of the client's body by [`CLIENT_READ_TIMEOUT`].
+pub async fn with_client_timeout<T>(
+    read: impl std::future::Future<Output = Result<T, GatewayError>>,
+) -> Result<T, GatewayError> {
+    tokio::time::timeout(CLIENT_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| GatewayError::ClientTimeout)?
+}
+
+fn body_error(e: BoxError, limit: u64) -> GatewayError {
+    if e.is::<LengthLimitError>() {
+        GatewayError::BodyTooLarge { limit }
+    } else {
+        GatewayError::ClientBody(e)
+    }
+}

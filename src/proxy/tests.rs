@@ -1,0 +1,347 @@
+//! The request path in-process: the real `server` and `proxy::handle` on a loopback port, with
+//! a fake worker that answers with captured DuckDB 1.5.5 messages. These cover the paths that
+//! otherwise only the end-to-end tests reach: refusals, tampered ids, limits, a worker gone.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::hash_token;
+use crate::config::Config;
+use crate::proxy::{self, Origin};
+use crate::quack::codec;
+use crate::server::{self, Listener};
+use crate::state::AppState;
+
+const CLIENT_TOKEN: &str = "the-client-token";
+
+fn fixture(name: &str) -> Bytes {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/quack")
+        .join(name);
+    Bytes::from(std::fs::read(path).expect("captured fixture"))
+}
+
+fn connection_request(token: &str) -> Bytes {
+    let buf = fixture("connection_request.bin");
+    let header = codec::decode_header(&buf).unwrap();
+    let req = codec::decode_connection_request(&buf, &header).unwrap();
+    codec::replace_token(&buf, &header, &req, token.as_bytes())
+}
+
+fn with_id(name: &str, id: &[u8]) -> Bytes {
+    let buf = fixture(name);
+    let header = codec::decode_header(&buf).unwrap();
+    let mut out = codec::rewrite_header(&buf, &header, id).to_vec();
+    out.extend_from_slice(&buf[header.len..]);
+    Bytes::from(out)
+}
+
+/// The id the captured CONNECTION_RESPONSE carries: the fake worker's one session.
+fn worker_session_id() -> Vec<u8> {
+    let buf = fixture("connection_response.bin");
+    let header = codec::decode_header(&buf).unwrap();
+    header.connection_id(&buf).unwrap().to_vec()
+}
+
+/// A worker that knows one session (the captured one) and records every message it gets.
+#[derive(Clone, Default)]
+struct FakeWorker {
+    received: Arc<Mutex<Vec<Bytes>>>,
+}
+
+impl FakeWorker {
+    async fn start(self) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let worker = worker.clone();
+                        async move {
+                            let body = req.into_body().collect().await?.to_bytes();
+                            worker.received.lock().unwrap().push(body.clone());
+                            Ok::<_, hyper::Error>(Response::new(Full::new(worker.answer(&body))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    fn answer(&self, message: &[u8]) -> Bytes {
+        let Ok(header) = codec::decode_header(message) else {
+            return fixture("error_invalid_connection_id.bin");
+        };
+        match header.msg_type {
+            1 => fixture("connection_response.bin"),
+            11 => fixture("success_response.bin"),
+            _ if header.connection_id(message) == Some(&worker_session_id()[..]) => {
+                fixture("prepare_response_select42.bin")
+            }
+            _ => fixture("error_invalid_connection_id.bin"),
+        }
+    }
+
+    fn received(&self) -> Vec<Bytes> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A gateway node in this process: one worker slot served by a [`FakeWorker`].
+struct Harness {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    worker: FakeWorker,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(extra_toml: &str) -> Harness {
+        Self::start_with(&[], extra_toml).await
+    }
+
+    /// `env` holds `QUACKGATE__*` overrides.
+    async fn start_with(env: &[(&str, &str)], extra_toml: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let ext = dir.path().join("ext");
+        for name in quackgate_duckdb::EXTENSIONS_REQUIRED {
+            let f = quackgate_duckdb::extension_path(&ext, name);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, b"").unwrap();
+        }
+        let text = format!(
+            "[gateway]\nplain_listen = \"127.0.0.1:0\"\n[[auth.static_tokens]]\nname = \"alice\"\nsha256 = \"{}\"\n[workers]\ncount = 1\nextension_dir = \"{}\"\n{extra_toml}",
+            hash_token(CLIENT_TOKEN),
+            ext.display()
+        );
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::from_toml(&text, &dir.path().join("c.toml"), env).unwrap();
+        let shutdown = CancellationToken::new();
+        let state = Arc::new(AppState::new(&config, shutdown.clone()).unwrap());
+        let worker = FakeWorker::default();
+        let port = worker.clone().start().await;
+        state.workers.get(0).unwrap().set_serving(port);
+
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = Listener {
+            tcp,
+            tls: None,
+            name: "plain",
+            trusted: Arc::default(),
+        };
+        let served = state.clone();
+        tokio::spawn(server::run(
+            listener,
+            move |req| proxy::handle(served.clone(), Origin::Client, req),
+            Arc::new(Semaphore::new(64)),
+            CancellationToken::new(),
+            TaskTracker::new(),
+        ));
+        Harness {
+            addr,
+            state,
+            worker,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    /// POSTs `body` to `/quack` on a new connection, as a DuckDB 1.5 client does.
+    async fn post(&self, body: Bytes) -> (StatusCode, Bytes) {
+        self.request("POST", "/quack", body).await
+    }
+
+    async fn request(&self, method: &str, path: &str, body: Bytes) -> (StatusCode, Bytes) {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
+        let resp = sender
+            .send_request(req.body(Full::new(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    async fn open_session(&self) -> Vec<u8> {
+        let (status, answer) = self.post(connection_request(CLIENT_TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        let header = codec::decode_header(&answer).unwrap();
+        assert_eq!(header.msg_type, 2, "{answer:?}");
+        header.connection_id(&answer).unwrap().to_vec()
+    }
+}
+
+fn error_text(answer: &[u8]) -> String {
+    String::from_utf8_lossy(codec::error_message(answer).expect("an ERROR_RESPONSE")).into_owned()
+}
+
+#[tokio::test]
+async fn a_session_reaches_its_worker_with_the_internal_token_and_the_workers_own_id() {
+    let h = Harness::start("").await;
+    let id = h.open_session().await;
+    assert!(
+        id.starts_with(b"q2.n0.0.rw."),
+        "{}",
+        String::from_utf8_lossy(&id)
+    );
+    let (status, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer, fixture("prepare_response_select42.bin"));
+
+    let received = h.worker.received();
+    assert_eq!(received.len(), 2);
+    let header = codec::decode_header(&received[0]).unwrap();
+    let request = codec::decode_connection_request(&received[0], &header).unwrap();
+    let token = &received[0][request.token.unwrap()];
+    assert_eq!(token, h.state.worker_token.expose().as_bytes());
+    let header = codec::decode_header(&received[1]).unwrap();
+    assert_eq!(
+        header.connection_id(&received[1]),
+        Some(&worker_session_id()[..])
+    );
+    assert_eq!(h.state.sessions.len(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_in_quack_terms_before_any_worker_sees_it() {
+    let h = Harness::start("").await;
+    let (status, answer) = h.post(connection_request("not-the-token")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(error_text(&answer), "Authentication failed");
+    assert!(h.worker.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_tampered_or_foreign_id_gets_invalid_connection_id_and_goes_nowhere() {
+    let h = Harness::start("").await;
+    let id = h.open_session().await;
+    let mut tampered = id.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let bare = worker_session_id();
+    for bad in [tampered, bare] {
+        let (status, answer) = h.post(with_id("prepare_request_select42.bin", &bad)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(error_text(&answer), "Invalid connection id");
+    }
+    assert_eq!(h.worker.received().len(), 1, "only the CONNECTION_REQUEST");
+}
+
+#[tokio::test]
+async fn the_principal_limit_refuses_a_session_too_many_and_frees_its_place_on_disconnect() {
+    let h = Harness::start("[limits]\nmax_sessions_per_principal = 1\n").await;
+    let id = h.open_session().await;
+    let (_, answer) = h.post(connection_request(CLIENT_TOKEN)).await;
+    assert!(
+        error_text(&answer).contains("max_sessions_per_principal"),
+        "{answer:?}"
+    );
+    let (status, answer) = h.post(with_id("disconnect_request.bin", &id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer, fixture("success_response.bin"));
+    assert!(h.state.sessions.is_empty());
+    h.open_session().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_forgot_the_session_drops_it_from_the_table() {
+    let h = Harness::start("").await;
+    let id = h.open_session().await;
+    // A session the worker does not know (as after its restart), with a valid id for slot 0.
+    let forgotten = h.state.ids.mint(
+        "n0",
+        0,
+        &crate::routable_id::Grant::new(crate::auth::Access::ReadWrite, None, "alice"),
+        b"00000000000000000000000000000000",
+    );
+    h.state.sessions.opened(
+        &forgotten,
+        h.state.workers.get(0).unwrap(),
+        h.state.workers.get(0).unwrap().generation(),
+        std::time::Instant::now(),
+        h.state.sessions.reserve(&"alice".into()).unwrap(),
+    );
+    assert_eq!(h.state.sessions.len(), 2);
+    let (_, answer) = h
+        .post(with_id("prepare_request_select42.bin", &forgotten))
+        .await;
+    assert_eq!(error_text(&answer), "Invalid connection id");
+    assert_eq!(h.state.sessions.len(), 1);
+    let (_, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
+    assert_eq!(answer, fixture("prepare_response_select42.bin"));
+}
+
+#[tokio::test]
+async fn a_worker_gone_is_a_quack_error_that_says_nothing_was_sent() {
+    let h = Harness::start("").await;
+    let id = h.open_session().await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    h.state.workers.get(0).unwrap().set_serving(port);
+    let (status, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        error_text(&answer).contains("the request was not sent"),
+        "{answer:?}"
+    );
+    h.state.workers.get(0).unwrap().set_down();
+    let (_, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
+    assert_eq!(error_text(&answer), "Invalid connection id");
+    let (_, answer) = h.post(connection_request(CLIENT_TOKEN)).await;
+    assert!(error_text(&answer).contains("no DuckDB worker is ready"));
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_quack_get_an_http_status_before_anything_is_forwarded() {
+    let h = Harness::start_with(&[("QUACKGATE__GATEWAY__MAX_BODY_BYTES", "64")], "").await;
+    let (status, _) = h.post(Bytes::from_static(&[0x01, 0x00])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = h.post(Bytes::new()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = h.post(Bytes::from(vec![0u8; 65])).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = h.request("GET", "/quack", Bytes::new()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, banner) = h.request("GET", "/", Bytes::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(banner.starts_with(b"This is a DuckDB Quack RPC endpoint"));
+    assert!(h.worker.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_draining_node_refuses_new_sessions_and_serves_open_ones() {
+    let h = Harness::start("").await;
+    let id = h.open_session().await;
+    h.shutdown.cancel();
+    let (_, answer) = h.post(connection_request(CLIENT_TOKEN)).await;
+    assert!(error_text(&answer).contains("shutting down"), "{answer:?}");
+    let (_, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
+    assert_eq!(answer, fixture("prepare_response_select42.bin"));
+}

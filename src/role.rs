@@ -1,0 +1,12 @@
+//! What a quackgate process is. A leaf, because the config reads it from the command line and
+//! the shared state and the shutdown sequence act on it.
+
+/// Which role this process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `quackgate serve`: the gateway for clients.
+    Gateway,
+    /// `quackgate catalog`: the DuckLake catalog for workers. Its clients are workers whose
+    /// catalog sessions last as long as they run, so a drain does not wait for them.
+    Catalog,
+}

@@ -1,0 +1,450 @@
+//! The table of sessions open on this node, which placement weighs and the session limits
+//! count.
+//!
+//! The table counts sessions per worker so that new sessions land on the least-loaded one, and
+//! forgets sessions on DISCONNECT, on `Invalid connection id`, when their worker restarts, or
+//! after `gateway.session_idle_secs` unused (clients that crash never disconnect, and v1.5
+//! servers never expire sessions, so the gateway then ends them at the worker too: `idle`).
+//!
+//! A session counts against its principal's limit and the node's total from the moment its
+//! CONNECTION_REQUEST is admitted (a [`Reservation`]), so concurrent connects cannot overshoot,
+//! until the table forgets it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::auth::access::Access;
+use crate::routing::place_session;
+use crate::workers::{Worker, WorkerSet};
+
+/// A session limit that refuses a new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// The principal already has `limits.max_sessions_per_principal` open sessions here.
+    #[error("principal has {0} open sessions, its limit")]
+    Principal(usize),
+    /// The node already has `limits.max_sessions` open sessions.
+    #[error("node has {0} open sessions, its limit")]
+    Total(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    worker: u16,
+    last_used: Instant,
+    principal: Arc<str>,
+}
+
+/// Sessions open on this node, keyed by their routable id.
+#[derive(Debug)]
+pub struct SessionTable {
+    sessions: DashMap<Box<[u8]>, Session>,
+    /// Rotates the tie-break of [`place_session`].
+    next_start: AtomicUsize,
+    /// Sessions and admitted connects per principal.
+    per_principal: DashMap<Arc<str>, usize>,
+    /// Sessions and admitted connects in all.
+    total: AtomicUsize,
+    max_total: usize,
+    max_per_principal: usize,
+}
+
+impl Default for SessionTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A new session's place in the limits, held from admission until the session is recorded
+/// (or released, if the connect fails).
+#[derive(Debug)]
+pub struct Reservation<'t> {
+    table: &'t SessionTable,
+    principal: Option<Arc<str>>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(principal) = self.principal.take() {
+            self.table.release(&principal);
+        }
+    }
+}
+
+impl SessionTable {
+    /// An empty table without limits.
+    pub fn new() -> Self {
+        Self::with_limits(usize::MAX, usize::MAX)
+    }
+
+    /// An empty table that admits at most `max_total` sessions, `max_per_principal` of any
+    /// one principal.
+    pub fn with_limits(max_total: usize, max_per_principal: usize) -> Self {
+        SessionTable {
+            sessions: DashMap::new(),
+            next_start: AtomicUsize::new(0),
+            per_principal: DashMap::new(),
+            total: AtomicUsize::new(0),
+            max_total,
+            max_per_principal,
+        }
+    }
+
+    /// Admits one more session of `principal`, or says which limit refuses it.
+    ///
+    /// # Errors
+    /// [`LimitError`] when the principal or the node is at its limit.
+    pub fn reserve(&self, principal: &Arc<str>) -> Result<Reservation<'_>, LimitError> {
+        // The entry's lock serialises the principal's own connects; the total is a CAS.
+        let mut count = self.per_principal.entry(principal.clone()).or_insert(0);
+        let admitted = if *count >= self.max_per_principal {
+            Err(LimitError::Principal(self.max_per_principal))
+        } else {
+            self.total
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.max_total).then_some(n + 1)
+                })
+                .map(|_| ())
+                .map_err(|_| LimitError::Total(self.max_total))
+        };
+        if let Err(e) = admitted {
+            drop(count);
+            // A principal refused its first session leaves no entry behind.
+            self.per_principal.remove_if(principal, |_, c| *c == 0);
+            return Err(e);
+        }
+        *count += 1;
+        Ok(Reservation {
+            table: self,
+            principal: Some(principal.clone()),
+        })
+    }
+
+    fn release(&self, principal: &Arc<str>) {
+        let _ = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
+        self.per_principal.remove_if_mut(principal, |_, count| {
+            *count = count.saturating_sub(1);
+            *count == 0
+        });
+    }
+
+    /// Open sessions (and admitted connects) of `principal`.
+    pub fn principal_sessions(&self, principal: &str) -> usize {
+        self.per_principal.get(principal).map_or(0, |c| *c)
+    }
+
+    /// The worker a new session with `access` should go to.
+    pub fn place<'w>(&self, workers: &'w WorkerSet, access: Access) -> Option<&'w Worker> {
+        let loads: Vec<Option<usize>> = workers
+            .iter()
+            .map(|w| (w.access == access && w.is_ready()).then(|| w.load()))
+            .collect();
+        let start = self.next_start.fetch_add(1, Ordering::Relaxed);
+        place_session(&loads, start).and_then(|i| workers.get(i as u16))
+    }
+
+    /// Records a session the worker just opened, unless the process that opened it (the one
+    /// serving at `generation`) has gone since. The reservation passes to the session.
+    pub fn opened(
+        &self,
+        id: &[u8],
+        worker: &Worker,
+        generation: u64,
+        now: Instant,
+        mut reservation: Reservation<'_>,
+    ) {
+        if worker.generation() != generation {
+            return;
+        }
+        let Some(principal) = reservation.principal.take() else {
+            return;
+        };
+        let session = Session {
+            worker: worker.index,
+            last_used: now,
+            principal,
+        };
+        match self.sessions.insert(id.into(), session) {
+            None => {
+                worker.sessions.fetch_add(1, Ordering::Relaxed);
+            }
+            // The same id again: the earlier record already counts.
+            Some(earlier) => self.release(&earlier.principal),
+        }
+        // The process may have ended between the check above and the insert, after its
+        // sessions were forgotten: forget this one too.
+        if worker.generation() != generation {
+            if let Some((_, s)) = self.sessions.remove(id) {
+                worker.session_ended();
+                self.release(&s.principal);
+            }
+        }
+    }
+
+    /// Marks a session used. Unknown ids are ignored: the table is advisory.
+    pub fn touched(&self, id: &[u8], now: Instant) {
+        if let Some(mut s) = self.sessions.get_mut(id) {
+            s.last_used = now;
+        }
+    }
+
+    /// Forgets a session (DISCONNECT, or the worker no longer knows it).
+    pub fn closed(&self, id: &[u8], workers: &WorkerSet) {
+        if let Some((_, s)) = self.sessions.remove(id) {
+            if let Some(w) = workers.get(s.worker) {
+                w.session_ended();
+            }
+            self.release(&s.principal);
+        }
+    }
+
+    /// Forgets every session of a worker whose process ended.
+    pub fn forget_worker(&self, worker: &Worker) {
+        let mut released = Vec::new();
+        self.sessions.retain(|_, s| {
+            let keep = s.worker != worker.index;
+            if !keep {
+                worker.session_ended();
+                released.push(s.principal.clone());
+            }
+            keep
+        });
+        for principal in released {
+            self.release(&principal);
+        }
+    }
+
+    /// Forgets sessions unused for longer than `idle` and returns their ids, so that the
+    /// caller can end them at their workers too.
+    pub fn expire_idle(&self, workers: &WorkerSet, now: Instant, idle: Duration) -> Vec<Box<[u8]>> {
+        let mut expired = Vec::new();
+        self.sessions.retain(|id, s| {
+            let keep = now.saturating_duration_since(s.last_used) < idle;
+            if !keep {
+                expired.push((id.clone(), s.principal.clone()));
+                if let Some(w) = workers.get(s.worker) {
+                    w.session_ended();
+                }
+            }
+            keep
+        });
+        // Released outside `retain`, which holds the table's shard locks.
+        expired
+            .into_iter()
+            .map(|(id, principal)| {
+                self.release(&principal);
+                id
+            })
+            .collect()
+    }
+
+    /// Number of open sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> Arc<str> {
+        "p".into()
+    }
+
+    fn ready_set() -> WorkerSet {
+        let set = WorkerSet::new(2, 0, "n0");
+        for w in set.iter() {
+            w.set_serving(1000 + w.index);
+        }
+        set
+    }
+
+    #[test]
+    fn sessions_count_towards_their_worker_until_closed() {
+        let set = ready_set();
+        let table = SessionTable::new();
+        let now = Instant::now();
+        let first = table.place(&set, Access::ReadWrite).unwrap();
+        table.opened(
+            b"a",
+            first,
+            first.generation(),
+            now,
+            table.reserve(&p()).unwrap(),
+        );
+        let second = table.place(&set, Access::ReadWrite).unwrap();
+        assert_ne!(
+            first.index, second.index,
+            "second session must go to the idle worker"
+        );
+        for _ in 0..2 {
+            let reservation = table.reserve(&p()).unwrap();
+            table.opened(b"b", second, second.generation(), now, reservation);
+        }
+        assert_eq!(
+            table.principal_sessions("p"),
+            2,
+            "the repeat gave its place back"
+        );
+        assert_eq!(
+            second.session_count(),
+            1,
+            "re-recording an id must not double count"
+        );
+        table.closed(b"a", &set);
+        table.closed(b"a", &set);
+        assert_eq!(first.session_count(), 0);
+        assert_eq!(
+            table.place(&set, Access::ReadWrite).unwrap().index,
+            first.index
+        );
+    }
+
+    #[test]
+    fn idle_sessions_expire_and_restarted_workers_lose_theirs() {
+        let set = ready_set();
+        let table = SessionTable::new();
+        let t0 = Instant::now();
+        let w0 = set.get(0).unwrap();
+        let w1 = set.get(1).unwrap();
+        table.opened(
+            b"old",
+            w0,
+            w0.generation(),
+            t0,
+            table.reserve(&p()).unwrap(),
+        );
+        table.opened(
+            b"new",
+            w0,
+            w0.generation(),
+            t0 + Duration::from_secs(50),
+            table.reserve(&p()).unwrap(),
+        );
+        table.opened(
+            b"other",
+            w1,
+            w1.generation(),
+            t0,
+            table.reserve(&p()).unwrap(),
+        );
+        table.touched(b"other", t0 + Duration::from_secs(90));
+        let expired =
+            table.expire_idle(&set, t0 + Duration::from_secs(100), Duration::from_secs(60));
+        assert_eq!(expired, vec![Box::from(&b"old"[..])]);
+        assert_eq!(w0.session_count(), 1);
+        table.forget_worker(w0);
+        assert_eq!(w0.session_count(), 0);
+        assert_eq!(w1.session_count(), 1);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_session_from_a_process_that_has_gone_is_not_counted() {
+        let set = ready_set();
+        let table = SessionTable::new();
+        let w0 = set.get(0).unwrap();
+        let placed_at = w0.generation();
+        w0.set_down();
+        table.opened(
+            b"late",
+            w0,
+            placed_at,
+            Instant::now(),
+            table.reserve(&p()).unwrap(),
+        );
+        assert_eq!(w0.session_count(), 0);
+        assert!(table.is_empty());
+        table.closed(b"late", &set);
+        assert_eq!(
+            w0.session_count(),
+            0,
+            "closing an unknown session must not wrap the count"
+        );
+    }
+
+    #[test]
+    fn connects_in_flight_count_as_load() {
+        let set = ready_set();
+        let table = SessionTable::new();
+        let w0 = set.get(0).unwrap();
+        let _guard = w0.connecting();
+        for _ in 0..4 {
+            assert_eq!(table.place(&set, Access::ReadWrite).unwrap().index, 1);
+        }
+    }
+
+    #[test]
+    fn sessions_count_against_their_principal_and_the_node_until_forgotten() {
+        let set = ready_set();
+        let table = SessionTable::with_limits(3, 2);
+        let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
+        let w0 = set.get(0).unwrap();
+        let now = Instant::now();
+        table.opened(
+            b"a1",
+            w0,
+            w0.generation(),
+            now,
+            table.reserve(&alice).unwrap(),
+        );
+        let pending = table.reserve(&alice).unwrap();
+        assert_eq!(
+            table.reserve(&alice).unwrap_err(),
+            LimitError::Principal(2),
+            "a connect in flight counts"
+        );
+        drop(pending);
+        table.opened(
+            b"a2",
+            w0,
+            w0.generation(),
+            now,
+            table.reserve(&alice).unwrap(),
+        );
+        assert!(table.reserve(&alice).is_err());
+        table.opened(
+            b"b1",
+            w0,
+            w0.generation(),
+            now,
+            table.reserve(&bob).unwrap(),
+        );
+        assert_eq!(table.reserve(&bob).unwrap_err(), LimitError::Total(3));
+        table.closed(b"a1", &set);
+        assert_eq!(table.principal_sessions("alice"), 1);
+        assert!(table.reserve(&bob).is_ok());
+        table.forget_worker(w0);
+        assert_eq!(table.principal_sessions("alice"), 0);
+        assert_eq!(table.principal_sessions("bob"), 0);
+        assert_eq!(table.total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn read_only_sessions_go_only_to_read_only_workers() {
+        let set = WorkerSet::new(1, 1, "n0");
+        for w in set.iter() {
+            w.set_serving(1000 + w.index);
+        }
+        let table = SessionTable::new();
+        for _ in 0..3 {
+            assert_eq!(table.place(&set, Access::ReadOnly).unwrap().index, 1);
+            assert_eq!(table.place(&set, Access::ReadWrite).unwrap().index, 0);
+        }
+        set.get(1).unwrap().set_down();
+        assert!(table.place(&set, Access::ReadOnly).is_none());
+    }
+}

@@ -1,0 +1,134 @@
+//! The state every request shares, defined low and built once at the top (`app::run`), so the
+//! modules that read it never import the wiring.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::auth::jwt::{JwtVerifier, SessionExpiry};
+use crate::auth::{Authenticator, WorkerToken};
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::limits::AuthThrottle;
+use crate::metrics::Metrics;
+use crate::role::Role;
+use crate::routable_id::{IdSecret, IdSigner};
+use crate::sessions::table::SessionTable;
+use crate::upstream::Upstream;
+use crate::workers::WorkerSet;
+
+/// Why the shared state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The system random source failed.
+    #[error("reading the system random source: {0}")]
+    Random(String),
+}
+
+/// State shared by every request, built once.
+#[derive(Debug)]
+pub struct AppState {
+    /// Part of every connection id this node mints.
+    pub node_id: String,
+    /// `gateway.max_body_bytes`.
+    pub max_body_bytes: u64,
+    pub auth: Authenticator,
+    pub ids: IdSigner,
+    pub workers: Arc<WorkerSet>,
+    /// Open sessions, for placement, limits and the idle sweep.
+    pub sessions: Arc<SessionTable>,
+    pub upstream: Upstream,
+    /// Swapped in for the client's token on a read-write session.
+    pub worker_token: WorkerToken,
+    /// Swapped in for read-only principals. On a gateway only read-only workers accept it, so
+    /// client SQL on a read-only worker that learnt it could not use it on a read-write one;
+    /// on the catalog, its one worker accepts both and lets sessions of this token only read.
+    pub read_only_worker_token: WorkerToken,
+    /// One worker serves both kinds of session (the catalog), rather than read-only
+    /// principals going to read-only workers.
+    pub roles_share_workers: bool,
+    /// The other gateway nodes, when this node is part of a cluster.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Requests served here for sessions of this node that other nodes forwarded.
+    pub peer_requests: AtomicU64,
+    /// Failed-authentication backoff per client address.
+    pub throttle: Arc<AuthThrottle>,
+    pub metrics: Metrics,
+    /// `Some(leeway)` when sessions end with their JWT (`auth.jwt.session_expiry = "end"`).
+    pub session_expiry_leeway: Option<Duration>,
+    /// Cancelled when the drain begins.
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Everything a request needs, from a validated config. Starts nothing and binds nothing;
+    /// `shutdown` is the token whose cancellation begins the drain.
+    ///
+    /// # Errors
+    /// [`StateError`] when the random source fails (secrets and tokens made here).
+    pub fn new(config: &Config, shutdown: CancellationToken) -> Result<AppState, StateError> {
+        let secret = match &config.id_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                info!("gateway.id_secret_file is unset: connection ids are signed with a secret made for this process");
+                IdSecret::generate().map_err(|e| StateError::Random(e.to_string()))?
+            }
+        };
+        let jwt = config
+            .jwt
+            .as_ref()
+            .map(|(jwt, keys)| Arc::new(JwtVerifier::new(jwt.clone(), keys.clone())));
+        let session_expiry_leeway = config
+            .jwt
+            .as_ref()
+            .filter(|(jwt, _)| jwt.session_expiry == SessionExpiry::End)
+            .map(|(jwt, _)| jwt.leeway);
+        let worker_token = match &config.workers.token {
+            Some(token) => token.clone(),
+            None => WorkerToken::generate().map_err(|e| StateError::Random(e.to_string()))?,
+        };
+        let read_only_worker_token =
+            WorkerToken::generate().map_err(|e| StateError::Random(e.to_string()))?;
+        Ok(AppState {
+            node_id: config.node_id.clone(),
+            max_body_bytes: config.max_body_bytes,
+            auth: Authenticator::new(config.static_tokens.clone(), jwt),
+            ids: IdSigner::new(secret.expose()),
+            workers: Arc::new(WorkerSet::new(
+                config.workers.count,
+                config.workers.read_only_count,
+                &config.node_id,
+            )),
+            sessions: Arc::new(SessionTable::with_limits(
+                config.limits.max_sessions,
+                config.limits.max_sessions_per_principal,
+            )),
+            upstream: Upstream::new(),
+            worker_token,
+            read_only_worker_token,
+            roles_share_workers: config.role == Role::Catalog,
+            cluster: config
+                .cluster
+                .as_ref()
+                .map(|c| Arc::new(Cluster::new(&config.node_id, secret.expose(), c))),
+            peer_requests: AtomicU64::new(0),
+            throttle: Arc::new(AuthThrottle::new(&config.limits)),
+            metrics: Metrics::new(),
+            session_expiry_leeway,
+            shutdown,
+        })
+    }
+
+    /// Whether the drain has begun.
+    pub fn is_draining(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Counts a request another node forwarded here.
+    pub fn peer_request_served(&self) {
+        self.peer_requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
