@@ -16,11 +16,11 @@ use crate::auth::AuthError;
 use crate::body::{full, BoxError, ResponseBody};
 use crate::cluster::PeerAuthError;
 use crate::limits::Throttled;
-use crate::quack::codec::{self, CodecError};
-use crate::quack::server_errors;
 use crate::routing::RoutingError;
 use crate::sessions::table::LimitError;
 use crate::upstream::UpstreamError;
+use quack_codec::server_errors;
+use quack_codec::{self as codec, CodecError};
 
 /// Who caused a failure, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,7 +247,7 @@ impl ClientReply {
 pub fn quack_response(body: Bytes) -> Response<ResponseBody> {
     Response::builder()
         .status(StatusCode::OK)
-        .header(CONTENT_TYPE, crate::quack::RESPONSE_CONTENT_TYPE)
+        .header(CONTENT_TYPE, quack_codec::RESPONSE_CONTENT_TYPE)
         .header(CONTENT_LENGTH, body.len())
         .header("access-control-allow-origin", "*")
         .body(full(body))

@@ -18,7 +18,7 @@
 //! - `tls`: the rustls server configuration.
 //! - `proxy`: one client request, phase by phase.
 //! - `error`: the one place that decides what a client sees when something fails.
-//! - `quack`: protocol facts and the codec (the `quack-codec` crate).
+//! - the Quack protocol facts and codec are the `quack-codec` crate (`crates/quack-codec`).
 //! - `auth`: static tokens (SHA-256 digests, constant-time comparison) and JWTs: `auth::keys`
 //!   holds the keys in force, `auth::jwt` verifies, `auth::refresh` and `auth::jwks_url` keep
 //!   the keys current; `auth::mint` makes test tokens.
@@ -53,7 +53,6 @@ pub mod forwarded;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
-pub mod quack;
 pub mod role;
 pub mod routable_id;
 pub mod routing;

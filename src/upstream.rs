@@ -39,7 +39,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::body::{loopback, whole, UpstreamBody};
-use crate::quack::{QUACK_PATH, REQUEST_CONTENT_TYPE};
+use quack_codec::{QUACK_PATH, REQUEST_CONTENT_TYPE};
 
 /// How long connecting to a worker or peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

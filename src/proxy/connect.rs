@@ -15,14 +15,14 @@ use crate::body::{loopback, ResponseBody};
 use crate::error::{quack_response, GatewayError};
 use crate::proxy::context::RequestContext;
 use crate::proxy::read::MAX_CONNECT_MESSAGE_BYTES;
-use crate::quack::codec::{self, ConnectionRequest, Header};
-use crate::quack::msg_type;
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
 use crate::sessions::table::Reservation;
 use crate::state::AppState;
 use crate::upstream::{QuackPost, UpstreamError};
 use crate::workers::Worker;
+use quack_codec::msg_type;
+use quack_codec::{self as codec, ConnectionRequest, Header};
 
 /// Time a worker gets to answer a CONNECTION_REQUEST (it only checks the token).
 const CONNECT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -36,9 +36,9 @@ use crate::proxy::read::{
     MAX_CONNECT_MESSAGE_BYTES,
 };
 use crate::proxy::session::Destination;
-use crate::quack::codec::{self, Header};
-use crate::quack::{msg_type, BANNER, QUACK_PATH};
 use crate::state::AppState;
+use quack_codec::{self as codec, Header};
+use quack_codec::{msg_type, BANNER, QUACK_PATH};
 
 pub use crate::proxy::context::Origin;
 

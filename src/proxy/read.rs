@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 
 use crate::body::BoxError;
 use crate::error::GatewayError;
-use crate::quack::codec::{self, CodecError, Header};
-use crate::quack::msg_type;
+use quack_codec::msg_type;
+use quack_codec::{self as codec, CodecError, Header};
 
 /// A header longer than this is refused; real ones are under 100 bytes.
 const MAX_HEADER_BYTES: usize = 1024;

@@ -16,13 +16,13 @@ use crate::body::{loopback, PrefixedBody, ResponseBody};
 use crate::cluster::PEER_HEADER;
 use crate::error::{quack_response, GatewayError};
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
-use crate::quack::codec::{self, Header};
-use crate::quack::{msg_type, server_errors};
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
 use crate::state::AppState;
 use crate::upstream::{LeasedBody, QuackPost, UpstreamError};
 use crate::workers::Worker;
+use quack_codec::{self as codec, Header};
+use quack_codec::{msg_type, server_errors};
 
 /// Responses up to this size are read whole to spot `Invalid connection id` (43 bytes).
 const MAX_INSPECTED_RESPONSE_BYTES: u64 = 256;

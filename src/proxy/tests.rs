@@ -19,9 +19,9 @@ use tokio_util::task::TaskTracker;
 use crate::auth::hash_token;
 use crate::config::Config;
 use crate::proxy::{self, Origin};
-use crate::quack::codec;
 use crate::server::{self, Listener};
 use crate::state::AppState;
+use quack_codec as codec;
 
 const CLIENT_TOKEN: &str = "the-client-token";
 

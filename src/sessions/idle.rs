@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::body::loopback;
-use crate::quack::codec;
 use crate::routable_id::IdSigner;
 use crate::sessions::table::SessionTable;
 use crate::upstream::{QuackPost, Upstream};
 use crate::workers::WorkerSet;
+use quack_codec as codec;
 
 /// Longest time between two sweeps.
 const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(60);

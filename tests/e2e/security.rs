@@ -698,7 +698,7 @@ fn quack_post_from_with(from: &str, to: SocketAddr, body: &[u8], extra_headers: 
 }
 
 fn error_text(body: &[u8]) -> String {
-    quackgate::quack::codec::error_message(body)
+    quack_codec::error_message(body)
         .map(|m| String::from_utf8_lossy(m).into_owned())
         .unwrap_or_default()
 }
@@ -730,13 +730,13 @@ fn limits_refuse_the_extra_connection_and_a_burst_of_bad_tokens_from_one_address
         b"42\n"
     );
     // A DISCONNECT frees a place.
-    let id = quackgate::quack::codec::decode_header(&first)
+    let id = quack_codec::decode_header(&first)
         .unwrap()
         .connection_id(&first)
         .unwrap()
         .to_vec();
     let disconnect = {
-        use quackgate::quack::codec;
+        use quack_codec as codec;
         let buf = crate::support::fixture("disconnect_request.bin");
         let header = codec::decode_header(&buf).unwrap();
         let mut out = codec::rewrite_header(&buf, &header, &id).to_vec();

@@ -468,7 +468,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
 
 /// A CONNECTION_REQUEST (the CLI's captured one) carrying `token`.
 pub fn connection_request(token: &str) -> Vec<u8> {
-    use quackgate::quack::codec;
+    use quack_codec as codec;
     let buf = fixture("connection_request.bin");
     let header = codec::decode_header(&buf).unwrap();
     let req = codec::decode_connection_request(&buf, &header).unwrap();
@@ -477,7 +477,7 @@ pub fn connection_request(token: &str) -> Vec<u8> {
 
 /// A PREPARE of `SELECT 42` (the captured one) carrying connection id `id`.
 pub fn prepare_with_id(id: &[u8]) -> Vec<u8> {
-    use quackgate::quack::codec;
+    use quack_codec as codec;
     let buf = fixture("prepare_request_select42.bin");
     let header = codec::decode_header(&buf).unwrap();
     let mut out = codec::rewrite_header(&buf, &header, id).to_vec();
@@ -487,7 +487,7 @@ pub fn prepare_with_id(id: &[u8]) -> Vec<u8> {
 
 /// Opens a session with a raw CONNECTION_REQUEST on the plain listener; returns its id.
 pub fn open_session(gw: &Gateway) -> Vec<u8> {
-    use quackgate::quack::codec;
+    use quack_codec as codec;
     let (status, body) = quack_post(gw.plain, connection_request(&gw.token));
     assert_eq!(status, 200);
     let header = codec::decode_header(&body).unwrap();
@@ -500,9 +500,7 @@ pub fn open_session(gw: &Gateway) -> Vec<u8> {
 
 /// The message type of a Quack body.
 pub fn msg_type(body: &[u8]) -> u64 {
-    quackgate::quack::codec::decode_header(body)
-        .unwrap()
-        .msg_type
+    quack_codec::decode_header(body).unwrap().msg_type
 }
 
 /// Waits for the process to exit, up to `deadline`.
