@@ -97,7 +97,7 @@ pub struct Config {
     pub tls_handshake_timeout: Duration,
     /// Time in-flight requests get to finish after SIGTERM. Default 30 s.
     pub shutdown_grace: Duration,
-    /// Time after which an unused session stops counting towards its worker's load. Default 6 h.
+    /// Time after which an unused session is ended, here and at its worker. Default 6 h.
     pub session_idle: Duration,
     /// Threads of the gateway's async runtime. Default `None`: half the cores, at least one.
     pub threads: Option<usize>,

@@ -33,8 +33,8 @@ impl Origin {
     }
 }
 
-/// One request's context, made when it arrives and filled in by its phases.
-#[derive(Debug)]
+/// One request's context, made when it arrives and filled in by its phases. `Debug` never
+/// shows the peer credential.
 pub struct RequestContext {
     pub origin: Origin,
     pub started: Instant,
@@ -45,6 +45,16 @@ pub struct RequestContext {
     pub client_ip: Option<IpAddr>,
     /// The message type's name, once the header has been read.
     pub msg_type: Option<&'static str>,
+}
+
+impl std::fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("origin", &self.origin)
+            .field("client_ip", &self.client_ip)
+            .field("msg_type", &self.msg_type)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestContext {
