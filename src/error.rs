@@ -216,6 +216,10 @@ fn jwt_text(why: &JwtRejection) -> &'static str {
         JwtRejection::Audience => "Authentication failed: wrong token audience",
         JwtRejection::MissingClaim => "Authentication failed: a required claim is missing",
         JwtRejection::UnknownRole => "Authentication failed: unknown role",
+        JwtRejection::Type => "Authentication failed: not a JWT (typ)",
+        JwtRejection::Lifetime => {
+            "Authentication failed: token valid for longer than auth.jwt.max_lifetime_secs"
+        }
     }
 }
 

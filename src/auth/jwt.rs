@@ -55,6 +55,9 @@ pub struct JwtConfig {
     pub role_claim: String,
     /// What `exp` means for open sessions.
     pub session_expiry: SessionExpiry,
+    /// Longest validity a token may have (`exp` minus `iat`, or minus now without `iat`).
+    /// Default none.
+    pub max_lifetime: Option<Duration>,
 }
 
 /// Why a JWT is refused. The client sees `Authentication failed: <reason>`.
@@ -90,6 +93,12 @@ pub enum JwtRejection {
     /// The role claim names no known role.
     #[error("unknown role")]
     UnknownRole,
+    /// The header's `typ` names something other than a JWT.
+    #[error("not a JWT (typ)")]
+    Type,
+    /// Valid for longer than `auth.jwt.max_lifetime_secs`.
+    #[error("lifetime too long")]
+    Lifetime,
 }
 
 impl JwtRejection {
@@ -106,6 +115,8 @@ impl JwtRejection {
             JwtRejection::Audience => "jwt_audience",
             JwtRejection::MissingClaim => "jwt_missing_claim",
             JwtRejection::UnknownRole => "jwt_unknown_role",
+            JwtRejection::Type => "jwt_type",
+            JwtRejection::Lifetime => "jwt_lifetime",
         }
     }
 }
@@ -132,6 +143,10 @@ pub struct JwtVerifier {
 struct Claims {
     sub: Option<serde_json::Value>,
     exp: Option<serde_json::Value>,
+    /// Read here too: jsonwebtoken 9 treats an `nbf` that is not a number as absent
+    /// (CVE-2026-25537), so such a token is refused here before that could matter.
+    nbf: Option<serde_json::Value>,
+    iat: Option<serde_json::Value>,
     #[serde(flatten)]
     other: HashMap<String, serde_json::Value>,
 }
@@ -180,6 +195,16 @@ impl JwtVerifier {
         if header.alg != key.algorithm {
             return Err(JwtRejection::Algorithm);
         }
+        // RFC 7519 5.1: `typ`, when present, says what the token is; only JWTs (and OAuth
+        // access-token JWTs, RFC 9068) are accepted, so that a signed object of another kind
+        // from the same issuer cannot pass as one.
+        if let Some(typ) = &header.typ {
+            let typ = typ.to_ascii_lowercase();
+            let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+            if typ != "jwt" && typ != "at+jwt" {
+                return Err(JwtRejection::Type);
+            }
+        }
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
@@ -207,18 +232,31 @@ impl JwtVerifier {
             Some(serde_json::Value::String(s)) if !s.is_empty() => s,
             _ => return Err(JwtRejection::MissingClaim),
         };
-        // NumericDate may carry a fraction.
         let expires_at = claims
             .exp
             .as_ref()
-            .and_then(|exp| {
-                exp.as_u64().or_else(|| {
-                    exp.as_f64()
-                        .filter(|f| f.is_finite() && *f >= 0.0)
-                        .map(|f| f as u64)
-                })
-            })
+            .and_then(numeric_date)
             .ok_or(JwtRejection::MissingClaim)?;
+        // Time claims that are present must be NumericDates, or the checks on them are void.
+        let issued_at = match &claims.iat {
+            Some(iat) => Some(numeric_date(iat).ok_or(JwtRejection::Malformed)?),
+            None => None,
+        };
+        if claims
+            .nbf
+            .as_ref()
+            .is_some_and(|nbf| numeric_date(nbf).is_none())
+        {
+            return Err(JwtRejection::Malformed);
+        }
+        if let Some(max) = self.config.max_lifetime {
+            // From `iat` when the token says when it was issued, else from now: either way a
+            // token valid for longer than the limit is refused.
+            let from = issued_at.unwrap_or_else(jsonwebtoken::get_current_timestamp);
+            if expires_at.saturating_sub(from) > max.as_secs() {
+                return Err(JwtRejection::Lifetime);
+            }
+        }
         let access = match claims.other.get(&self.config.role_claim) {
             Some(serde_json::Value::String(role)) => {
                 Access::parse(role).ok_or(JwtRejection::UnknownRole)?
@@ -242,6 +280,16 @@ impl JwtVerifier {
     pub fn keys(&self) -> &Arc<KeyStore> {
         &self.keys
     }
+}
+
+/// A NumericDate: seconds since the epoch, perhaps with a fraction.
+fn numeric_date(value: &serde_json::Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f as u64)
+    })
 }
 
 /// Whether the token's header parses as JSON with an `alg` the library does not know: such a
@@ -287,6 +335,7 @@ mod tests {
                 leeway: Duration::from_secs(5),
                 role_claim: "role".into(),
                 session_expiry: SessionExpiry::End,
+                max_lifetime: Some(Duration::from_secs(3600)),
             },
             Arc::new(keys),
         )
@@ -352,6 +401,69 @@ mod tests {
             v.verify(sign(no_exp, Some("h1")).as_bytes()),
             Err(JwtRejection::MissingClaim)
         );
+    }
+
+    #[test]
+    fn time_claims_that_are_not_numbers_make_the_token_malformed() {
+        // CVE-2026-25537: jsonwebtoken 9 skips an `nbf` it cannot read as a number.
+        let v = verifier(&hs_jwks());
+        for (claim, value) in [
+            ("nbf", serde_json::json!((now() + 600).to_string())),
+            ("iat", serde_json::json!("yesterday")),
+        ] {
+            let mut c = good_claims();
+            c[claim] = value;
+            assert_eq!(
+                v.verify(sign(c, Some("h1")).as_bytes()),
+                Err(JwtRejection::Malformed),
+                "{claim}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_valid_for_longer_than_the_maximum_lifetime_is_refused() {
+        let v = verifier(&hs_jwks());
+        let mut long = good_claims();
+        long["exp"] = (now() + 7200).into();
+        assert_eq!(
+            v.verify(sign(long.clone(), Some("h1")).as_bytes()),
+            Err(JwtRejection::Lifetime)
+        );
+        // With `iat`, the lifetime counts from it: issued 3 h ago, expiring in 30 min.
+        long["iat"] = (now() - 3 * 3600).into();
+        long["exp"] = (now() + 1800).into();
+        assert_eq!(
+            v.verify(sign(long, Some("h1")).as_bytes()),
+            Err(JwtRejection::Lifetime)
+        );
+        let mut ok = good_claims();
+        ok["iat"] = (now() - 60).into();
+        assert!(v.verify(sign(ok, Some("h1")).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_typ_other_than_jwt_is_refused() {
+        let v = verifier(&hs_jwks());
+        for (typ, accepted) in [
+            ("JWT", true),
+            ("at+jwt", true),
+            ("application/at+JWT", true),
+            ("dpop+jwt", false),
+            ("JOSE", false),
+        ] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some("h1".into());
+            header.typ = Some(typ.into());
+            let token =
+                jsonwebtoken::encode(&header, &good_claims(), &EncodingKey::from_secret(SECRET))
+                    .unwrap();
+            let got = v.verify(token.as_bytes());
+            assert_eq!(got.is_ok(), accepted, "{typ}: {got:?}");
+            if !accepted {
+                assert_eq!(got, Err(JwtRejection::Type));
+            }
+        }
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub(super) fn validate(
                 "auth.jwt.leeway_secs: at most {MAX_JWT_LEEWAY_SECS} (clock skew, not a lifetime), got {leeway_secs}"
             ));
         }
+        if let Some(max) = j.max_lifetime_secs {
+            problems.positive("auth.jwt.max_lifetime_secs", max);
+        }
         let role_claim = j.role_claim.unwrap_or_else(|| "role".into());
         if ["sub", "exp", "iss", "aud", "nbf", "iat", "jti", ""].contains(&role_claim.as_str()) {
             problems.push(format!(
@@ -163,6 +166,7 @@ pub(super) fn validate(
                 leeway: Duration::from_secs(leeway_secs),
                 role_claim,
                 session_expiry,
+                max_lifetime: j.max_lifetime_secs.map(Duration::from_secs),
             },
             Arc::new(keys),
         ))

@@ -129,6 +129,7 @@ pub(super) struct FileJwt {
     pub(super) leeway_secs: Option<u64>,
     pub(super) role_claim: Option<String>,
     pub(super) session_expiry: Option<String>,
+    pub(super) max_lifetime_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

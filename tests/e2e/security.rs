@@ -182,7 +182,10 @@ fn every_bad_token_is_refused_with_a_clear_error_and_every_algorithm_is_accepted
     let gw = Gateway::start_with(GatewayOptions {
         workers: 1,
         // Many failures from one address on purpose: the backoff is tested elsewhere.
-        extra_toml: format!("{}[limits]\nfailed_auth_burst = 10000\n", keys.jwt_toml("")),
+        extra_toml: format!(
+            "{}[limits]\nfailed_auth_burst = 10000\n",
+            keys.jwt_toml("max_lifetime_secs = 3600")
+        ),
         ..Default::default()
     });
 
@@ -294,6 +297,31 @@ fn every_bad_token_is_refused_with_a_clear_error_and_every_algorithm_is_accepted
             "Authentication failed: ",
         ),
         ("garbage JWT", "eyJ%%%.garbage.x".into(), "malformed token"),
+        (
+            // CVE-2026-25537: jsonwebtoken 9 alone would treat this nbf as absent.
+            "nbf as a string",
+            es(with("nbf", (now() + 3600).to_string().into())),
+            "malformed token",
+        ),
+        (
+            "valid for longer than auth.jwt.max_lifetime_secs",
+            es(with("exp", (now() + 7200).into())),
+            "max_lifetime_secs",
+        ),
+        (
+            "typ of another kind of token",
+            jsonwebtoken::encode(
+                &Header {
+                    kid: Some("es".into()),
+                    typ: Some("dpop+jwt".into()),
+                    ..Header::new(Algorithm::ES256)
+                },
+                &claims("read_write"),
+                &keys.es_key("es.pem"),
+            )
+            .unwrap(),
+            "not a JWT (typ)",
+        ),
         (
             "garbage",
             "not-a-token-at-all".into(),
