@@ -1,6 +1,7 @@
 //! A new session, in four phases: **authenticate** the client's token (behind the address's
 //! failed-authentication backoff), **place** the session on the least-loaded ready worker of
-//! its access, **exchange** the CONNECTION_REQUEST with the worker under the internal token,
+//! its access, **exchange** the CONNECTION_REQUEST with the worker under the internal token
+//! (and without any connection id the client put in its header),
 //! and **mint** the routable id that replaces the worker's own in the answer.
 
 use std::time::{Duration, Instant};
@@ -39,14 +40,28 @@ pub async fn connect(
     let reservation = state.sessions.reserve(&principal.name)?;
     let placed = place(state, principal.access)?;
     let _connecting = placed.worker.connecting();
-    let swapped = codec::replace_token(
+    let swapped = without_client_id(codec::replace_token(
         &message,
         header,
         &request,
         placed.internal_token.expose().as_bytes(),
-    );
+    ))?;
     let answer = exchange(state, ctx, placed.port, swapped).await?;
     mint(state, &principal, &placed, answer, reservation)
+}
+
+/// The message without a connection id of the client's choosing: a new session's id is the
+/// worker's to make, and nothing the client picks reaches the worker in its place.
+fn without_client_id(message: Bytes) -> Result<Bytes, GatewayError> {
+    let header = codec::decode_header(&message)?;
+    if header.connection_id(&message).is_none() {
+        return Ok(message);
+    }
+    let new_header = codec::rewrite_header(&message, &header, b"");
+    let mut out = BytesMut::with_capacity(message.len());
+    out.extend_from_slice(&new_header);
+    out.extend_from_slice(&message[header.len..]);
+    Ok(out.freeze())
 }
 
 /// The principal the token names, unless the client's address is backing off.

@@ -229,6 +229,28 @@ async fn a_session_reaches_its_worker_with_the_internal_token_and_the_workers_ow
 }
 
 #[tokio::test]
+async fn a_connection_id_the_client_chose_never_reaches_the_worker() {
+    let h = Harness::start("").await;
+    let chosen = {
+        let buf = with_id("connection_request.bin", b"CHOSEN-BY-THE-CLIENT");
+        let header = codec::decode_header(&buf).unwrap();
+        let req = codec::decode_connection_request(&buf, &header).unwrap();
+        codec::replace_token(&buf, &header, &req, CLIENT_TOKEN.as_bytes())
+    };
+    let (_, answer) = h.post(chosen).await;
+    assert_eq!(codec::decode_header(&answer).unwrap().msg_type, 2);
+    let received = h.worker.received();
+    let header = codec::decode_header(&received[0]).unwrap();
+    assert_eq!(header.msg_type, 1);
+    assert_eq!(header.connection_id(&received[0]), None);
+    let request = codec::decode_connection_request(&received[0], &header).unwrap();
+    assert_eq!(
+        &received[0][request.token.unwrap()],
+        h.state.worker_token.expose().as_bytes()
+    );
+}
+
+#[tokio::test]
 async fn a_wrong_token_is_refused_in_quack_terms_before_any_worker_sees_it() {
     let h = Harness::start("").await;
     let (status, answer) = h.post(connection_request("not-the-token")).await;
