@@ -46,9 +46,13 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Addresses tracked at most; beyond this, new addresses are not tracked until the sweep
-/// frees room, so a flood of sources cannot exhaust memory.
+/// Addresses tracked at most, so a flood of sources cannot exhaust memory. A full table
+/// forgets its least recently seen addresses that are not backing off (see
+/// [`AuthThrottle::failed`]); it never stops tracking new ones.
 const MAX_TRACKED: usize = 100_000;
+/// The share of a full table forgotten at once, so that evictions cost O(1) per address
+/// amortised.
+const EVICT_DIVISOR: usize = 10;
 
 /// An address that failed too often and must wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +80,7 @@ pub struct AuthThrottle {
     backoff: Duration,
     backoff_max: Duration,
     records: DashMap<IpAddr, Record>,
+    max_tracked: usize,
     /// When a full table was last swept.
     last_full_sweep: std::sync::Mutex<Option<Instant>>,
 }
@@ -89,6 +94,7 @@ impl AuthThrottle {
             backoff: limits.failed_auth_backoff,
             backoff_max: limits.failed_auth_backoff_max,
             records: DashMap::new(),
+            max_tracked: MAX_TRACKED,
             last_full_sweep: std::sync::Mutex::new(None),
         }
     }
@@ -110,7 +116,7 @@ impl AuthThrottle {
     /// Records a failed authentication; returns the backoff if this one tripped it.
     pub fn failed(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let key = key(ip);
-        if self.records.len() >= MAX_TRACKED && !self.records.contains_key(&key) {
+        if self.records.len() >= self.max_tracked && !self.records.contains_key(&key) {
             // A full table is swept at most once a second: each sweep reads every entry.
             let mut last = self
                 .last_full_sweep
@@ -121,8 +127,8 @@ impl AuthThrottle {
                 drop(last);
                 self.sweep(now);
             }
-            if self.records.len() >= MAX_TRACKED {
-                return None;
+            if self.records.len() >= self.max_tracked {
+                self.evict_least_recent(now);
             }
         }
         let mut record = self.records.entry(key).or_insert(Record {
@@ -150,6 +156,27 @@ impl AuthThrottle {
         record.window_start = now;
         record.blocked_until = Some(now + backoff);
         Some(backoff)
+    }
+
+    /// Forgets a tenth of the table: addresses not backing off first, the least recently seen
+    /// first among them. A flood of new addresses thus pushes out other quiet ones, never an
+    /// address that is blocked, unless every tracked address is.
+    fn evict_least_recent(&self, now: Instant) {
+        let mut order: Vec<(bool, Instant, IpAddr)> = self
+            .records
+            .iter()
+            .map(|r| {
+                let blocked = r.blocked_until.is_some_and(|until| until > now);
+                (blocked, r.last_seen, *r.key())
+            })
+            .collect();
+        let n = (order.len() / EVICT_DIVISOR).max(1).min(order.len());
+        if n < order.len() {
+            order.select_nth_unstable(n);
+        }
+        for (_, _, ip) in order.into_iter().take(n) {
+            self.records.remove(&ip);
+        }
     }
 
     /// Sweeps every [`SWEEP_INTERVAL`] until `stop`.
@@ -260,5 +287,33 @@ mod tests {
         assert_eq!(t.tracked(), 1);
         t.sweep(now + Duration::from_secs(100));
         assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn a_full_table_forgets_quiet_addresses_and_keeps_blocked_ones() {
+        let limits = LimitsConfig {
+            failed_auth_burst: 2,
+            ..LimitsConfig::default()
+        };
+        let mut t = AuthThrottle::new(&limits);
+        t.max_tracked = 20;
+        let now = Instant::now();
+        let blocked: IpAddr = "10.9.9.9".parse().unwrap();
+        t.failed(blocked, now);
+        assert!(t.failed(blocked, now).is_some());
+        // A flood of new addresses, each failing once, well past the table's size.
+        for i in 0..200u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+            t.failed(ip, now + Duration::from_millis(u64::from(i)));
+        }
+        assert!(t.tracked() <= 20, "{}", t.tracked());
+        assert!(
+            t.check(blocked, now).is_err(),
+            "the blocked address was forgotten"
+        );
+        // The newest address is tracked: a full table does not stop counting.
+        let newest = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + 199));
+        t.failed(newest, now + Duration::from_secs(1));
+        assert!(t.check(newest, now + Duration::from_secs(1)).is_err());
     }
 }
