@@ -45,7 +45,8 @@ pub fn deny_listen() -> Result<(), String> {
 /// Lets this thread, and every thread it starts from now on, write only below `dir`.
 ///
 /// # Errors
-/// A description of what failed, including a kernel that does not enforce Landlock.
+/// A description of what failed, including a kernel that does not enforce Landlock, or
+/// enforces only part of it.
 pub fn confine_writes(dir: &Path) -> Result<(), String> {
     let write = AccessFs::from_write(ABI::V3);
     let status = Ruleset::default()
@@ -58,6 +59,11 @@ pub fn confine_writes(dir: &Path) -> Result<(), String> {
         RulesetStatus::NotEnforced => {
             Err("the kernel does not enforce Landlock (Linux 5.13 or later, with landlock in the lsm= list)".into())
         }
-        RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => Ok(()),
+        // Part of the rules would leave some kinds of write (truncation, on kernels before
+        // 6.2) open to client SQL: a read-only worker does not start on such a kernel.
+        RulesetStatus::PartiallyEnforced => {
+            Err("the kernel enforces Landlock only in part (ABI v3, Linux 6.2 or later, is needed to confine every kind of file write)".into())
+        }
+        RulesetStatus::FullyEnforced => Ok(()),
     }
 }
