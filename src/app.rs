@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::auth::refresh;
 use crate::config::Config;
+use crate::limits::ConnectionCaps;
 use crate::proxy::Origin;
 use crate::role::Role;
 use crate::server::{self, Listener};
@@ -82,6 +83,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
 
     let mut listeners = Vec::new();
     let trusted = Arc::new(config.trusted_proxies.clone());
+    let per_address = Arc::new(ConnectionCaps::new(
+        config.limits.max_connections_per_address,
+    ));
     if let (Some(addr), Some(tls)) = (config.listen, tls) {
         let tcp = bind("https", addr).await?;
         let acceptor = TlsAcceptor::from(tls);
@@ -90,6 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             tls: Some((acceptor, config.tls_handshake_timeout)),
             name: "https",
             trusted: trusted.clone(),
+            per_address: Some(per_address.clone()),
         });
     }
     if let Some(addr) = config.plain_listen {
@@ -98,6 +103,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             tls: None,
             name: "plain",
             trusted: trusted.clone(),
+            per_address: Some(per_address.clone()),
         });
     }
     let peer_listener = match &config.cluster {
@@ -106,6 +112,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             tls: None,
             name: "peer",
             trusted: Arc::default(),
+            per_address: None,
         }),
         None => None,
     };
@@ -114,6 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         tls: None,
         name: "admin",
         trusted: Arc::default(),
+        per_address: None,
     };
     let mut ready_line = String::from(READY_PREFIX);
     for l in listeners

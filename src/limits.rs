@@ -22,6 +22,9 @@ pub struct LimitsConfig {
     pub max_sessions: usize,
     /// Open Quack sessions of one principal on this node. Default 256.
     pub max_sessions_per_principal: usize,
+    /// Open TCP connections from one client address (IPv6: one /64) on the public listeners;
+    /// trusted proxies are exempt. Default 1024.
+    pub max_connections_per_address: usize,
     /// Failed authentications from one address within the window that trip the backoff.
     /// Default 10.
     pub failed_auth_burst: u32,
@@ -38,6 +41,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_sessions: 10_000,
             max_sessions_per_principal: 256,
+            max_connections_per_address: 1024,
             failed_auth_burst: 10,
             failed_auth_window: Duration::from_secs(60),
             failed_auth_backoff: Duration::from_secs(5),
@@ -206,6 +210,54 @@ impl AuthThrottle {
 }
 
 /// IPv4 as is; IPv6 by its /64 (IPv4-mapped addresses as IPv4).
+/// Open connections per client address, so that one address cannot hold every connection
+/// the gateway accepts (`gateway.max_connections`) with sockets it never authenticates on.
+#[derive(Debug)]
+pub struct ConnectionCaps {
+    open: DashMap<IpAddr, usize>,
+    max_per_address: usize,
+}
+
+/// One open connection of an address, counted until it drops.
+#[derive(Debug)]
+pub struct AddressPermit {
+    caps: std::sync::Arc<ConnectionCaps>,
+    key: IpAddr,
+}
+
+impl Drop for AddressPermit {
+    fn drop(&mut self) {
+        self.caps.open.remove_if_mut(&self.key, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+impl ConnectionCaps {
+    pub fn new(max_per_address: usize) -> Self {
+        ConnectionCaps {
+            open: DashMap::new(),
+            max_per_address,
+        }
+    }
+
+    /// A permit for one more connection from `ip`, or `None` when it has as many as it may.
+    pub fn admit(self: &std::sync::Arc<Self>, ip: IpAddr) -> Option<AddressPermit> {
+        let key = key(ip);
+        let mut n = self.open.entry(key).or_insert(0);
+        if *n >= self.max_per_address {
+            return None;
+        }
+        *n += 1;
+        drop(n);
+        Some(AddressPermit {
+            caps: self.clone(),
+            key,
+        })
+    }
+}
+
 fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
@@ -315,5 +367,23 @@ mod tests {
         let newest = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + 199));
         t.failed(newest, now + Duration::from_secs(1));
         assert!(t.check(newest, now + Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn an_address_gets_its_cap_of_connections_and_its_place_back_as_they_close() {
+        let caps = std::sync::Arc::new(ConnectionCaps::new(2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = caps.admit(a).unwrap();
+        let _second = caps.admit(a).unwrap();
+        assert!(caps.admit(a).is_none());
+        assert!(caps.admit(b).is_some(), "another address is not affected");
+        drop(first);
+        assert!(caps.admit(a).is_some());
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8::ffff".parse().unwrap();
+        let _p = caps.admit(v6).unwrap();
+        let _q = caps.admit(same_64).unwrap();
+        assert!(caps.admit(v6).is_none(), "IPv6 counts per /64");
     }
 }

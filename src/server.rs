@@ -26,6 +26,7 @@ use tracing::{debug, error};
 
 use crate::body::ResponseBody;
 use crate::forwarded::TrustedProxies;
+use crate::limits::ConnectionCaps;
 
 /// Longest pause after a failed accept.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -43,8 +44,10 @@ pub struct Listener {
     pub tls: Option<(TlsAcceptor, Duration)>,
     /// A name for logs: `https`, `plain` or `admin`.
     pub name: &'static str,
-    /// Peers whose `X-Forwarded-For` is believed.
+    /// Peers whose `X-Forwarded-For` is believed; they are exempt from `per_address`.
     pub trusted: Arc<TrustedProxies>,
+    /// Caps on open connections per client address; `None` for the peer and admin listeners.
+    pub per_address: Option<Arc<ConnectionCaps>>,
 }
 
 /// Accepts on `listener` until `drain` is cancelled, serving each connection with `handler`.
@@ -80,6 +83,17 @@ pub async fn run<H, F>(
             },
             _ = drain.cancelled() => return,
         };
+        // Closed at once: the address already holds as many connections as it may.
+        let address_permit = match &listener.per_address {
+            Some(caps) if !listener.trusted.trusts(peer.ip()) => match caps.admit(peer.ip()) {
+                Some(permit) => Some(permit),
+                None => {
+                    debug!(client.addr = %peer, "connection refused: limits.max_connections_per_address");
+                    continue;
+                }
+            },
+            _ => None,
+        };
         if let Err(e) = stream.set_nodelay(true) {
             debug!(client.addr = %peer, error = %e, "set_nodelay failed");
         }
@@ -89,6 +103,7 @@ pub async fn run<H, F>(
         let drain = drain.clone();
         tracker.spawn(async move {
             serve_connection(stream, peer, trusted, tls, handler, drain).await;
+            drop(address_permit);
             drop(permit);
         });
     }

@@ -181,6 +181,9 @@ pub(super) fn validate(
         max_sessions_per_principal: l
             .max_sessions_per_principal
             .unwrap_or(defaults.max_sessions_per_principal),
+        max_connections_per_address: l
+            .max_connections_per_address
+            .unwrap_or(defaults.max_connections_per_address),
         failed_auth_burst: l.failed_auth_burst.unwrap_or(defaults.failed_auth_burst),
         failed_auth_window: l
             .failed_auth_window_secs
@@ -197,6 +200,10 @@ pub(super) fn validate(
         (
             "limits.max_sessions_per_principal",
             limits.max_sessions_per_principal as u64,
+        ),
+        (
+            "limits.max_connections_per_address",
+            limits.max_connections_per_address as u64,
         ),
         (
             "limits.failed_auth_burst",

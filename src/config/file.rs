@@ -137,6 +137,7 @@ pub(super) struct FileJwt {
 pub(super) struct FileLimits {
     pub(super) max_sessions: Option<usize>,
     pub(super) max_sessions_per_principal: Option<usize>,
+    pub(super) max_connections_per_address: Option<usize>,
     pub(super) failed_auth_burst: Option<u32>,
     pub(super) failed_auth_window_secs: Option<u64>,
     pub(super) failed_auth_backoff_secs: Option<u64>,

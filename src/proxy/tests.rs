@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::hash_token;
 use crate::config::Config;
+use crate::limits::ConnectionCaps;
 use crate::proxy::{self, Origin};
 use crate::server::{self, Listener};
 use crate::state::AppState;
@@ -147,6 +148,9 @@ impl Harness {
             tls: None,
             name: "plain",
             trusted: Arc::default(),
+            per_address: Some(Arc::new(ConnectionCaps::new(
+                config.limits.max_connections_per_address,
+            ))),
         };
         let served = state.clone();
         tokio::spawn(server::run(
@@ -366,4 +370,29 @@ async fn a_draining_node_refuses_new_sessions_and_serves_open_ones() {
     assert!(error_text(&answer).contains("shutting down"), "{answer:?}");
     let (_, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
     assert_eq!(answer, fixture("prepare_response_select42.bin"));
+}
+
+#[tokio::test]
+async fn an_address_past_its_connection_cap_is_closed_while_its_open_connections_serve() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start("[limits]\nmax_connections_per_address = 2\n").await;
+    let held: Vec<TcpStream> = vec![
+        TcpStream::connect(h.addr).await.unwrap(),
+        TcpStream::connect(h.addr).await.unwrap(),
+    ];
+    let mut third = TcpStream::connect(h.addr).await.unwrap();
+    // The gateway closes it without reading: the read ends (EOF or reset) within a bound.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("the extra connection was left open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // The two held connections still serve.
+    let mut first = held.into_iter().next().unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
 }
