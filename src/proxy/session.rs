@@ -1,6 +1,11 @@
 //! Every message of an existing session: **resolve** its id to a worker here or to the node
 //! that owns it, then forward it there once, **pinned** to its worker or **to the peer** node,
-//! and **relay** the answer back, noticing when a worker no longer knows the session.
+//! and stream the answer back untouched.
+//!
+//! The session table is never changed by what an answer says: a worker's `Invalid connection
+//! id` is byte for byte what client SQL gets from `SELECT error('Invalid connection id')`, so
+//! reading it would let a client drop its own session from the limits. Sessions leave the
+//! table on DISCONNECT, when their worker's process ends, or when they idle out.
 
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -14,18 +19,15 @@ use tracing::debug;
 use crate::auth::Access;
 use crate::body::{loopback, PrefixedBody, ResponseBody};
 use crate::cluster::PEER_HEADER;
-use crate::error::{quack_response, GatewayError};
+use crate::error::GatewayError;
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
 use crate::state::AppState;
-use crate::upstream::{LeasedBody, QuackPost, UpstreamError};
+use crate::upstream::{LeasedBody, QuackPost};
 use crate::workers::Worker;
+use quack_codec::msg_type;
 use quack_codec::{self as codec, Header};
-use quack_codec::{msg_type, server_errors};
-
-/// Responses up to this size are read whole to spot `Invalid connection id` (43 bytes).
-const MAX_INSPECTED_RESPONSE_BYTES: u64 = 256;
 
 /// Where a session's message goes.
 pub enum Destination<'a> {
@@ -194,35 +196,7 @@ pub async fn pinned(
         state.sessions.closed(&to.id, &state.workers);
     }
     debug!(worker.id = %to.worker.id, "forwarded");
-    relay(state, response, &to.id).await
-}
-
-/// Passes a worker's answer back: small ones read whole (to see session loss), others streamed.
-async fn relay(
-    state: &AppState,
-    response: Response<LeasedBody>,
-    id: &[u8],
-) -> Result<Response<ResponseBody>, GatewayError> {
-    let (parts, body) = response.into_parts();
-    let length = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if parts.status == http::StatusCode::OK
-        && length.is_some_and(|l| l <= MAX_INSPECTED_RESPONSE_BYTES)
-    {
-        let answer = body
-            .collect()
-            .await
-            .map_err(UpstreamError::Body)?
-            .to_bytes();
-        if codec::error_message(&answer) == Some(server_errors::INVALID_CONNECTION_ID.as_bytes()) {
-            state.sessions.closed(id, &state.workers);
-        }
-        return Ok(quack_response(answer));
-    }
-    Ok(stream_back(Response::from_parts(parts, body)))
+    Ok(stream_back(response))
 }
 
 /// An upstream answer passed on as it streams in, with the headers a Quack client reads.

@@ -296,29 +296,39 @@ async fn the_principal_limit_refuses_a_session_too_many_and_frees_its_place_on_d
 }
 
 #[tokio::test]
-async fn a_worker_that_forgot_the_session_drops_it_from_the_table() {
-    let h = Harness::start("").await;
+async fn an_answer_reading_invalid_connection_id_does_not_take_the_session_off_the_books() {
+    // The worker's answer to an id it does not know is byte for byte what client SQL gets
+    // from `SELECT error('Invalid connection id')` (checked against a 1.5.5 worker), so the
+    // table must not believe it: the session would leave the principal's limit while open.
+    let h = Harness::start("[limits]\nmax_sessions_per_principal = 2\n").await;
     let id = h.open_session().await;
-    // A session the worker does not know (as after its restart), with a valid id for slot 0.
-    let forgotten = h.state.ids.mint(
+    let unknown_to_the_worker = h.state.ids.mint(
         "n0",
         0,
         &crate::routable_id::Grant::new(crate::auth::Access::ReadWrite, None, "alice"),
         b"00000000000000000000000000000000",
     );
+    let worker = h.state.workers.get(0).unwrap();
     h.state.sessions.opened(
-        &forgotten,
-        h.state.workers.get(0).unwrap(),
-        h.state.workers.get(0).unwrap().generation(),
+        &unknown_to_the_worker,
+        worker,
+        worker.generation(),
         std::time::Instant::now(),
         h.state.sessions.reserve(&"alice".into()).unwrap(),
     );
-    assert_eq!(h.state.sessions.len(), 2);
     let (_, answer) = h
-        .post(with_id("prepare_request_select42.bin", &forgotten))
+        .post(with_id(
+            "prepare_request_select42.bin",
+            &unknown_to_the_worker,
+        ))
         .await;
-    assert_eq!(error_text(&answer), "Invalid connection id");
-    assert_eq!(h.state.sessions.len(), 1);
+    assert_eq!(answer, fixture("error_invalid_connection_id.bin"));
+    assert_eq!(h.state.sessions.len(), 2);
+    let (_, answer) = h.post(connection_request(CLIENT_TOKEN)).await;
+    assert!(
+        error_text(&answer).contains("max_sessions_per_principal"),
+        "{answer:?}"
+    );
     let (_, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
     assert_eq!(answer, fixture("prepare_response_select42.bin"));
 }

@@ -2,7 +2,7 @@
 //! count.
 //!
 //! The table counts sessions per worker so that new sessions land on the least-loaded one, and
-//! forgets sessions on DISCONNECT, on `Invalid connection id`, when their worker restarts, or
+//! forgets sessions on DISCONNECT, when their worker restarts, or
 //! after `gateway.session_idle_secs` unused (clients that crash never disconnect, and v1.5
 //! servers never expire sessions, so the gateway then ends them at the worker too: `idle`).
 //!
@@ -195,7 +195,7 @@ impl SessionTable {
         }
     }
 
-    /// Forgets a session (DISCONNECT, or the worker no longer knows it).
+    /// Forgets a session (DISCONNECT).
     pub fn closed(&self, id: &[u8], workers: &WorkerSet) {
         if let Some((_, s)) = self.sessions.remove(id) {
             if let Some(w) = workers.get(s.worker) {
