@@ -40,12 +40,16 @@ pub async fn connect(
     let reservation = state.sessions.reserve(&principal.name)?;
     let placed = place(state, principal.access)?;
     let _connecting = placed.worker.connecting();
-    let swapped = without_client_id(codec::replace_token(
+    let mut swapped = codec::replace_token(
         &message,
         header,
         &request,
         placed.internal_token.expose().as_bytes(),
-    ))?;
+    );
+    // DuckDB clients send none; only then is the header decoded a second time.
+    if header.connection_id(&message).is_some() {
+        swapped = without_client_id(swapped)?;
+    }
     let answer = exchange(state, ctx, placed.port, swapped).await?;
     mint(state, &principal, &placed, answer, reservation)
 }
@@ -54,9 +58,6 @@ pub async fn connect(
 /// worker's to make, and nothing the client picks reaches the worker in its place.
 fn without_client_id(message: Bytes) -> Result<Bytes, GatewayError> {
     let header = codec::decode_header(&message)?;
-    if header.connection_id(&message).is_none() {
-        return Ok(message);
-    }
     let new_header = codec::rewrite_header(&message, &header, b"");
     let mut out = BytesMut::with_capacity(message.len());
     out.extend_from_slice(&new_header);
