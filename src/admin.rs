@@ -2,8 +2,9 @@
 //!
 //! `/healthz` is 200 while the process runs. `/readyz` is 200 only while every worker serves
 //! and the gateway is not draining, so a load balancer stops sending new clients before a
-//! drain and while a worker restarts. `/status` lists this node's workers (readiness, sessions,
-//! restarts) and known peers; `/metrics` is the Prometheus text format. Bodies never say
+//! drain and while a worker restarts; on an edge, while some node takes new sessions.
+//! `/status` lists this node's workers (readiness, sessions, restarts) and known peers, and on
+//! an edge every node with its state and load; `/metrics` is the Prometheus text format. Bodies never say
 //! anything about the host or platform.
 
 use std::convert::Infallible;
@@ -15,7 +16,9 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{full, ResponseBody};
+use crate::cluster::status::NodeState;
 use crate::metrics::Readings;
+use crate::role::Role;
 use crate::state::AppState;
 
 /// Serves one admin request.
@@ -39,6 +42,22 @@ pub async fn handle(
             (StatusCode::OK, state.metrics.render(&readings))
         }
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
+        (&Method::GET, "/readyz") if state.role == Role::Edge => {
+            let any = state.cluster.as_ref().is_some_and(|c| c.board.any_ready());
+            if state.is_draining() {
+                (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string())
+            } else if any {
+                (
+                    StatusCode::OK,
+                    "ready: a node takes new sessions\n".to_string(),
+                )
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no node takes new sessions\n".to_string(),
+                )
+            }
+        }
         (&Method::GET, "/readyz") => {
             let ready = state.workers.ready_count();
             let total = state.workers.len();
@@ -88,8 +107,27 @@ fn status(state: &AppState) -> String {
         ));
     }
     if let Some(cluster) = &state.cluster {
-        for (node, addr) in cluster.peer_list() {
-            out.push_str(&format!("peer {node} {addr}\n"));
+        if state.role == Role::Edge {
+            let now = std::time::Instant::now();
+            for (node, node_state) in cluster.board.snapshot() {
+                let endpoint = cluster
+                    .peer(&node)
+                    .map_or_else(|| "-".to_string(), |e| e.host_header());
+                let (sessions, rw, ro) = match node_state {
+                    NodeState::Reported { load, placed, .. } => {
+                        (load.sessions + placed, load.read_write, load.read_only)
+                    }
+                    _ => (0, 0, 0),
+                };
+                out.push_str(&format!(
+                    "node {node} {endpoint} {} sessions={sessions} workers={rw}+{ro}\n",
+                    node_state.label(now)
+                ));
+            }
+        } else {
+            for (node, endpoint) in cluster.peer_list() {
+                out.push_str(&format!("peer {node} {endpoint}\n"));
+            }
         }
     }
     out

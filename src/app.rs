@@ -95,6 +95,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             name: "https",
             trusted: trusted.clone(),
             per_address: Some(per_address.clone()),
+            only_trusted: false,
         });
     }
     if let Some(addr) = config.plain_listen {
@@ -104,16 +105,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             name: "plain",
             trusted: trusted.clone(),
             per_address: Some(per_address.clone()),
+            // Off loopback, plain HTTP serves only the proxies that terminate TLS for it.
+            only_trusted: !addr.ip().is_loopback(),
         });
     }
-    let peer_listener = match &config.cluster {
-        Some(cluster) => Some(Listener {
-            tcp: bind("peer", cluster.peer_listen).await?,
-            tls: None,
-            name: "peer",
-            trusted: Arc::default(),
-            per_address: None,
-        }),
+    let peer_listener = match config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.peer_listen.map(|addr| (addr, c.peer_listen_tls.as_ref())))
+    {
+        Some((addr, tls_files)) => {
+            let tls = tls_files.map(tls::server_config).transpose()?;
+            Some(Listener {
+                tcp: bind("peer", addr).await?,
+                tls: tls.map(|t| (TlsAcceptor::from(t), config.tls_handshake_timeout)),
+                name: "peer",
+                trusted: Arc::default(),
+                per_address: None,
+                only_trusted: false,
+            })
+        }
         None => None,
     };
     let admin = Listener {
@@ -122,6 +133,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         name: "admin",
         trusted: Arc::default(),
         per_address: None,
+        only_trusted: false,
     };
     let mut ready_line = String::from(READY_PREFIX);
     for l in listeners
@@ -229,7 +241,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         stop.clone(),
     ));
     if let Some(cluster) = &state.cluster {
-        tokio::spawn(cluster.clone().watch(state.upstream.clone(), stop.clone()));
+        tokio::spawn(cluster.clone().watch(
+            state.upstream.clone(),
+            config.role == Role::Edge,
+            stop.clone(),
+        ));
     }
     if let Some(jwt) = state.auth.jwt() {
         let loaded = refresh::first_load(jwt.source(), jwt.keys()).await;
@@ -271,9 +287,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     //    listeners keep accepting meanwhile: v1.5 clients open a new connection per request,
     //    so a session's next FETCH or COMMIT arrives on a connection not yet made.
     //    The catalog's sessions belong to workers and end only when those do, so the catalog
-    //    waits only for requests in flight.
+    //    waits only for requests in flight; an edge holds no sessions.
     let mut poll = tokio::time::interval(DRAIN_POLL_INTERVAL);
-    while config.role == Role::Gateway && !state.sessions.is_empty() && Instant::now() < deadline {
+    let holds_sessions = matches!(config.role, Role::Gateway | Role::Node);
+    while holds_sessions && !state.sessions.is_empty() && Instant::now() < deadline {
         poll.tick().await;
     }
     // 3. Stop accepting; open connections finish their in-flight request and close.

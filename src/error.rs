@@ -80,6 +80,12 @@ pub enum GatewayError {
         #[source]
         source: UpstreamError,
     },
+    /// Something in front of the node (its ingress) answered instead of the node.
+    #[error("node {node}: its ingress answered HTTP {status}")]
+    PeerIngress { node: String, status: u16 },
+    /// The node's answer did not verify, or broke off.
+    #[error("node {node}: answer refused: {why}")]
+    PeerAnswer { node: String, why: String },
     /// The worker answered something that is not a valid Quack response.
     #[error("invalid response from worker: {0}")]
     BadWorkerResponse(String),
@@ -101,6 +107,7 @@ impl GatewayError {
             GatewayError::SessionExpired => "session_expired",
             GatewayError::Routing(RoutingError::NoReadOnlyWorker) => "no_read_only_worker",
             GatewayError::Routing(RoutingError::NoWorkerReady) => "no_worker_ready",
+            GatewayError::Routing(RoutingError::NoNodeReady) => "no_node_ready",
             GatewayError::Routing(_) => "invalid_connection_id",
             GatewayError::Upstream(e) if e.may_have_reached_worker() => "upstream_exchange",
             GatewayError::Upstream(_) => "upstream_connect",
@@ -108,6 +115,9 @@ impl GatewayError {
             GatewayError::PeerAuth(_) => "peer_auth",
             GatewayError::OwnerUnreachable { .. } => "owner_unreachable",
             GatewayError::OwnerUnknown(_) => "owner_unknown",
+            GatewayError::PeerIngress { status: 504, .. } => "peer_timeout",
+            GatewayError::PeerIngress { .. } => "peer_ingress",
+            GatewayError::PeerAnswer { .. } => "peer_answer",
         }
     }
 
@@ -128,7 +138,9 @@ impl GatewayError {
             GatewayError::Upstream(_)
             | GatewayError::BadWorkerResponse(_)
             | GatewayError::OwnerUnreachable { .. }
-            | GatewayError::OwnerUnknown(_) => Side::Upstream,
+            | GatewayError::OwnerUnknown(_)
+            | GatewayError::PeerIngress { .. }
+            | GatewayError::PeerAnswer { .. } => Side::Upstream,
         }
     }
 
@@ -173,6 +185,9 @@ impl GatewayError {
             GatewayError::Routing(RoutingError::NoWorkerReady) => ClientReply::Quack(
                 "quackgate: no DuckDB worker is ready for a new connection; try again shortly",
             ),
+            GatewayError::Routing(RoutingError::NoNodeReady) => ClientReply::Quack(
+                "quackgate: no node is ready for a new connection; try again shortly",
+            ),
             // The exact server text: 2.0 clients re-handshake on it, 1.5 clients show it.
             GatewayError::Routing(_) => ClientReply::Quack(server_errors::INVALID_CONNECTION_ID),
             GatewayError::Upstream(e) if e.may_have_reached_worker() => ClientReply::Quack(
@@ -188,11 +203,28 @@ impl GatewayError {
             GatewayError::PeerAuth(_) => {
                 ClientReply::Status(StatusCode::FORBIDDEN, "not a quackgate peer\n")
             }
-            GatewayError::OwnerUnreachable { .. } | GatewayError::OwnerUnknown(_) => ClientReply::Quack(
-                "quackgate: the gateway node that holds this session is unreachable \
-                 (the request was not retried); the session is lost unless it comes back \
-                 (DETACH and ATTACH again)",
-            ),
+            GatewayError::OwnerUnreachable { node, .. } => ClientReply::QuackText(format!(
+                "quackgate: node {node}, which holds this session, is unreachable (the request \
+                 was not retried); the session is lost unless the node comes back (DETACH and \
+                 ATTACH again)"
+            )),
+            GatewayError::OwnerUnknown(node) => ClientReply::QuackText(format!(
+                "quackgate: node {node}, which held this session, has left the cluster; the \
+                 session is lost (DETACH and ATTACH again)"
+            )),
+            GatewayError::PeerIngress { node, status: 504 } => ClientReply::QuackText(format!(
+                "quackgate: node {node} did not answer within the request timeout of the proxy \
+                 in front of it (HTTP 504); the statement may still be running there (see \
+                 README: long statements behind a proxy's request timeout)"
+            )),
+            GatewayError::PeerIngress { node, status } => ClientReply::QuackText(format!(
+                "quackgate: node {node}, which holds this session, is unreachable (its ingress \
+                 answered HTTP {status}; the request was not retried); DETACH and ATTACH again"
+            )),
+            GatewayError::PeerAnswer { node, .. } => ClientReply::QuackText(format!(
+                "quackgate: the answer from node {node} was refused (it did not verify); the \
+                 request was not retried and may or may not have run"
+            )),
         }
     }
 
@@ -224,10 +256,12 @@ fn jwt_text(why: &JwtRejection) -> &'static str {
 }
 
 /// What the client is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientReply {
     /// An ERROR_RESPONSE with this text, in an HTTP 200.
     Quack(&'static str),
+    /// The same, with text made for this failure (naming a node, which is no secret).
+    QuackText(String),
     /// This HTTP status with a short plain-text body.
     Status(StatusCode, &'static str),
 }
@@ -237,6 +271,7 @@ impl ClientReply {
     pub fn into_response(self) -> Response<ResponseBody> {
         match self {
             ClientReply::Quack(text) => quack_response(codec::encode_error_response(text)),
+            ClientReply::QuackText(text) => quack_response(codec::encode_error_response(&text)),
             ClientReply::Status(status, text) => Response::builder()
                 .status(status)
                 .header(CONTENT_TYPE, "text/plain; charset=utf-8")

@@ -27,6 +27,11 @@ impl TrustedProxies {
         TrustedProxies(nets)
     }
 
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether `ip` is one of the trusted proxies.
     pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();

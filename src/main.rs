@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use quackgate::config::Config;
+use quackgate::role::Role;
 
 const EXIT_CONFIG: u8 = 64;
 const EXIT_STARTUP: u8 = 1;
@@ -84,6 +85,12 @@ struct TokenArgs {
 enum Command {
     /// Run the gateway and its workers.
     Serve(RunArgs),
+    /// Run an edge: TLS, auth and limits for clients, placing each session on the least-loaded
+    /// node of `[cluster]` and routing by its id. No workers; run as many as you like.
+    Edge(RunArgs),
+    /// Run a node: workers behind `cluster.peer_listen`, for sessions that edges place on it.
+    /// No client listener.
+    Node(RunArgs),
     /// Run the DuckLake catalog: one worker serving `[catalog] file` over Quack, behind the
     /// same TLS and token front as the gateway.
     Catalog(RunArgs),
@@ -119,11 +126,19 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve(args) => match load(args) {
+        Command::Serve(args) => match load(Role::Gateway, args) {
             Ok(config) => serve(config),
             Err(code) => code,
         },
-        Command::Catalog(args) => match load(args).and_then(|config| {
+        Command::Edge(args) => match load(Role::Edge, args) {
+            Ok(config) => serve(config),
+            Err(code) => code,
+        },
+        Command::Node(args) => match load(Role::Node, args) {
+            Ok(config) => serve(config),
+            Err(code) => code,
+        },
+        Command::Catalog(args) => match load(Role::Gateway, args).and_then(|config| {
             config.into_catalog_role().map_err(|e| {
                 eprintln!("quackgate: {e}");
                 ExitCode::from(EXIT_CONFIG)
@@ -263,7 +278,7 @@ fn token(args: TokenArgs) -> ExitCode {
 }
 
 /// Loads the config with the listen-address flags applied as overrides.
-fn load(args: RunArgs) -> Result<Config, ExitCode> {
+fn load(role: Role, args: RunArgs) -> Result<Config, ExitCode> {
     let flags = [
         ("LISTEN", args.listen),
         ("PLAIN_LISTEN", args.plain_listen),
@@ -271,7 +286,7 @@ fn load(args: RunArgs) -> Result<Config, ExitCode> {
     ]
     .into_iter()
     .filter_map(|(key, value)| Some((format!("QUACKGATE__GATEWAY__{key}"), value?)));
-    Config::load(&args.config, std::env::vars().chain(flags)).map_err(|e| {
+    Config::load_as(role, &args.config, std::env::vars().chain(flags)).map_err(|e| {
         eprintln!("quackgate: {e}");
         ExitCode::from(EXIT_CONFIG)
     })

@@ -27,6 +27,9 @@ pub enum RoutingError {
     /// No worker can take a new session.
     #[error("no worker is ready")]
     NoWorkerReady,
+    /// On an edge: no node can take a new session.
+    #[error("no node is ready")]
+    NoNodeReady,
     /// The session is read-only and this node runs no read-only worker.
     #[error("no read-only worker is configured")]
     NoReadOnlyWorker,

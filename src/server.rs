@@ -48,6 +48,9 @@ pub struct Listener {
     pub trusted: Arc<TrustedProxies>,
     /// Caps on open connections per client address; `None` for the peer and admin listeners.
     pub per_address: Option<Arc<ConnectionCaps>>,
+    /// Serve only `trusted` proxies: a plain listener off loopback, behind a proxy that
+    /// terminates TLS.
+    pub only_trusted: bool,
 }
 
 /// Accepts on `listener` until `drain` is cancelled, serving each connection with `handler`.
@@ -83,6 +86,10 @@ pub async fn run<H, F>(
             },
             _ = drain.cancelled() => return,
         };
+        if listener.only_trusted && !listener.trusted.trusts(peer.ip()) {
+            debug!(client.addr = %peer, listener = listener.name, "connection refused: not a trusted proxy");
+            continue;
+        }
         // Closed at once: the address already holds as many connections as it may.
         let address_permit = match &listener.per_address {
             Some(caps) if !listener.trusted.trusts(peer.ip()) => match caps.admit(peer.ip()) {

@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::auth::jwt::{JwtVerifier, SessionExpiry};
 use crate::auth::{Authenticator, WorkerToken};
-use crate::cluster::Cluster;
+use crate::cluster::{peer_tls_client, Cluster, ClusterError};
 use crate::config::Config;
 use crate::limits::AuthThrottle;
 use crate::metrics::Metrics;
@@ -26,6 +26,8 @@ pub enum StateError {
     /// The system random source failed.
     #[error("reading the system random source: {0}")]
     Random(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// State shared by every request, built once.
@@ -33,6 +35,7 @@ pub enum StateError {
 pub struct AppState {
     /// Part of every connection id this node mints.
     pub node_id: String,
+    pub role: Role,
     /// `gateway.max_body_bytes`.
     pub max_body_bytes: u64,
     pub auth: Authenticator,
@@ -92,8 +95,17 @@ impl AppState {
         };
         let read_only_worker_token =
             WorkerToken::generate().map_err(|e| StateError::Random(e.to_string()))?;
+        let mut upstream = Upstream::new();
+        let mut cluster = None;
+        if let Some(c) = &config.cluster {
+            if c.peer_tls {
+                upstream = upstream.with_peer_tls(peer_tls_client(c.peer_ca_file.as_deref())?);
+            }
+            cluster = Some(Arc::new(Cluster::new(&config.node_id, secret.expose(), c)?));
+        }
         Ok(AppState {
             node_id: config.node_id.clone(),
+            role: config.role,
             max_body_bytes: config.max_body_bytes,
             auth: Authenticator::new(config.static_tokens.clone(), jwt),
             ids: IdSigner::new(secret.expose()),
@@ -106,14 +118,11 @@ impl AppState {
                 config.limits.max_sessions,
                 config.limits.max_sessions_per_principal,
             )),
-            upstream: Upstream::new(),
+            upstream,
             worker_token,
             read_only_worker_token,
             roles_share_workers: config.role == Role::Catalog,
-            cluster: config
-                .cluster
-                .as_ref()
-                .map(|c| Arc::new(Cluster::new(&config.node_id, secret.expose(), c))),
+            cluster,
             peer_requests: AtomicU64::new(0),
             throttle: Arc::new(AuthThrottle::new(&config.limits)),
             metrics: Metrics::new(),

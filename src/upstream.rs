@@ -10,6 +10,10 @@
 //! exchange is over. A body dropped early takes its connection with it, since the worker may
 //! still be writing on it.
 //!
+//! Peers may sit behind an HTTP/1.1 ingress that routes by name (Azure Container Apps' Envoy):
+//! an [`Endpoint`] carries the name for the Host header and SNI besides the address, and peer
+//! connections may be TLS. They are pooled like worker connections, per endpoint.
+//!
 //! A PREPARE answers only when the query's first batch is ready, so a request may rightly take
 //! as long as the query; the only timeout is on connecting. Idle connections are dropped well
 //! before the worker's own 10 s keep-alive ends, so the gateway does not race the worker
@@ -37,6 +41,11 @@ use hyper_util::rt::TokioIo;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
 
 use crate::body::{loopback, whole, UpstreamBody};
 use quack_codec::{QUACK_PATH, REQUEST_CONTENT_TYPE};
@@ -57,6 +66,8 @@ const CONNECTS_PER_DESTINATION: usize = 4;
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 /// How long a health probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest answer to a probe or a status request.
+const PROBE_MAX_BODY: usize = 64 * 1024;
 
 /// Why a forward failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +97,67 @@ impl UpstreamError {
     }
 }
 
-type Connection = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+/// A connection's transport: plain to workers, plain or TLS to peers.
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+type Connection = http1::Connection<TokioIo<Stream>, UpstreamBody>;
+
+/// Where a request goes: an address, and for a peer behind a name-routing ingress, the name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// `host:port` for the Host header, and its host for SNI; the address when `None`.
+    pub authority: Option<Arc<str>>,
+    /// Whether to speak TLS, with [`Upstream::with_peer_tls`]'s configuration.
+    pub tls: bool,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Endpoint {
+            addr,
+            authority: None,
+            tls: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.authority {
+            Some(name) => write!(f, "{name} ({})", self.addr)?,
+            None => write!(f, "{}", self.addr)?,
+        }
+        if self.tls {
+            f.write_str(" tls")?;
+        }
+        Ok(())
+    }
+}
+
+impl Endpoint {
+    /// `host:port` as configured: the Host header.
+    pub fn host_header(&self) -> String {
+        match &self.authority {
+            Some(name) => name.to_string(),
+            None => self.addr.to_string(),
+        }
+    }
+
+    /// The name the peer's certificate must carry.
+    fn server_name(&self) -> Result<ServerName<'static>, std::io::Error> {
+        let host = match &self.authority {
+            Some(name) => name
+                .rsplit_once(':')
+                .map_or(&**name, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            None => self.addr.ip().to_string(),
+        };
+        ServerName::try_from(host)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    }
+}
 
 /// One connection to a worker or peer, in use by one exchange or idle in the pool.
 struct Leased {
@@ -118,13 +189,13 @@ struct Idle {
 #[derive(Default)]
 struct Pool {
     /// Oldest first; the newest is reused first, so the rest age out.
-    idle: DashMap<SocketAddr, VecDeque<Idle>>,
-    gates: DashMap<SocketAddr, Arc<Semaphore>>,
+    idle: DashMap<Endpoint, VecDeque<Idle>>,
+    gates: DashMap<Endpoint, Arc<Semaphore>>,
 }
 
 impl Pool {
     /// A live idle connection to `to`, ready for a request, if there is one.
-    async fn reuse(&self, to: SocketAddr) -> Option<Leased> {
+    async fn reuse(&self, to: &Endpoint) -> Option<Leased> {
         loop {
             let mut leased = self.take_idle(to)?;
             // An idle connection nobody polled may have been closed by the worker meanwhile;
@@ -141,8 +212,8 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self, to: SocketAddr) -> Option<Leased> {
-        let mut list = self.idle.get_mut(&to)?;
+    fn take_idle(&self, to: &Endpoint) -> Option<Leased> {
+        let mut list = self.idle.get_mut(to)?;
         let expired = Self::split_expired(&mut list, Instant::now());
         let newest = list.pop_back();
         drop(list);
@@ -150,7 +221,7 @@ impl Pool {
         newest.map(|idle| idle.leased)
     }
 
-    fn put_back(&self, to: SocketAddr, leased: Leased) {
+    fn put_back(&self, to: Endpoint, leased: Leased) {
         let mut list = self.idle.entry(to).or_default();
         list.push_back(Idle {
             leased,
@@ -193,9 +264,9 @@ impl Pool {
     /// 15 s: requests then stall for seconds and health probes fail. Waiting here instead
     /// costs microseconds, and most waiting requests end up on connections the first ones
     /// put back.
-    fn gate(&self, to: SocketAddr) -> Arc<Semaphore> {
+    fn gate(&self, to: &Endpoint) -> Arc<Semaphore> {
         self.gates
-            .entry(to)
+            .entry(to.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(CONNECTS_PER_DESTINATION)))
             .clone()
     }
@@ -205,7 +276,7 @@ impl Pool {
 /// connection; once it has been read to the end, dropping it puts the connection back.
 pub struct LeasedBody {
     body: Incoming,
-    lease: Option<(Leased, Arc<Pool>, SocketAddr)>,
+    lease: Option<(Leased, Arc<Pool>, Endpoint)>,
     /// The body said it has no more frames (a body without a length never counts down).
     ended: bool,
 }
@@ -265,28 +336,32 @@ impl std::fmt::Debug for LeasedBody {
 
 /// One Quack message for a worker or a peer, with the headers it travels with.
 pub struct QuackPost {
-    to: SocketAddr,
+    to: Endpoint,
     body: UpstreamBody,
     /// `None` sends the body chunked.
     content_length: Option<u64>,
     user_agent: Option<HeaderValue>,
-    extra_header: Option<(&'static str, HeaderValue)>,
+    extra_headers: Vec<(&'static str, HeaderValue)>,
 }
 
 impl QuackPost {
     /// A message whose body streams, with its length when known.
-    pub fn streamed(to: SocketAddr, body: UpstreamBody, content_length: Option<u64>) -> Self {
+    pub fn streamed(
+        to: impl Into<Endpoint>,
+        body: UpstreamBody,
+        content_length: Option<u64>,
+    ) -> Self {
         QuackPost {
-            to,
+            to: to.into(),
             body,
             content_length,
             user_agent: None,
-            extra_header: None,
+            extra_headers: Vec::new(),
         }
     }
 
     /// A message whose bytes are all at hand.
-    pub fn whole(to: SocketAddr, message: Bytes) -> Self {
+    pub fn whole(to: impl Into<Endpoint>, message: Bytes) -> Self {
         let length = message.len() as u64;
         Self::streamed(to, whole(message), Some(length))
     }
@@ -297,9 +372,9 @@ impl QuackPost {
         self
     }
 
-    /// Adds one header (the peer credential).
+    /// Adds one header (the peer credential, a grant).
     pub fn header(mut self, name: &'static str, value: HeaderValue) -> Self {
-        self.extra_header = Some((name, value));
+        self.extra_headers.push((name, value));
         self
     }
 }
@@ -308,6 +383,8 @@ impl QuackPost {
 #[derive(Clone)]
 pub struct Upstream {
     pool: Arc<Pool>,
+    /// For endpoints with `tls`; `None` refuses them.
+    peer_tls: Option<TlsConnector>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -329,7 +406,16 @@ impl Upstream {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep(Arc::downgrade(&pool)));
         }
-        Upstream { pool }
+        Upstream {
+            pool,
+            peer_tls: None,
+        }
+    }
+
+    /// The same client, speaking TLS with `config` to endpoints that ask for it.
+    pub fn with_peer_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.peer_tls = Some(TlsConnector::from(config));
+        self
     }
 
     /// POSTs a Quack message to a worker or to a peer node's listener.
@@ -340,9 +426,9 @@ impl Upstream {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(QUACK_PATH)
-            .header(HOST, post.to.to_string())
+            .header(HOST, post.to.host_header())
             .header(CONTENT_TYPE, REQUEST_CONTENT_TYPE);
-        if let Some((name, value)) = post.extra_header {
+        for (name, value) in post.extra_headers {
             req = req.header(name, value);
         }
         if let Some(len) = post.content_length {
@@ -360,11 +446,11 @@ impl Upstream {
     /// Sends `req` on a pooled connection to `to`, or on a new one.
     async fn request(
         &self,
-        to: SocketAddr,
+        to: Endpoint,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<LeasedBody>, UpstreamError> {
         loop {
-            let (mut leased, reused) = self.lease(to).await?;
+            let (mut leased, reused) = self.lease(&to).await?;
             let answer = {
                 let response = leased.sender.try_send_request(req);
                 tokio::pin!(response);
@@ -378,7 +464,7 @@ impl Upstream {
                 Ok(response) => {
                     return Ok(response.map(|body| LeasedBody {
                         body,
-                        lease: Some((leased, self.pool.clone(), to)),
+                        lease: Some((leased, self.pool.clone(), to.clone())),
                         ended: false,
                     }))
                 }
@@ -393,7 +479,7 @@ impl Upstream {
     }
 
     /// A connection to `to`, and whether it was used before.
-    async fn lease(&self, to: SocketAddr) -> Result<(Leased, bool), UpstreamError> {
+    async fn lease(&self, to: &Endpoint) -> Result<(Leased, bool), UpstreamError> {
         if let Some(leased) = self.pool.reuse(to).await {
             return Ok((leased, true));
         }
@@ -403,7 +489,46 @@ impl Upstream {
         if let Some(leased) = self.pool.reuse(to).await {
             return Ok((leased, true));
         }
-        Ok((connect(to).await?, false))
+        Ok((self.connect(to).await?, false))
+    }
+
+    /// Opens a connection: `TCP_NODELAY`, keepalive probes, TLS when asked, and the HTTP/1.1
+    /// client state.
+    async fn connect(&self, to: &Endpoint) -> Result<Leased, UpstreamError> {
+        let tcp = open(to.addr).await.map_err(UpstreamError::Connect)?;
+        tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        // A peer node that vanishes mid-request (no FIN, no RST) is noticed in about a minute
+        // instead of the kernel's default of hours; a long query keeps its connection busy,
+        // not idle, so keepalive never cuts a live exchange.
+        SockRef::from(&tcp)
+            .set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE))
+            .map_err(UpstreamError::Connect)?;
+        let stream = if to.tls {
+            let connector = self.peer_tls.as_ref().ok_or_else(|| {
+                UpstreamError::Connect(std::io::Error::other("no TLS client configured"))
+            })?;
+            let name = to.server_name().map_err(UpstreamError::Connect)?;
+            let handshake = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp));
+            let tls = handshake
+                .await
+                .map_err(|_| {
+                    UpstreamError::Connect(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    ))
+                })?
+                .map_err(UpstreamError::Connect)?;
+            Either::Right(tls)
+        } else {
+            Either::Left(tcp)
+        };
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Unsent)?;
+        Ok(Leased {
+            sender,
+            conn: Some(Box::pin(conn)),
+        })
     }
 
     /// Whether the worker on `port` answers `GET /` with 200 in time.
@@ -412,44 +537,44 @@ impl Upstream {
     }
 
     /// The body of a `GET` that answers 200 within the probe timeout.
-    pub async fn get(&self, to: SocketAddr, path: &str) -> Option<Bytes> {
-        let req = Request::builder()
+    pub async fn get(&self, to: impl Into<Endpoint>, path: &str) -> Option<Bytes> {
+        let (parts, body) = self.get_with(to.into(), path, &[]).await?;
+        parts.status.is_success().then_some(body)
+    }
+
+    /// A `GET` with extra headers, answered (with any status) within the probe timeout: the
+    /// answer's head and its whole (small) body.
+    pub async fn get_with(
+        &self,
+        to: Endpoint,
+        path: &str,
+        headers: &[(&'static str, HeaderValue)],
+    ) -> Option<(http::response::Parts, Bytes)> {
+        let mut req = Request::builder()
             .method(Method::GET)
             .uri(path)
-            .header(HOST, to.to_string())
+            .header(HOST, to.host_header());
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let req = req
             .body(Empty::new().map_err(|never| match never {}).boxed())
             .ok()?;
         let exchange = async {
-            let resp = self.request(to, req).await.ok()?;
-            let ok = resp.status().is_success();
+            let (parts, body) = self.request(to, req).await.ok()?.into_parts();
             // Read the body to the end so the connection goes back to the pool.
-            let body = resp.into_body().collect().await.ok()?.to_bytes();
-            ok.then_some(body)
+            let body = http_body_util::Limited::new(body, PROBE_MAX_BODY)
+                .collect()
+                .await
+                .ok()?
+                .to_bytes();
+            Some((parts, body))
         };
         tokio::time::timeout(PROBE_TIMEOUT, exchange)
             .await
             .ok()
             .flatten()
     }
-}
-
-/// Opens a connection: `TCP_NODELAY`, keepalive probes, and the HTTP/1.1 client state.
-async fn connect(to: SocketAddr) -> Result<Leased, UpstreamError> {
-    let stream = open(to).await.map_err(UpstreamError::Connect)?;
-    stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-    // A peer node that vanishes mid-request (no FIN, no RST) is noticed in about a minute
-    // instead of the kernel's default of hours; a long query keeps its connection busy, not
-    // idle, so keepalive never cuts a live exchange.
-    SockRef::from(&stream)
-        .set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE))
-        .map_err(UpstreamError::Connect)?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(UpstreamError::Unsent)?;
-    Ok(Leased {
-        sender,
-        conn: Some(Box::pin(conn)),
-    })
 }
 
 /// The TCP connection, within [`CONNECT_TIMEOUT`].

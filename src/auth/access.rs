@@ -44,3 +44,66 @@ pub struct Principal {
     /// static tokens.
     pub expires_at: Option<u64>,
 }
+
+impl Principal {
+    /// The form a session's grant travels in on the peer leg, under the peer MAC:
+    /// `<rw|ro>.<expiry or 0>.<hex of the name>`.
+    pub fn to_grant(&self) -> String {
+        let access = match self.access {
+            Access::ReadWrite => "rw",
+            Access::ReadOnly => "ro",
+        };
+        format!(
+            "{access}.{}.{}",
+            self.expires_at.unwrap_or(0),
+            hex::encode(self.name.as_bytes())
+        )
+    }
+
+    /// The principal a grant names, if it is well formed.
+    pub fn from_grant(grant: &[u8]) -> Option<Principal> {
+        let text = std::str::from_utf8(grant).ok()?;
+        let mut parts = text.splitn(3, '.');
+        let access = match parts.next()? {
+            "rw" => Access::ReadWrite,
+            "ro" => Access::ReadOnly,
+            _ => return None,
+        };
+        let expires_at: u64 = parts.next()?.parse().ok()?;
+        let name = String::from_utf8(hex::decode(parts.next()?).ok()?).ok()?;
+        if name.is_empty() {
+            return None;
+        }
+        Some(Principal {
+            name: name.into(),
+            access,
+            expires_at: (expires_at != 0).then_some(expires_at),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_names_the_same_principal_on_the_other_side() {
+        for p in [
+            Principal {
+                name: "jwt:ana.maria@example.com".into(),
+                access: Access::ReadOnly,
+                expires_at: Some(1_900_000_000),
+            },
+            Principal {
+                name: "tester".into(),
+                access: Access::ReadWrite,
+                expires_at: None,
+            },
+        ] {
+            assert_eq!(Principal::from_grant(p.to_grant().as_bytes()), Some(p));
+        }
+        for bad in ["", "rw", "admin.0.74", "rw.x.74", "rw.0.zz", "rw.0."] {
+            assert_eq!(Principal::from_grant(bad.as_bytes()), None, "{bad}");
+        }
+    }
+}

@@ -33,8 +33,11 @@ pub(super) struct AuthSection {
 }
 
 /// Validates `[auth]` and `[limits]`; problems go to `problems`, each naming its key.
+/// `serves_clients`: whether this process authenticates clients (a node does not: edges
+/// vouch for its sessions).
 pub(super) fn validate(
     auth: FileAuth,
+    serves_clients: bool,
     l: FileLimits,
     resolve: &dyn Fn(PathBuf) -> PathBuf,
     problems: &mut Problems,
@@ -171,7 +174,7 @@ pub(super) fn validate(
             Arc::new(keys),
         ))
     });
-    if static_tokens.is_empty() && jwt.is_none() && problems.is_empty() {
+    if serves_clients && static_tokens.is_empty() && jwt.is_none() && problems.is_empty() {
         problems
             .push("auth: set auth.static_tokens or [auth.jwt], or no client can connect".into());
     }

@@ -27,11 +27,16 @@ pub(super) struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileCluster {
-    pub(super) peer_listen: String,
+    pub(super) peer_listen: Option<String>,
+    pub(super) peer_tls_cert: Option<PathBuf>,
+    pub(super) peer_tls_key: Option<PathBuf>,
+    pub(super) private_network: Option<bool>,
     #[serde(default)]
     pub(super) peers: BTreeMap<String, String>,
     pub(super) peers_file: Option<PathBuf>,
     pub(super) peers_dns: Option<String>,
+    pub(super) peer_tls: Option<bool>,
+    pub(super) peer_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::file::{FileGateway, FileTls};
 use crate::config::problems::Problems;
 use crate::forwarded::{self, TrustedProxies};
+use crate::role::Role;
 use crate::routable_id::{IdSecret, MAX_NODE_ID_LEN, SECRET_BYTES};
 use crate::tls::TlsFiles;
 
@@ -43,10 +44,12 @@ pub(super) struct GatewaySection {
 
 pub(super) fn validate(
     gateway: FileGateway,
+    role: Role,
     tls: Option<FileTls>,
     resolve: &dyn Fn(PathBuf) -> PathBuf,
     problems: &mut Problems,
 ) -> GatewaySection {
+    let node_id_set = gateway.node_id.is_some();
     let node_id = gateway.node_id.unwrap_or_else(|| DEFAULT_NODE_ID.into());
     if node_id.is_empty()
         || node_id.len() > MAX_NODE_ID_LEN
@@ -80,13 +83,6 @@ pub(super) fn validate(
                 .unwrap_or_else(|| "127.0.0.1:9464".into()),
         ),
     );
-    if let Some(plain) = plain_listen {
-        if !plain.ip().is_loopback() {
-            problems.push(format!(
-                "gateway.plain_listen: plain HTTP carries tokens in clear and is for loopback only, got {plain}"
-            ));
-        }
-    }
     let trusted_proxies = TrustedProxies::new(
         gateway
             .trusted_proxies
@@ -99,9 +95,25 @@ pub(super) fn validate(
             })
             .collect(),
     );
-    if listen.is_none() && plain_listen.is_none() {
+    if let Some(plain) = plain_listen {
+        if !plain.ip().is_loopback() && trusted_proxies.is_empty() {
+            problems.push(format!(
+                "gateway.plain_listen: plain HTTP carries tokens in clear; off loopback ({plain}) it serves only gateway.trusted_proxies (an ingress that terminates TLS), and none is set"
+            ));
+        }
+    }
+    match role {
+        Role::Node if listen.is_some() || plain_listen.is_some() => problems.push(
+            "gateway.listen, gateway.plain_listen: a node has no client listener (clients connect to an edge; the node serves cluster.peer_listen); remove them".into(),
+        ),
+        Role::Node => {}
+        _ if listen.is_none() && plain_listen.is_none() => problems
+            .push("gateway.listen: set it (HTTPS) or gateway.plain_listen (loopback HTTP)".into()),
+        _ => {}
+    }
+    if matches!(role, Role::Edge | Role::Node) && !node_id_set {
         problems
-            .push("gateway.listen: set it (HTTPS) or gateway.plain_listen (loopback HTTP)".into());
+            .push("gateway.node_id: required for an edge or a node, unique in the cluster".into());
     }
     let tls = tls.map(|t| TlsFiles {
         cert: resolve(t.cert),

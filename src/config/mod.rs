@@ -131,11 +131,24 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Self::load_as(Role::Gateway, path, env)
+    }
+
+    /// [`Config::load`] for a process of `role`: an edge needs no `[workers]`, a node no
+    /// client listener, and both a `[cluster]`.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn load_as(
+        role: Role,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text, path, env)
+        Self::from_toml_as(role, &text, path, env)
     }
 
     /// Like [`Config::load`] with the file's text given. Relative paths in the config are
@@ -144,6 +157,19 @@ impl Config {
     /// # Errors
     /// Every problem found, each naming its key.
     pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::from_toml_as(Role::Gateway, text, path, env)
+    }
+
+    /// [`Config::from_toml`] for a process of `role`.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn from_toml_as(
+        role: Role,
         text: &str,
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
@@ -158,7 +184,7 @@ impl Config {
         let file: FileConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
             .map_err(|e| parse_error(format!("{}: {}", e.path(), e.inner())))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        validate(file, base)
+        validate(file, base, role)
     }
 }
 
@@ -221,26 +247,38 @@ fn apply_env_overrides(
     Ok(())
 }
 
-fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
+fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
 
-    let gateway = gateway::validate(file.gateway, file.tls, &resolve, &mut problems);
+    let gateway = gateway::validate(file.gateway, role, file.tls, &resolve, &mut problems);
     let auth::AuthSection {
         static_tokens,
         jwt,
         limits,
-    } = auth::validate(file.auth, file.limits, &resolve, &mut problems);
-    let workers = workers::validate(file.workers, &resolve, &mut problems);
+    } = auth::validate(
+        file.auth,
+        role != Role::Node,
+        file.limits,
+        &resolve,
+        &mut problems,
+    );
+    let workers = if role == Role::Edge {
+        workers::none(file.workers, &mut problems)
+    } else {
+        workers::validate(file.workers, &resolve, &mut problems)
+    };
     let catalog_file = file.catalog.map(|c| resolve(c.file));
     let cluster = cluster::validate(
         file.cluster,
+        role,
         gateway.id_secret.is_some(),
         &resolve,
         &mut problems,
     );
-    // The catalog serves read-only tokens itself (session_roles in its worker).
-    if workers.read_only_count == 0 && catalog_file.is_none() {
+    // The catalog serves read-only tokens itself (session_roles in its worker); an edge
+    // leaves it to the nodes.
+    if workers.read_only_count == 0 && catalog_file.is_none() && role == Role::Gateway {
         if let Some(t) = static_tokens.iter().find(|t| t.access == Access::ReadOnly) {
             problems.push(format!(
                 "workers.read_only_count: token {:?} is read_only, and read-only sessions are only served by read-only workers; set workers.read_only_count >= 1",
@@ -274,7 +312,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         workers,
         log_filter,
         catalog_file,
-        role: Role::Gateway,
+        role,
         cluster,
     })
 }
@@ -348,10 +386,65 @@ mod tests {
     }
 
     #[test]
+    fn an_edge_needs_nodes_and_no_workers_and_a_node_no_client_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("id-secret");
+        std::fs::write(&secret, "ab".repeat(32)).unwrap();
+        let edge = format!(
+            "[gateway]\nnode_id = \"edge-a\"\nplain_listen = \"10.1.0.5:8080\"\ntrusted_proxies = [\"10.1.0.1/32\"]\nid_secret_file = \"{}\"\n[[auth.static_tokens]]\nname = \"t\"\nsha256 = \"{HASH}\"\n[cluster]\npeers = {{ n1 = \"n1.internal:443\" }}\npeer_tls = true\n",
+            secret.display()
+        );
+        let path = dir.path().join("edge.toml");
+        let config = Config::from_toml_as(Role::Edge, &edge, &path, Vec::new()).unwrap();
+        assert_eq!((config.role, config.workers.count), (Role::Edge, 0));
+        let cluster = config.cluster.unwrap();
+        assert!(cluster.peer_tls && cluster.peer_listen.is_none());
+
+        let err = Config::from_toml_as(
+            Role::Edge,
+            &(edge
+                .replace(
+                    "peers = { n1 = \"n1.internal:443\" }\n",
+                    "peer_listen = \"0.0.0.0:7000\"\n",
+                )
+                .replace("trusted_proxies = [\"10.1.0.1/32\"]\n", "")
+                + "[workers]\ncount = 2\n"),
+            &path,
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "cluster: an edge needs its nodes",
+            "cluster.peer_listen: an edge holds no sessions",
+            "workers: an edge runs no workers",
+            "gateway.plain_listen: plain HTTP carries tokens in clear",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+
+        let node = base(dir.path()).replace(
+            "[gateway]\n",
+            &format!(
+                "[gateway]\nnode_id = \"n1\"\nid_secret_file = \"{}\"\n",
+                secret.display()
+            ),
+        ) + "[cluster]\npeer_listen = \"0.0.0.0:7000\"\n";
+        let err = Config::from_toml_as(Role::Node, &node, &path, Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a node has no client listener"), "{err}");
+        assert!(
+            err.contains("cluster.peer_listen: 0.0.0.0:7000 may be reachable from outside"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key_and_value() {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "[gateway]\nnode_id = \"Bad.Id\"\nlisten = \"nope\"\nplain_listen = \"0.0.0.0:80\"\ntrusted_proxies = [\"10.0.0.0/8\", \"lb.internal\"]\n[[auth.static_tokens]]\nname = \"t\"\nsha256 = \"abc\"\n[workers]\ncount = 0\nextension_dir = \"{}\"\n",
+            "[gateway]\nnode_id = \"Bad.Id\"\nlisten = \"nope\"\nplain_listen = \"0.0.0.0:80\"\ntrusted_proxies = [\"lb.internal\"]\n[[auth.static_tokens]]\nname = \"t\"\nsha256 = \"abc\"\n[workers]\ncount = 0\nextension_dir = \"{}\"\n",
             dir.path().join("missing").display()
         );
         let err = load(&text, dir.path(), &[]).unwrap_err().to_string();

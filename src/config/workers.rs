@@ -218,3 +218,31 @@ pub(super) fn validate(
         health_interval: Duration::from_millis(health_interval_ms),
     }
 }
+
+/// An edge's: no workers. A `[workers]` that asks for any is a mistake worth naming.
+pub(super) fn none(w: FileWorkers, problems: &mut Problems) -> WorkersConfig {
+    if w.count.is_some_and(|c| c > 0)
+        || w.read_only_count.is_some_and(|c| c > 0)
+        || w.ducklake.is_some()
+    {
+        problems.push(
+            "workers: an edge runs no workers (they run on the nodes it places sessions on); remove [workers]".into(),
+        );
+    }
+    WorkersConfig {
+        count: 0,
+        read_only_count: 0,
+        extension_dir: PathBuf::new(),
+        database_dir: None,
+        threads: None,
+        memory_limit: None,
+        init_sql: Vec::new(),
+        fetch_batch_chunks: DEFAULT_FETCH_BATCH_CHUNKS,
+        external_access: false,
+        token: None,
+        ducklake: None,
+        database_file: None,
+        startup_timeout: Duration::from_secs(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS),
+        health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
+    }
+}

@@ -3,6 +3,10 @@
 //! its access, **exchange** the CONNECTION_REQUEST with the worker under the internal token
 //! (and without any connection id the client put in its header),
 //! and **mint** the routable id that replaces the worker's own in the answer.
+//!
+//! An edge places the session on a node instead: the least-loaded ready node, over the peer
+//! leg, with the client's token taken out and the principal sent as a grant. The node takes
+//! the grant in place of authentication, and does the other three phases.
 
 use std::time::{Duration, Instant};
 
@@ -13,9 +17,12 @@ use tracing::{debug, warn};
 
 use crate::auth::{Access, Principal, WorkerToken};
 use crate::body::{loopback, ResponseBody};
+use crate::cluster::PeerAuthError;
 use crate::error::{quack_response, GatewayError};
 use crate::proxy::context::RequestContext;
+use crate::proxy::peer;
 use crate::proxy::read::MAX_CONNECT_MESSAGE_BYTES;
+use crate::role::Role;
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
 use crate::sessions::table::Reservation;
@@ -36,7 +43,14 @@ pub async fn connect(
     header: &Header,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let request = codec::decode_connection_request(&message, header)?;
-    let principal = authenticate(state, ctx, &message, &request)?;
+    let principal = match &ctx.admitted {
+        // Placed here by an edge, which checked the client's token.
+        Some(admitted) => admitted.grant.clone().ok_or(PeerAuthError::Malformed)?,
+        None => authenticate(state, ctx, &message, &request)?,
+    };
+    if state.role == Role::Edge {
+        return place_on_node(state, ctx, &message, header, &request, &principal).await;
+    }
     let reservation = state.sessions.reserve(&principal.name)?;
     let placed = place(state, principal.access)?;
     let _connecting = placed.worker.connecting();
@@ -52,6 +66,59 @@ pub async fn connect(
     }
     let answer = exchange(state, ctx, placed.port, swapped).await?;
     mint(state, &principal, &placed, answer, reservation)
+}
+
+/// On an edge: the session goes to the least-loaded ready node. A node that could not be
+/// reached, with nothing sent, is marked so and the next one is tried; once anything may have
+/// been sent, the outcome is the client's.
+async fn place_on_node(
+    state: &AppState,
+    ctx: &RequestContext,
+    message: &Bytes,
+    header: &Header,
+    request: &ConnectionRequest,
+    principal: &Principal,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let cluster = state.cluster.as_deref().ok_or(RoutingError::NoNodeReady)?;
+    // The token stays here: a node never sees it.
+    let mut outgoing = codec::replace_token(message, header, request, b"");
+    if header.connection_id(message).is_some() {
+        outgoing = without_client_id(outgoing)?;
+    }
+    let mut tried = Vec::new();
+    loop {
+        let node = cluster
+            .board
+            .place(principal.access, &tried)
+            .ok_or(RoutingError::NoNodeReady)?;
+        let Some(to) = cluster.peer(&node) else {
+            tried.push(node);
+            continue;
+        };
+        let sent = peer::send(
+            state,
+            ctx,
+            &node,
+            to,
+            msg_type::CONNECTION_REQUEST,
+            outgoing.clone(),
+            Some(principal),
+        )
+        .await;
+        match sent {
+            Err(GatewayError::OwnerUnreachable { source, .. })
+                if !source.may_have_reached_worker() =>
+            {
+                warn!(peer.node = %node, error = %source, "node unreachable; placing the session on another");
+                cluster.board.unreachable(&node);
+                tried.push(node);
+            }
+            other => {
+                debug!(principal.name = %principal.name, peer.node = %node, "session placed");
+                return other;
+            }
+        }
+    }
 }
 
 /// The message without a connection id of the client's choosing: a new session's id is the

@@ -10,7 +10,8 @@ use http::{HeaderValue, Request};
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
-use crate::cluster::PEER_HEADER;
+use crate::cluster::credential::{GRANT_HEADER, PEER_HEADER};
+use crate::proxy::peer::Admitted;
 use crate::server::ClientAddr;
 
 /// Where a request came from.
@@ -34,13 +35,17 @@ impl Origin {
 }
 
 /// One request's context, made when it arrives and filled in by its phases. `Debug` never
-/// shows the peer credential.
+/// shows the peer credential or grant.
 pub struct RequestContext {
     pub origin: Origin,
     pub started: Instant,
     /// Passed on to the worker: DuckDB logs it.
     pub user_agent: Option<HeaderValue>,
     pub peer_credential: Option<HeaderValue>,
+    /// The grant an edge sent with a session it placed here, unchecked until admitted.
+    pub peer_grant: Option<HeaderValue>,
+    /// Set once a peer request's credential verified.
+    pub admitted: Option<Admitted>,
     /// The client's address (behind trusted proxies, the one they report); limits key on it.
     pub client_ip: Option<IpAddr>,
     /// The message type's name, once the header has been read.
@@ -64,6 +69,8 @@ impl RequestContext {
             started: Instant::now(),
             user_agent: req.headers().get(USER_AGENT).cloned(),
             peer_credential: req.headers().get(PEER_HEADER).cloned(),
+            peer_grant: req.headers().get(GRANT_HEADER).cloned(),
+            admitted: None,
             client_ip: req.extensions().get::<ClientAddr>().map(|a| a.0),
             msg_type: None,
         }

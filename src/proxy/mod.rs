@@ -3,17 +3,21 @@
 //!
 //! A Quack message goes through named phases, each in its own file:
 //! 1. **read the header** (`read`), bounded in size and time; nothing is decided before it;
-//! 2. **admit**: a request on the peer listener must carry a valid peer credential;
-//! 3. a CONNECTION_REQUEST opens a session (`connect`: authenticate, place, exchange, mint);
+//! 2. **admit**: a request on the peer listener is read whole and must carry a credential
+//!    that covers it (`peer`);
+//! 3. a CONNECTION_REQUEST opens a session (`connect`: authenticate, place, exchange, mint),
+//!    on an edge by placing it on a node;
 //! 4. any other message is **resolved** by its signed id to the worker or node that owns its
 //!    session and forwarded there once, never anywhere else and never twice (`session`).
 //!    Small request types are read and checked in full first; APPEND and unknown types stream
-//!    through with only their header checked.
+//!    through to a worker with only their header checked (the peer leg reads them whole);
+//! 5. on the peer listener, the answer is **sealed** for the sender (`peer`).
 //!
 //! `error` decides what the client sees when a phase fails.
 
 pub mod connect;
 pub mod context;
+pub mod peer;
 pub mod read;
 pub mod session;
 
@@ -28,7 +32,8 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::body::{empty, full, ResponseBody};
-use crate::cluster::{PeerAuthError, NODE_PATH};
+use crate::cluster::credential::PEER_HEADER;
+use crate::cluster::status::STATUS_PATH;
 use crate::error::{GatewayError, Side};
 use crate::proxy::context::{Outgoing, RequestContext};
 use crate::proxy::read::{
@@ -37,7 +42,7 @@ use crate::proxy::read::{
 };
 use crate::proxy::session::Destination;
 use crate::state::AppState;
-use quack_codec::{self as codec, Header};
+use quack_codec as codec;
 use quack_codec::{msg_type, BANNER, QUACK_PATH};
 
 pub use crate::proxy::context::Origin;
@@ -49,17 +54,17 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
-        (&Method::GET, NODE_PATH) if origin == Origin::Peer => match &state.cluster {
-            Some(cluster) => Response::builder()
-                .header(CONTENT_TYPE, "text/plain")
-                .body(full(Bytes::from(cluster.identity())))
-                .expect("valid by construction"),
-            None => not_found(),
-        },
+        (&Method::GET, STATUS_PATH) if origin == Origin::Peer => {
+            peer::status(&state, req.headers().get(PEER_HEADER))
+        }
         (&Method::POST, QUACK_PATH) => {
             let mut ctx = RequestContext::new(origin, &req);
             let result = forward(&state, &mut ctx, req).await;
-            finish(&state, &ctx, result)
+            let response = finish(&state, &ctx, result);
+            match &ctx.admitted {
+                Some(admitted) => peer::seal(&state, &admitted.nonce, response).await,
+                None => response,
+            }
         }
         (&Method::GET, "/") => Response::builder()
             .header(CONTENT_TYPE, "text/plain")
@@ -123,7 +128,29 @@ async fn forward(
     debug!(quack.msg_type = type_name, "quack request");
 
     if ctx.origin == Origin::Peer {
-        admit_peer(state, ctx, &prefix, &header)?;
+        // The whole message: the credential covers its digest.
+        let message = with_client_timeout(read_rest(prefix, body, limit, limit)).await?;
+        peer::admit(state, ctx, &message, &header)?;
+        if header.msg_type == msg_type::CONNECTION_REQUEST {
+            if state.is_draining() {
+                return Err(GatewayError::Draining);
+            }
+            return connect::connect(state, ctx, message, &header).await;
+        }
+        let destination = session::resolve(state, ctx.origin, &message, &header)?;
+        if let Some(cap) = buffered_cap(header.msg_type, limit) {
+            if message.len() as u64 > cap {
+                return Err(GatewayError::BodyTooLarge { limit: cap });
+            }
+            codec::validate_request(&message, &header)?;
+        }
+        return match destination {
+            Destination::Worker(to) => {
+                session::pinned(state, ctx, to, Outgoing::Whole(message), &header).await
+            }
+            // `resolve` never sends a peer's request on to another node.
+            Destination::Peer(_) => Err(crate::routing::RoutingError::ForeignNode.into()),
+        };
     }
     if header.msg_type == msg_type::CONNECTION_REQUEST {
         if state.is_draining() {
@@ -158,27 +185,6 @@ async fn forward(
             session::to_peer(state, ctx, owner, header.msg_type, outgoing).await
         }
     }
-}
-
-/// A request on the peer listener: only messages of existing sessions, each with a valid
-/// credential for its type and id.
-fn admit_peer(
-    state: &AppState,
-    ctx: &RequestContext,
-    prefix: &[u8],
-    header: &Header,
-) -> Result<(), GatewayError> {
-    // Peers only ever forward messages of existing sessions, never new ones.
-    if header.msg_type == msg_type::CONNECTION_REQUEST {
-        return Err(PeerAuthError::Malformed.into());
-    }
-    let id = header
-        .connection_id(prefix)
-        .ok_or(PeerAuthError::Malformed)?;
-    let cluster = state.cluster.as_ref().ok_or(PeerAuthError::Malformed)?;
-    cluster.verify(ctx.peer_credential.as_ref(), header.msg_type, id)?;
-    state.peer_request_served();
-    Ok(())
 }
 
 fn not_found() -> Response<ResponseBody> {

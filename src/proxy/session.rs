@@ -7,7 +7,6 @@
 //! reading it would let a client drop its own session from the limits. Sessions leave the
 //! table on DISCONNECT, when their worker's process ends, or when they idle out.
 
-use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -18,13 +17,14 @@ use tracing::debug;
 
 use crate::auth::Access;
 use crate::body::{loopback, PrefixedBody, ResponseBody};
-use crate::cluster::PEER_HEADER;
 use crate::error::GatewayError;
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
+use crate::proxy::peer;
+use crate::proxy::read::{read_rest, with_client_timeout};
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
 use crate::state::AppState;
-use crate::upstream::{LeasedBody, QuackPost};
+use crate::upstream::{Endpoint, LeasedBody, QuackPost};
 use crate::workers::Worker;
 use quack_codec::msg_type;
 use quack_codec::{self as codec, Header};
@@ -40,9 +40,7 @@ pub enum Destination<'a> {
 /// The node that owns a session, and where its peer listener is.
 pub struct OwnerNode {
     node: String,
-    addr: SocketAddr,
-    /// The routable id, as the client sent it.
-    id: Vec<u8>,
+    to: Endpoint,
 }
 
 /// The worker of this node that holds a session.
@@ -77,13 +75,12 @@ pub fn resolve<'a>(
             (Origin::Client, Some(cluster)) => cluster,
             _ => return Err(RoutingError::ForeignNode.into()),
         };
-        let addr = cluster
+        let to = cluster
             .peer(route.node)
             .ok_or_else(|| GatewayError::OwnerUnknown(route.node.to_string()))?;
         return Ok(Destination::Peer(OwnerNode {
             node: route.node.to_string(),
-            addr,
-            id: id.to_vec(),
+            to,
         }));
     }
     let worker = state
@@ -119,8 +116,8 @@ fn check_expiry(state: &AppState, grant: &Grant) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// A message of a session another node owns: passed to that node's peer listener unchanged,
-/// once, and its answer streamed back.
+/// A message of a session another node owns: read whole, signed, and passed to that node
+/// unchanged, once; its answer is checked before it is passed back.
 pub async fn to_peer(
     state: &AppState,
     ctx: &RequestContext,
@@ -128,30 +125,14 @@ pub async fn to_peer(
     msg_type: u64,
     outgoing: Outgoing,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let cluster = state.cluster.as_ref().ok_or(RoutingError::ForeignNode)?;
-    let OwnerNode { node, addr, id } = owner;
-    let post = match outgoing {
-        Outgoing::Whole(message) => QuackPost::whole(addr, message),
-        Outgoing::Streamed {
-            prefix,
-            rest,
-            declared_length,
-        } => QuackPost::streamed(
-            addr,
-            PrefixedBody::new([prefix, Bytes::new()], rest).boxed(),
-            declared_length,
-        ),
+    let message = match outgoing {
+        Outgoing::Whole(message) => message,
+        Outgoing::Streamed { prefix, rest, .. } => {
+            let limit = state.max_body_bytes;
+            with_client_timeout(read_rest(prefix, rest, limit, limit)).await?
+        }
     };
-    let credential = cluster.sign(msg_type, &id);
-    let response = state
-        .upstream
-        .send(
-            post.user_agent(ctx.user_agent.clone())
-                .header(PEER_HEADER, credential),
-        )
-        .await
-        .map_err(|source| GatewayError::OwnerUnreachable { node, source })?;
-    Ok(stream_back(response))
+    peer::send(state, ctx, &owner.node, owner.to, msg_type, message, None).await
 }
 
 /// A message of an existing session: to the worker its id names, and only there.

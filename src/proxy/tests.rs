@@ -151,6 +151,7 @@ impl Harness {
             per_address: Some(Arc::new(ConnectionCaps::new(
                 config.limits.max_connections_per_address,
             ))),
+            only_trusted: false,
         };
         let served = state.clone();
         tokio::spawn(server::run(
