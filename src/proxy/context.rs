@@ -10,8 +10,9 @@ use http::{HeaderValue, Request};
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
+use crate::auth::Principal;
+use crate::cluster::credential::Nonce;
 use crate::cluster::credential::{GRANT_HEADER, PEER_HEADER};
-use crate::proxy::peer::Admitted;
 use crate::server::ClientAddr;
 
 /// Where a request came from.
@@ -75,6 +76,15 @@ impl RequestContext {
             msg_type: None,
         }
     }
+}
+
+/// A peer request whose credential verified.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// Its answer is sealed for this nonce.
+    pub nonce: Nonce,
+    /// The session's principal, for a CONNECTION_REQUEST placed here by an edge.
+    pub grant: Option<Principal>,
 }
 
 /// What goes on after the header: the whole checked message, or a stream.

@@ -24,19 +24,11 @@ use crate::cluster::credential::{
 use crate::cluster::status::NodeLoad;
 use crate::cluster::{grant_header, Cluster, ANY_NODE};
 use crate::error::{quack_response, GatewayError};
-use crate::proxy::context::RequestContext;
+use crate::proxy::context::{Admitted, RequestContext};
 use crate::state::AppState;
 use crate::upstream::{Endpoint, QuackPost};
 use crate::workers::WorkerSet;
 use quack_codec::{msg_type, Header, QUACK_PATH};
-
-/// A peer request that was admitted.
-#[derive(Debug, Clone)]
-pub struct Admitted {
-    pub nonce: Nonce,
-    /// The session's principal, for a CONNECTION_REQUEST placed here by an edge.
-    pub grant: Option<Principal>,
-}
 
 /// Sends `message` to `node` at `to`, and returns its verified answer. `grant` goes with a
 /// CONNECTION_REQUEST placed on the node.
