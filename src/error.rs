@@ -214,8 +214,9 @@ impl GatewayError {
             )),
             GatewayError::PeerIngress { node, status: 504 } => ClientReply::QuackText(format!(
                 "quackgate: node {node} did not answer within the request timeout of the proxy \
-                 in front of it (HTTP 504); the statement may still be running there (see \
-                 README: long statements behind a proxy's request timeout)"
+                 in front of it (HTTP 504); quackgate ended this session, and the statement may \
+                 still run to its end there (see README: long statements behind a proxy's \
+                 request timeout); ATTACH again"
             )),
             GatewayError::PeerIngress { node, status } => ClientReply::QuackText(format!(
                 "quackgate: node {node}, which holds this session, is unreachable (its ingress \

@@ -69,8 +69,10 @@ pub async fn connect(
 }
 
 /// On an edge: the session goes to the least-loaded ready node. A node that could not be
-/// reached, with nothing sent, is marked so and the next one is tried; once anything may have
-/// been sent, the outcome is the client's.
+/// reached is marked so and the next one is tried: when nothing was sent, or when the ingress
+/// in front of it said it has no node behind it (502, 503). A CONNECTION_REQUEST is the one
+/// message ever sent twice, and only to another node: it changes no data, and a session the
+/// first node may have opened all the same idles out there.
 async fn place_on_node(
     state: &AppState,
     ctx: &RequestContext,
@@ -106,10 +108,8 @@ async fn place_on_node(
         )
         .await;
         match sent {
-            Err(GatewayError::OwnerUnreachable { source, .. })
-                if !source.may_have_reached_worker() =>
-            {
-                warn!(peer.node = %node, error = %source, "node unreachable; placing the session on another");
+            Err(e) if node_absent(&e) => {
+                warn!(peer.node = %node, error = %e, "node unreachable; placing the session on another");
                 cluster.board.unreachable(&node);
                 tried.push(node);
             }
@@ -118,6 +118,15 @@ async fn place_on_node(
                 return other;
             }
         }
+    }
+}
+
+/// Whether a failed placement shows the node was never reached.
+fn node_absent(e: &GatewayError) -> bool {
+    match e {
+        GatewayError::OwnerUnreachable { source, .. } => !source.may_have_reached_worker(),
+        GatewayError::PeerIngress { status, .. } => matches!(status, 502 | 503),
+        _ => false,
     }
 }
 

@@ -7,13 +7,13 @@
 //! reading it would let a client drop its own session from the limits. Sessions leave the
 //! table on DISCONNECT, when their worker's process ends, or when they idle out.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::Response;
 use http_body_util::BodyExt;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::auth::Access;
 use crate::body::{loopback, PrefixedBody, ResponseBody};
@@ -29,6 +29,9 @@ use crate::workers::Worker;
 use quack_codec::msg_type;
 use quack_codec::{self as codec, Header};
 
+/// Time given to a DISCONNECT that ends a timed-out session.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where a session's message goes.
 pub enum Destination<'a> {
     /// A worker of this node.
@@ -41,6 +44,8 @@ pub enum Destination<'a> {
 pub struct OwnerNode {
     node: String,
     to: Endpoint,
+    /// The routable id, as the client sent it.
+    id: Vec<u8>,
 }
 
 /// The worker of this node that holds a session.
@@ -81,6 +86,7 @@ pub fn resolve<'a>(
         return Ok(Destination::Peer(OwnerNode {
             node: route.node.to_string(),
             to,
+            id: id.to_vec(),
         }));
     }
     let worker = state
@@ -132,7 +138,52 @@ pub async fn to_peer(
             with_client_timeout(read_rest(prefix, rest, limit, limit)).await?
         }
     };
-    peer::send(state, ctx, &owner.node, owner.to, msg_type, message, None).await
+    let sent = peer::send(
+        state,
+        ctx,
+        &owner.node,
+        owner.to.clone(),
+        msg_type,
+        message,
+        None,
+    )
+    .await;
+    if matches!(sent, Err(GatewayError::PeerIngress { status: 504, .. }))
+        && msg_type != msg_type::DISCONNECT
+    {
+        end_timed_out(state, ctx, &owner).await;
+    }
+    sent
+}
+
+/// A request outlived the request timeout of the ingress in front of its node: the client
+/// has its error, and the session would stay busy with a statement nobody will read. Ending
+/// it frees the session (its memory, its place in the limits) now, not at the idle timeout.
+/// DuckDB 1.5.5 cannot interrupt the statement itself; it runs to its end on the worker.
+async fn end_timed_out(state: &AppState, ctx: &RequestContext, owner: &OwnerNode) {
+    let disconnect = codec::encode_disconnect(&owner.id);
+    let ended = tokio::time::timeout(
+        DISCONNECT_TIMEOUT,
+        peer::send(
+            state,
+            ctx,
+            &owner.node,
+            owner.to.clone(),
+            msg_type::DISCONNECT,
+            disconnect,
+            None,
+        ),
+    )
+    .await;
+    match ended {
+        Ok(Ok(_)) => debug!(peer.node = %owner.node, "timed-out session ended"),
+        Ok(Err(e)) => {
+            warn!(peer.node = %owner.node, error = %e, "ending a timed-out session failed; it idles out")
+        }
+        Err(_) => {
+            warn!(peer.node = %owner.node, "ending a timed-out session took too long; it idles out")
+        }
+    }
 }
 
 /// A message of an existing session: to the worker its id names, and only there.

@@ -407,3 +407,5 @@ async fn an_address_past_its_connection_cap_is_closed_while_its_open_connections
     let n = first.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
 }
+
+mod edge;
