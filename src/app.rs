@@ -258,10 +258,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     }
     tokio::spawn(state.throttle.clone().run_sweeper(stop.clone()));
     let idle_sweep = IdleSweep {
-        sessions: state.sessions.clone(),
-        workers: workers.clone(),
-        ids: state.ids.clone(),
-        upstream: state.upstream.clone(),
+        ender: state.ender(),
         idle: config.session_idle,
     };
     tokio::spawn(idle_sweep.run(stop.clone()));

@@ -214,7 +214,7 @@ impl GatewayError {
             )),
             GatewayError::PeerIngress { node, status: 504 } => ClientReply::QuackText(format!(
                 "quackgate: node {node} did not answer within the request timeout of the proxy \
-                 in front of it (HTTP 504); quackgate ended this session, and the statement may \
+                 in front of it (HTTP 504); the node ends this session, and the statement may \
                  still run to its end there (see README: long statements behind a proxy's \
                  request timeout); ATTACH again"
             )),

@@ -99,6 +99,9 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// The subcommand it is for: serve, edge or node.
+        #[arg(long, default_value = "serve")]
+        role: String,
     },
     /// Print the SHA-256 of a token read from stdin, for auth.static_tokens[].sha256.
     HashToken,
@@ -147,7 +150,9 @@ fn main() -> ExitCode {
             Ok(config) => serve(config),
             Err(code) => code,
         },
-        Command::CheckConfig { config } => match Config::load(&config, std::env::vars()) {
+        Command::CheckConfig { config, role } => match check_role(&role).and_then(|role| {
+            Config::load_as(role, &config, std::env::vars()).map_err(|e| e.to_string())
+        }) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
@@ -278,6 +283,15 @@ fn token(args: TokenArgs) -> ExitCode {
 }
 
 /// Loads the config with the listen-address flags applied as overrides.
+fn check_role(name: &str) -> Result<Role, String> {
+    match name {
+        "serve" => Ok(Role::Gateway),
+        "edge" => Ok(Role::Edge),
+        "node" => Ok(Role::Node),
+        other => Err(format!("--role must be serve, edge or node, got {other:?}")),
+    }
+}
+
 fn load(role: Role, args: RunArgs) -> Result<Config, ExitCode> {
     let flags = [
         ("LISTEN", args.listen),

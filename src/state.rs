@@ -16,6 +16,7 @@ use crate::limits::AuthThrottle;
 use crate::metrics::Metrics;
 use crate::role::Role;
 use crate::routable_id::{IdSecret, IdSigner};
+use crate::sessions::end::SessionEnder;
 use crate::sessions::table::SessionTable;
 use crate::upstream::Upstream;
 use crate::workers::WorkerSet;
@@ -134,6 +135,16 @@ impl AppState {
     /// Whether the drain has begun.
     pub fn is_draining(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// Ends sessions at their workers.
+    pub fn ender(&self) -> SessionEnder {
+        SessionEnder {
+            sessions: self.sessions.clone(),
+            workers: self.workers.clone(),
+            ids: self.ids.clone(),
+            upstream: self.upstream.clone(),
+        }
     }
 
     /// Counts a request another node forwarded here.

@@ -441,6 +441,34 @@ mod tests {
     }
 
     #[test]
+    fn the_edge_and_node_examples_are_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("id-secret");
+        std::fs::write(&secret, "ab".repeat(32)).unwrap();
+        let ext = base(dir.path())
+            .lines()
+            .find_map(|l| l.strip_prefix("extension_dir = "))
+            .unwrap()
+            .to_string();
+        for (role, file) in [(Role::Edge, "edge.toml"), (Role::Node, "node.toml")] {
+            let text = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("config")
+                    .join(file),
+            )
+            .unwrap()
+            .replace(
+                "/run/secrets/quackgate-id-secret",
+                &secret.display().to_string(),
+            )
+            .replace("\"/opt/quackgate/extensions\"", &ext);
+            let config = Config::from_toml_as(role, &text, &dir.path().join(file), Vec::new())
+                .unwrap_or_else(|e| panic!("config/{file}: {e}"));
+            assert_eq!(config.role, role);
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key_and_value() {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(

@@ -7,13 +7,13 @@
 //! reading it would let a client drop its own session from the limits. Sessions leave the
 //! table on DISCONNECT, when their worker's process ends, or when they idle out.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::Response;
 use http_body_util::BodyExt;
-use tracing::{debug, warn};
+use tracing::{debug, info};
 
 use crate::auth::Access;
 use crate::body::{loopback, PrefixedBody, ResponseBody};
@@ -29,9 +29,6 @@ use crate::workers::Worker;
 use quack_codec::msg_type;
 use quack_codec::{self as codec, Header};
 
-/// Time given to a DISCONNECT that ends a timed-out session.
-const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Where a session's message goes.
 pub enum Destination<'a> {
     /// A worker of this node.
@@ -44,8 +41,6 @@ pub enum Destination<'a> {
 pub struct OwnerNode {
     node: String,
     to: Endpoint,
-    /// The routable id, as the client sent it.
-    id: Vec<u8>,
 }
 
 /// The worker of this node that holds a session.
@@ -86,7 +81,6 @@ pub fn resolve<'a>(
         return Ok(Destination::Peer(OwnerNode {
             node: route.node.to_string(),
             to,
-            id: id.to_vec(),
         }));
     }
     let worker = state
@@ -138,52 +132,9 @@ pub async fn to_peer(
             with_client_timeout(read_rest(prefix, rest, limit, limit)).await?
         }
     };
-    let sent = peer::send(
-        state,
-        ctx,
-        &owner.node,
-        owner.to.clone(),
-        msg_type,
-        message,
-        None,
-    )
-    .await;
-    if matches!(sent, Err(GatewayError::PeerIngress { status: 504, .. }))
-        && msg_type != msg_type::DISCONNECT
-    {
-        end_timed_out(state, ctx, &owner).await;
-    }
-    sent
-}
-
-/// A request outlived the request timeout of the ingress in front of its node: the client
-/// has its error, and the session would stay busy with a statement nobody will read. Ending
-/// it frees the session (its memory, its place in the limits) now, not at the idle timeout.
-/// DuckDB 1.5.5 cannot interrupt the statement itself; it runs to its end on the worker.
-async fn end_timed_out(state: &AppState, ctx: &RequestContext, owner: &OwnerNode) {
-    let disconnect = codec::encode_disconnect(&owner.id);
-    let ended = tokio::time::timeout(
-        DISCONNECT_TIMEOUT,
-        peer::send(
-            state,
-            ctx,
-            &owner.node,
-            owner.to.clone(),
-            msg_type::DISCONNECT,
-            disconnect,
-            None,
-        ),
-    )
-    .await;
-    match ended {
-        Ok(Ok(_)) => debug!(peer.node = %owner.node, "timed-out session ended"),
-        Ok(Err(e)) => {
-            warn!(peer.node = %owner.node, error = %e, "ending a timed-out session failed; it idles out")
-        }
-        Err(_) => {
-            warn!(peer.node = %owner.node, "ending a timed-out session took too long; it idles out")
-        }
-    }
+    // A request that outlives the request timeout of the node's ingress is cut off there;
+    // the node sees its request abandoned and ends the session (`AbandonGuard`).
+    peer::send(state, ctx, &owner.node, owner.to, msg_type, message, None).await
 }
 
 /// A message of an existing session: to the worker its id names, and only there.
@@ -220,15 +171,55 @@ pub async fn pinned(
         }
     };
     state.sessions.touched(&to.id, Instant::now());
+    let mut abandoned = AbandonGuard {
+        state,
+        id: (header.msg_type != msg_type::DISCONNECT).then_some(&to.id[..]),
+        since: Instant::now(),
+    };
     let response = state
         .upstream
         .send(post.user_agent(ctx.user_agent.clone()))
-        .await?;
+        .await;
+    abandoned.id = None;
+    let response = response?;
     if header.msg_type == msg_type::DISCONNECT {
         state.sessions.closed(&to.id, &state.workers);
     }
     debug!(worker.id = %to.worker.id, "forwarded");
     Ok(stream_back(response))
+}
+
+/// Armed while a request waits for its worker's answer. Dropped armed after
+/// [`ABANDONED_AFTER`], a statement was abandoned: the proxy in front cut it off at its request
+/// timeout (a PREPARE waits as long as its statement runs), or its client gave up. Its session
+/// would stay busy with a statement nobody reads, and v1.5 clients cannot cancel, so it is
+/// ended at the worker: that frees its memory and its place in the limits at once. DuckDB 1.5.5
+/// cannot interrupt the statement itself, which runs to its end. A short request cut off (an
+/// edge replica that crashed mid-FETCH) leaves its session alone: the client may go on.
+struct AbandonGuard<'a> {
+    state: &'a AppState,
+    id: Option<&'a [u8]>,
+    since: Instant,
+}
+
+/// How long a request must have waited for its dropping to end its session.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id else {
+            return;
+        };
+        if self.since.elapsed() < ABANDONED_AFTER {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        info!("a request was abandoned before its answer (client gone, or a proxy's request timeout); ending its session");
+        self.state.metrics.error("abandoned");
+        self.state.ender().end(id.into(), "abandoned");
+    }
 }
 
 /// An upstream answer passed on as it streams in, with the headers a Quack client reads.

@@ -25,6 +25,16 @@ pub(crate) struct Nginx {
 
 impl Nginx {
     pub(crate) fn start(upstreams: &[SocketAddr], cert: &Path, key: &Path) -> Nginx {
+        Self::start_with_timeout(upstreams, cert, key, 600)
+    }
+
+    /// With a request timeout of `read_timeout_secs`, as an ingress has.
+    pub(crate) fn start_with_timeout(
+        upstreams: &[SocketAddr],
+        cert: &Path,
+        key: &Path,
+        read_timeout_secs: u64,
+    ) -> Nginx {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -58,7 +68,8 @@ http {{
   uwsgi_temp_path {d}/uwsgi;
   scgi_temp_path {d}/scgi;
   upstream gateways {{
-{servers}  }}
+{servers}    keepalive 16;
+  }}
   server {{
     listen 127.0.0.1:{port} ssl;
     listen 127.0.0.1:{plain_port};
@@ -69,7 +80,8 @@ http {{
       proxy_pass http://gateways;
       proxy_http_version 1.1;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_read_timeout 600s;
+      proxy_set_header Connection "";
+      proxy_read_timeout {read_timeout_secs}s;
       proxy_buffering off;
       proxy_request_buffering off;
     }}

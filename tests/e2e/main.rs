@@ -11,3 +11,4 @@ mod pinning;
 mod refusals;
 mod secrets;
 mod security;
+mod timeouts;

@@ -528,3 +528,74 @@ con.execute("ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)")
         ca = ca.display(),
     )
 }
+
+/// Any `quackgate <role>` process with a config written by the test, and the addresses its
+/// READY line names (`https`, `plain`, `peer`, `admin`).
+pub struct RoleProcess {
+    pub child: Child,
+    pub addrs: std::collections::BTreeMap<String, SocketAddr>,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl RoleProcess {
+    pub fn start(subcommand: &str, config: &Path, rust_log: Option<&str>) -> RoleProcess {
+        let (mut child, log) = spawn_role(subcommand, config, rust_log, &[]);
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("QUACKGATE READY") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) else {
+            let _ = child.kill();
+            panic!(
+                "{subcommand} never printed its READY line; log:\n{}",
+                log.lock().unwrap()
+            );
+        };
+        let addrs = line
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+            .collect();
+        RoleProcess { child, addrs, log }
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        *self
+            .addrs
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}= in the READY line: {:?}", self.addrs))
+    }
+
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr("admin"), path)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- process log ----\n{}", self.log());
+        }
+    }
+}
+
+/// SQL that makes the CLI attach `quack:localhost:<port>` over plain HTTP as `r`.
+pub fn plain_attach_sql(toolchain: &Toolchain, port: u16, token: &str) -> String {
+    format!(
+        "SET extension_directory='{ext}';\nSET autoinstall_known_extensions=false;\nLOAD quack;\n\
+         CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}');\n\
+         ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL true);\n",
+        ext = toolchain.ext_dir().display(),
+    )
+}
