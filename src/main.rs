@@ -314,7 +314,7 @@ fn default_threads() -> usize {
 }
 
 fn serve(config: Config) -> ExitCode {
-    quackgate::telemetry::init(&config.log_filter);
+    quackgate::telemetry::init(&config.log_filter, config.log_format);
     // One thread needs no work stealing: a current-thread runtime spares the cross-thread
     // wakeups (on 2 cores, one thread cost 10-16% less CPU per request than two, and this
     // flavour about 4% less than a one-worker multi-thread runtime; bench/RESULTS.md).

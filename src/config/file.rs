@@ -111,6 +111,7 @@ pub(super) struct FileWorkers {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileLog {
     pub(super) filter: Option<String>,
+    pub(super) format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -22,7 +22,7 @@ use crate::forwarded::TrustedProxies;
 use crate::limits::LimitsConfig;
 use crate::role::Role;
 use crate::routable_id::IdSecret;
-use crate::telemetry::DEFAULT_LOG_FILTER;
+use crate::telemetry::{LogFormat, DEFAULT_LOG_FILTER};
 use crate::tls::TlsFiles;
 use crate::workers::config::WorkersConfig;
 
@@ -113,6 +113,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// Tracing filter (`RUST_LOG` syntax); `RUST_LOG` itself wins when set.
     pub log_filter: String,
+    /// `log.format`: text (default) or json lines.
+    pub log_format: LogFormat,
     /// `[catalog] file`: the DuckDB file `quackgate catalog` serves.
     pub catalog_file: Option<PathBuf>,
     /// Which role this process plays.
@@ -287,6 +289,13 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         }
     }
     let log_filter = file.log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
+    let log_format = match file.log.format.as_deref() {
+        None => LogFormat::Text,
+        Some(name) => LogFormat::parse(name).unwrap_or_else(|| {
+            problems.push(format!("log.format: must be text or json, got {name:?}"));
+            LogFormat::Text
+        }),
+    };
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
         problems.push(format!("log.filter: {e}, got {log_filter:?}"));
     }
@@ -311,6 +320,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         limits,
         workers,
         log_filter,
+        log_format,
         catalog_file,
         role,
         cluster,

@@ -118,7 +118,7 @@ fn through_an_edge_the_client_learns_the_node_timed_out_and_the_node_ends_the_se
     std::fs::write(
         d.join("edge.toml"),
         format!(
-            "[gateway]\nnode_id = \"edge-a\"\nplain_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[[auth.static_tokens]]\nname = \"tester\"\nsha256 = \"{}\"\n[cluster]\npeers = {{ n1 = \"localhost:{}\" }}\npeer_tls = true\npeer_ca_file = \"{}\"\n",
+            "[gateway]\nnode_id = \"edge-a\"\nplain_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[[auth.static_tokens]]\nname = \"tester\"\nsha256 = \"{}\"\n[cluster]\npeers = {{ n1 = \"localhost:{}\" }}\npeer_tls = true\npeer_ca_file = \"{}\"\n[log]\nformat = \"json\"\n",
             quackgate::auth::hash_token(&token),
             ingress.port,
             tls.ca_cert.display()
@@ -147,6 +147,15 @@ fn through_an_edge_the_client_learns_the_node_timed_out_and_the_node_ends_the_se
         || sessions_on(&node.admin_get("/status").1) == 0,
     );
     assert!(node.log().contains("abandoned"), "{}", node.log());
+    // The edge logs JSON lines (log.format = "json"), none with the client's token.
+    let edge_log = edge.log();
+    for line in edge_log.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(event["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(edge_log.contains("peer known"), "{edge_log}");
+    assert!(!edge_log.contains(&token), "{edge_log}");
     let fresh = run_cli(
         &toolchain,
         &format!(
