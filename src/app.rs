@@ -257,6 +257,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         ));
     }
     tokio::spawn(state.throttle.clone().run_sweeper(stop.clone()));
+    tokio::spawn(state.auth.static_tokens().clone().watch(stop.clone()));
     let idle_sweep = IdleSweep {
         ender: state.ender(),
         idle: config.session_idle,

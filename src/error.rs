@@ -61,6 +61,9 @@ pub enum GatewayError {
     /// The token the session was opened with has expired.
     #[error("the session's token has expired")]
     SessionExpired,
+    /// The static token the session was opened with is no longer accepted.
+    #[error("the session's static token was revoked")]
+    SessionRevoked,
     /// The request does not route to a live session.
     #[error(transparent)]
     Routing(#[from] RoutingError),
@@ -105,6 +108,7 @@ impl GatewayError {
             GatewayError::Limit(LimitError::Principal(_)) => "principal_session_limit",
             GatewayError::Limit(LimitError::Total(_)) => "session_limit",
             GatewayError::SessionExpired => "session_expired",
+            GatewayError::SessionRevoked => "session_revoked",
             GatewayError::Routing(RoutingError::NoReadOnlyWorker) => "no_read_only_worker",
             GatewayError::Routing(RoutingError::NoWorkerReady) => "no_worker_ready",
             GatewayError::Routing(RoutingError::NoNodeReady) => "no_node_ready",
@@ -133,6 +137,7 @@ impl GatewayError {
             | GatewayError::Throttled(_)
             | GatewayError::Limit(_)
             | GatewayError::SessionExpired
+            | GatewayError::SessionRevoked
             | GatewayError::Routing(_)
             | GatewayError::PeerAuth(_) => Side::Client,
             GatewayError::Upstream(_)
@@ -173,6 +178,10 @@ impl GatewayError {
             GatewayError::Limit(LimitError::Total(_)) => ClientReply::Quack(
                 "quackgate: this gateway has as many open connections as it may \
                  (limits.max_sessions); try again later",
+            ),
+            GatewayError::SessionRevoked => ClientReply::Quack(
+                "quackgate: the token this connection was opened with was revoked; DETACH and \
+                 ATTACH again with a valid token",
             ),
             GatewayError::SessionExpired => ClientReply::Quack(
                 "quackgate: the token this connection was opened with has expired; \

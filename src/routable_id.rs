@@ -22,7 +22,7 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::auth::Access;
+use crate::auth::access::Access;
 
 /// Version tag of the current format.
 const VERSION: &str = "q2";

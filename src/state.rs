@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::auth::jwt::{JwtVerifier, SessionExpiry};
+use crate::auth::static_tokens::StaticTokens;
 use crate::auth::{Authenticator, WorkerToken};
 use crate::cluster::{peer_tls_client, Cluster, ClusterError};
 use crate::config::Config;
@@ -108,7 +109,21 @@ impl AppState {
             node_id: config.node_id.clone(),
             role: config.role,
             max_body_bytes: config.max_body_bytes,
-            auth: Authenticator::new(config.static_tokens.clone(), jwt),
+            auth: Authenticator::new(
+                Arc::new(StaticTokens::new(
+                    config.static_tokens.clone(),
+                    config
+                        .static_tokens_file
+                        .as_ref()
+                        .map(|(path, _)| path.clone()),
+                    config
+                        .static_tokens_file
+                        .as_ref()
+                        .map(|(_, tokens)| tokens.clone())
+                        .unwrap_or_default(),
+                )),
+                jwt,
+            ),
             ids: IdSigner::new(secret.expose()),
             workers: Arc::new(WorkerSet::new(
                 config.workers.count,

@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod keys;
 pub mod mint;
 pub mod refresh;
+pub mod static_tokens;
 
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ use subtle::ConstantTimeEq;
 
 pub use crate::auth::access::{Access, Principal};
 use crate::auth::jwt::{JwtRejection, JwtVerifier};
+pub use crate::auth::static_tokens::StaticToken;
+use crate::auth::static_tokens::StaticTokens;
 
 /// Why a client is not let in. The client sees `Authentication failed`, with the reason for
 /// a JWT (its holder can read the token's claims anyway).
@@ -49,27 +52,22 @@ impl AuthError {
     }
 }
 
-/// One accepted static token, stored as the SHA-256 of the token.
-#[derive(Debug, Clone)]
-pub struct StaticToken {
-    /// The principal name logged for sessions of this token.
-    pub name: Arc<str>,
-    pub sha256: [u8; 32],
-    /// What its sessions may do (`role`, default `read_write`).
-    pub access: Access,
-}
-
 /// The configured credentials.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    static_tokens: Vec<StaticToken>,
+    static_tokens: Arc<StaticTokens>,
     jwt: Option<Arc<JwtVerifier>>,
 }
 
 impl Authenticator {
     /// Credentials from config.
-    pub fn new(static_tokens: Vec<StaticToken>, jwt: Option<Arc<JwtVerifier>>) -> Self {
+    pub fn new(static_tokens: Arc<StaticTokens>, jwt: Option<Arc<JwtVerifier>>) -> Self {
         Authenticator { static_tokens, jwt }
+    }
+
+    /// The static tokens, for their reload task and for revocation checks.
+    pub fn static_tokens(&self) -> &Arc<StaticTokens> {
+        &self.static_tokens
     }
 
     /// The JWT verifier, when `[auth.jwt]` is set.
@@ -84,8 +82,9 @@ impl Authenticator {
     pub fn authenticate(&self, token: Option<&[u8]>) -> Result<Principal, AuthError> {
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         let digest: [u8; 32] = Sha256::digest(token).into();
+        let in_force = self.static_tokens.current();
         let mut found: Option<&StaticToken> = None;
-        for candidate in &self.static_tokens {
+        for candidate in &in_force.tokens {
             // Every candidate is compared; the branch only records a match already made.
             if bool::from(candidate.sha256.ct_eq(&digest)) {
                 found = Some(candidate);
@@ -165,7 +164,11 @@ mod tests {
             }
         };
         Authenticator::new(
-            vec![entry("alice", "alice-token-1"), entry("bob", "bob-token-2")],
+            Arc::new(StaticTokens::new(
+                vec![entry("alice", "alice-token-1"), entry("bob", "bob-token-2")],
+                None,
+                Vec::new(),
+            )),
             None,
         )
     }

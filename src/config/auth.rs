@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::auth::jwks_url::JwksUrl;
 use crate::auth::jwt::{JwksSource, JwtConfig, SessionExpiry};
 use crate::auth::keys::KeySet;
-use crate::auth::{Access, StaticToken};
+use crate::auth::static_tokens::{self, TokenEntry};
+use crate::auth::StaticToken;
 use crate::config::file::{FileAuth, FileLimits};
 use crate::config::problems::Problems;
 use crate::limits::LimitsConfig;
@@ -27,6 +28,8 @@ const MAX_LIMIT_DURATION: Duration = Duration::from_secs(86_400);
 /// What `[auth]` and `[limits]` say, validated.
 pub(super) struct AuthSection {
     pub(super) static_tokens: Vec<StaticToken>,
+    /// `auth.static_tokens_file` and the tokens it held at load.
+    pub(super) static_tokens_file: Option<(PathBuf, Vec<StaticToken>)>,
     /// The JWT settings with their first keys.
     pub(super) jwt: Option<(JwtConfig, Arc<KeySet>)>,
     pub(super) limits: LimitsConfig,
@@ -44,30 +47,28 @@ pub(super) fn validate(
 ) -> AuthSection {
     let mut static_tokens = Vec::new();
     for (i, t) in auth.static_tokens.into_iter().enumerate() {
-        let mut sha256 = [0u8; 32];
-        if hex::decode_to_slice(&t.sha256, &mut sha256).is_err() {
-            problems.push(format!(
-                "auth.static_tokens[{i}].sha256: must be 64 hex characters (`quackgate hash-token` prints it), got {} characters",
-                t.sha256.len()
-            ));
-            continue;
-        }
-        if t.name.is_empty() {
-            problems.push(format!("auth.static_tokens[{i}].name: must not be empty"));
-        }
-        let role = t.role.as_deref().unwrap_or("read_write");
-        let Some(access) = Access::parse(role) else {
-            problems.push(format!(
-                "auth.static_tokens[{i}].role: must be read_write or read_only, got {role:?}"
-            ));
-            continue;
+        let entry = TokenEntry {
+            name: t.name,
+            sha256: t.sha256,
+            role: t.role,
         };
-        static_tokens.push(StaticToken {
-            name: t.name.into(),
-            sha256,
-            access,
-        });
+        match entry.check() {
+            Ok(token) => static_tokens.push(token),
+            Err(e) => problems.push(format!("auth.static_tokens[{i}].{e}")),
+        }
     }
+    let static_tokens_file = auth.static_tokens_file.map(resolve).and_then(|path| {
+        match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| static_tokens::parse_file(&text))
+        {
+            Ok(tokens) => Some((path, tokens)),
+            Err(e) => {
+                problems.push(format!("auth.static_tokens_file: {}: {e}", path.display()));
+                None
+            }
+        }
+    });
     let jwt = auth.jwt.and_then(|j| {
         let session_expiry = match j.session_expiry.as_deref().unwrap_or("end") {
             "end" => SessionExpiry::End,
@@ -174,7 +175,12 @@ pub(super) fn validate(
             Arc::new(keys),
         ))
     });
-    if serves_clients && static_tokens.is_empty() && jwt.is_none() && problems.is_empty() {
+    if serves_clients
+        && static_tokens.is_empty()
+        && static_tokens_file.is_none()
+        && jwt.is_none()
+        && problems.is_empty()
+    {
         problems
             .push("auth: set auth.static_tokens or [auth.jwt], or no client can connect".into());
     }
@@ -248,6 +254,7 @@ pub(super) fn validate(
 
     AuthSection {
         static_tokens,
+        static_tokens_file,
         jwt,
         limits,
     }

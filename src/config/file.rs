@@ -119,6 +119,7 @@ pub(super) struct FileLog {
 pub(super) struct FileAuth {
     #[serde(default)]
     pub(super) static_tokens: Vec<FileStaticToken>,
+    pub(super) static_tokens_file: Option<PathBuf>,
     pub(super) jwt: Option<FileJwt>,
 }
 

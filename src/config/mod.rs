@@ -105,6 +105,8 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// SHA-256 digests of the accepted static tokens.
     pub static_tokens: Vec<StaticToken>,
+    /// `auth.static_tokens_file`, re-read while running, with the tokens it held at load.
+    pub static_tokens_file: Option<(PathBuf, Vec<StaticToken>)>,
     /// `[auth.jwt]`: JWTs accepted as tokens, with the keys already loaded once.
     pub jwt: Option<(JwtConfig, Arc<KeySet>)>,
     /// `[limits]`.
@@ -256,6 +258,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
     let gateway = gateway::validate(file.gateway, role, file.tls, &resolve, &mut problems);
     let auth::AuthSection {
         static_tokens,
+        static_tokens_file,
         jwt,
         limits,
     } = auth::validate(
@@ -281,7 +284,12 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
     // The catalog serves read-only tokens itself (session_roles in its worker); an edge
     // leaves it to the nodes.
     if workers.read_only_count == 0 && catalog_file.is_none() && role == Role::Gateway {
-        if let Some(t) = static_tokens.iter().find(|t| t.access == Access::ReadOnly) {
+        let from_file = static_tokens_file.iter().flat_map(|(_, tokens)| tokens);
+        if let Some(t) = static_tokens
+            .iter()
+            .chain(from_file)
+            .find(|t| t.access == Access::ReadOnly)
+        {
             problems.push(format!(
                 "workers.read_only_count: token {:?} is read_only, and read-only sessions are only served by read-only workers; set workers.read_only_count >= 1",
                 t.name
@@ -316,6 +324,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         threads: gateway.threads,
         trusted_proxies: gateway.trusted_proxies,
         static_tokens,
+        static_tokens_file,
         jwt,
         limits,
         workers,

@@ -21,6 +21,7 @@ use crate::error::GatewayError;
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
 use crate::proxy::peer;
 use crate::proxy::read::{read_rest, with_client_timeout};
+use crate::role::Role;
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
 use crate::state::AppState;
@@ -68,6 +69,9 @@ pub fn resolve<'a>(
     // DISCONNECT still goes through: it frees the session's memory on the worker.
     if header.msg_type != msg_type::DISCONNECT {
         check_expiry(state, &route.grant)?;
+        if origin == Origin::Client {
+            check_revoked(state, &route.grant)?;
+        }
     }
     if route.node != state.node_id {
         // A peer's request is served here or nowhere, so nothing ever loops.
@@ -114,6 +118,23 @@ fn check_expiry(state: &AppState, grant: &Grant) -> Result<(), GatewayError> {
         return Err(GatewayError::SessionExpired);
     }
     Ok(())
+}
+
+/// Refuses a session whose static token was revoked (taken out of the tokens this process
+/// accepts). A static token's session is one without an expiry; a node leaves this to the edge
+/// that authenticates its clients.
+fn check_revoked(state: &AppState, grant: &Grant) -> Result<(), GatewayError> {
+    if grant.expires_at.is_some() || state.role == Role::Node {
+        return Ok(());
+    }
+    if state
+        .auth
+        .static_tokens()
+        .principal_known(grant.principal_tag)
+    {
+        return Ok(());
+    }
+    Err(GatewayError::SessionRevoked)
 }
 
 /// A message of a session another node owns: read whole, signed, and passed to that node

@@ -409,3 +409,53 @@ async fn an_address_past_its_connection_cap_is_closed_while_its_open_connections
 }
 
 mod edge;
+
+#[tokio::test]
+async fn a_static_token_taken_out_of_the_tokens_file_ends_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    let entry = format!(
+        "[[static_tokens]]\nname = \"bob\"\nsha256 = \"{}\"\n",
+        hash_token("bobs-token")
+    );
+    std::fs::write(&file, &entry).unwrap();
+    let path = file.display().to_string();
+    let h = Harness::start_with(&[("QUACKGATE__AUTH__STATIC_TOKENS_FILE", &path)], "").await;
+    let (_, answer) = h.post(connection_request("bobs-token")).await;
+    let header = codec::decode_header(&answer).unwrap();
+    assert_eq!(header.msg_type, 2, "{answer:?}");
+    let bob = header.connection_id(&answer).unwrap().to_vec();
+    let alice = h.open_session().await;
+
+    // Rotation: bob's entry leaves the file (alice's token is in the config).
+    std::fs::write(&file, "").unwrap();
+    let tokens = h.state.auth.static_tokens().clone();
+    let stop = CancellationToken::new();
+    tokio::spawn(tokens.clone().watch(stop.clone()));
+    let tag =
+        crate::routable_id::Grant::new(crate::auth::Access::ReadWrite, None, "bob").principal_tag;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokens.principal_known(tag) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file was never re-read"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+
+    let (_, answer) = h.post(with_id("prepare_request_select42.bin", &bob)).await;
+    assert!(error_text(&answer).contains("was revoked"), "{answer:?}");
+    let (_, answer) = h.post(connection_request("bobs-token")).await;
+    assert!(
+        error_text(&answer).contains("Authentication failed"),
+        "{answer:?}"
+    );
+    // Alice's session carries on, and bob's DISCONNECT still frees the worker's memory.
+    let (_, answer) = h
+        .post(with_id("prepare_request_select42.bin", &alice))
+        .await;
+    assert_eq!(answer, fixture("prepare_response_select42.bin"));
+    let (status, _) = h.post(with_id("disconnect_request.bin", &bob)).await;
+    assert_eq!(status, StatusCode::OK);
+}
