@@ -78,7 +78,10 @@ pub enum AppError {
 /// [`AppError`] when the gateway cannot start; once it serves, it only returns `Ok`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
     // TLS material is parsed before anything binds, so a bad certificate costs no port.
-    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let (tls, mut cert_stores) = match config.tls.as_ref().map(tls::server_config).transpose()? {
+        Some((tls, store)) => (Some(tls), vec![store]),
+        None => (None, Vec::new()),
+    };
     let exe = std::env::current_exe().map_err(AppError::Exe)?;
 
     let mut listeners = Vec::new();
@@ -115,7 +118,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         .and_then(|c| c.peer_listen.map(|addr| (addr, c.peer_listen_tls.as_ref())))
     {
         Some((addr, tls_files)) => {
-            let tls = tls_files.map(tls::server_config).transpose()?;
+            let tls = match tls_files.map(tls::server_config).transpose()? {
+                Some((tls, store)) => {
+                    cert_stores.push(store);
+                    Some(tls)
+                }
+                None => None,
+            };
             Some(Listener {
                 tcp: bind("peer", addr).await?,
                 tls: tls.map(|t| (TlsAcceptor::from(t), config.tls_handshake_timeout)),
@@ -258,6 +267,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     }
     tokio::spawn(state.throttle.clone().run_sweeper(stop.clone()));
     tokio::spawn(state.auth.static_tokens().clone().watch(stop.clone()));
+    for store in cert_stores {
+        tokio::spawn(store.watch(stop.clone()));
+    }
     let idle_sweep = IdleSweep {
         ender: state.ender(),
         idle: config.session_idle,
