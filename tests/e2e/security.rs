@@ -549,6 +549,23 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
          FROM r.query('DROP TABLE scratch');",
     );
     assert_eq!(gw.cli_ok(census), vec!["100,4950"]);
+    // The catalog's token is not in the worker's secrets once the lake is open, so a
+    // read-write session cannot run SQL on the catalog through quack_query either.
+    assert_eq!(
+        gw.cli_ok("FROM r.query('SELECT count(*) FROM duckdb_secrets()');"),
+        vec!["0"]
+    );
+    let out = gw.cli(&format!(
+        "FROM r.query('SELECT * FROM quack_query(''quack:127.0.0.1:{}'', ''SELECT listen_uri FROM quack_server_list()'')');",
+        stack.catalog.plain.port()
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Could not find a Quack authentication token"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A read-write session is not allowed to open servers either (seccomp in every worker).
     let out = gw.cli(&format!(
         "FROM r.query('CALL quack_serve(''quack:127.0.0.1:{port}'', token => ''abcd1234'')');"

@@ -6,7 +6,7 @@
 //! worker's main database: `ducklake:quack:<catalog>`. The quack client that reaches the
 //! catalog finds its token among DuckDB's secrets, and a main database is opened before any
 //! SQL can run, so the token goes into a persistent secret in a private folder first, which is
-//! deleted as soon as the database is open. The first attach, which also creates the lake's
+//! dropped, file and all, as soon as the database is open. The first attach, which also creates the lake's
 //! metadata, runs on a throw-away connection because it needs `DATA_PATH`.
 //!
 //! A worker cannot do its work without the catalog, and a restarted catalog no longer knows
@@ -113,7 +113,12 @@ pub fn open(
     }
     let conn = Connection::open_with_flags(lake.uri(), config)
         .map_err(step("opening DuckLake as the main database"))?;
-    // The secret is loaded by now; the file need not outlive the open.
+    // The lake holds its catalog connection now, and never looks the token up again (a lost
+    // catalog restarts the worker, which attaches anew). Left in the secret manager, the token
+    // would let client SQL run anything on the catalog with `quack_query('quack:<catalog>',
+    // ...)`; dropped, that finds no token.
+    conn.execute_batch("DROP PERSISTENT SECRET quackgate_catalog")
+        .map_err(step("dropping the catalog secret"))?;
     std::fs::remove_dir_all(&secrets).map_err(|e| WorkerError::Io {
         what: "removing the catalog secret folder",
         source: e,
