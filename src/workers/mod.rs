@@ -255,3 +255,56 @@ mod read_only_sql_tests {
         }
     }
 }
+
+/// The catalog's check on the SQL of read-write sessions (the workers' metadata connections).
+#[cfg(test)]
+mod worker_sql_tests {
+    use quackgate_duckdb::is_worker_sql;
+
+    #[test]
+    fn what_ducklake_sends_passes_with_any_name_or_value_in_its_literals() {
+        for sql in [
+            "SELECT * FROM ducklake_snapshot WHERE snapshot_id = 3",
+            "INSERT INTO ducklake_table VALUES (7, 'quack_orders', 'it''s -- /* $$')",
+            "INSERT INTO ducklake_inlined_data_1_1 VALUES (E'quack_stop(\\'x\\')', 2)",
+            "INSERT INTO t VALUES ('SELECT quack_stop(''x'')', $1)",
+            "CREATE TABLE IF NOT EXISTS ducklake_metadata(key VARCHAR NOT NULL, value VARCHAR NOT NULL)",
+            "BEGIN TRANSACTION",
+            "COMMIT",
+            "UPDATE ducklake_table SET end_snapshot = 4 WHERE table_id = 1",
+            "DELETE FROM ducklake_data_file WHERE data_file_id IN (1, 2)",
+        ] {
+            assert!(is_worker_sql(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn quack_functions_and_sql_from_strings_are_refused() {
+        for sql in [
+            "SELECT listen_uri FROM quack_server_list()",
+            "CALL quack_stop('quack:127.0.0.1:1')",
+            "SELECT * FROM \"QUACK_STOP\"('x')",
+            "SELECT * FROM main.\"quack_stop\"('x')",
+            "SELECT * FROM quack_query('quack:h:1', 'SELECT 1')",
+            "SELECT * FROM QUACK_ACTIVE_CONNECTIONS()",
+            "SELECT * FROM query('SELECT * FROM quack' || chr(95) || 'stop(1)')",
+            "SELECT * FROM query_table('t')",
+            "SELECT json_execute_serialized_sql('{}')",
+            "PREPARE p AS SELECT 1",
+            "EXECUTE p",
+            "SELECT * FROM U&\"quack!005fstop\" UESCAPE '!'",
+            // Where a naive scanner would see a literal that DuckDB does not.
+            "SELECT 1 --\r quack_stop('x')",
+            "SELECT 'a' /* /* */ quack_stop('x') */ ",
+            "SELECT 1 -- harmless",
+            "SELECT $$ quack_stop('x') $$",
+            "SELECT E'\\'' , quack_stop('x') -- '",
+            "SELECT 'unterminated",
+            "SELECT 1 /* unterminated",
+            "SELECT $a$ unterminated",
+            "CREATE MACRO m() AS TABLE SELECT * FROM quack_server_list()",
+        ] {
+            assert!(!is_worker_sql(sql), "{sql}");
+        }
+    }
+}

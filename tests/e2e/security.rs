@@ -566,6 +566,30 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Nor through the lake's own metadata connection: the catalog lets the workers' sessions
+    // run nothing of Quack's (here: find its listener, which quack_stop would then stop).
+    let out = gw.cli(
+        "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''SELECT listen_uri FROM quack_server_list()'')');",
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("Authorization failed") && out.stdout.is_empty(),
+        "{said}"
+    );
+    let out = gw.cli(&format!(
+        "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''CALL quack_stop(quack:127.0.0.1:{})'')');",
+        stack.catalog.plain.port()
+    ));
+    assert!(!out.status.success());
+    assert_eq!(
+        gw.cli_ok(census),
+        vec!["100,4950"],
+        "the catalog still serves the lake"
+    );
     // A read-write session is not allowed to open servers either (seccomp in every worker).
     let out = gw.cli(&format!(
         "FROM r.query('CALL quack_serve(''quack:127.0.0.1:{port}'', token => ''abcd1234'')');"

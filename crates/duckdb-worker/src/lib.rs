@@ -31,7 +31,7 @@ mod worker;
 
 pub use ducklake::EXIT_CATALOG_LOST;
 pub use error::WorkerError;
-pub use session_roles::is_read_only_sql;
+pub use session_roles::{is_read_only_sql, is_worker_sql};
 pub use spec::{
     extension_path, AzureCredentials, DuckLakeSpec, WorkerSpec, WorkerStatus, DUCKDB_VERSION,
     EXTENSIONS_REQUIRED, EXTENSION_PLATFORM, FAILED_PREFIX, READY_PREFIX,

@@ -17,6 +17,11 @@
 //!   wall of two: the worker that holds the read-only token has its lake READ_ONLY, and the
 //!   hook only has to stop what client SQL could send past it. It is strict on purpose
 //!   (see [`is_read_only_sql`]); DuckLake's own reads pass it.
+//! - read-write sessions (the workers' own metadata connections) may run what DuckLake needs,
+//!   but nothing of Quack's and no SQL built at run time ([`is_worker_sql`]): client SQL on a
+//!   read-write worker reaches the catalog through the lake's metadata database
+//!   (`__ducklake_metadata_<lake>.query(...)`), and must not list or stop the catalog's
+//!   listener, or open connections from it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -99,7 +104,8 @@ impl SessionRoles {
         match sessions.get_mut(sid) {
             Some(used) => {
                 *used = now;
-                true
+                drop(guard);
+                is_worker_sql(sql)
             }
             None => {
                 drop(guard);
@@ -273,6 +279,84 @@ pub fn is_read_only_sql(sql: &str) -> bool {
         "DEALLOCATE",
     ];
     READS.contains(&first.as_str()) && !words.iter().any(|w| REFUSED.contains(&w.as_str()))
+}
+
+/// Whether `sql`, from a read-write session (a worker's metadata connection), names nothing it
+/// must not: no identifier (bare or quoted) that starts with `quack` (every Quack function:
+/// `quack_stop`, `quack_serve`, `quack_query`, `quack_server_list`, ...), and no function that
+/// runs SQL from a string (`query`, `query_table`, `json_execute_serialized_sql`, `PREPARE` /
+/// `EXECUTE`). String literals are skipped, since DuckLake writes users' names and inlined
+/// values in them; what could make this scanner and DuckDB's lexer disagree on where a literal
+/// ends (an unterminated quote, comments, dollar quotes, `U&` names) refuses the statement.
+pub fn is_worker_sql(sql: &str) -> bool {
+    let Some(names) = names_outside_literals(sql) else {
+        return false;
+    };
+    names.iter().all(|name| {
+        let name = name.to_ascii_lowercase();
+        !(name.starts_with("quack")
+            || ["query", "query_table", "prepare", "execute"].contains(&name.as_str())
+            || name.contains("execute_serialized"))
+    })
+}
+
+/// Every identifier of `sql`, bare or double-quoted, outside string literals, as DuckDB's lexer
+/// reads them: `'...'` with `''`, `E'...'` with backslash escapes. `None` when a quote does not
+/// end, and for comments, dollar quotes and `U&` (Unicode-escaped names).
+fn names_outside_literals(sql: &str) -> Option<Vec<String>> {
+    let bytes = sql.as_bytes();
+    let mut names = Vec::new();
+    let mut i = 0;
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\'' => i = end_of_quote(bytes, i, false)?,
+            b'e' | b'E' if bytes.get(i + 1) == Some(&b'\'') && (i == 0 || !ident(bytes[i - 1])) => {
+                i = end_of_quote(bytes, i + 1, true)?
+            }
+            b'u' | b'U' if bytes.get(i + 1) == Some(&b'&') && (i == 0 || !ident(bytes[i - 1])) => {
+                return None
+            }
+            b'"' => {
+                let start = i + 1;
+                let end = end_of_quote(bytes, i, false)?;
+                names.push(sql.get(start..end - 1)?.replace("\"\"", "\""));
+                i = end;
+            }
+            // `$1` is a parameter; a dollar-quoted string is refused, as are comments: DuckLake
+            // writes neither, and each is a place where two lexers can disagree.
+            b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => i += 1,
+            b'$' => return None,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => return None,
+            b'/' if bytes.get(i + 1) == Some(&b'*') => return None,
+            c if ident(c) => {
+                let start = i;
+                while i < bytes.len() && ident(bytes[i]) {
+                    i += 1;
+                }
+                names.push(sql.get(start..i)?.to_string());
+            }
+            _ => i += 1,
+        }
+    }
+    Some(names)
+}
+
+/// The index just past the quote that closes the one opening at `open`; a doubled quote is
+/// one quote, and with `backslash` a backslash escapes the next byte.
+fn end_of_quote(bytes: &[u8], open: usize, backslash: bool) -> Option<usize> {
+    let q = bytes[open];
+    let mut i = open + 1;
+    loop {
+        match bytes.get(i) {
+            None => return None,
+            Some(b'\\') if backslash => i += 2,
+            Some(&c) if c == q && bytes.get(i + 1) == Some(&q) => i += 2,
+            Some(&c) if c == q => return Some(i + 1),
+            Some(_) => i += 1,
+        }
+    }
 }
 
 /// The words (runs of letters, digits and `_`, upper-cased) of `sql` outside quotes, or
