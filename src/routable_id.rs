@@ -118,6 +118,8 @@ pub struct Route<'a> {
 #[derive(Clone)]
 pub struct IdSigner {
     mac: Hmac<Sha256>,
+    /// Keys that verify but never mint: a rotation's other secrets.
+    previous: Vec<Hmac<Sha256>>,
 }
 
 impl fmt::Debug for IdSigner {
@@ -131,7 +133,19 @@ impl IdSigner {
     pub fn new(secret: &[u8; SECRET_BYTES]) -> Self {
         IdSigner {
             mac: Hmac::new_from_slice(secret).expect("HMAC accepts keys of any length"),
+            previous: Vec::new(),
         }
+    }
+
+    /// Also accepts ids minted under `previous` secrets (a rotation: the new secret mints while
+    /// the old one still verifies the sessions it signed). An id that matches no key costs one
+    /// MAC per key.
+    pub fn with_previous(mut self, previous: &[&[u8; SECRET_BYTES]]) -> Self {
+        self.previous = previous
+            .iter()
+            .map(|s| Hmac::new_from_slice(*s).expect("HMAC accepts keys of any length"))
+            .collect();
+        self
     }
 
     /// The routable id for a session that `worker` on `node` issued as `inner_id`.
@@ -196,11 +210,15 @@ impl IdSigner {
         // The MAC covers the prefix exactly as sent, so any edit to it fails.
         let prefix_len = id.len() - inner_id.len() - mac_hex.len() - 1;
         let prefix = id.get(..prefix_len).ok_or(IdError::Format)?;
-        let mut mac = self.mac.clone();
-        mac.update(prefix);
-        mac.update(inner_id);
-        mac.verify_truncated_left(&claimed)
-            .map_err(|_| IdError::Signature)?;
+        let verifies = |key: &Hmac<Sha256>| {
+            let mut mac = key.clone();
+            mac.update(prefix);
+            mac.update(inner_id);
+            mac.verify_truncated_left(&claimed).is_ok()
+        };
+        if !verifies(&self.mac) && !self.previous.iter().any(verifies) {
+            return Err(IdError::Signature);
+        }
         Ok(Route {
             node,
             worker,
@@ -250,6 +268,19 @@ mod tests {
 
     fn signer(byte: u8) -> IdSigner {
         IdSigner::new(&[byte; SECRET_BYTES])
+    }
+
+    #[test]
+    fn during_a_rotation_ids_of_the_previous_secret_still_route() {
+        let g = Grant::new(Access::ReadWrite, None, "alice");
+        let old_id = signer(1).mint("n0", 0, &g, b"inner");
+        let rotated = signer(2).with_previous(&[&[1; SECRET_BYTES]]);
+        assert_eq!(rotated.verify(&old_id).unwrap().inner_id, b"inner");
+        assert_eq!(signer(2).verify(&old_id), Err(IdError::Signature));
+        // New ids are minted under the new secret only.
+        let new_id = rotated.mint("n0", 0, &g, b"inner");
+        assert!(signer(2).verify(&new_id).is_ok());
+        assert_eq!(signer(1).verify(&new_id), Err(IdError::Signature));
     }
 
     fn grant() -> Grant {

@@ -97,13 +97,23 @@ impl AppState {
         };
         let read_only_worker_token =
             WorkerToken::generate().map_err(|e| StateError::Random(e.to_string()))?;
+        let previous: Vec<&[u8; crate::routable_id::SECRET_BYTES]> = config
+            .previous_id_secrets
+            .iter()
+            .map(IdSecret::expose)
+            .collect();
         let mut upstream = Upstream::new();
         let mut cluster = None;
         if let Some(c) = &config.cluster {
             if c.peer_tls {
                 upstream = upstream.with_peer_tls(peer_tls_client(c.peer_ca_file.as_deref())?);
             }
-            cluster = Some(Arc::new(Cluster::new(&config.node_id, secret.expose(), c)?));
+            cluster = Some(Arc::new(Cluster::new(
+                &config.node_id,
+                secret.expose(),
+                &previous,
+                c,
+            )?));
         }
         Ok(AppState {
             node_id: config.node_id.clone(),
@@ -124,7 +134,7 @@ impl AppState {
                 )),
                 jwt,
             ),
-            ids: IdSigner::new(secret.expose()),
+            ids: IdSigner::new(secret.expose()).with_previous(&previous),
             workers: Arc::new(WorkerSet::new(
                 config.workers.count,
                 config.workers.read_only_count,

@@ -84,6 +84,8 @@ pub struct Verified {
 #[derive(Debug)]
 pub struct PeerKey {
     key: Hmac<Sha256>,
+    /// Keys of a rotation's other secrets: they verify, never sign.
+    previous: Vec<Hmac<Sha256>>,
     /// Random per process; a counter follows it, so nonces never repeat.
     nonce_prefix: [u8; 8],
     counter: AtomicU64,
@@ -103,14 +105,12 @@ impl PeerKey {
     /// # Errors
     /// When the system random source fails.
     pub fn new(id_secret: &[u8; SECRET_BYTES]) -> Result<Self, getrandom::Error> {
-        // A key of its own, derived so the cluster shares one secret, not two.
-        let mut derive = Hmac::<Sha256>::new_from_slice(id_secret).expect("any key length");
-        derive.update(b"quackgate peer v2");
-        let key = Hmac::new_from_slice(&derive.finalize().into_bytes()).expect("any key length");
+        let key = derive(id_secret);
         let mut nonce_prefix = [0u8; 8];
         getrandom::fill(&mut nonce_prefix)?;
         Ok(PeerKey {
             key,
+            previous: Vec::new(),
             nonce_prefix,
             counter: AtomicU64::new(0),
             seen: Mutex::new(ReplayWindow {
@@ -121,6 +121,12 @@ impl PeerKey {
         })
     }
 
+    /// Also verifies what peers sign under `previous` secrets (a rotation).
+    pub fn with_previous(mut self, previous: &[&[u8; SECRET_BYTES]]) -> Self {
+        self.previous = previous.iter().map(|s| derive(s)).collect();
+        self
+    }
+
     /// The credential for a request from `sender`: `<sender>.<time>.<nonce>.<mac>`.
     pub fn sign_request(&self, sender: &str, facts: &RequestFacts<'_>) -> (HeaderValue, Nonce) {
         let mut nonce = [0u8; NONCE_BYTES];
@@ -129,7 +135,7 @@ impl PeerKey {
         nonce[8..].copy_from_slice(&n.to_be_bytes());
         let nonce = Nonce(nonce);
         let ts = unix_now();
-        let mac = self.request_mac(sender, ts, &nonce, facts);
+        let mac = request_mac(&self.key, sender, ts, &nonce, facts);
         let value = format!(
             "{sender}.{ts}.{}.{}",
             hex::encode(nonce.0),
@@ -170,9 +176,14 @@ impl PeerKey {
         if ts > now + MAX_FUTURE_SECS || now.saturating_sub(ts) > MAX_AGE_SECS {
             return Err(PeerAuthError::Stale);
         }
-        self.request_mac(sender, ts, &nonce, facts)
-            .verify_slice(&claimed)
-            .map_err(|_| PeerAuthError::Signature)?;
+        let verifies = |key: &Hmac<Sha256>| {
+            request_mac(key, sender, ts, &nonce, facts)
+                .verify_slice(&claimed)
+                .is_ok()
+        };
+        if !verifies(&self.key) && !self.previous.iter().any(verifies) {
+            return Err(PeerAuthError::Signature);
+        }
         // Only after the MAC: nobody without the key can fill the window.
         self.first_sight(nonce)?;
         Ok(Verified {
@@ -183,7 +194,7 @@ impl PeerKey {
 
     /// The MAC header of node `me`'s answer to the request with `nonce`.
     pub fn sign_answer(&self, nonce: &Nonce, me: &str, status: u16, body: &[u8]) -> HeaderValue {
-        let mac = self.answer_mac(nonce, me, status, body);
+        let mac = answer_mac(&self.key, nonce, me, status, body);
         HeaderValue::from_str(&hex::encode(mac.finalize().into_bytes()))
             .expect("hex is valid header text")
     }
@@ -205,43 +216,16 @@ impl PeerKey {
             .and_then(|v| v.to_str().ok())
             .and_then(|text| hex::decode(text).ok())
             .ok_or(PeerAuthError::Malformed)?;
-        self.answer_mac(nonce, from, status, body)
-            .verify_slice(&claimed)
-            .map_err(|_| PeerAuthError::Signature)
-    }
-
-    fn request_mac(
-        &self,
-        sender: &str,
-        ts: u64,
-        nonce: &Nonce,
-        facts: &RequestFacts<'_>,
-    ) -> Hmac<Sha256> {
-        let mut mac = self.key.clone();
-        mac.update(b"request\0");
-        for field in [
-            sender.as_bytes(),
-            ts.to_string().as_bytes(),
-            &nonce.0,
-            facts.target.as_bytes(),
-            facts.path.as_bytes(),
-            facts.msg_type.to_string().as_bytes(),
-            facts.grant.unwrap_or(b"-"),
-        ] {
-            framed(&mut mac, field);
+        let verifies = |key: &Hmac<Sha256>| {
+            answer_mac(key, nonce, from, status, body)
+                .verify_slice(&claimed)
+                .is_ok()
+        };
+        if verifies(&self.key) || self.previous.iter().any(verifies) {
+            Ok(())
+        } else {
+            Err(PeerAuthError::Signature)
         }
-        mac.update(&Sha256::digest(facts.body));
-        mac
-    }
-
-    fn answer_mac(&self, nonce: &Nonce, node: &str, status: u16, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = self.key.clone();
-        mac.update(b"answer\0");
-        for field in [&nonce.0[..], node.as_bytes(), &status.to_be_bytes()] {
-            framed(&mut mac, field);
-        }
-        mac.update(&Sha256::digest(body));
-        mac
     }
 
     fn first_sight(&self, nonce: Nonce) -> Result<(), PeerAuthError> {
@@ -256,6 +240,54 @@ impl PeerKey {
         }
         Ok(())
     }
+}
+
+/// The peer key of an id secret: a key of its own, derived so the cluster shares one secret,
+/// not two.
+fn derive(id_secret: &[u8; SECRET_BYTES]) -> Hmac<Sha256> {
+    let mut derive = Hmac::<Sha256>::new_from_slice(id_secret).expect("any key length");
+    derive.update(b"quackgate peer v2");
+    Hmac::new_from_slice(&derive.finalize().into_bytes()).expect("any key length")
+}
+
+fn request_mac(
+    key: &Hmac<Sha256>,
+    sender: &str,
+    ts: u64,
+    nonce: &Nonce,
+    facts: &RequestFacts<'_>,
+) -> Hmac<Sha256> {
+    let mut mac = key.clone();
+    mac.update(b"request\0");
+    for field in [
+        sender.as_bytes(),
+        ts.to_string().as_bytes(),
+        &nonce.0,
+        facts.target.as_bytes(),
+        facts.path.as_bytes(),
+        facts.msg_type.to_string().as_bytes(),
+        facts.grant.unwrap_or(b"-"),
+    ] {
+        framed(&mut mac, field);
+    }
+    mac.update(&Sha256::digest(facts.body));
+    mac
+}
+
+fn answer_mac(
+    key: &Hmac<Sha256>,
+    nonce: &Nonce,
+    node: &str,
+    status: u16,
+    body: &[u8],
+) -> Hmac<Sha256> {
+    let mut mac = key.clone();
+    mac.update(b"answer\0");
+    for field in [&nonce.0[..], node.as_bytes(), &status.to_be_bytes()] {
+        framed(&mut mac, field);
+    }
+    mac.update(&Sha256::digest(body));
+    mac
 }
 
 /// Length-prefixed, so that no two field lists feed the MAC the same bytes.
@@ -387,6 +419,27 @@ mod tests {
         assert_eq!(
             edge.verify_answer(&nonce, "n1", 200, b"answer", None),
             Err(PeerAuthError::Malformed)
+        );
+    }
+
+    #[test]
+    fn during_a_rotation_both_secrets_verify_and_the_new_one_signs() {
+        let old = key(1);
+        let rotated = key(2).with_previous(&[&[1; SECRET_BYTES]]);
+        let (cred, nonce) = old.sign_request("edge-a", &facts("n1", b"x"));
+        assert!(rotated
+            .verify_request(Some(&cred), &facts("n1", b"x"))
+            .is_ok());
+        let mac = rotated.sign_answer(&nonce, "n1", 200, b"a");
+        assert_eq!(
+            old.verify_answer(&nonce, "n1", 200, b"a", Some(&mac)),
+            Err(PeerAuthError::Signature),
+            "signed with the new secret, which the old key does not know"
+        );
+        let back = key(1).with_previous(&[&[2; SECRET_BYTES]]);
+        assert_eq!(
+            back.verify_answer(&nonce, "n1", 200, b"a", Some(&mac)),
+            Ok(())
         );
     }
 

@@ -98,11 +98,14 @@ impl Cluster {
     pub fn new(
         node_id: &str,
         id_secret: &[u8; SECRET_BYTES],
+        previous_secrets: &[&[u8; SECRET_BYTES]],
         config: &ClusterConfig,
     ) -> Result<Self, ClusterError> {
         let cluster = Cluster {
             node_id: node_id.to_string(),
-            key: PeerKey::new(id_secret).map_err(|e| ClusterError::Random(e.to_string()))?,
+            key: PeerKey::new(id_secret)
+                .map_err(|e| ClusterError::Random(e.to_string()))?
+                .with_previous(previous_secrets),
             static_peers: config.peers.clone(),
             peers_file: config.peers_file.clone(),
             peers_dns: config.peers_dns.clone(),
@@ -406,6 +409,7 @@ mod tests {
         let c = Cluster::new(
             "n0",
             &[1; SECRET_BYTES],
+            &[],
             &config(statics, Some(file.clone())),
         )
         .unwrap();
@@ -428,7 +432,7 @@ mod tests {
             ("n1".to_string(), "localhost:7001".to_string()),
             ("n2".to_string(), "127.0.0.1:7002".to_string()),
         ]);
-        let c = Cluster::new("edge", &[1; SECRET_BYTES], &config(statics, None)).unwrap();
+        let c = Cluster::new("edge", &[1; SECRET_BYTES], &[], &config(statics, None)).unwrap();
         assert_eq!(
             c.peer("n1").unwrap().authority.as_deref(),
             Some("localhost:7001")

@@ -73,6 +73,7 @@ pub(super) struct FileGateway {
     pub(super) plain_listen: Option<String>,
     pub(super) admin_listen: Option<String>,
     pub(super) id_secret_file: Option<PathBuf>,
+    pub(super) previous_id_secret_files: Option<Vec<PathBuf>>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_body_bytes: Option<u64>,
     pub(super) tls_handshake_timeout_secs: Option<u64>,

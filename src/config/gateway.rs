@@ -12,6 +12,8 @@ use crate::role::Role;
 use crate::routable_id::{IdSecret, MAX_NODE_ID_LEN, SECRET_BYTES};
 use crate::tls::TlsFiles;
 
+/// Most secrets kept for verifying during a rotation.
+const MAX_PREVIOUS_ID_SECRETS: usize = 3;
 /// Default node id.
 pub const DEFAULT_NODE_ID: &str = "n0";
 /// Default cap on concurrently open client TCP connections.
@@ -33,6 +35,7 @@ pub(super) struct GatewaySection {
     pub(super) admin_listen: Option<SocketAddr>,
     pub(super) tls: Option<TlsFiles>,
     pub(super) id_secret: Option<IdSecret>,
+    pub(super) previous_id_secrets: Vec<IdSecret>,
     pub(super) max_connections: usize,
     pub(super) max_body_bytes: u64,
     pub(super) tls_handshake_timeout: Duration,
@@ -132,7 +135,7 @@ pub(super) fn validate(
         }
         _ => {}
     }
-    let id_secret = gateway.id_secret_file.map(resolve).and_then(|path| {
+    let mut read_secret = |key: &str, path: PathBuf| -> Option<IdSecret> {
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let hex_text = String::from_utf8_lossy(&bytes);
@@ -141,7 +144,7 @@ pub(super) fn validate(
                     Ok(()) => Some(IdSecret::from_bytes(secret)),
                     Err(_) => {
                         problems.push(format!(
-                            "gateway.id_secret_file: {} must hold {} hex characters (e.g. `openssl rand -hex {SECRET_BYTES}`)",
+                            "{key}: {} must hold {} hex characters (e.g. `openssl rand -hex {SECRET_BYTES}`)",
                             path.display(),
                             SECRET_BYTES * 2
                         ));
@@ -150,11 +153,29 @@ pub(super) fn validate(
                 }
             }
             Err(e) => {
-                problems.push(format!("gateway.id_secret_file: reading {}: {e}", path.display()));
+                problems.push(format!("{key}: reading {}: {e}", path.display()));
                 None
             }
         }
-    });
+    };
+    let id_secret = gateway
+        .id_secret_file
+        .map(resolve)
+        .and_then(|path| read_secret("gateway.id_secret_file", path));
+    let previous_files = gateway.previous_id_secret_files.unwrap_or_default();
+    let previous_id_secrets: Vec<IdSecret> = previous_files
+        .iter()
+        .filter_map(|path| read_secret("gateway.previous_id_secret_files", resolve(path.clone())))
+        .collect();
+    if previous_files.len() > MAX_PREVIOUS_ID_SECRETS {
+        problems.push(format!(
+            "gateway.previous_id_secret_files: at most {MAX_PREVIOUS_ID_SECRETS} (each costs a MAC on every id they may have signed), got {}",
+            previous_files.len()
+        ));
+    }
+    if !previous_files.is_empty() && id_secret.is_none() {
+        problems.push("gateway.previous_id_secret_files: needs gateway.id_secret_file".into());
+    }
     let max_connections = gateway.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     problems.positive("gateway.max_connections", max_connections as u64);
     let max_body_bytes = gateway.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
@@ -180,6 +201,7 @@ pub(super) fn validate(
         admin_listen,
         tls,
         id_secret,
+        previous_id_secrets,
         max_connections,
         max_body_bytes,
         tls_handshake_timeout: Duration::from_secs(tls_handshake_timeout_secs),

@@ -89,6 +89,9 @@ pub struct Config {
     /// Secret that signs connection ids. Shared by replicas of one cluster; a random one is
     /// made at start when `gateway.id_secret_file` is unset.
     pub id_secret: Option<IdSecret>,
+    /// Secrets that still verify ids and peer requests but sign nothing: a rotation's old
+    /// (or coming) secret. Default none.
+    pub previous_id_secrets: Vec<IdSecret>,
     /// Cap on concurrently open client TCP connections; more wait in the accept queue.
     pub max_connections: usize,
     /// Cap on one request body. Default 256 MiB.
@@ -316,6 +319,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         admin_listen: gateway.admin_listen.expect("validated above"),
         tls: gateway.tls,
         id_secret: gateway.id_secret,
+        previous_id_secrets: gateway.previous_id_secrets,
         max_connections: gateway.max_connections,
         max_body_bytes: gateway.max_body_bytes,
         tls_handshake_timeout: gateway.tls_handshake_timeout,

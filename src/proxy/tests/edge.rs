@@ -294,6 +294,7 @@ async fn an_answer_the_node_did_not_seal_never_reaches_the_client() {
     let rogue = crate::cluster::Cluster::new(
         "edge-a",
         &SECRET,
+        &[],
         &crate::cluster::ClusterConfig {
             peer_listen: None,
             peer_listen_tls: None,
