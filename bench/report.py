@@ -12,10 +12,10 @@ import platform
 import statistics
 
 CONTENDERS = ["direct", "gw-plain", "nginx-plain", "gw-tls", "nginx-tls", "caddy-tls",
-              "edge-plain", "edge-tls", "edge-tls-peertls", "edge3-tls"]
+              "edge-plain", "edge-tls", "edge-tls-peertls", "edge3-tls", "edge-tls-ingress"]
 # Each edge contender and the single-node contender it adds a hop to.
 EDGE_PAIRS = [("edge-plain", "gw-plain"), ("edge-tls", "gw-tls"), ("edge-tls-peertls", "gw-tls"),
-              ("edge3-tls", "gw-tls")]
+              ("edge3-tls", "gw-tls"), ("edge-tls-ingress", "gw-tls")]
 
 
 def main():
@@ -172,7 +172,9 @@ def main():
         print("client → `quackgate edge` → `quackgate node` → worker, against the single gateway "
               "node (client → gateway → worker, the same transport to the client) and against "
               "direct. edge-tls and edge3-tls keep the peer leg plain (loopback, as a node behind "
-              "an ingress sees it); edge-tls-peertls runs it over TLS to the node.\n")
+              "an ingress sees it); edge-tls-peertls runs it over TLS to the node; edge-tls-ingress "
+              "(when selected) runs it over TLS through an nginx standing in for the node's "
+              "ingress, which passes it on plain to the node.\n")
         print("| edge contender | single node | W1 p50 µs | ÷ single node | ÷ direct "
               "| W2 MB/s | ÷ single node | ÷ direct |")
         print("|---|---|---|---|---|---|---|---|")
