@@ -191,27 +191,29 @@ def main():
         if ran("W6", "edge3-tls") or ran("W6-pin", "edge3-tls"):
             print(f"\n1 node (edge-tls) against 3 nodes (edge3-tls) behind one edge, "
                   f"{a.w6_sessions} sessions:\n")
-            print("| workload | 1 node q/s | 3 nodes q/s | 3 ÷ 1 | compute ceiling of 3 ÷ 1 "
-                  "| sessions per node (3 nodes) |")
-            print("|---|---|---|---|---|---|")
-            ceilings = {"W6": 1.0, "W6-pin": float(min(3, a.cores))}
+            print("| workload | 1 node q/s | 3 nodes q/s | 3 ÷ 1 | cores' worth one node used "
+                  "| most 3 ÷ 1 can be here | sessions per node (3 nodes) |")
+            print("|---|---|---|---|---|---|---|")
+            one_core = med("W6-pin", "edge-tls", "rps")
             for wl in ["W6", "W6-pin"]:
                 one, three = med(wl, "edge-tls", "rps"), med(wl, "edge3-tls", "rps")
                 if one is None and three is None:
                     continue
+                used = 1.0 if wl == "W6-pin" else ratio(one, one_core)
+                ceiling = ratio(float(min(3, a.cores)), used)
                 print(f"| {wl} | {fmt(one, 1)} | {fmt(three, 1)} | {fmt(ratio(three, one), 3)} "
-                      f"| {ceilings[wl]:g} | {placement(wl, 'edge3-tls')} |")
-            print(f"\nWhy the ceilings: this machine has {a.cores} cores, shared by the client, "
-                  "the edge, the nodes and their workers. In W6 one node's worker already runs "
-                  "every session's query at once on all the cores (DuckDB's threads default to "
-                  "one per core, and each Quack request runs on its own server thread), so two "
-                  "more nodes add no compute: 3 ÷ 1 can be about 1 at best. In W6-pin each worker "
-                  f"is confined to one core, as a one-core replica would be: 1 node has 1 core, "
-                  f"3 nodes share min(3, {a.cores}) = {min(3, a.cores)}, so 3 ÷ 1 is at most "
-                  f"{min(3, a.cores)}, less what the client and the edge take from those same "
-                  "cores. The issue's ≥ 2× target needs at least 3 cores for the nodes plus "
-                  "room for the client and the edge; it is printed below against what was "
-                  "measured, not against the ceiling.")
+                      f"| {fmt(used, 2)} | {fmt(ceiling, 2)} | {placement(wl, 'edge3-tls')} |")
+            print(f"\nWhy this machine cannot show 3 nodes ≥ 2× one node: it has {a.cores} cores, "
+                  "shared by the client, the edge, the nodes' gateway processes and their DuckDB "
+                  "workers. One core's worth of this load is the 1-node rate of W6-pin, where the "
+                  "node's worker is pinned to one core, as a one-core replica's would be. There, "
+                  f"3 nodes share min(3, {a.cores}) = {min(3, a.cores)} cores (n1 and n3 on the "
+                  f"same one), so 3 ÷ 1 is at most {min(3, a.cores)}, less what the client and "
+                  "the edge take from those cores. Unpinned (W6), one node's worker may use every "
+                  "core and used the cores' worth shown, so the most two more nodes can add is "
+                  f"{a.cores} cores ÷ that. The ≥ 2× target needs three nodes with a core each "
+                  "besides the client's and the edge's; the target line below compares it with "
+                  "what was measured, not with these ceilings.")
 
     print("\n### Targets (printed, not asserted)\n")
     print("| target | measured | result |")
