@@ -26,6 +26,7 @@ def main():
         ap.add_argument("--" + name, type=int, required=True)
     ap.add_argument("--duration", type=float, required=True)
     ap.add_argument("--w6-duration", type=float, required=True)
+    ap.add_argument("--load", default="")
     for name in ["nginx", "caddy", "quackgate", "w6-sql"]:
         ap.add_argument("--" + name, required=True)
     a = ap.parse_args()
@@ -102,6 +103,7 @@ def main():
         f"{'; each edge contender reaches the workers of its own nodes, configured alike' if edges else ''}). "
         f"Medians of {a.rounds} alternated rounds ({a.elapsed} s of measuring); W1/W4 run "
         f"{a.duration:g} s each after a warmup. Ratios are ratios of medians."
+        + (f" Load average (1, 5, 15 min): {a.load}." if a.load else "")
     )
 
     cpu_col = ("front CPU µs/req", "cpu_us_per_req", 0)
