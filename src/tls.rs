@@ -111,15 +111,14 @@ impl CertStore {
     /// Loads the files again if they changed. Returns whether a new certificate is in force.
     pub fn reload(&self) -> bool {
         let now = stamp(&self.files);
-        {
-            let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
-            if now.is_none() || *last == now {
-                return false;
-            }
-            *last = now;
+        let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        if now.is_none() || *last == now {
+            return false;
         }
         match certified_key(&self.files, &self.provider) {
             Ok(key) => {
+                // Recorded only once loaded: a pair caught half-written is tried again.
+                *last = now;
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
                 info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
                 true

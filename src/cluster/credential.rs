@@ -7,8 +7,9 @@
 //! answer's MAC covers the request's nonce, the node that answers, the status and a digest of
 //! the body, so an answer cannot be forged, edited, or passed off as another request's (which
 //! also makes the node's answer to a status request a proof of identity bound to that
-//! request). Bodies are therefore read whole on both sides of the peer leg, within
-//! `gateway.max_body_bytes`. A client token is never a peer credential.
+//! request). The body's digest travels in a header the MAC covers, so a receiver refuses an
+//! unsigned request before reading its body; bodies are read whole on both sides of the peer
+//! leg, within `gateway.max_body_bytes`, and checked against the digest. A client token is never a peer credential.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,14 +26,18 @@ use crate::routable_id::SECRET_BYTES;
 pub const PEER_HEADER: &str = "quackgate-peer";
 /// Header carrying the MAC of an answer on the peer leg.
 pub const ANSWER_HEADER: &str = "quackgate-peer-answer";
+/// Header carrying the SHA-256 of a peer request's body, which the MAC covers: the receiver
+/// checks the credential before it reads the body, then the body against it.
+pub const DIGEST_HEADER: &str = "quackgate-peer-digest";
 /// Header carrying the grant of a session placed on a node (see [`crate::auth::Grant`]).
 pub const GRANT_HEADER: &str = "quackgate-grant";
 /// How old a request credential may be.
 const MAX_AGE_SECS: u64 = 30;
 /// How far ahead of ours a peer's clock may be.
 const MAX_FUTURE_SECS: u64 = 5;
-/// A nonce is remembered at least this long: past it, its credential is stale anyway.
-const REPLAY_WINDOW: Duration = Duration::from_secs(MAX_AGE_SECS + MAX_FUTURE_SECS);
+/// A nonce is remembered at least this long: past it, its credential is stale anyway (a
+/// credential from a clock 5 s ahead stays fresh for 35 s, and times are whole seconds).
+const REPLAY_WINDOW: Duration = Duration::from_secs(MAX_AGE_SECS + MAX_FUTURE_SECS + 2);
 /// Bytes of a nonce.
 const NONCE_BYTES: usize = 16;
 
@@ -67,9 +72,15 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     /// The Quack message type, 0 for a request that is not a Quack message.
     pub msg_type: u64,
-    pub body: &'a [u8],
+    /// SHA-256 of the whole body.
+    pub body_sha256: [u8; 32],
     /// The grant header of a session being placed.
     pub grant: Option<&'a [u8]>,
+}
+
+/// The digest [`RequestFacts::body_sha256`] wants.
+pub fn body_digest(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
 }
 
 /// A request credential that verified.
@@ -266,11 +277,13 @@ fn request_mac(
         facts.target.as_bytes(),
         facts.path.as_bytes(),
         facts.msg_type.to_string().as_bytes(),
-        facts.grant.unwrap_or(b"-"),
+        // A tag byte, so that no grant and any grant never feed the MAC the same bytes.
+        &[u8::from(facts.grant.is_some())],
+        facts.grant.unwrap_or(b""),
     ] {
         framed(&mut mac, field);
     }
-    mac.update(&Sha256::digest(facts.body));
+    mac.update(&facts.body_sha256);
     mac
 }
 
@@ -316,7 +329,7 @@ mod tests {
             target,
             path: "/quack",
             msg_type: 3,
-            body,
+            body_sha256: body_digest(body),
             grant: None,
         }
     }

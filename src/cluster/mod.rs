@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::cluster::credential::{PeerKey, RequestFacts, ANSWER_HEADER, PEER_HEADER};
+use crate::cluster::credential::{body_digest, PeerKey, RequestFacts, ANSWER_HEADER, PEER_HEADER};
 use crate::cluster::status::{NodeBoard, NodeLoad, POLL_INTERVAL, STATUS_PATH};
 use crate::routable_id::SECRET_BYTES;
 use crate::tls::TlsFiles;
@@ -35,6 +35,8 @@ pub use credential::PeerAuthError;
 
 /// How often the peers file is re-read and the names resolved again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// Least time between two reloads that an unknown node asks for.
+pub const CATCH_UP_EVERY: Duration = Duration::from_millis(250);
 /// The target a status request is signed for: any node may answer it, and proves which one
 /// it is in the answer.
 pub const ANY_NODE: &str = "*";
@@ -88,6 +90,9 @@ pub struct Cluster {
     peers: DashMap<String, Endpoint>,
     /// What each node last reported, when this process places sessions on nodes (an edge).
     pub board: NodeBoard,
+    /// When an unknown node last made the peers be read again (ms since `started`).
+    caught_up_at: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 impl Cluster {
@@ -113,6 +118,8 @@ impl Cluster {
             discovered: DashMap::new(),
             peers: DashMap::new(),
             board: NodeBoard::default(),
+            caught_up_at: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
         };
         if let Err(e) = cluster.reload() {
             warn!(error = %e, "peers not loaded");
@@ -144,6 +151,32 @@ impl Cluster {
             .collect();
         list.sort_by(|a, b| a.0.cmp(&b.0));
         list
+    }
+
+    /// Where `node` is, reading the peers again first if it is unknown: a session another edge
+    /// placed on a node this one has not read of yet must not be lost in the moment between
+    /// the two edges' reloads. At most one extra reload per [`CATCH_UP_EVERY`].
+    pub async fn catch_up(self: Arc<Self>, node: &str) -> Option<Endpoint> {
+        use std::sync::atomic::Ordering;
+        if let Some(endpoint) = self.peer(node) {
+            return Some(endpoint);
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.caught_up_at.load(Ordering::Relaxed);
+        let due = now.saturating_sub(last) >= CATCH_UP_EVERY.as_millis() as u64 || last == 0;
+        if due
+            && self
+                .caught_up_at
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let cluster = self.clone();
+            // Name resolution blocks; keep it off the runtime's worker threads.
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || cluster.reload()).await {
+                warn!(error = %e, "peers not reloaded");
+            }
+        }
+        self.peer(node)
     }
 
     /// Rebuilds the peer table from the static list, the peers file and what DNS found.
@@ -223,7 +256,7 @@ impl Cluster {
             target: ANY_NODE,
             path: STATUS_PATH,
             msg_type: 0,
-            body: b"",
+            body_sha256: body_digest(b""),
             grant: None,
         };
         let (credential, nonce) = self.key.sign_request(&self.node_id, &facts);

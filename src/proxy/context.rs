@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use crate::auth::Principal;
 use crate::cluster::credential::Nonce;
-use crate::cluster::credential::{GRANT_HEADER, PEER_HEADER};
+use crate::cluster::credential::{DIGEST_HEADER, GRANT_HEADER, PEER_HEADER};
 use crate::server::ClientAddr;
 
 /// Where a request came from.
@@ -45,6 +45,8 @@ pub struct RequestContext {
     pub peer_credential: Option<HeaderValue>,
     /// The grant an edge sent with a session it placed here, unchecked until admitted.
     pub peer_grant: Option<HeaderValue>,
+    /// The body digest a peer request announces, unchecked until admitted.
+    pub peer_digest: Option<HeaderValue>,
     /// Set once a peer request's credential verified.
     pub admitted: Option<Admitted>,
     /// The client's address (behind trusted proxies, the one they report); limits key on it.
@@ -71,6 +73,7 @@ impl RequestContext {
             user_agent: req.headers().get(USER_AGENT).cloned(),
             peer_credential: req.headers().get(PEER_HEADER).cloned(),
             peer_grant: req.headers().get(GRANT_HEADER).cloned(),
+            peer_digest: req.headers().get(DIGEST_HEADER).cloned(),
             admitted: None,
             client_ip: req.extensions().get::<ClientAddr>().map(|a| a.0),
             msg_type: None,

@@ -128,9 +128,11 @@ async fn forward(
     debug!(quack.msg_type = type_name, "quack request");
 
     if ctx.origin == Origin::Peer {
-        // The whole message: the credential covers its digest.
+        // Nothing of an unsigned request's body is read; a signed one is read whole and must
+        // match the digest its credential covers.
+        let digest = peer::admit(state, ctx, &header)?;
         let message = with_client_timeout(read_rest(prefix, body, limit, limit)).await?;
-        peer::admit(state, ctx, &message, &header)?;
+        peer::body_matches(&message, &digest)?;
         if header.msg_type == msg_type::CONNECTION_REQUEST {
             if state.is_draining() {
                 return Err(GatewayError::Draining);

@@ -19,7 +19,8 @@ use tracing::debug;
 use crate::auth::Principal;
 use crate::body::{full, ResponseBody};
 use crate::cluster::credential::{
-    Nonce, PeerAuthError, RequestFacts, ANSWER_HEADER, GRANT_HEADER, PEER_HEADER,
+    body_digest, Nonce, PeerAuthError, RequestFacts, ANSWER_HEADER, DIGEST_HEADER, GRANT_HEADER,
+    PEER_HEADER,
 };
 use crate::cluster::status::NodeLoad;
 use crate::cluster::{grant_header, Cluster, ANY_NODE};
@@ -43,17 +44,22 @@ pub async fn send(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let cluster = cluster(state)?;
     let grant = grant.map(Principal::to_grant);
+    let digest = body_digest(&message);
     let facts = RequestFacts {
         target: node,
         path: QUACK_PATH,
         msg_type,
-        body: &message,
+        body_sha256: digest,
         grant: grant.as_deref().map(str::as_bytes),
     };
     let (credential, nonce) = cluster.key().sign_request(cluster.node_id(), &facts);
     let mut post = QuackPost::whole(to, message)
         .user_agent(ctx.user_agent.clone())
-        .header(PEER_HEADER, credential);
+        .header(PEER_HEADER, credential)
+        .header(
+            DIGEST_HEADER,
+            HeaderValue::from_str(&hex::encode(digest)).expect("hex is valid header text"),
+        );
     if let Some(grant) = &grant {
         post = post.header(GRANT_HEADER, grant_header(grant));
     }
@@ -102,21 +108,26 @@ pub async fn send(
         .expect("headers copied from a valid response"))
 }
 
-/// Admits a Quack message on the peer listener: its credential must cover `message`, whole,
-/// and be for this node.
+/// Admits a Quack message on the peer listener on its header alone, before its body is read:
+/// the credential must verify for this node over the digest it announces. Returns that digest,
+/// which the body must then match ([`body_matches`]).
 pub fn admit(
     state: &AppState,
     ctx: &mut RequestContext,
-    message: &[u8],
     header: &Header,
-) -> Result<(), GatewayError> {
+) -> Result<[u8; 32], GatewayError> {
     let cluster = cluster(state)?;
+    let mut digest = [0u8; 32];
+    ctx.peer_digest
+        .as_ref()
+        .and_then(|v| hex::decode_to_slice(v.as_bytes(), &mut digest).ok())
+        .ok_or(PeerAuthError::Malformed)?;
     let grant = ctx.peer_grant.as_ref().map(HeaderValue::as_bytes);
     let facts = RequestFacts {
         target: &state.node_id,
         path: QUACK_PATH,
         msg_type: header.msg_type,
-        body: message,
+        body_sha256: digest,
         grant,
     };
     let verified = cluster
@@ -136,7 +147,16 @@ pub fn admit(
         grant,
     });
     state.peer_request_served();
-    Ok(())
+    Ok(digest)
+}
+
+/// Whether an admitted request's body is the one its credential announced.
+pub fn body_matches(message: &[u8], digest: &[u8; 32]) -> Result<(), GatewayError> {
+    if body_digest(message) == *digest {
+        Ok(())
+    } else {
+        Err(PeerAuthError::Signature.into())
+    }
 }
 
 /// This node's answer to `GET /peer/status`: its load, sealed for the asker's nonce.
@@ -148,7 +168,7 @@ pub fn status(state: &AppState, credential: Option<&HeaderValue>) -> Response<Re
         target: ANY_NODE,
         path: crate::cluster::status::STATUS_PATH,
         msg_type: 0,
-        body: b"",
+        body_sha256: body_digest(b""),
         grant: None,
     };
     let verified = match cluster.key().verify_request(credential, &facts) {

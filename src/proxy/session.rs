@@ -41,7 +41,8 @@ pub enum Destination<'a> {
 /// The node that owns a session, and where its peer listener is.
 pub struct OwnerNode {
     node: String,
-    to: Endpoint,
+    /// `None` when the node is not among the known peers (yet).
+    to: Option<Endpoint>,
 }
 
 /// The worker of this node that holds a session.
@@ -79,12 +80,11 @@ pub fn resolve<'a>(
             (Origin::Client, Some(cluster)) => cluster,
             _ => return Err(RoutingError::ForeignNode.into()),
         };
-        let to = cluster
-            .peer(route.node)
-            .ok_or_else(|| GatewayError::OwnerUnknown(route.node.to_string()))?;
+        // A node this process does not know yet may be one another edge just read from the
+        // peers file: `to_peer` reads the list again before giving up.
         return Ok(Destination::Peer(OwnerNode {
             node: route.node.to_string(),
-            to,
+            to: cluster.peer(route.node),
         }));
     }
     let worker = state
@@ -153,9 +153,19 @@ pub async fn to_peer(
             with_client_timeout(read_rest(prefix, rest, limit, limit)).await?
         }
     };
+    let to = match owner.to {
+        Some(to) => to,
+        None => {
+            let cluster = state.cluster.clone().ok_or(RoutingError::ForeignNode)?;
+            cluster
+                .catch_up(&owner.node)
+                .await
+                .ok_or_else(|| GatewayError::OwnerUnknown(owner.node.clone()))?
+        }
+    };
     // A request that outlives the request timeout of the node's ingress is cut off there;
     // the node sees its request abandoned and ends the session (`AbandonGuard`).
-    peer::send(state, ctx, &owner.node, owner.to, msg_type, message, None).await
+    peer::send(state, ctx, &owner.node, to, msg_type, message, None).await
 }
 
 /// A message of an existing session: to the worker its id names, and only there.

@@ -266,7 +266,11 @@ mod worker_sql_tests {
         for sql in [
             "SELECT * FROM ducklake_snapshot WHERE snapshot_id = 3",
             "INSERT INTO ducklake_table VALUES (7, 'quack_orders', 'it''s -- /* $$')",
-            "INSERT INTO ducklake_inlined_data_1_1 VALUES (E'quack_stop(\\'x\\')', 2)",
+            "INSERT INTO ducklake_inlined_data_1_1 VALUES ('quack_stop(''x'')', 2)",
+            // Users' column names, bare, in DuckLake's inlined-data tables (found in review).
+            "CREATE TABLE IF NOT EXISTS ducklake_inlined_data_1_1(row_id BIGINT, begin_snapshot BIGINT, end_snapshot BIGINT, query VARCHAR, execute INT, quack_count INT)",
+            "SELECT query AS col1, execute, quack_count FROM ducklake_inlined_data_1_1",
+            "INSERT INTO t VALUES ('prénom', 'naïve')",
             "INSERT INTO t VALUES ('SELECT quack_stop(''x'')', $1)",
             "CREATE TABLE IF NOT EXISTS ducklake_metadata(key VARCHAR NOT NULL, value VARCHAR NOT NULL)",
             "BEGIN TRANSACTION",
@@ -303,6 +307,17 @@ mod worker_sql_tests {
             "SELECT 1 /* unterminated",
             "SELECT $a$ unterminated",
             "CREATE MACRO m() AS TABLE SELECT * FROM quack_server_list()",
+            "CREATE OR REPLACE MACRO harmless() AS 1",
+            "CREATE VIEW v AS SELECT 1",
+            "CREATE TEMP FUNCTION f() AS 1",
+            "SELECT * FROM main.quack_server_list ()",
+            // Found in review: Unicode spaces DuckDB reads as spaces, and escape-string
+            // continuations that a scanner reads apart from DuckDB.
+            "SELECT count(*) FROM\u{a0}query('SELECT * FROM quack_server_list()')",
+            "SELECT 1 FROM\u{3000}quack_server_list()",
+            "SELECT * FROM quack_server_list\u{a0}()",
+            "SELECT E'a'\n'\\' , ' , (SELECT count(*) FROM quack_stop('qu'||'ack:1')) AS s -- '",
+            "SELECT 1e'x'",
         ] {
             assert!(!is_worker_sql(sql), "{sql}");
         }

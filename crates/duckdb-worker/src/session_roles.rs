@@ -281,47 +281,64 @@ pub fn is_read_only_sql(sql: &str) -> bool {
     READS.contains(&first.as_str()) && !words.iter().any(|w| REFUSED.contains(&w.as_str()))
 }
 
-/// Whether `sql`, from a read-write session (a worker's metadata connection), names nothing it
-/// must not: no identifier (bare or quoted) that starts with `quack` (every Quack function:
-/// `quack_stop`, `quack_serve`, `quack_query`, `quack_server_list`, ...), and no function that
-/// runs SQL from a string (`query`, `query_table`, `json_execute_serialized_sql`, `PREPARE` /
-/// `EXECUTE`). String literals are skipped, since DuckLake writes users' names and inlined
-/// values in them; what could make this scanner and DuckDB's lexer disagree on where a literal
-/// ends (an unterminated quote, comments, dollar quotes, `U&` names) refuses the statement.
+/// Whether `sql`, from a read-write session (a worker's metadata connection), calls nothing it
+/// must not: no function whose name (bare or quoted) starts with `quack` (every Quack function:
+/// `quack_stop`, `quack_serve`, `quack_query`, `quack_server_list`, ...), none that runs SQL
+/// from a string (`query`, `query_table`, `json_execute_serialized_sql`), no PREPARE or
+/// EXECUTE, and no view, macro or function made in the catalog (DuckLake keeps its own as
+/// rows; a stored object could call what is refused here). Names are judged in call position
+/// only, since DuckLake writes users' column names bare (a column may be called `query`).
+/// String literals are skipped, since DuckLake writes users' values in them; what could make
+/// this scanner and DuckDB's lexer disagree on where a literal ends (an unterminated quote,
+/// escape strings, comments, dollar quotes, `U&` names) refuses the statement.
 pub fn is_worker_sql(sql: &str) -> bool {
     let Some(names) = names_outside_literals(sql) else {
         return false;
     };
-    names.iter().all(|name| {
+    let word = |i: usize| names.get(i).map(|(n, _)| n.to_ascii_uppercase());
+    if matches!(word(0).as_deref(), Some("PREPARE" | "EXECUTE")) {
+        return false;
+    }
+    if word(0).as_deref() == Some("CREATE")
+        && (1..6).any(|i| matches!(word(i).as_deref(), Some("VIEW" | "MACRO" | "FUNCTION")))
+    {
+        return false;
+    }
+    names.iter().filter(|(_, called)| *called).all(|(name, _)| {
         let name = name.to_ascii_lowercase();
         !(name.starts_with("quack")
-            || ["query", "query_table", "prepare", "execute"].contains(&name.as_str())
+            || ["query", "query_table"].contains(&name.as_str())
             || name.contains("execute_serialized"))
     })
 }
 
-/// Every identifier of `sql`, bare or double-quoted, outside string literals, as DuckDB's lexer
-/// reads them: `'...'` with `''`, `E'...'` with backslash escapes. `None` when a quote does not
-/// end, and for comments, dollar quotes and `U&` (Unicode-escaped names).
-fn names_outside_literals(sql: &str) -> Option<Vec<String>> {
+/// Every identifier of `sql`, bare or double-quoted, outside string literals, with whether a
+/// `(` follows it (a call). Literals are `'...'` with `''`. Bytes outside ASCII count as
+/// separators (DuckDB reads Unicode spaces as spaces). `None` when a quote does not end, and
+/// for comments, dollar quotes, escape strings (`E'...'`, whose backslashes and continuations
+/// two lexers may read apart) and `U&` (Unicode-escaped names).
+fn names_outside_literals(sql: &str) -> Option<Vec<(String, bool)>> {
     let bytes = sql.as_bytes();
     let mut names = Vec::new();
     let mut i = 0;
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    // Whether a `(` comes next, past spaces of any kind.
+    let called = |mut j: usize| {
+        while j < bytes.len() && (bytes[j].is_ascii_whitespace() || bytes[j] >= 0x80) {
+            j += 1;
+        }
+        bytes.get(j) == Some(&b'(')
+    };
     while i < bytes.len() {
         let b = bytes[i];
         match b {
-            b'\'' => i = end_of_quote(bytes, i, false)?,
-            b'e' | b'E' if bytes.get(i + 1) == Some(&b'\'') && (i == 0 || !ident(bytes[i - 1])) => {
-                i = end_of_quote(bytes, i + 1, true)?
-            }
-            b'u' | b'U' if bytes.get(i + 1) == Some(&b'&') && (i == 0 || !ident(bytes[i - 1])) => {
-                return None
-            }
+            b'\'' => i = end_of_quote(bytes, i)?,
+            b'e' | b'E' if bytes.get(i + 1) == Some(&b'\'') => return None,
+            b'u' | b'U' if bytes.get(i + 1) == Some(&b'&') => return None,
             b'"' => {
                 let start = i + 1;
-                let end = end_of_quote(bytes, i, false)?;
-                names.push(sql.get(start..end - 1)?.replace("\"\"", "\""));
+                let end = end_of_quote(bytes, i)?;
+                names.push((sql.get(start..end - 1)?.replace("\"\"", "\""), called(end)));
                 i = end;
             }
             // `$1` is a parameter; a dollar-quoted string is refused, as are comments: DuckLake
@@ -335,7 +352,11 @@ fn names_outside_literals(sql: &str) -> Option<Vec<String>> {
                 while i < bytes.len() && ident(bytes[i]) {
                     i += 1;
                 }
-                names.push(sql.get(start..i)?.to_string());
+                // `1e'...'`: DuckDB reads a number and an escape string.
+                if matches!(bytes[i - 1], b'e' | b'E') && bytes.get(i) == Some(&b'\'') {
+                    return None;
+                }
+                names.push((sql.get(start..i)?.to_string(), called(i)));
             }
             _ => i += 1,
         }
@@ -344,14 +365,13 @@ fn names_outside_literals(sql: &str) -> Option<Vec<String>> {
 }
 
 /// The index just past the quote that closes the one opening at `open`; a doubled quote is
-/// one quote, and with `backslash` a backslash escapes the next byte.
-fn end_of_quote(bytes: &[u8], open: usize, backslash: bool) -> Option<usize> {
+/// one quote.
+fn end_of_quote(bytes: &[u8], open: usize) -> Option<usize> {
     let q = bytes[open];
     let mut i = open + 1;
     loop {
         match bytes.get(i) {
             None => return None,
-            Some(b'\\') if backslash => i += 2,
             Some(&c) if c == q && bytes.get(i + 1) == Some(&q) => i += 2,
             Some(&c) if c == q => return Some(i + 1),
             Some(_) => i += 1,

@@ -7,7 +7,9 @@ use http::HeaderValue;
 
 use super::*;
 use crate::auth::{Access, Principal};
-use crate::cluster::credential::{PeerKey, RequestFacts, GRANT_HEADER, PEER_HEADER};
+use crate::cluster::credential::{
+    body_digest, PeerKey, RequestFacts, DIGEST_HEADER, GRANT_HEADER, PEER_HEADER,
+};
 use crate::cluster::status::NodeState;
 use crate::role::Role;
 use crate::routable_id::SECRET_BYTES;
@@ -219,13 +221,31 @@ async fn the_peer_listener_refuses_what_no_edge_signed_and_anything_twice() {
         target: "n1",
         path: QUACK_PATH,
         msg_type: 1,
-        body: &body,
+        body_sha256: body_digest(&body),
         grant: Some(grant.as_bytes()),
     };
+    let digest = HeaderValue::from_str(&hex::encode(body_digest(&body))).unwrap();
+    // The body edited after signing: the credential holds, the digest does not.
+    let (cred, _) = key.sign_request("edge-test", &facts);
+    let mut edited = body.to_vec();
+    *edited.last_mut().unwrap() ^= 1;
+    let (status, _) = post_with(
+        p.node_peer,
+        QUACK_PATH,
+        Bytes::from(edited),
+        &[
+            (PEER_HEADER, cred),
+            (GRANT_HEADER, HeaderValue::from_str(&grant).unwrap()),
+            (DIGEST_HEADER, digest.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     let (cred, _) = key.sign_request("edge-test", &facts);
     let headers = [
         (PEER_HEADER, cred),
         (GRANT_HEADER, HeaderValue::from_str(&grant).unwrap()),
+        (DIGEST_HEADER, digest.clone()),
     ];
     let (status, answer) = post_with(p.node_peer, QUACK_PATH, body.clone(), &headers).await;
     assert_eq!(
@@ -250,6 +270,7 @@ async fn the_peer_listener_refuses_what_no_edge_signed_and_anything_twice() {
         &[
             (PEER_HEADER, cred),
             (GRANT_HEADER, HeaderValue::from_str(&admin).unwrap()),
+            (DIGEST_HEADER, digest.clone()),
         ],
     )
     .await;
@@ -260,7 +281,13 @@ async fn the_peer_listener_refuses_what_no_edge_signed_and_anything_twice() {
         ..facts
     };
     let (cred, _) = key.sign_request("edge-test", &bare);
-    let (status, _) = post_with(p.node_peer, QUACK_PATH, body, &[(PEER_HEADER, cred)]).await;
+    let (status, _) = post_with(
+        p.node_peer,
+        QUACK_PATH,
+        body,
+        &[(PEER_HEADER, cred), (DIGEST_HEADER, digest)],
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Status without a credential.
     let (status, _) = post_with(
