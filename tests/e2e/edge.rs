@@ -55,6 +55,9 @@ const NODES: usize = 3;
 const MAX_NODES: usize = 4;
 
 const FETCH_ROWS: u64 = 250_000;
+/// Between the edges' starts: half the peers file's re-read interval (2 s), the most two
+/// timers of that period can be out of phase.
+const EDGE_STAGGER: Duration = Duration::from_millis(1000);
 
 fn fetch_sum() -> u64 {
     FETCH_ROWS * (FETCH_ROWS - 1) / 2
@@ -201,15 +204,17 @@ file = "{file}"
                 )
             })
             .collect();
-        let mut edges: Vec<(String, Proc, Ns)> = Vec::new();
+        // One after the other, a second apart, as replicas of an app start: their timers
+        // (peers file, load polls) then run out of phase, as they would in production, and a
+        // membership change reaches them at different moments.
         for (i, host) in EDGE_HOSTS.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(EDGE_STAGGER);
+            }
             let id = format!("edge-{}", (b'a' + i as u8) as char);
             let ns = topo.net.add_ns(&format!("e{}", i + 1), *host, &hosts);
             let config = topo.edge_config(&id, &ns);
-            let proc = spawn_quackgate(&id, &ns, "edge", &config);
-            edges.push((id, proc, ns));
-        }
-        for (id, mut proc, ns) in edges {
+            let mut proc = spawn_quackgate(&id, &ns, "edge", &config);
             let ready = proc.wait_ready(Duration::from_secs(60));
             let admin = ready_addr(&ready, "admin", &ns);
             topo.edges.push(EdgeApp {
@@ -965,6 +970,38 @@ fn killing_a_node_ends_only_its_sessions() {
     eprintln!("test body took {}", elapsed(started));
 }
 
+/// One session of raw Quack messages through the front: CONNECTION_REQUEST, three PREPAREs
+/// (`SELECT 42`) and DISCONNECT, each its own TLS connection as a 1.5 client makes them, so
+/// round robin spreads them over both edges. What went wrong, if anything.
+fn raw_session(topo: &Topology) -> Result<(), String> {
+    use crate::support::{connection_request, fixture, prepare_with_id};
+    let front = SocketAddr::from(([127, 0, 0, 1], topo.front_port()));
+    let post = |what: &str, body: Vec<u8>, want: u64| {
+        let a = https_request(front, "localhost", &topo.ca, "POST", "/quack", &[], body)
+            .map_err(|e| format!("{what}: {e}"))?;
+        if a.status == 200 && quack_type(&a.body) == Some(want) {
+            Ok(a)
+        } else {
+            Err(format!("{what}: {}", describe(&a)))
+        }
+    };
+    let a = post("CONNECTION_REQUEST", connection_request(&topo.token), 2)?;
+    let header = quack_codec::decode_header(&a.body).map_err(|e| format!("{e:?}"))?;
+    let id = header
+        .connection_id(&a.body)
+        .ok_or("no connection id")?
+        .to_vec();
+    for _ in 0..3 {
+        post("PREPARE", prepare_with_id(&id), 4)?;
+    }
+    let disconnect = fixture("disconnect_request.bin");
+    let h = quack_codec::decode_header(&disconnect).unwrap();
+    let mut body = quack_codec::rewrite_header(&disconnect, &h, &id).to_vec();
+    body.extend_from_slice(&disconnect[h.len..]);
+    post("DISCONNECT", body, 10)?;
+    Ok(())
+}
+
 #[test]
 fn a_node_added_to_the_peers_file_gets_new_sessions_within_5_s() {
     let mut topo = Topology::start();
@@ -988,40 +1025,74 @@ fn a_node_added_to_the_peers_file_gets_new_sessions_within_5_s() {
     let mut tried = 0;
     // Errors are collected, not fatal at once, so that the time is measured either way.
     let mut errors = Vec::new();
-    let first_on_n4 = wait_for("a new session on n4", Duration::from_secs(30), || {
-        if status_ready.is_none()
-            && topo.edges.iter().all(|e| {
-                topo.edge_status(e)
-                    .and_then(|n| n.get(&n4).cloned())
-                    .is_some_and(|l| l.state == "ready")
-            })
-        {
-            status_ready = Some(written.elapsed());
+    // Meanwhile, raw sessions open and run without a pause for 5 s, through both edges, so
+    // that some are placed while one edge knows n4 and the other does not yet.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let raw_errors = std::sync::Mutex::new(Vec::new());
+    let raw_count = std::sync::atomic::AtomicUsize::new(0);
+    let first_on_n4 = std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    raw_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Err(e) = raw_session(&topo) {
+                        raw_errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("{:.2} s: {e}", written.elapsed().as_secs_f64()));
+                    }
+                }
+            });
         }
-        // Several sessions at once, so that one is being placed while the edges disagree
-        // (one knows n4, the other not yet), if they ever do.
-        let outs: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| topo.cli("FROM r.query('SELECT quackgate.worker_id()');\n")))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        tried += outs.len();
-        let mut on_n4 = false;
-        for out in outs {
-            let worker = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if !out.status.success() || worker.is_empty() {
-                errors.push(format!(
-                    "{:.2} s: {}",
-                    written.elapsed().as_secs_f64(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            } else if node_of(&worker) == n4 {
-                on_n4 = true;
+        let first = wait_for("a new session on n4", Duration::from_secs(30), || {
+            if status_ready.is_none()
+                && topo.edges.iter().all(|e| {
+                    topo.edge_status(e)
+                        .and_then(|n| n.get(&n4).cloned())
+                        .is_some_and(|l| l.state == "ready")
+                })
+            {
+                status_ready = Some(written.elapsed());
             }
+            // Several sessions at once, so that one is being placed while the edges disagree
+            // (one knows n4, the other not yet), if they ever do.
+            let outs: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| topo.cli("FROM r.query('SELECT quackgate.worker_id()');\n"))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            tried += outs.len();
+            let mut on_n4 = false;
+            for out in outs {
+                let worker = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if !out.status.success() || worker.is_empty() {
+                    errors.push(format!(
+                        "{:.2} s: {}",
+                        written.elapsed().as_secs_f64(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                } else if node_of(&worker) == n4 {
+                    on_n4 = true;
+                }
+            }
+            on_n4.then(|| written.elapsed())
+        });
+        while written.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        on_n4.then(|| written.elapsed())
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        first
     });
+    let raw_errors = raw_errors.into_inner().unwrap();
+    eprintln!(
+        "raw sessions while n4 joined: {}, failed: {}",
+        raw_count.into_inner(),
+        raw_errors.len()
+    );
+    errors.extend(raw_errors);
     eprintln!("edges after n4 came:\n{}", topo.edge_status_text());
     let loads: Vec<String> = topo
         .edge_status(&topo.edges[0])
