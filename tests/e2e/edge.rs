@@ -257,6 +257,9 @@ file = "{file}"
             read_timeout_secs: 600,
             extra_servers: String::new(),
         }));
+        let front = topo.front.as_ref().unwrap();
+        topo.net
+            .note_root_process(front.proc.pid(), &front.dir.path().display().to_string());
         for n in 1..=NODES {
             topo.wait_state_everywhere(&node_id(n), "ready", Duration::from_secs(30));
         }

@@ -72,8 +72,15 @@ impl Net {
             .unwrap_or_else(|e| {
                 panic!("the edge topology needs iproute2 (`ip`) and root: running `ip`: {e}")
             });
+        sweep_dead_runs();
         let r = random_u32();
         let tag = format!("{:05x}", r & 0xf_ffff);
+        std::fs::create_dir_all(RUNS_DIR).unwrap();
+        std::fs::write(
+            Path::new(RUNS_DIR).join(&tag),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
         let mut subnet = ((r >> 20) % 250 + 2) as u8;
         while used.contains(&format!(" 10.77.{subnet}.")) {
             subnet = subnet % 250 + 2;
@@ -96,6 +103,18 @@ impl Net {
             );
         }
         net
+    }
+
+    /// Notes a process this run starts outside its namespaces, so that a later run can stop
+    /// it if this one dies without its `Drop`. `marker` is a part of its command line.
+    pub fn note_root_process(&self, pid: u32, marker: &str) {
+        use std::fs::OpenOptions;
+        if let Ok(mut f) = OpenOptions::new()
+            .append(true)
+            .open(Path::new(RUNS_DIR).join(&self.tag))
+        {
+            let _ = writeln!(f, "{pid} {marker}");
+        }
     }
 
     /// The bridge's address: the source address of whatever the root namespace sends to an app.
@@ -147,32 +166,7 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         let namespaces = self.namespaces.lock().unwrap().clone();
-        for ns in &namespaces {
-            // Whatever still runs inside: workers whose gateway was killed, for instance.
-            let pids = |ns: &str| -> Vec<String> {
-                Command::new("ip")
-                    .args(["netns", "pids", ns])
-                    .output()
-                    .map(|o| {
-                        String::from_utf8_lossy(&o.stdout)
-                            .split_whitespace()
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
-            let start = Instant::now();
-            loop {
-                let left = pids(ns);
-                if left.is_empty() || start.elapsed() > Duration::from_secs(10) {
-                    break;
-                }
-                let _ = Command::new("kill").arg("-9").args(&left).status();
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = ip(&["netns", "del", ns]);
-            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
-        }
+        remove_namespaces(&namespaces);
         for veth in self.veths.lock().unwrap().iter() {
             // Gone with its namespace already, normally.
             let _ = Command::new("ip")
@@ -181,6 +175,100 @@ impl Drop for Net {
                 .status();
         }
         let _ = ip(&["link", "del", &self.bridge]);
+        let _ = std::fs::remove_file(Path::new(RUNS_DIR).join(&self.tag));
+    }
+}
+
+/// Where each run notes its tag and pid, so that a later run can remove what a run that died
+/// without its `Drop` (SIGKILL, an abort) left behind.
+const RUNS_DIR: &str = "/run/quackgate-edge-tests";
+
+/// Removes the namespaces, `/etc/netns` folders and bridge of every run whose process is gone.
+fn sweep_dead_runs() {
+    let Ok(entries) = std::fs::read_dir(RUNS_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let tag = entry.file_name().to_string_lossy().into_owned();
+        let noted = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let mut lines = noted.lines();
+        let pid = lines.next().unwrap_or("").trim().to_string();
+        if !pid.is_empty() && Path::new("/proc").join(&pid).exists() {
+            continue;
+        }
+        // Processes of that run outside its namespaces (the front nginx): `<pid> <marker>`,
+        // killed only if their command line still holds the marker (not a reused pid).
+        for line in lines {
+            let Some((p, marker)) = line.split_once(' ') else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(marker) {
+                let _ = Command::new("kill").arg(p).status();
+            }
+        }
+        let prefix = format!("qg-{tag}-");
+        let listed = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let stale: Vec<String> = listed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+            .map(str::to_string)
+            .collect();
+        let _ = writeln!(
+            std::io::stderr(),
+            "removing what run {tag} (pid {pid}, gone) left: {stale:?}"
+        );
+        remove_namespaces(&stale);
+        let links = Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for link in links.lines().filter_map(|l| l.split(": ").nth(1)) {
+            let name = link.split('@').next().unwrap_or(link);
+            if name == format!("qb{tag}") || name.starts_with(&format!("q{tag}")) {
+                let _ = Command::new("ip")
+                    .args(["link", "del", name])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
+/// Kills every process inside each namespace, then deletes it and its `/etc/netns` folder.
+fn remove_namespaces(namespaces: &[String]) {
+    for ns in namespaces {
+        // Whatever still runs inside: workers whose gateway was killed, for instance.
+        let pids = |ns: &str| -> Vec<String> {
+            Command::new("ip")
+                .args(["netns", "pids", ns])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let start = Instant::now();
+        loop {
+            let left = pids(ns);
+            if left.is_empty() || start.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            let _ = Command::new("kill").arg("-9").args(&left).status();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = ip(&["netns", "del", ns]);
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
     }
 }
 
@@ -354,7 +442,9 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
-            eprintln!(
+            // Not eprintln!: a closed stderr must not turn this into a panic in a panic.
+            let _ = writeln!(
+                std::io::stderr(),
                 "---- {} (last 150 lines) ----\n{}",
                 self.name,
                 self.log_tail(150)
@@ -510,7 +600,8 @@ http {{
 impl Drop for Nginx {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "---- {} error.log ----\n{}",
                 self.proc.name,
                 self.error_log()
