@@ -886,6 +886,18 @@ with dbapi.connect("quack://localhost:{port}", db_kwargs={{"adbc.quack.token": "
     eprintln!("test body took {}", elapsed(started));
 }
 
+/// PREPAREs from clients an edge has passed on, from its /metrics.
+fn client_prepares(edge: &EdgeApp) -> u64 {
+    let (_, metrics) = try_get(edge.admin, "/metrics").unwrap_or_default();
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("quackgate_requests_total{msg_type=\"prepare\",origin=\"client\"} ")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn killing_an_edge_loses_no_session() {
     let mut topo = Topology::start();
@@ -897,6 +909,12 @@ fn killing_an_edge_loses_no_session() {
     for h in &mut held {
         let want = work_ok(h, 10);
         assert_eq!(h.d.ask("work"), want, "{}", h.first);
+    }
+    // Both edges carried these sessions' requests (round robin, no stickiness).
+    for e in &topo.edges {
+        let served = client_prepares(e);
+        eprintln!("{} served {served} client PREPAREs before the kill", e.id);
+        assert!(served > 0, "{} served no request", e.id);
     }
     let victim = &mut topo.edges[0];
     eprintln!("kill -9 {} (pid {})", victim.id, victim.proc.pid());
@@ -938,7 +956,7 @@ fn killing_a_node_ends_only_its_sessions() {
         let answer = h.d.ask("probe");
         if h.node() == victim {
             assert!(
-                answer.starts_with("error") && answer.contains(&victim),
+                answer.starts_with("error") && answer.contains(&format!("node {victim}")),
                 "a session on the killed node {victim} ({}) got: {answer}",
                 h.worker
             );
