@@ -991,6 +991,15 @@ fn killing_a_node_ends_only_its_sessions() {
     eprintln!("test body took {}", elapsed(started));
 }
 
+/// Sets its flag when dropped, panicking or not.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// One session of raw Quack messages through the front: CONNECTION_REQUEST, three PREPAREs
 /// (`SELECT 42`) and DISCONNECT, each its own TLS connection as a 1.5 client makes them, so
 /// round robin spreads them over both edges. What went wrong, if anything.
@@ -1065,6 +1074,8 @@ fn a_node_added_to_the_peers_file_gets_new_sessions_within_5_s() {
                 }
             });
         }
+        // Stops them also when the wait below fails, or the scope would wait for them forever.
+        let _stop = StopOnDrop(&stop);
         let first = wait_for("a new session on n4", Duration::from_secs(30), || {
             if status_ready.is_none()
                 && topo.edges.iter().all(|e| {
