@@ -1055,6 +1055,43 @@ fn a_node_added_to_the_peers_file_gets_new_sessions_within_5_s() {
     let mut tried = 0;
     // Errors are collected, not fatal at once, so that the time is measured either way.
     let mut errors = Vec::new();
+    // The moment the edges disagree (one places on n4, the other does not know it yet), if it
+    // comes: raw sessions then, one request at a time, so round robin takes each session's
+    // later requests to the other edge.
+    let knows = |e: &EdgeApp| {
+        topo.edge_status(e)
+            .and_then(|n| n.get(&n4).cloned())
+            .map(|l| l.state)
+    };
+    let window_start = Instant::now();
+    while window_start.elapsed() < Duration::from_secs(6) {
+        let (a, b) = (knows(&topo.edges[0]), knows(&topo.edges[1]));
+        let one_places =
+            |x: &Option<String>, y: &Option<String>| x.as_deref() == Some("ready") && y.is_none();
+        if one_places(&a, &b) || one_places(&b, &a) {
+            eprintln!(
+                "{:.2} s after the write, the edges disagree about n4 ({a:?} vs {b:?}): 4 sessions now",
+                written.elapsed().as_secs_f64()
+            );
+            for _ in 0..4 {
+                if let Err(e) = raw_session(&topo) {
+                    errors.push(format!(
+                        "{:.2} s (edges disagreeing): {e}",
+                        written.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+            break;
+        }
+        if a.is_some() && b.is_some() {
+            eprintln!(
+                "{:.2} s after the write, both edges know n4; no moment of disagreement seen",
+                written.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Meanwhile, raw sessions open and run without a pause for 5 s, through both edges, so
     // that some are placed while one edge knows n4 and the other does not yet.
     let stop = std::sync::atomic::AtomicBool::new(false);
