@@ -6,6 +6,7 @@ mod support;
 mod clients;
 mod cluster;
 mod ducklake;
+mod edge;
 mod lifecycle;
 mod pinning;
 mod refusals;

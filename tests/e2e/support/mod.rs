@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod topology;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
