@@ -18,6 +18,9 @@ pub enum RoutingError {
     /// The id names a worker slot this node does not have.
     #[error("connection id names worker {0}, which does not exist")]
     UnknownWorker(u16),
+    /// The id verifies, but its session has ended here (or was never recorded).
+    #[error("the session has ended")]
+    SessionEnded,
     /// The id's worker has no running process.
     #[error("worker {0} is not running")]
     WorkerDown(u16),

@@ -2,7 +2,8 @@
 //! that owns it, then forward it there once, **pinned** to its worker or **to the peer** node,
 //! and stream the answer back untouched.
 //!
-//! The session table is never changed by what an answer says: a worker's `Invalid connection
+//! A session's id verifies for as long as the secret does, so it routes only while the session
+//! table holds it. The session table is never changed by what an answer says: a worker's `Invalid connection
 //! id` is byte for byte what client SQL gets from `SELECT error('Invalid connection id')`, so
 //! reading it would let a client drop its own session from the limits. Sessions leave the
 //! table on DISCONNECT, when their worker's process ends, or when they idle out.
@@ -86,6 +87,10 @@ pub fn resolve<'a>(
             node: route.node.to_string(),
             to: cluster.peer(route.node),
         }));
+    }
+    // An id outlives its session: it verifies forever, so the table decides.
+    if !state.sessions.contains(id) {
+        return Err(RoutingError::SessionEnded.into());
     }
     let worker = state
         .workers

@@ -188,7 +188,13 @@ impl SessionTable {
         }
     }
 
-    /// Marks a session used. Unknown ids are ignored: the table is advisory.
+    /// Whether session `id` is open here: ended sessions (DISCONNECT, idle, abandoned, their
+    /// worker gone) are refused even though their ids still verify.
+    pub fn contains(&self, id: &[u8]) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    /// Marks a session used.
     pub fn touched(&self, id: &[u8], now: Instant) {
         if let Some(mut s) = self.sessions.get_mut(id) {
             s.last_used = now;

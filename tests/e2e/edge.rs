@@ -1265,7 +1265,7 @@ fn describe(answer: &crate::support::topology::Answer) -> String {
 fn signed_peer_requests_cannot_be_replayed_or_edited(topo: &Topology, ingress: SocketAddr) {
     use quackgate::auth::{Access, Principal};
     use quackgate::cluster::credential::{
-        PeerKey, RequestFacts, ANSWER_HEADER, GRANT_HEADER, PEER_HEADER,
+        body_digest, PeerKey, RequestFacts, ANSWER_HEADER, DIGEST_HEADER, GRANT_HEADER, PEER_HEADER,
     };
     use quackgate::cluster::status::STATUS_PATH;
     use quackgate::cluster::ANY_NODE;
@@ -1286,6 +1286,7 @@ fn signed_peer_requests_cannot_be_replayed_or_edited(topo: &Topology, ingress: S
     .to_grant();
     // The node never sees a client token; this one is not even valid.
     let body = crate::support::connection_request("no-token-needed");
+    // The digest header says what the body is; a body edited on the way no longer matches.
     let post = |credential: &http::HeaderValue, grant: &str, body: Vec<u8>| {
         https_request(
             ingress,
@@ -1296,6 +1297,7 @@ fn signed_peer_requests_cannot_be_replayed_or_edited(topo: &Topology, ingress: S
             &[
                 (PEER_HEADER, credential.to_str().unwrap().to_string()),
                 (GRANT_HEADER, grant.to_string()),
+                (DIGEST_HEADER, hex::encode(body_digest(&body))),
             ],
             body,
         )
@@ -1308,7 +1310,7 @@ fn signed_peer_requests_cannot_be_replayed_or_edited(topo: &Topology, ingress: S
                 target,
                 path: quack_codec::QUACK_PATH,
                 msg_type: quack_codec::msg_type::CONNECTION_REQUEST,
-                body,
+                body_sha256: body_digest(body),
                 grant: Some(grant.as_bytes()),
             },
         )
@@ -1378,7 +1380,7 @@ fn signed_peer_requests_cannot_be_replayed_or_edited(topo: &Topology, ingress: S
         target: ANY_NODE,
         path: STATUS_PATH,
         msg_type: 0,
-        body: b"",
+        body_sha256: body_digest(b""),
         grant: None,
     };
     let (credential, nonce) = key.sign_request("edge-a", &status_facts);

@@ -16,6 +16,7 @@ use crate::routable_id::SECRET_BYTES;
 use quack_codec::QUACK_PATH;
 
 const SECRET: [u8; SECRET_BYTES] = [7; SECRET_BYTES];
+const READER_TOKEN: &str = "the-reader-token";
 
 /// Serves `state` on a new loopback listener as `origin`.
 async fn serve(state: Arc<AppState>, origin: Origin) -> SocketAddr {
@@ -98,9 +99,10 @@ async fn pair() -> Pair {
     let node_peer = serve(node_state.clone(), Origin::Peer).await;
 
     let edge_text = format!(
-        "[gateway]\nnode_id = \"edge-a\"\nplain_listen = \"127.0.0.1:0\"\nid_secret_file = \"{}\"\n[[auth.static_tokens]]\nname = \"alice\"\nsha256 = \"{}\"\n[cluster]\npeers = {{ n1 = \"{node_peer}\" }}\n",
+        "[gateway]\nnode_id = \"edge-a\"\nplain_listen = \"127.0.0.1:0\"\nid_secret_file = \"{}\"\n[[auth.static_tokens]]\nname = \"alice\"\nsha256 = \"{}\"\n[[auth.static_tokens]]\nname = \"reader\"\nsha256 = \"{}\"\nrole = \"read_only\"\n[cluster]\npeers = {{ n1 = \"{node_peer}\" }}\n",
         secret.display(),
         hash_token(CLIENT_TOKEN),
+        hash_token(READER_TOKEN),
     );
     let config = Config::from_toml_as(Role::Edge, &edge_text, &path, Vec::new()).unwrap();
     let edge_state = Arc::new(AppState::new(&config, CancellationToken::new()).unwrap());
@@ -175,6 +177,14 @@ async fn an_edge_places_a_session_on_a_node_which_never_sees_the_token() {
     assert!(!received.iter().any(|m| m
         .windows(CLIENT_TOKEN.len())
         .any(|w| w == CLIENT_TOKEN.as_bytes())));
+
+    // A read-only principal goes only to a node with a read-only worker; n1 has none.
+    let (_, answer) = post_with(p.edge, QUACK_PATH, connection_request(READER_TOKEN), &[]).await;
+    assert!(
+        error_text(&answer).contains("no node is ready"),
+        "{answer:?}"
+    );
+    assert_eq!(p.node_state.sessions.len(), 1);
 
     // The next report counts the session; the edge's status shows it.
     p.poll().await;
@@ -254,6 +264,35 @@ async fn the_peer_listener_refuses_what_no_edge_signed_and_anything_twice() {
     );
     let (status, _) = post_with(p.node_peer, QUACK_PATH, body.clone(), &headers).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a replay was served");
+
+    // A read-only grant never lands on a read-write worker: this node has no read-only one.
+    let reader = Principal {
+        name: "reader".into(),
+        access: Access::ReadOnly,
+        expires_at: None,
+    }
+    .to_grant();
+    let ro_facts = RequestFacts {
+        grant: Some(reader.as_bytes()),
+        ..facts
+    };
+    let (cred, _) = key.sign_request("edge-test", &ro_facts);
+    let (status, answer) = post_with(
+        p.node_peer,
+        QUACK_PATH,
+        body.clone(),
+        &[
+            (PEER_HEADER, cred),
+            (GRANT_HEADER, HeaderValue::from_str(&reader).unwrap()),
+            (DIGEST_HEADER, digest.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        error_text(&answer).contains("read-only connections are not served"),
+        "{answer:?}"
+    );
 
     // A signed request whose grant was swapped for another principal's.
     let (cred, _) = key.sign_request("edge-test", &facts);
