@@ -101,6 +101,10 @@ pub struct PeerKey {
     nonce_prefix: [u8; 8],
     counter: AtomicU64,
     seen: Mutex<ReplayWindow>,
+    /// The second this key was made: the nonces of credentials from earlier seconds were never
+    /// seen by this process, so they are refused rather than replayable after a restart (what
+    /// was captured in the very second of a restart stays open to a replay).
+    born: u64,
 }
 
 #[derive(Debug)]
@@ -129,6 +133,7 @@ impl PeerKey {
                 previous: HashSet::new(),
                 since: Instant::now(),
             }),
+            born: unix_now(),
         })
     }
 
@@ -184,7 +189,7 @@ impl PeerKey {
         let nonce = Nonce(nonce);
         let claimed = hex::decode(mac_hex).map_err(|_| PeerAuthError::Malformed)?;
         let now = unix_now();
-        if ts > now + MAX_FUTURE_SECS || now.saturating_sub(ts) > MAX_AGE_SECS {
+        if ts > now + MAX_FUTURE_SECS || now.saturating_sub(ts) > MAX_AGE_SECS || ts < self.born {
             return Err(PeerAuthError::Stale);
         }
         let verifies = |key: &Hmac<Sha256>| {
@@ -320,8 +325,25 @@ fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
+    /// A key as if made a minute ago, so credentials signed now are younger than it.
     fn key(secret: u8) -> PeerKey {
-        PeerKey::new(&[secret; SECRET_BYTES]).unwrap()
+        let mut key = PeerKey::new(&[secret; SECRET_BYTES]).unwrap();
+        key.born -= 60;
+        key
+    }
+
+    #[test]
+    fn credentials_older_than_the_process_are_refused_after_a_restart() {
+        let edge = key(1);
+        let (cred, _) = edge.sign_request("edge-a", &facts("n1", b"x"));
+        let mut restarted = PeerKey::new(&[1; SECRET_BYTES]).unwrap();
+        restarted.born += 1;
+        assert_eq!(
+            restarted
+                .verify_request(Some(&cred), &facts("n1", b"x"))
+                .unwrap_err(),
+            PeerAuthError::Stale
+        );
     }
 
     fn facts<'a>(target: &'a str, body: &'a [u8]) -> RequestFacts<'a> {
