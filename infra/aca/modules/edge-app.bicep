@@ -1,0 +1,135 @@
+// The edge app: `quackgate edge`, public, stateless, no workers, N replicas with no sticky
+// sessions. It checks client tokens and routes every request to the node its signed id names
+// (the nodes' internal FQDNs, in QUACKGATE__CLUSTER__PEERS__<ID>).
+//
+// INGRESS_MODE=http: ACA's HTTP ingress terminates TLS (a managed certificate) and has a
+//   240 s request timeout: a statement whose first rows take longer fails at the client with
+//   HTTP 504, and quackgate ends its session (README.md, "Long statements").
+// INGRESS_MODE=tcp: TCP ingress on exposedPort passes bytes through; the edge terminates TLS
+//   with the certificate from Key Vault; no request timeout. Needs a VNet environment.
+param name string
+param location string
+param tags object = {}
+param environmentId string
+@description('The edge identity: AcrPull, and Key Vault Secrets User on id-secret, edge-static-tokens (and edge-tls-cert/-key for tcp).')
+param identityId string
+param registryServer string
+@description('The quackgate image; empty on the first provision, before azd has built it.')
+param image string
+@description('https://<vault>.vault.azure.net/')
+param keyVaultUri string
+@allowed([ 'http', 'tcp' ])
+param ingressMode string = 'http'
+@description('INGRESS_MODE=tcp only: the public port (not 80 or 443, unique in the environment).')
+param tcpExposedPort int = 8443
+param minReplicas int = 2
+param maxReplicas int = 4
+@description('Concurrent requests per replica before the HTTP scale rule adds one (connections, for tcp).')
+param concurrentRequests int = 50
+@description('The nodes: [{ id: "n1", address: "<fqdn>:443" }].')
+param nodePeers array
+@description('Networks whose X-Forwarded-For is believed: the ingress (ACA\'s infrastructure addresses).')
+param trustedProxies array
+param cpu string = '0.5'
+param memory string = '1Gi'
+
+var placeholder = empty(image)
+var configFile = '/etc/quackgate/aca/edge.toml'
+var adminPort = 9464
+var targetPort = placeholder ? 80 : (ingressMode == 'tcp' ? 8443 : 8080)
+var tlsSecrets = ingressMode == 'tcp' ? [ 'edge-tls-cert', 'edge-tls-key' ] : []
+var fileSecrets = concat([ 'id-secret' ], tlsSecrets)
+
+var baseEnv = [
+  // checkov:skip=CKV_SECRET_6: a secretRef is a secret's name, not its value
+  { name: 'QUACKGATE__AUTH__STATIC_TOKENS', secretRef: 'edge-static-tokens' }
+  { name: 'QUACKGATE__GATEWAY__TRUSTED_PROXIES', value: string(trustedProxies) }
+]
+var peerEnv = [for peer in nodePeers: {
+  name: 'QUACKGATE__CLUSTER__PEERS__${toUpper(peer.id)}'
+  value: peer.address
+}]
+var tcpEnv = ingressMode == 'tcp' ? [
+  { name: 'QUACKGATE__GATEWAY__LISTEN', value: '0.0.0.0:8443' }
+  { name: 'QUACKGATE__GATEWAY__PLAIN_LISTEN', value: '127.0.0.1:8080' }
+  { name: 'QUACKGATE__TLS__CERT', value: '/run/secrets/quackgate/edge-tls-cert' }
+  { name: 'QUACKGATE__TLS__KEY', value: '/run/secrets/quackgate/edge-tls-key' }
+] : []
+
+var probes = placeholder ? [] : [
+  { type: 'Startup', httpGet: { path: '/healthz', port: adminPort }, initialDelaySeconds: 2, periodSeconds: 3, failureThreshold: 10 }
+  { type: 'Liveness', httpGet: { path: '/healthz', port: adminPort }, periodSeconds: 10, failureThreshold: 3 }
+  { type: 'Readiness', httpGet: { path: '/readyz', port: adminPort }, periodSeconds: 3, failureThreshold: 2 }
+]
+
+var httpScale = [
+  { name: 'http-requests', http: { metadata: { concurrentRequests: string(concurrentRequests) } } }
+]
+var tcpScale = [
+  { name: 'tcp-connections', tcp: { metadata: { concurrentConnections: string(concurrentRequests) } } }
+]
+
+resource app 'Microsoft.App/containerApps@2024-03-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': 'edge', 'quackgate-role': 'edge' })
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${identityId}': {} }
+  }
+  properties: {
+    environmentId: environmentId
+    workloadProfileName: 'Consumption'
+    configuration: {
+      activeRevisionsMode: 'Single'
+      registries: [ { server: registryServer, identity: identityId } ]
+      secrets: [for s in concat([ 'edge-static-tokens' ], fileSecrets): {
+        name: s
+        keyVaultUrl: '${keyVaultUri}secrets/${s}'
+        identity: identityId
+      }]
+      ingress: {
+        external: true
+        transport: ingressMode
+        targetPort: targetPort
+        exposedPort: ingressMode == 'tcp' ? tcpExposedPort : null
+        allowInsecure: false
+        stickySessions: { affinity: 'none' }
+        traffic: [ { latestRevision: true, weight: 100 } ]
+      }
+    }
+    template: {
+      terminationGracePeriodSeconds: 45
+      containers: [
+        {
+          name: 'edge'
+          image: placeholder ? 'mcr.microsoft.com/k8se/quickstart:latest' : image
+          args: placeholder ? [] : [ 'edge', '--config', configFile ]
+          env: concat(baseEnv, peerEnv, tcpEnv)
+          resources: { cpu: json(cpu), memory: memory }
+          probes: probes
+          volumeMounts: [
+            { volumeName: 'secrets', mountPath: '/run/secrets/quackgate' }
+            { volumeName: 'tmp', mountPath: '/tmp' }
+          ]
+        }
+      ]
+      volumes: [
+        {
+          name: 'secrets'
+          storageType: 'Secret'
+          secrets: [for s in fileSecrets: { secretRef: s, path: s }]
+        }
+        { name: 'tmp', storageType: 'EmptyDir' }
+      ]
+      scale: {
+        minReplicas: minReplicas
+        maxReplicas: maxReplicas
+        rules: ingressMode == 'tcp' ? tcpScale : httpScale
+      }
+    }
+  }
+}
+
+output name string = app.name
+output fqdn string = app.properties.configuration.ingress.fqdn

@@ -1,0 +1,117 @@
+// One node app: `quackgate node`, DuckDB workers behind its peer listener, internal ingress
+// only, exactly one replica (min = max = 1): its sessions live in this one process, and ACA
+// gives replicas of one app no address of their own. Capacity grows by adding node apps
+// (NODE_COUNT), never replicas. A template change starts a new replica before the old one
+// stops, which ends the old one's sessions: plan node changes as drains (infra/aca/README.md).
+param name string
+param location string
+param tags object = {}
+param environmentId string
+@description('The node identity: AcrPull, Key Vault Secrets User on id-secret and catalog-token, Storage Blob Data Contributor on the data container.')
+param identityId string
+@description('Its client id: the Azure SDK in DuckDB\'s azure extension picks the user-assigned identity by AZURE_CLIENT_ID.')
+param identityClientId string
+param registryServer string
+param image string
+param keyVaultUri string
+@description('n1, n2, ...: unique in the cluster, part of every connection id it mints.')
+param nodeId string
+param workers int = 2
+@description('DuckDB memory_limit per worker.')
+param workerMemoryLimit string = '1500MB'
+@description('<catalog app internal FQDN>:443')
+param catalogAddress string
+@description('az://<container>/<prefix>/')
+param dataPath string
+param storageAccountName string
+param cpu string = '2.0'
+param memory string = '4Gi'
+@description('gateway.shutdown_grace_secs: how long open sessions get after SIGTERM.')
+param shutdownGraceSecs int = 300
+
+var placeholder = empty(image)
+var configFile = '/etc/quackgate/aca/node.toml'
+var adminPort = 9464
+var peerPort = 9601
+var fileSecrets = [ 'id-secret', 'catalog-token' ]
+
+var probes = placeholder ? [] : [
+  { type: 'Startup', httpGet: { path: '/healthz', port: adminPort }, initialDelaySeconds: 10, periodSeconds: 6, failureThreshold: 10 }
+  { type: 'Liveness', httpGet: { path: '/healthz', port: adminPort }, periodSeconds: 10, failureThreshold: 3 }
+  { type: 'Readiness', httpGet: { path: '/readyz', port: adminPort }, periodSeconds: 3, failureThreshold: 2 }
+]
+
+resource app 'Microsoft.App/containerApps@2024-03-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'quackgate-role': 'node', 'quackgate-node-id': nodeId })
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${identityId}': {} }
+  }
+  properties: {
+    environmentId: environmentId
+    workloadProfileName: 'Consumption'
+    configuration: {
+      activeRevisionsMode: 'Single'
+      registries: [ { server: registryServer, identity: identityId } ]
+      secrets: [for s in fileSecrets: {
+        name: s
+        keyVaultUrl: '${keyVaultUri}secrets/${s}'
+        identity: identityId
+      }]
+      ingress: {
+        external: false
+        transport: 'http'
+        targetPort: placeholder ? 80 : peerPort
+        allowInsecure: false
+        stickySessions: { affinity: 'none' }
+        traffic: [ { latestRevision: true, weight: 100 } ]
+      }
+    }
+    template: {
+      terminationGracePeriodSeconds: shutdownGraceSecs + 30
+      containers: [
+        {
+          name: 'node'
+          image: placeholder ? 'mcr.microsoft.com/k8se/quickstart:latest' : image
+          args: placeholder ? [] : [ 'node', '--config', configFile ]
+          env: [
+            { name: 'QUACKGATE__GATEWAY__NODE_ID', value: nodeId }
+            { name: 'QUACKGATE__GATEWAY__SHUTDOWN_GRACE_SECS', value: string(shutdownGraceSecs) }
+            { name: 'QUACKGATE__WORKERS__COUNT', value: string(workers) }
+            { name: 'QUACKGATE__WORKERS__MEMORY_LIMIT', value: workerMemoryLimit }
+            { name: 'QUACKGATE__WORKERS__DUCKLAKE__CATALOG', value: catalogAddress }
+            { name: 'QUACKGATE__WORKERS__DUCKLAKE__DATA_PATH', value: dataPath }
+            { name: 'QUACKGATE__WORKERS__DUCKLAKE__AZURE__ACCOUNT_NAME', value: storageAccountName }
+            { name: 'AZURE_CLIENT_ID', value: identityClientId }
+          ]
+          resources: { cpu: json(cpu), memory: memory }
+          probes: probes
+          volumeMounts: [
+            { volumeName: 'secrets', mountPath: '/run/secrets/quackgate' }
+            { volumeName: 'tmp', mountPath: '/tmp' }
+          ]
+        }
+      ]
+      volumes: [
+        {
+          name: 'secrets'
+          storageType: 'Secret'
+          secrets: [for s in fileSecrets: { secretRef: s, path: s }]
+        }
+        // The workers' private folders and spill files (TMPDIR).
+        { name: 'tmp', storageType: 'EmptyDir' }
+      ]
+      scale: {
+        minReplicas: 1
+        maxReplicas: 1
+        rules: []
+      }
+    }
+  }
+}
+
+output name string = app.name
+// <name>.internal.<environment default domain>: what the edges dial, as Host and SNI.
+output fqdn string = app.properties.configuration.ingress.fqdn
