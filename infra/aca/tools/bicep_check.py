@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Checks the Bicep under infra/ with pycep-parser (the one Bicep parser on PyPI), and reads the
+container settings out of the app modules, so that what runs locally is what the template says.
+
+  bicep_check.py parse FILE...        every file parses (pycep-parser)
+  bicep_check.py params DIR           every module call passes only declared parameters, and
+                                      every parameter without a default
+  bicep_check.py settings APP [k=v]   the container settings of infra/aca/modules/APP-app.bicep
+                                      (APP: edge, node, catalog) as JSON: args, env, probes,
+                                      ports, secrets, volume mounts; k=v sets a parameter
+                                      (values are JSON, else strings)
+
+pycep represents an identifier and a string literal alike (both as a Python str), so the small
+evaluator here treats a string as a reference when it names a parameter or variable of the
+module (or a loop variable); our modules name no literal after one of their own symbols.
+"""
+import json
+import re
+import sys
+from pathlib import Path
+
+from pycep import BicepParser
+
+MODULES = Path(__file__).resolve().parent.parent / "modules"
+
+
+def parse(path):
+    return BicepParser().parse(file_path=Path(path))
+
+
+COMPARISONS = ("equals", "not_equals", "greater_than", "less_than", "greater_than_or_equals", "less_than_or_equals")
+
+
+class Unknown(str):
+    """A value the evaluator cannot know here (a resource property, a runtime output)."""
+
+
+def evaluate(node, scope):
+    if isinstance(node, str):
+        if node in scope:
+            return scope[node]
+        if "${" in node:
+            def interp(m):
+                v = evaluate_expr_text(m.group(1), scope)
+                return v if isinstance(v, str) else json.dumps(v)
+            return re.sub(r"\$\{([^}]*)\}", interp, node)
+        return node
+    if isinstance(node, list):
+        return [evaluate(n, scope) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "loop_type" in node:
+        loop = node["loop_type"]
+        d = loop["detail"]
+        if loop["type"] == "range":
+            items = list(range(int(evaluate(d["start_index"], scope)), int(evaluate(d["start_index"], scope)) + int(evaluate(d["count"], scope))))
+            name = d.get("item_name") or d.get("index_name")
+            return [evaluate(node["config"], {**scope, name: i}) for i in items]
+        arr = evaluate(d["array_name"], scope)
+        if not isinstance(arr, list):
+            return Unknown(f"<loop over {d['array_name']}>")
+        out = []
+        for i, item in enumerate(arr):
+            inner = {**scope, d["item_name"]: item}
+            if d.get("index_name"):
+                inner[d["index_name"]] = i
+            out.append(evaluate(node["config"], inner))
+        return out
+    if "operator" in node:
+        op = node["operator"]
+        t, o = op["type"], op["operands"]
+        if t == "conditional":
+            c = evaluate(o["condition"], scope)
+            if isinstance(c, Unknown):
+                return Unknown("<conditional>")
+            return evaluate(o["true_value"] if c else o["false_value"], scope)
+        if t == "property_accessor":
+            base = evaluate(o["operand_1"], scope)
+            key = o["operand_2"]
+            if isinstance(key, dict):
+                return Unknown("<property>")
+            if isinstance(base, dict) and key in base:
+                return base[key]
+            return Unknown(f"<{o['operand_1']}.{key}>")
+        # pycep 0.5 parses `a == b ? x : y` as `a == (b ? x : y)`: put the comparison back
+        # in the condition, where Bicep has it.
+        o2 = o.get("operand_2")
+        if t in COMPARISONS and isinstance(o2, dict) and o2.get("operator", {}).get("type") == "conditional":
+            c = o2["operator"]["operands"]
+            cond = {"operator": {"type": t, "operands": {"operand_1": o["operand_1"], "operand_2": c["condition"]}}}
+            return evaluate({"operator": {"type": "conditional", "operands": {"condition": cond, "true_value": c["true_value"], "false_value": c["false_value"]}}}, scope)
+        if t in ("greater_than", "less_than", "greater_than_or_equals", "less_than_or_equals"):
+            a, b = evaluate(o["operand_1"], scope), evaluate(o["operand_2"], scope)
+            return {"greater_than": a > b, "less_than": a < b, "greater_than_or_equals": a >= b, "less_than_or_equals": a <= b}[t]
+        if t in ("equals", "not_equals"):
+            a, b = evaluate(o["operand_1"], scope), evaluate(o["operand_2"], scope)
+            return (a == b) if t == "equals" else (a != b)
+        if t == "logical_not":
+            v = evaluate(o.get("bool_value", o.get("operand_1")), scope)
+            return not v
+        if t in ("add", "plus"):
+            return evaluate(o["operand_1"], scope) + evaluate(o["operand_2"], scope)
+        return Unknown(f"<{t}>")
+    if "function" in node:
+        f = node["function"]
+        t, p = f["type"], f.get("parameters") or {}
+        args = [evaluate(v, scope) for v in p.values()]
+        if t == "empty":
+            return not args[0]
+        if t == "string":
+            return args[0] if isinstance(args[0], str) else json.dumps(args[0], separators=(",", ":"))
+        if t == "concat":
+            if all(isinstance(a, list) for a in args):
+                return [x for a in args for x in a]
+            return "".join(str(a) for a in args)
+        if t == "union":
+            if all(isinstance(a, dict) for a in args):
+                out = {}
+                for a in args:
+                    out.update(a)
+                return out
+            return [x for a in args for x in a]
+        if t == "to_upper":
+            return args[0].upper()
+        if t == "json":
+            return json.loads(args[0])
+        if t == "int":
+            return int(args[0])
+        return Unknown(f"<{t}()>")
+    return {k: evaluate(v, scope) for k, v in node.items()}
+
+
+def evaluate_expr_text(text, scope):
+    text = text.strip()
+    if text in scope:
+        return scope[text]
+    m = re.fullmatch(r"(\w+) \+ (\d+)", text)
+    if m and m.group(1) in scope:
+        return str(scope[m.group(1)] + int(m.group(2)))
+    m = re.fullmatch(r"toUpper\((.*)\)", text)
+    if m:
+        v = evaluate_expr_text(m.group(1), scope)
+        return v.upper() if not isinstance(v, Unknown) else v
+    m = re.fullmatch(r"(\w+)\.(\w+)", text)
+    if m and isinstance(scope.get(m.group(1)), dict):
+        return scope[m.group(1)].get(m.group(2), Unknown(text))
+    return Unknown("${" + text + "}")
+
+
+def module_scope(tree, given):
+    scope = {}
+    for name, p in tree.get("parameters", {}).items():
+        if name in given:
+            scope[name] = given[name]
+        elif p.get("default") is not None:
+            scope[name] = evaluate(p["default"], scope)
+        else:
+            scope[name] = Unknown(f"<param {name}>")
+    # Variables in order; a variable may use an earlier one.
+    for name, v in tree.get("variables", {}).items():
+        scope[name] = evaluate(v["value"], scope)
+    return scope
+
+
+def settings(app, given):
+    tree = parse(MODULES / f"{app}-app.bicep")
+    scope = module_scope(tree, given)
+    (res,) = tree["resources"].values()
+    props = evaluate(res["config"]["properties"], scope)
+    (container,) = props["template"]["containers"]
+    cfg = props["configuration"]
+    return {
+        "app": app,
+        "args": container.get("args"),
+        "env": container.get("env"),
+        "probes": container.get("probes"),
+        "volumeMounts": container.get("volumeMounts"),
+        "volumes": props["template"].get("volumes"),
+        "secrets": [s["name"] for s in cfg.get("secrets", [])],
+        "ingress": {k: cfg["ingress"].get(k) for k in ("external", "transport", "targetPort", "exposedPort", "stickySessions")},
+        "scale": props["template"].get("scale"),
+    }
+
+
+def module_calls(tree):
+    for name, m in tree.get("modules", {}).items():
+        if m.get("type") != "local":
+            continue
+        cfg = m["config"]
+        while "params" not in cfg and "config" in cfg:
+            cfg = cfg["config"]
+        yield name, m["detail"]["path"], cfg.get("params", {})
+
+
+def check_params(root):
+    problems, calls = [], 0
+    for caller in sorted(Path(root).rglob("*.bicep")):
+        tree = parse(caller)
+        for name, rel, args in module_calls(tree):
+            calls += 1
+            target = (caller.parent / rel).resolve()
+            if not target.is_file():
+                problems.append(f"{caller}: module {name}: no file {rel}")
+                continue
+            declared = parse(target).get("parameters", {})
+            for arg in args:
+                if arg not in declared:
+                    problems.append(f"{caller}: module {name}: {rel} has no parameter {arg!r}")
+            for p, spec in declared.items():
+                if spec.get("default") is None and p not in args:
+                    problems.append(f"{caller}: module {name}: required parameter {p!r} of {rel} not passed")
+    return calls, problems
+
+
+def main(argv):
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "parse":
+        bad = 0
+        for f in rest:
+            try:
+                parse(f)
+            except Exception as e:  # pycep raises lark's exceptions
+                bad += 1
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                print(f"{f}: does not parse: {first}", file=sys.stderr)
+        print(f"bicep parse: {len(rest) - bad} of {len(rest)} files parse")
+        return 1 if bad else 0
+    if cmd == "params":
+        calls, problems = check_params(rest[0])
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"bicep params: {calls} module calls, {len(problems)} problems")
+        return 1 if problems else 0
+    if cmd == "settings":
+        given = {}
+        for kv in rest[1:]:
+            k, v = kv.split("=", 1)
+            try:
+                given[k] = json.loads(v)
+            except json.JSONDecodeError:
+                given[k] = v
+        print(json.dumps(settings(rest[0], given), indent=1))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
