@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""The local stand-in for the Azure Container Apps deployment, built from the template itself.
+
+  local_topology.py up --dir D --bin QUACKGATE --ext EXT_DIR [--nodes 2] [--edges 2]
+                       [--request-timeout 240]
+  local_topology.py restart --dir D --node n1      (stops node n1, starts it again)
+  local_topology.py down --dir D
+
+It reads each app's container settings out of infra/aca/modules/*-app.bicep (bicep_check.py:
+args, env, secret names, the secret volume's files, ports), takes the config files the image
+bakes in (infra/aca/config/*.toml), and runs on loopback:
+  - the catalog, behind an nginx "internal ingress" (TLS, plain to the app);
+  - NODES node apps, each behind its own nginx "internal ingress";
+  - EDGES edge replicas of one app, behind an nginx "public ingress" that round-robins every
+    request with no stickiness, adds X-Forwarded-For and cuts requests at --request-timeout.
+What differs from Azure, and only this:
+  - Key Vault: each secret is a file under D/vault; an app's secret volume (a folder of its
+    own) holds only the secrets its Bicep volume lists, and `secretRef` env vars get the file's
+    text.
+  - Listeners bind 127.0.0.1:0 (QUACKGATE__GATEWAY__*_LISTEN, QUACKGATE__CLUSTER__PEER_LISTEN)
+    and the ingresses are nginx on free ports; names are `localhost`, so the peer and catalog
+    ingresses are reached by port rather than by host name (SNI routing is tested in
+    tests/e2e/timeouts.rs).
+  - The ingresses' certificate comes from a local CA, given as cluster.peer_ca_file (ACA's
+    is publicly trusted).
+  - The catalog's ingress speaks plain HTTP on `localhost` (the workers use plain HTTP for a
+    loopback name): through an nginx with TLS and workers.ducklake.catalog_ca_file, the
+    workers' ATTACH failed with "SSL peer certificate or SSH remote key was not OK", while the
+    DuckDB 1.5.5 CLI running the workers' own SQL against the same nginx and CA succeeded
+    (2026-12-04; reported, not explained yet). On Azure the catalog's ingress certificate is
+    publicly trusted and no CA file is set.
+  - The lake's data is a local folder, D/lake (the managed-identity Blob access needs Azure):
+    [workers.ducklake.azure] and ..._AZURE__ACCOUNT_NAME, AZURE_CLIENT_ID are left out.
+  - Paths: /run/secrets/quackgate, /opt/quackgate/extensions, /var/lib/quackgate/catalog,
+    /tmp are mapped under D.
+On success it writes D/topology.env (ENDPOINT, TOKEN_FILE, CA_FILE, ADMIN_URLS, ...), which the
+operator scripts' --local mode reads with --topology D/topology.env.
+"""
+import argparse
+import hashlib
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bicep_check  # noqa: E402
+
+ACA = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, timeout=30, host="127.0.0.1"):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"local_topology: {what} never listened on {port}")
+
+
+def spawn(d, name, argv, env):
+    log = open(d / "logs" / f"{name}.log", "ab")
+    out = open(d / "logs" / f"{name}.out", "wb")
+    p = subprocess.Popen(argv, env=env, stdout=out, stderr=log, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    pids = json.loads((d / "pids.json").read_text()) if (d / "pids.json").exists() else {}
+    pids[name] = p.pid
+    (d / "pids.json").write_text(json.dumps(pids))
+    return p
+
+
+def await_ready(d, name, p, timeout=180):
+    out = d / "logs" / f"{name}.out"
+    end = time.time() + timeout
+    while time.time() < end:
+        text = out.read_text() if out.exists() else ""
+        m = re.search(r"^QUACKGATE READY (.*)$", text, re.M)
+        if m:
+            return dict(kv.split("=", 1) for kv in m.group(1).split())
+        if p.poll() is not None:
+            raise SystemExit(f"local_topology: {name} exited ({p.returncode}); log:\n" + (d / "logs" / f"{name}.log").read_text()[-4000:])
+        time.sleep(0.2)
+    raise SystemExit(f"local_topology: {name} never became ready")
+
+
+def ingress_host():
+    """A name for the ingresses that resolves to loopback but is not `localhost`: DuckDB's Quack
+    client speaks plain HTTP to localhost, and the nodes must reach the catalog's ingress over
+    HTTPS, as on Azure. The machine's host name, which Debian maps to 127.0.x.1."""
+    name = os.environ.get("QUACKGATE_LOCAL_INGRESS_HOST") or socket.gethostname()
+    try:
+        addr = socket.gethostbyname(name)
+    except OSError:
+        addr = ""
+    if not addr.startswith("127.") or name == "localhost":
+        raise SystemExit(f"local_topology: the host name {name!r} does not resolve to a loopback address ({addr or 'no address'}); set QUACKGATE_LOCAL_INGRESS_HOST to a name that does (e.g. one added to /etc/hosts)")
+    return name, addr
+
+
+def tls(d):
+    t = d / "tls"
+    if (t / "cert.pem").exists():
+        return t
+    t.mkdir(parents=True)
+    run = lambda *a: subprocess.run(a, check=True, cwd=t, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-days", "30", "-subj", "/CN=quackgate-local-ingress-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", "ca.key", "-out", "ca.pem")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-subj", "/CN=localhost", "-addext", f"subjectAltName=DNS:localhost,DNS:{ingress_host()[0]},IP:127.0.0.1",
+        "-addext", "keyUsage=critical,digitalSignature", "-addext", "extendedKeyUsage=serverAuth",
+        "-keyout", "key.pem", "-out", "req.csr")
+    run("openssl", "x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-days", "30",
+        "-copy_extensions", "copy", "-out", "cert.pem")
+    return t
+
+
+def vault(d):
+    """The secrets the preprovision hook generates, and what main.bicep writes from them."""
+    v = d / "vault"
+    if v.exists():
+        return v
+    v.mkdir(parents=True)
+    client, catalog = secrets.token_hex(32), secrets.token_hex(32)
+    sha = lambda s: hashlib.sha256(s.encode()).hexdigest()
+    files = {
+        "quack-token": client,
+        "edge-static-tokens": f'[{{ name = "analysts", sha256 = "{sha(client)}" }}]',
+        "id-secret": secrets.token_hex(32),
+        "catalog-token": catalog,
+        "catalog-static-tokens": f'[{{ name = "workers", sha256 = "{sha(catalog)}" }}]',
+    }
+    for k, val in files.items():
+        (v / k).write_text(val)
+        os.chmod(v / k, 0o600)
+    return v
+
+
+def app_env(d, app, settings, v, overrides):
+    """The container's env from the template, Key Vault references read from the vault."""
+    env = {k: val for k, val in os.environ.items() if not k.startswith("QUACKGATE__")}
+    for e in settings["env"]:
+        if "secretRef" in e:
+            env[e["name"]] = (v / e["secretRef"]).read_text()
+        else:
+            env[e["name"]] = map_paths(d, app, str(e["value"]))
+    env.update(overrides)
+    env["TMPDIR"] = str(d / "apps" / app / "tmp")
+    return env
+
+
+def map_paths(d, app, text, ext=None):
+    a = d / "apps" / app
+    text = text.replace("/run/secrets/quackgate", str(a / "secrets"))
+    text = text.replace("/var/lib/quackgate/catalog", str(a / "catalog"))
+    if ext:
+        text = text.replace("/opt/quackgate/extensions", str(ext))
+    return text
+
+
+def prepare_app(d, app, settings, v, ext, drop_sections=()):
+    """The app's folders, its secret volume (only the listed secrets) and its config file."""
+    a = d / "apps" / app
+    for sub in ("secrets", "tmp", "catalog"):
+        (a / sub).mkdir(parents=True, exist_ok=True)
+    for vol in settings["volumes"]:
+        if vol.get("storageType") == "Secret":
+            for s in vol["secrets"]:
+                shutil.copy(v / s["secretRef"], a / "secrets" / s["path"])
+    role, _, config = settings["args"]
+    text = (ACA / "config" / Path(config).name).read_text()
+    for section in drop_sections:
+        text = re.sub(rf"(?ms)^\[{re.escape(section)}\]\n.*?(?=^\[|\Z)", "", text)
+    cfg = a / Path(config).name
+    cfg.write_text(map_paths(d, app, text, ext))
+    return role, cfg
+
+
+def nginx(d, name, upstreams, port, timeout, host="127.0.0.1", ssl=True):
+    n = d / "nginx" / name
+    n.mkdir(parents=True, exist_ok=True)
+    t = d / "tls"
+    servers = "".join(f"    server {u};\n" for u in upstreams)
+    (n / "nginx.conf").write_text(f"""daemon off;
+user root;
+worker_processes 1;
+pid {n}/nginx.pid;
+error_log {n}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {n}/body;
+  proxy_temp_path {n}/proxy;
+  fastcgi_temp_path {n}/fastcgi;
+  uwsgi_temp_path {n}/uwsgi;
+  scgi_temp_path {n}/scgi;
+  upstream app {{
+{servers}    keepalive 16;
+  }}
+  server {{
+    listen {host}:{port}{" ssl" if ssl else ""};
+    ssl_certificate {t}/cert.pem;
+    ssl_certificate_key {t}/key.pem;
+    client_max_body_size 256m;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_set_header Connection "";
+      proxy_read_timeout {timeout}s;
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }}
+  }}
+}}
+""")
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    p = spawn(d, f"nginx-{name}", [binary, "-p", str(n), "-c", str(n / "nginx.conf")], dict(os.environ))
+    wait_port(port, f"nginx {name}", host=host)
+    return p
+
+
+def up(args):
+    d = Path(args.dir).resolve()
+    if (d / "pids.json").exists():
+        down(args)
+    (d / "logs").mkdir(parents=True, exist_ok=True)
+    (d / "lake").mkdir(exist_ok=True)
+    host, host_addr = ingress_host()
+    tls(d)
+    v = vault(d)
+    ca = str(d / "tls" / "ca.pem")
+    listen0 = "127.0.0.1:0"
+    run_args = {}
+
+    # The catalog app and its internal ingress.
+    cs = bicep_check.settings("catalog", {"image": "local", "trustedProxies": ["127.0.0.0/8"], "storageName": "catalog"})
+    role, cfg = prepare_app(d, "catalog", cs, v, args.ext)
+    env = app_env(d, "catalog", cs, v, {"QUACKGATE__GATEWAY__PLAIN_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0})
+    argv = [args.bin, role, "--config", str(cfg)]
+    p = spawn(d, "catalog", argv, env)
+    run_args["catalog"] = (argv, env)
+    ready = await_ready(d, "catalog", p)
+    catalog_admin = ready["admin"]
+    catalog_port = free_port()
+    # Plain HTTP on `localhost` (see the module's doc: HTTPS with a private CA fails in the
+    # workers, while the DuckDB CLI with the same SQL succeeds).
+    nginx(d, "catalog", [ready["plain"]], catalog_port, args.request_timeout, ssl=False)
+
+    # The node apps, each with its internal ingress.
+    node_admin, peers = {}, []
+    for i in range(1, args.nodes + 1):
+        nid = f"n{i}"
+        ns = bicep_check.settings("node", {
+            "image": "local", "nodeId": nid, "catalogAddress": f"localhost:{catalog_port}",
+            "dataPath": "az://lakehouse/data/", "storageAccountName": "local", "identityClientId": "local",
+            "workers": args.workers})
+        # Managed-identity Blob storage needs Azure: a local folder instead.
+        ns["env"] = [e for e in ns["env"] if e["name"] not in ("QUACKGATE__WORKERS__DUCKLAKE__AZURE__ACCOUNT_NAME", "AZURE_CLIENT_ID")]
+        role, cfg = prepare_app(d, nid, ns, v, args.ext, drop_sections=["workers.ducklake.azure"])
+        env = app_env(d, nid, ns, v, {
+            "QUACKGATE__CLUSTER__PEER_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0,
+            "QUACKGATE__WORKERS__DUCKLAKE__DATA_PATH": str(d / "lake") + "/",
+            "QUACKGATE__GATEWAY__SHUTDOWN_GRACE_SECS": "5"})
+        argv = [args.bin, role, "--config", str(cfg)]
+        p = spawn(d, nid, argv, env)
+        run_args[nid] = (argv, env)
+        (d / "run.json").write_text(json.dumps(run_args))
+        ready = await_ready(d, nid, p)
+        node_admin[nid] = ready["admin"]
+        port = free_port()
+        nginx(d, nid, [ready["peer"]], port, args.request_timeout, host_addr)
+        peers.append({"id": nid, "address": f"{host}:{port}"})
+
+    # The edge app: EDGES replicas of one template behind the public ingress.
+    es = bicep_check.settings("edge", {"image": "local", "nodePeers": peers, "trustedProxies": ["127.0.0.0/8"]})
+    edge_admin, edge_plain = {}, []
+    for r in range(1, args.edges + 1):
+        name = f"edge-{r}"
+        role, cfg = prepare_app(d, name, es, v, args.ext)
+        env = app_env(d, name, es, v, {
+            "QUACKGATE__GATEWAY__PLAIN_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0,
+            "QUACKGATE__CLUSTER__PEER_CA_FILE": ca})
+        argv = [args.bin, role, "--config", str(cfg)]
+        p = spawn(d, name, argv, env)
+        run_args[name] = (argv, env)
+        ready = await_ready(d, name, p)
+        edge_admin[name] = ready["admin"]
+        edge_plain.append(ready["plain"])
+    public = free_port()
+    nginx(d, "public", edge_plain, public, args.request_timeout)
+
+    (d / "run.json").write_text(json.dumps(run_args))
+    admin = {**{k: f"http://{a}" for k, a in edge_admin.items()}, **{k: f"http://{a}" for k, a in node_admin.items()}, "catalog": f"http://{catalog_admin}"}
+    (d / "topology.env").write_text("".join(f"{k}={shlex.quote(val)}\n" for k, val in {
+        "ENDPOINT": f"localhost:{public}",
+        "TOKEN_FILE": str(v / "quack-token"),
+        "CA_FILE": ca,
+        "EDGE_ADMIN_URLS": ",".join(f"http://{a}" for a in edge_admin.values()),
+        "NODE_ADMIN_URLS": ",".join(f"{k}=http://{a}" for k, a in node_admin.items()),
+        "CATALOG_ADMIN_URL": f"http://{catalog_admin}",
+        "ADMIN_URLS": ",".join(f"{k}={u}" for k, u in admin.items()),
+        "LAKE_DIR": str(d / "lake"),
+        "LOG_DIR": str(d / "logs"),
+        "RESTART_CMD": f"{sys.executable} {Path(__file__).resolve()} restart --dir {d} --node",
+    }.items()))
+    print(f"local_topology: up: https://localhost:{public} -> {args.edges} edges -> {args.nodes} nodes -> catalog; {d}/topology.env")
+
+
+def restart(args):
+    d = Path(args.dir).resolve()
+    pids = json.loads((d / "pids.json").read_text())
+    run_args = json.loads((d / "run.json").read_text())
+    pid = pids[args.node]
+    os.kill(pid, signal.SIGTERM)
+    end = time.time() + 30
+    while time.time() < end:
+        try:
+            os.kill(pid, 0)
+            time.sleep(0.2)
+        except ProcessLookupError:
+            break
+    # The node's peer port changes: keep its ingress (nginx) pointing at it.
+    argv, env = run_args[args.node]
+    (d / "logs" / f"{args.node}.out").unlink(missing_ok=True)
+    p = spawn(d, args.node, argv, env)
+    ready = await_ready(d, args.node, p)
+    conf = d / "nginx" / args.node / "nginx.conf"
+    conf.write_text(re.sub(r"server 127\.0\.0\.1:\d+;", f"server {ready['peer']};", conf.read_text()))
+    pid_ng = pids[f"nginx-{args.node}"]
+    os.kill(pid_ng, signal.SIGHUP)
+    # The node's admin port changed too.
+    env_file = d / "topology.env"
+    text = env_file.read_text()
+    text = re.sub(rf"{args.node}=http://127\.0\.0\.1:\d+", f"{args.node}=http://{ready['admin']}", text)
+    env_file.write_text(text)
+    time.sleep(1)
+    print(f"local_topology: {args.node} restarted")
+
+
+def down(args):
+    d = Path(args.dir).resolve()
+    f = d / "pids.json"
+    if not f.exists():
+        return
+    for name, pid in json.loads(f.read_text()).items():
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.5)
+    for name, pid in json.loads(f.read_text()).items():
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    f.unlink()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    u = sub.add_parser("up")
+    u.add_argument("--dir", required=True)
+    u.add_argument("--bin", required=True)
+    u.add_argument("--ext", required=True, help="DuckDB extension directory")
+    u.add_argument("--nodes", type=int, default=2)
+    u.add_argument("--edges", type=int, default=2)
+    u.add_argument("--workers", type=int, default=2)
+    u.add_argument("--request-timeout", type=int, default=240)
+    r = sub.add_parser("restart")
+    r.add_argument("--dir", required=True)
+    r.add_argument("--node", required=True)
+    dn = sub.add_parser("down")
+    dn.add_argument("--dir", required=True)
+    a = ap.parse_args()
+    {"up": up, "restart": restart, "down": down}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
