@@ -391,7 +391,14 @@ def main():
     dn = sub.add_parser("down")
     dn.add_argument("--dir", required=True)
     a = ap.parse_args()
-    {"up": up, "restart": restart, "down": down}[a.cmd](a)
+    if a.cmd == "up":
+        try:
+            up(a)
+        except BaseException:
+            down(a)  # nothing half-started is left running
+            raise
+        return
+    {"restart": restart, "down": down}[a.cmd](a)
 
 
 if __name__ == "__main__":

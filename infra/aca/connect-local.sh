@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Attaches a local DuckDB 1.5.5 to the deployment, writes a row and reads it back.
+#
+#   infra/aca/connect-local.sh                       # the active azd environment
+#   infra/aca/connect-local.sh --local --topology D/topology.env
+#   infra/aca/connect-local.sh --local --endpoint HOST:PORT --token-file F [--ca F]
+#
+# The endpoint comes from the azd environment (QUACKGATE_ENDPOINT, QUACKGATE_PORT), the token
+# from QUACK_TOKEN there or from Key Vault (quack-token; OPERATOR_PRINCIPAL_ID may read it).
+# It prints the client snippet to use in your own DuckDB session, with the token elided.
+. "$(dirname "$0")/lib.sh"
+parse_common_args "$@"
+
+marker=$(random_marker)
+out=$(duck "CREATE TABLE IF NOT EXISTS r.connect_local (written_at TIMESTAMP, marker VARCHAR);
+INSERT INTO r.connect_local VALUES (now(), '$marker');
+SELECT count(*) FROM r.connect_local WHERE marker = '$marker';
+FROM r.query('SELECT quackgate.worker_id()');") || true
+rows=$(sed -n 1p <<<"$out")
+worker=$(sed -n 2p <<<"$out")
+if [ "$rows" = 1 ]; then
+    pass "attached quack:$ENDPOINT, wrote row $marker and read it back (worker $worker)"
+else
+    fail "attach, write and read back through quack:$ENDPOINT: $out"
+fi
+printf '\nIn your own DuckDB 1.5.5 session:\n%s\n' "$(attach_sql '<token>')"
+summary
