@@ -109,3 +109,6 @@ admin_url() { tr ',' '\n' <<<"$ADMIN_URLS" | sed -n "s/^$1=//p"; }
 admin_names() { tr ',' '\n' <<<"$ADMIN_URLS" | sed -n 's/=.*//p'; }
 
 random_marker() { printf 'm%s' "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"; }
+
+# jqtest FILTER [jq args]: stdin's JSON satisfies FILTER (quietly, so check's line shows).
+jqtest() { local f=$1; shift; jq -e "$@" "$f" >/dev/null; }

@@ -36,11 +36,11 @@ azure_shape() {
         fi
         pass "app $app exists"
         check "$app runs an image from $registry" \
-            jq -e --arg r "$registry/" '.properties.template.containers | all(.image | startswith($r))' <<<"$j" >/dev/null
+            jqtest '.properties.template.containers | all(.image | startswith($r))' --arg r "$registry/" <<<"$j"
         check "$app: no sticky sessions" \
-            jq -e '(.properties.configuration.ingress.stickySessions.affinity // "none") == "none"' <<<"$j" >/dev/null
+            jqtest '(.properties.configuration.ingress.stickySessions.affinity // "none") == "none"' <<<"$j"
         check "$app: every secret is a Key Vault reference" \
-            jq -e '(.properties.configuration.secrets // []) | all(.keyVaultUrl != null and .value == null)' <<<"$j" >/dev/null
+            jqtest '(.properties.configuration.secrets // []) | all(.keyVaultUrl != null and .value == null)' <<<"$j"
         local scale external
         scale=$(jq -r '"\(.properties.template.scale.minReplicas)..\(.properties.template.scale.maxReplicas)"' <<<"$j")
         external=$(jq -r '.properties.configuration.ingress.external' <<<"$j")
@@ -59,7 +59,7 @@ azure_shape() {
         [ "$(az acr show -n "$AZURE_CONTAINER_REGISTRY_NAME" --query adminUserEnabled -o tsv)" = false ]
     j=$(az_json storage account show -g "$rg" -n "$DATA_STORAGE_ACCOUNT")
     check "data account: no shared key, no anonymous access" \
-        jq -e '.allowSharedKeyAccess == false and .allowBlobPublicAccess == false' <<<"$j" >/dev/null
+        jqtest '.allowSharedKeyAccess == false and .allowBlobPublicAccess == false' <<<"$j"
 }
 
 if [ "$MODE" = azure ]; then

@@ -5,6 +5,12 @@ container settings out of the app modules, so that what runs locally is what the
   bicep_check.py parse FILE...        every file parses (pycep-parser)
   bicep_check.py params DIR           every module call passes only declared parameters, and
                                       every parameter without a default
+  bicep_check.py paramfile MAIN PARAMS.json
+                                      the parameters file names only parameters MAIN declares,
+                                      and every one without a default
+  bicep_check.py shape                the apps' settings agree with what the deployment needs
+                                      and with the configs baked into the image (ports, probes,
+                                      secrets as Key Vault references, ingress, replicas)
   bicep_check.py settings APP [k=v]   the container settings of infra/aca/modules/APP-app.bicep
                                       (APP: edge, node, catalog) as JSON: args, env, probes,
                                       ports, secrets, volume mounts; k=v sets a parameter
@@ -182,6 +188,88 @@ def settings(app, given):
     }
 
 
+SAMPLE = {
+    "edge": {"image": "img", "nodePeers": [{"id": "n1", "address": "n1.internal.x:443"}], "trustedProxies": ["10.0.0.0/8"]},
+    "node": {"image": "img", "nodeId": "n1", "catalogAddress": "c.internal.x:443", "dataPath": "az://lakehouse/data/",
+             "storageAccountName": "acct", "identityClientId": "cid"},
+    "catalog": {"image": "img", "trustedProxies": ["10.0.0.0/8"], "storageName": "catalog"},
+}
+
+
+def shape():
+    import tomllib
+    problems = []
+
+    def expect(cond, what):
+        if not cond:
+            problems.append(what)
+
+    dockerfile = (MODULES.parent.parent.parent / "Dockerfile").read_text()
+    expect("COPY infra/aca/config/ /etc/quackgate/aca/" in dockerfile, "Dockerfile: does not bake infra/aca/config into /etc/quackgate/aca")
+    for app, mode in (("edge", "http"), ("edge", "tcp"), ("node", None), ("catalog", None)):
+        given = dict(SAMPLE[app])
+        if mode:
+            given["ingressMode"] = mode
+        s = settings(app, given)
+        tag = f"{app}{'/' + mode if mode else ''}"
+        role, flag, config = s["args"]
+        expect(role == app and flag == "--config" and config.startswith("/etc/quackgate/aca/"), f"{tag}: args {s['args']}")
+        cfg_file = MODULES.parent / "config" / Path(config).name
+        if not cfg_file.is_file():
+            problems.append(f"{tag}: no {cfg_file}")
+            continue
+        cfg = tomllib.loads(cfg_file.read_text())
+        env = {e["name"]: e.get("value", e.get("secretRef")) for e in s["env"]}
+        gw = cfg["gateway"]
+        port_of = lambda addr: int(str(addr).rsplit(":", 1)[1])
+        admin = port_of(gw["admin_listen"])
+        kinds = {p["type"]: p for p in s["probes"]}
+        expect(kinds.get("Liveness", {}).get("httpGet") == {"path": "/healthz", "port": admin}, f"{tag}: liveness probe is not /healthz on the admin port {admin}")
+        expect(kinds.get("Readiness", {}).get("httpGet") == {"path": "/readyz", "port": admin}, f"{tag}: readiness probe is not /readyz on the admin port {admin}")
+        listen = {
+            "edge": env.get("QUACKGATE__GATEWAY__LISTEN") if mode == "tcp" else gw.get("plain_listen"),
+            "node": cfg.get("cluster", {}).get("peer_listen"),
+            "catalog": gw.get("plain_listen"),
+        }[app]
+        expect(s["ingress"]["targetPort"] == port_of(listen), f"{tag}: ingress targetPort {s['ingress']['targetPort']} is not the listener's port ({listen})")
+        expect(s["ingress"]["external"] == (app == "edge"), f"{tag}: ingress external={s['ingress']['external']}")
+        expect(s["ingress"]["stickySessions"] == {"affinity": "none"}, f"{tag}: sticky sessions {s['ingress']['stickySessions']}")
+        expect(s["ingress"]["transport"] == (mode or "http"), f"{tag}: transport {s['ingress']['transport']}")
+        scale = (s["scale"]["minReplicas"], s["scale"]["maxReplicas"])
+        expect(scale == ((2, 4) if app == "edge" else (1, 1)), f"{tag}: replicas {scale}")
+        if app == "edge":
+            rules = s["scale"]["rules"]
+            expect(rules and ("http" in rules[0] if mode == "http" else "tcp" in rules[0]), f"{tag}: scale rule {rules}")
+        # Secrets: Key Vault references only, and every use names one.
+        tree = parse(MODULES / f"{app}-app.bicep")
+        (res,) = tree["resources"].values()
+        raw = evaluate(res["config"]["properties"]["configuration"], module_scope(tree, given))["secrets"]
+        for sec in raw:
+            expect(set(sec) == {"name", "keyVaultUrl", "identity"} and sec["keyVaultUrl"].endswith("secrets/" + sec["name"]),
+                   f"{tag}: secret {sec.get('name')} is not a Key Vault reference by name and identity: {sorted(sec)}")
+        names = set(s["secrets"])
+        used = {e["secretRef"] for e in s["env"] if "secretRef" in e}
+        for vol in s["volumes"]:
+            used |= {x["secretRef"] for x in vol.get("secrets", [])}
+            for x in vol.get("secrets", []):
+                expect(x["path"] == x["secretRef"], f"{tag}: secret file {x['path']} is not named after its secret")
+        expect(used <= names, f"{tag}: uses undeclared secrets {sorted(used - names)}")
+        expect(names <= used, f"{tag}: declares unused secrets {sorted(names - used)}")
+        # Files the config names under the secret volume are there.
+        mounts = {m["mountPath"]: m["volumeName"] for m in s["volumeMounts"]}
+        files = {f"/run/secrets/quackgate/{x['path']}" for v in s["volumes"] for x in v.get("secrets", [])}
+        wanted = [gw.get("id_secret_file"), cfg.get("workers", {}).get("ducklake", {}).get("catalog_token_file"),
+                  env.get("QUACKGATE__TLS__CERT"), env.get("QUACKGATE__TLS__KEY")]
+        for w in filter(None, wanted):
+            expect(w in files, f"{tag}: the config reads {w}, which the secret volume does not hold")
+        expect(mounts.get("/tmp") == "tmp", f"{tag}: /tmp (TMPDIR) is not a volume")
+        if app == "catalog":
+            expect(str(Path(cfg["catalog"]["file"]).parent) in mounts, f"{tag}: the catalog file's folder is not a mounted volume")
+        print(f"shape {tag}: args {' '.join(s['args'])}; ports {s['ingress']['targetPort']} (ingress) {admin} (probes); "
+              f"{len(s['env'])} env, secrets {','.join(s['secrets'])}")
+    return problems
+
+
 def module_calls(tree):
     for name, m in tree.get("modules", {}).items():
         if m.get("type") != "local":
@@ -233,6 +321,21 @@ def main(argv):
         for p in problems:
             print(p, file=sys.stderr)
         print(f"bicep params: {calls} module calls, {len(problems)} problems")
+        return 1 if problems else 0
+    if cmd == "shape":
+        problems = shape()
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"bicep shape: {len(problems)} problems")
+        return 1 if problems else 0
+    if cmd == "paramfile":
+        declared = parse(rest[0]).get("parameters", {})
+        given = json.loads(Path(rest[1]).read_text())["parameters"]
+        problems = [f"{rest[1]}: {k!r} is not a parameter of {rest[0]}" for k in given if k not in declared]
+        problems += [f"{rest[1]}: required parameter {k!r} of {rest[0]} is missing" for k, spec in declared.items() if spec.get("default") is None and k not in given]
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"bicep paramfile: {len(given)} parameters, {len(problems)} problems")
         return 1 if problems else 0
     if cmd == "settings":
         given = {}
