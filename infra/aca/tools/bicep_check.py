@@ -11,6 +11,9 @@ container settings out of the app modules, so that what runs locally is what the
   bicep_check.py shape                the apps' settings agree with what the deployment needs
                                       and with the configs baked into the image (ports, probes,
                                       secrets as Key Vault references, ingress, replicas)
+  bicep_check.py models               every property the Container Apps resources set is one
+                                      that azure-mgmt-appcontainers' models know (a misspelt
+                                      property would be ignored or refused by ARM)
   bicep_check.py settings APP [k=v]   the container settings of infra/aca/modules/APP-app.bicep
                                       (APP: edge, node, catalog) as JSON: args, env, probes,
                                       ports, secrets, volume mounts; k=v sets a parameter
@@ -270,6 +273,43 @@ def shape():
     return problems
 
 
+def unknown_properties(obj, raw, path, out):
+    fields = {f._rest_name: attr for attr, f in type(obj)._attr_to_rest_field.items()}
+    for k, v in raw.items():
+        if k not in fields:
+            out.append(f"{path}.{k}")
+            continue
+        val = getattr(obj, fields[k])
+        if hasattr(val, "_attr_to_rest_field") and isinstance(v, dict):
+            unknown_properties(val, v, f"{path}.{k}", out)
+        elif isinstance(val, list) and isinstance(v, list):
+            for i, (a, b) in enumerate(zip(val, v)):
+                if hasattr(a, "_attr_to_rest_field") and isinstance(b, dict):
+                    unknown_properties(a, b, f"{path}.{k}[{i}]", out)
+
+
+def models():
+    from azure.mgmt.appcontainers import models as m
+    checks = [(f"{app}-app.bicep", "app", m.ContainerApp, {**SAMPLE[app], **extra}, f"{app}{tag}")
+              for app, extra, tag in (("edge", {}, "/http"), ("edge", {"ingressMode": "tcp"}, "/tcp"), ("node", {}, ""), ("catalog", {}, ""))]
+    for given in ({}, {"infrastructureSubnetId": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/infrastructure"}):
+        env = {"name": "cae", "location": "westeurope", "logAnalyticsName": "log", "catalogStorageAccountName": "st", "catalogShareName": "catalog", **given}
+        checks.append(("environment.bicep", "environment", m.ManagedEnvironment, env, "environment" + ("/vnet" if given else "")))
+        checks.append(("environment.bicep", "catalogStorage", m.ManagedEnvironmentStorage, env, "environment storage" + ("/vnet" if given else "")))
+    problems = []
+    for file, symbol, model, given, tag in checks:
+        tree = parse(MODULES / file)
+        scope = module_scope(tree, given)
+        cfg = tree["resources"][symbol]["config"]
+        raw = {k: evaluate(v, scope) for k, v in cfg.items() if k in ("properties", "identity", "location", "tags")}
+        raw = json.loads(json.dumps(raw))  # plain JSON, as ARM gets it
+        out = []
+        unknown_properties(model(raw), raw, tag, out)
+        problems += [f"{file}: {o}: not a property of {model.__name__} (azure-mgmt-appcontainers)" for o in out]
+        print(f"models {tag}: {file} resource {symbol} against {model.__name__}: {len(out)} unknown properties")
+    return problems
+
+
 def module_calls(tree):
     for name, m in tree.get("modules", {}).items():
         if m.get("type") != "local":
@@ -321,6 +361,12 @@ def main(argv):
         for p in problems:
             print(p, file=sys.stderr)
         print(f"bicep params: {calls} module calls, {len(problems)} problems")
+        return 1 if problems else 0
+    if cmd == "models":
+        problems = models()
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"bicep models: {len(problems)} problems")
         return 1 if problems else 0
     if cmd == "shape":
         problems = shape()
