@@ -35,6 +35,9 @@ RUN groupadd --system --gid 10001 quackgate \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/quackgate
 COPY --from=build /usr/local/bin/quackgate /usr/local/bin/quackgate
 COPY --from=build /opt/duckdb/ext /opt/quackgate/extensions
+# The public roots, for DuckDB's HTTPS (the catalog's ingress, Azure Blob storage): the slim
+# base has none, and installing ca-certificates here would need an unpinnable apt-get.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY config/example.toml /etc/quackgate/quackgate.toml
 COPY infra/aca/config/ /etc/quackgate/aca/
 ENV TMPDIR=/tmp HOME=/var/lib/quackgate
