@@ -33,8 +33,18 @@ from pycep import BicepParser
 MODULES = Path(__file__).resolve().parent.parent / "modules"
 
 
+_PARSED = {}
+
+
 def parse(path):
-    return BicepParser().parse(file_path=Path(path))
+    """pycep's tree of a file, parsed once per process (building the parser takes seconds)."""
+    key = Path(path).resolve()
+    if key not in _PARSED:
+        global _PARSER
+        if "_PARSER" not in globals():
+            _PARSER = BicepParser()
+        _PARSED[key] = _PARSER.parse(file_path=key)
+    return _PARSED[key]
 
 
 COMPARISONS = ("equals", "not_equals", "greater_than", "less_than", "greater_than_or_equals", "less_than_or_equals")
