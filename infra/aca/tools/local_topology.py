@@ -24,11 +24,12 @@ What differs from Azure, and only this:
   - The ingresses' certificate comes from a local CA, given as cluster.peer_ca_file (ACA's
     is publicly trusted).
   - The catalog's ingress speaks plain HTTP on `localhost` (the workers use plain HTTP for a
-    loopback name): through an nginx with TLS and workers.ducklake.catalog_ca_file, the
-    workers' ATTACH failed with "SSL peer certificate or SSH remote key was not OK", while the
-    DuckDB 1.5.5 CLI running the workers' own SQL against the same nginx and CA succeeded
-    (2026-12-04; reported, not explained yet). On Azure the catalog's ingress certificate is
-    publicly trusted and no CA file is set.
+    loopback name). Through an nginx with TLS and workers.ducklake.catalog_ca_file, the
+    workers' first ATTACH fails with "SSL peer certificate or SSH remote key was not OK": the
+    worker's set-up connection gives the CA with `SET ca_cert_file`, which DuckDB 1.5.5's quack
+    client ignores in an embedded DuckDB (reproduced with the duckdb Python package; the CLI
+    honours it), while `ca_cert_file` as an open-time config option works (2026-12-04). On
+    Azure the catalog's ingress certificate is publicly trusted and no CA file is set.
   - The lake's data is a local folder, D/lake (the managed-identity Blob access needs Azure):
     [workers.ducklake.azure] and ..._AZURE__ACCOUNT_NAME, AZURE_CLIENT_ID are left out.
   - Paths: /run/secrets/quackgate, /opt/quackgate/extensions, /var/lib/quackgate/catalog,
@@ -261,7 +262,7 @@ def up(args):
     catalog_admin = ready["admin"]
     catalog_port = free_port()
     # Plain HTTP on `localhost` (see the module's doc: HTTPS with a private CA fails in the
-    # workers, while the DuckDB CLI with the same SQL succeeds).
+    # workers' set-up connection).
     nginx(d, "catalog", [ready["plain"]], catalog_port, args.request_timeout, ssl=False)
 
     # The node apps, each with its internal ingress.
