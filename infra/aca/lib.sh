@@ -112,3 +112,12 @@ random_marker() { printf 'm%s' "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"; 
 
 # jqtest FILTER [jq args]: stdin's JSON satisfies FILTER (quietly, so check's line shows).
 jqtest() { local f=$1; shift; jq -e "$@" "$f" >/dev/null; }
+
+# long_statement SECS: runs a statement that takes SECS seconds to its first row; prints ok or
+# the client's error (behind HTTP ingress it outlives the request timeout and fails with 504).
+long_statement() {
+    local out
+    out=$(duck "FROM r.query('SELECT sleep_ms($(($1 * 1000)))');
+SELECT 'long-statement-done';") || true
+    if grep -q 'long-statement-done' <<<"$out"; then echo ok; else grep -m1 'Error' <<<"$out" || printf '%s\n' "$out" | head -n1; fi
+}

@@ -320,6 +320,7 @@ module nodeApps 'modules/node-app.bicep' = [for i in range(0, nodes): {
     catalogAddress: '${catalog.outputs.fqdn}:443'
     dataPath: duckLakeDataPath
     storageAccountName: dataStorage.outputs.name
+    ingressMode: ingressMode
   }
   dependsOn: [ secretIdSecret, secretCatalogToken ]
 }]
@@ -327,10 +328,11 @@ module nodeApps 'modules/node-app.bicep' = [for i in range(0, nodes): {
 var nodeAppNames = [for i in range(0, nodes): '${appPrefix}-n${i + 1}']
 
 // The edges' peers: each node app's internal FQDN (<app>.internal.<environment default
-// domain>, which is what ingress.fqdn reports for an internal ingress) on 443.
+// domain>, which is what ingress.fqdn reports for an internal ingress), on 443 behind HTTP
+// ingress, or on the peer port behind TCP ingress (INGRESS_MODE=tcp).
 var nodePeers = [for i in range(0, nodes): {
   id: 'n${i + 1}'
-  address: '${nodeApps[i].outputs.fqdn}:443'
+  address: nodeApps[i].outputs.peerAddress
 }]
 
 module edge 'modules/edge-app.bicep' = {

@@ -50,6 +50,9 @@ var peerEnv = [for peer in nodePeers: {
   value: peer.address
 }]
 var tcpEnv = ingressMode == 'tcp' ? [
+  // The nodes' internal TCP ingress passes bytes: the peer leg is plain (signed by quackgate,
+  // encrypted by the environment's peer traffic encryption).
+  { name: 'QUACKGATE__CLUSTER__PEER_TLS', value: 'false' }
   { name: 'QUACKGATE__GATEWAY__LISTEN', value: '0.0.0.0:8443' }
   { name: 'QUACKGATE__GATEWAY__PLAIN_LISTEN', value: '127.0.0.1:8080' }
   { name: 'QUACKGATE__TLS__CERT', value: '/run/secrets/quackgate/edge-tls-cert' }

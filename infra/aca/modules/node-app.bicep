@@ -28,6 +28,11 @@ param cpu string = '2.0'
 param memory string = '4Gi'
 @description('gateway.shutdown_grace_secs: how long open sessions get after SIGTERM.')
 param shutdownGraceSecs int = 300
+@allowed([ 'http', 'tcp' ])
+@description('''http: internal HTTP ingress (TLS by ACA, edges dial <fqdn>:443, 240 s per request).
+tcp: internal TCP ingress on the peer port (edges dial <fqdn>:9601, no request limit; the leg is
+signed by quackgate and encrypted by the environment's peer traffic encryption).''')
+param ingressMode string = 'http'
 
 var placeholder = empty(image)
 var configFile = '/etc/quackgate/aca/node.toml'
@@ -62,8 +67,9 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
       }]
       ingress: {
         external: false
-        transport: 'http'
+        transport: ingressMode
         targetPort: placeholder ? 80 : peerPort
+        exposedPort: ingressMode == 'tcp' ? peerPort : null
         allowInsecure: false
         stickySessions: { affinity: 'none' }
         traffic: [ { latestRevision: true, weight: 100 } ]
@@ -115,3 +121,5 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
 output name string = app.name
 // <name>.internal.<environment default domain>: what the edges dial, as Host and SNI.
 output fqdn string = app.properties.configuration.ingress.fqdn
+// What the edges dial: the ingress's TLS port, or with TCP ingress the peer port itself.
+output peerAddress string = ingressMode == 'tcp' ? '${app.properties.configuration.ingress.fqdn}:${peerPort}' : '${app.properties.configuration.ingress.fqdn}:443'

@@ -219,7 +219,7 @@ def shape():
 
     dockerfile = (MODULES.parent.parent.parent / "Dockerfile").read_text()
     expect("COPY infra/aca/config/ /etc/quackgate/aca/" in dockerfile, "Dockerfile: does not bake infra/aca/config into /etc/quackgate/aca")
-    for app, mode in (("edge", "http"), ("edge", "tcp"), ("node", None), ("catalog", None)):
+    for app, mode in (("edge", "http"), ("edge", "tcp"), ("node", "http"), ("node", "tcp"), ("catalog", None)):
         given = dict(SAMPLE[app])
         if mode:
             given["ingressMode"] = mode
@@ -250,6 +250,10 @@ def shape():
         expect(s["ingress"]["transport"] == (mode or "http"), f"{tag}: transport {s['ingress']['transport']}")
         scale = (s["scale"]["minReplicas"], s["scale"]["maxReplicas"])
         expect(scale == ((2, 4) if app == "edge" else (1, 1)), f"{tag}: replicas {scale}")
+        if app == "edge" and mode == "tcp":
+            expect(env.get("QUACKGATE__CLUSTER__PEER_TLS") == "false", f"{tag}: the peer leg must be plain behind the nodes' TCP ingress")
+        if app == "node" and mode == "tcp":
+            expect(s["ingress"]["exposedPort"] == port_of(listen), f"{tag}: TCP ingress exposedPort is not the peer port")
         if app == "edge":
             rules = s["scale"]["rules"]
             expect(rules and ("http" in rules[0] if mode == "http" else "tcp" in rules[0]), f"{tag}: scale rule {rules}")
@@ -301,7 +305,8 @@ def unknown_properties(obj, raw, path, out):
 def models():
     from azure.mgmt.appcontainers import models as m
     checks = [(f"{app}-app.bicep", "app", m.ContainerApp, {**SAMPLE[app], **extra}, f"{app}{tag}")
-              for app, extra, tag in (("edge", {}, "/http"), ("edge", {"ingressMode": "tcp"}, "/tcp"), ("node", {}, ""), ("catalog", {}, ""))]
+              for app, extra, tag in (("edge", {}, "/http"), ("edge", {"ingressMode": "tcp"}, "/tcp"), ("node", {}, "/http"),
+                                      ("node", {"ingressMode": "tcp"}, "/tcp"), ("catalog", {}, ""))]
     for given in ({}, {"infrastructureSubnetId": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/infrastructure"}):
         env = {"name": "cae", "location": "westeurope", "logAnalyticsName": "log", "catalogStorageAccountName": "st", "catalogShareName": "catalog", **given}
         checks.append(("environment.bicep", "environment", m.ManagedEnvironment, env, "environment" + ("/vnet" if given else "")))

@@ -3,6 +3,7 @@
 
   local_topology.py up --dir D --bin QUACKGATE --ext EXT_DIR [--nodes 2] [--edges 2]
                        [--request-timeout 240]
+                       [--ingress-mode http|tcp]
   local_topology.py restart --dir D --node n1      (stops node n1, starts it again)
   local_topology.py down --dir D
 
@@ -12,7 +13,10 @@ bakes in (infra/aca/config/*.toml), and runs on loopback:
   - the catalog, behind an nginx "internal ingress" (TLS, plain to the app);
   - NODES node apps, each behind its own nginx "internal ingress";
   - EDGES edge replicas of one app, behind an nginx "public ingress" that round-robins every
-    request with no stickiness, adds X-Forwarded-For and cuts requests at --request-timeout.
+    request with no stickiness, adds X-Forwarded-For and cuts requests at --request-timeout;
+    with --ingress-mode tcp (INGRESS_MODE=tcp), the edges terminate TLS themselves with the
+    certificate from the "vault" and a TCP proxy round-robins connections to them, with no
+    timeout (as ACA's TCP ingress).
 What differs from Azure, and only this:
   - Key Vault: each secret is a file under D/vault; an app's secret volume (a folder of its
     own) holds only the secrets its Bicep volume lists, and `secretRef` env vars get the file's
@@ -147,6 +151,8 @@ def vault(d):
         "catalog-token": catalog,
         "catalog-static-tokens": f'[{{ name = "workers", sha256 = "{sha(catalog)}" }}]',
     }
+    files["edge-tls-cert"] = (d / "tls" / "cert.pem").read_text()
+    files["edge-tls-key"] = (d / "tls" / "key.pem").read_text()
     for k, val in files.items():
         (v / k).write_text(val)
         os.chmod(v / k, 0o600)
@@ -269,11 +275,11 @@ def up(args):
     node_admin, peers = {}, []
     for i in range(1, args.nodes + 1):
         nid = f"n{i}"
+        # Managed-identity Blob storage needs Azure: a local folder instead.
         ns = bicep_check.settings("node", {
             "image": "local", "nodeId": nid, "catalogAddress": f"localhost:{catalog_port}",
             "dataPath": "az://lakehouse/data/", "storageAccountName": "local", "identityClientId": "local",
-            "workers": args.workers})
-        # Managed-identity Blob storage needs Azure: a local folder instead.
+            "workers": args.workers, "ingressMode": args.ingress_mode})
         ns["env"] = [e for e in ns["env"] if e["name"] not in ("QUACKGATE__WORKERS__DUCKLAKE__AZURE__ACCOUNT_NAME", "AZURE_CLIENT_ID")]
         role, cfg = prepare_app(d, nid, ns, v, args.ext, drop_sections=["workers.ducklake.azure"])
         env = app_env(d, nid, ns, v, {
@@ -287,26 +293,43 @@ def up(args):
         ready = await_ready(d, nid, p)
         node_admin[nid] = ready["admin"]
         port = free_port()
-        nginx(d, nid, [ready["peer"]], port, args.request_timeout, host_addr)
+        if args.ingress_mode == "tcp":
+            # Internal TCP ingress: bytes to the peer listener, no TLS, no timeout.
+            spawn(d, f"tcp-{nid}", [sys.executable, str(Path(__file__).resolve()), "tcp-proxy", "--port", str(port), ready["peer"]],
+                  dict(os.environ))
+            wait_port(port, f"the TCP ingress of {nid}")
+        else:
+            nginx(d, nid, [ready["peer"]], port, args.request_timeout, host_addr)
         peers.append({"id": nid, "address": f"{host}:{port}"})
 
     # The edge app: EDGES replicas of one template behind the public ingress.
-    es = bicep_check.settings("edge", {"image": "local", "nodePeers": peers, "trustedProxies": ["127.0.0.0/8"]})
-    edge_admin, edge_plain = {}, []
+    tcp = args.ingress_mode == "tcp"
+    es = bicep_check.settings("edge", {"image": "local", "nodePeers": peers, "trustedProxies": ["127.0.0.0/8"],
+                                       "ingressMode": args.ingress_mode})
+    edge_admin, edge_plain, edge_https = {}, [], []
     for r in range(1, args.edges + 1):
         name = f"edge-{r}"
         role, cfg = prepare_app(d, name, es, v, args.ext)
-        env = app_env(d, name, es, v, {
+        overrides = {
             "QUACKGATE__GATEWAY__PLAIN_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0,
-            "QUACKGATE__CLUSTER__PEER_CA_FILE": ca})
+            "QUACKGATE__CLUSTER__PEER_CA_FILE": ca}
+        if tcp:
+            overrides["QUACKGATE__GATEWAY__LISTEN"] = listen0
+        env = app_env(d, name, es, v, overrides)
         argv = [args.bin, role, "--config", str(cfg)]
         p = spawn(d, name, argv, env)
         run_args[name] = (argv, env)
         ready = await_ready(d, name, p)
         edge_admin[name] = ready["admin"]
         edge_plain.append(ready["plain"])
+        edge_https.append(ready.get("https"))
     public = free_port()
-    nginx(d, "public", edge_plain, public, args.request_timeout)
+    if tcp:
+        spawn(d, "tcp-ingress", [sys.executable, str(Path(__file__).resolve()), "tcp-proxy", "--port", str(public), *edge_https],
+              dict(os.environ))
+        wait_port(public, "the TCP ingress")
+    else:
+        nginx(d, "public", edge_plain, public, args.request_timeout)
 
     (d / "run.json").write_text(json.dumps(run_args))
     admin = {**{k: f"http://{a}" for k, a in edge_admin.items()}, **{k: f"http://{a}" for k, a in node_admin.items()}, "catalog": f"http://{catalog_admin}"}
@@ -322,7 +345,7 @@ def up(args):
         "LOG_DIR": str(d / "logs"),
         "RESTART_CMD": f"{sys.executable} {Path(__file__).resolve()} restart --dir {d} --node",
     }.items()))
-    print(f"local_topology: up: https://localhost:{public} -> {args.edges} edges -> {args.nodes} nodes -> catalog; {d}/topology.env")
+    print(f"local_topology: up ({args.ingress_mode} ingress): https://localhost:{public} -> {args.edges} edges -> {args.nodes} nodes -> catalog; {d}/topology.env")
 
 
 def restart(args):
@@ -356,6 +379,37 @@ def restart(args):
     print(f"local_topology: {args.node} restarted")
 
 
+def tcp_proxy(args):
+    """ACA's TCP ingress: bytes passed through, connections round-robined, no timeout."""
+    import asyncio
+    import itertools
+    upstreams = itertools.cycle(a.rsplit(":", 1) for a in args.upstreams)
+
+    async def pipe(r, w):
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        finally:
+            w.close()
+
+    async def handle(cr, cw):
+        host, port = next(upstreams)
+        try:
+            ur, uw = await asyncio.open_connection(host, int(port))
+        except OSError:
+            cw.close()
+            return
+        await asyncio.gather(pipe(cr, uw), pipe(ur, cw), return_exceptions=True)
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", args.port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
 def down(args):
     d = Path(args.dir).resolve()
     f = d / "pids.json"
@@ -386,6 +440,10 @@ def main():
     u.add_argument("--edges", type=int, default=2)
     u.add_argument("--workers", type=int, default=2)
     u.add_argument("--request-timeout", type=int, default=240)
+    u.add_argument("--ingress-mode", choices=["http", "tcp"], default="http")
+    t = sub.add_parser("tcp-proxy")
+    t.add_argument("--port", type=int, required=True)
+    t.add_argument("upstreams", nargs="+")
     r = sub.add_parser("restart")
     r.add_argument("--dir", required=True)
     r.add_argument("--node", required=True)
@@ -399,7 +457,7 @@ def main():
             down(a)  # nothing half-started is left running
             raise
         return
-    {"restart": restart, "down": down}[a.cmd](a)
+    {"restart": restart, "down": down, "tcp-proxy": tcp_proxy}[a.cmd](a)
 
 
 if __name__ == "__main__":
