@@ -14,6 +14,10 @@ container settings out of the app modules, so that what runs locally is what the
   bicep_check.py models               every property the Container Apps resources set is one
                                       that azure-mgmt-appcontainers' models know (a misspelt
                                       property would be ignored or refused by ARM)
+  bicep_check.py access               least privilege, from main.bicep: each app reads exactly
+                                      the Key Vault secrets it references (no fewer: ACA could
+                                      not resolve them; no more), only nodes write the data
+                                      container, and the three identities pull from the registry
   bicep_check.py settings APP [k=v]   the container settings of infra/aca/modules/APP-app.bicep
                                       (APP: edge, node, catalog) as JSON: args, env, probes,
                                       ports, secrets, volume mounts; k=v sets a parameter
@@ -143,6 +147,9 @@ def evaluate(node, scope):
             return args[0].upper()
         if t == "json":
             return json.loads(args[0])
+        if t == "base64_to_string":
+            import base64
+            return base64.b64decode(args[0]).decode() if not isinstance(args[0], Unknown) else Unknown("<base64ToString>")
         if t == "int":
             return int(args[0])
         return Unknown(f"<{t}()>")
@@ -325,6 +332,69 @@ def models():
     return problems
 
 
+MAIN = MODULES.parent / "main.bicep"
+
+
+def symbols(node):
+    """The module symbols an expression refers to (`edgeIdentity` in edgeIdentity.outputs.id)."""
+    if isinstance(node, list):
+        return [x for n in node for x in symbols(n)]
+    if isinstance(node, dict) and "operator" in node and node["operator"]["type"] == "property_accessor":
+        return [node["operator"]["operands"]["operand_1"]]
+    return []
+
+
+def kv_secrets(given=None):
+    """main.bicep's Key Vault secrets: name -> (value, reader identity symbols, operator?)."""
+    tree = parse(MAIN)
+    scope = module_scope(tree, given or {})
+    out = {}
+    for name, rel, args in module_calls(tree):
+        if rel.endswith("kv-secret.bicep"):
+            out[args["secretName"]] = (evaluate(args["value"], scope), symbols(args.get("readerPrincipalIds", [])),
+                                       "operatorPrincipalId" in args)
+    return out
+
+
+def access():
+    tree = parse(MAIN)
+    calls = {name: (rel, args) for name, rel, args in module_calls(tree)}
+    problems = []
+    secrets_ = kv_secrets()
+    readable = {}
+    for sname, (_, readers, operator) in secrets_.items():
+        for r in readers:
+            readable.setdefault(r, set()).add(sname)
+        print(f"access: Key Vault secret {sname}: read by {', '.join(readers) or 'no app'}{' and the operator' if operator else ''}")
+    used = {}
+    for name, (rel, args) in calls.items():
+        app = Path(rel).name.removesuffix("-app.bicep")
+        if app not in SAMPLE:
+            continue
+        (identity,) = symbols(args["identityId"])
+        modes = ("http", "tcp") if app in ("edge", "node") else (None,)
+        for mode in modes:
+            given = dict(SAMPLE[app])
+            if mode:
+                given["ingressMode"] = mode
+            used.setdefault(identity, set()).update(settings(app, given)["secrets"])
+    for identity in sorted(set(used) | set(readable)):
+        u, r = used.get(identity, set()), readable.get(identity, set())
+        if u - r:
+            problems.append(f"{identity}: its app references {sorted(u - r)} but may not read them")
+        if r - u:
+            problems.append(f"{identity}: may read {sorted(r - u)}, which its app never uses")
+        print(f"access: {identity} reads {', '.join(sorted(r))}")
+    writers = symbols(calls["dataStorage"][1]["contributorPrincipalIds"])
+    if writers != ["nodeIdentity"]:
+        problems.append(f"data container writers are {writers}, not just the nodes")
+    pullers = sorted(symbols(calls["registry"][1]["pullPrincipalIds"]))
+    if pullers != sorted(set(used)):
+        problems.append(f"registry pullers {pullers} are not the apps' identities {sorted(set(used))}")
+    print(f"access: data container written by {', '.join(writers)}; registry pulled by {', '.join(pullers)}")
+    return problems
+
+
 def module_calls(tree):
     for name, m in tree.get("modules", {}).items():
         if m.get("type") != "local":
@@ -377,6 +447,17 @@ def main(argv):
             print(p, file=sys.stderr)
         print(f"bicep params: {calls} module calls, {len(problems)} problems")
         return 1 if problems else 0
+    if cmd == "access":
+        problems = access()
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"bicep access: {len(problems)} problems")
+        return 1 if problems else 0
+    if cmd == "secrets":
+        # For the local topology: the secret values main.bicep writes, from JSON params.
+        given = json.loads(sys.stdin.read())
+        print(json.dumps({k: v[0] for k, v in kv_secrets(given).items()}))
+        return 0
     if cmd == "models":
         problems = models()
         for p in problems:

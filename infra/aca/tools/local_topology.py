@@ -18,9 +18,9 @@ bakes in (infra/aca/config/*.toml), and runs on loopback:
     certificate from the "vault" and a TCP proxy round-robins connections to them, with no
     timeout (as ACA's TCP ingress).
 What differs from Azure, and only this:
-  - Key Vault: each secret is a file under D/vault; an app's secret volume (a folder of its
-    own) holds only the secrets its Bicep volume lists, and `secretRef` env vars get the file's
-    text.
+  - Key Vault: each secret main.bicep writes (evaluated from its kv-secret module calls) is a
+    file under D/vault; an app's secret volume (a folder of its own) holds only the secrets its
+    Bicep volume lists, and `secretRef` env vars get the file's text.
   - Listeners bind 127.0.0.1:0 (QUACKGATE__GATEWAY__*_LISTEN, QUACKGATE__CLUSTER__PEER_LISTEN)
     and the ingresses are nginx on free ports; names are `localhost`, so the peer and catalog
     ingresses are reached by port rather than by host name (SNI routing is tested in
@@ -137,23 +137,23 @@ def tls(d):
 
 
 def vault(d):
-    """The secrets the preprovision hook generates, and what main.bicep writes from them."""
+    """Key Vault: the secrets main.bicep writes (its kv-secret module calls, evaluated), from
+    values made as the preprovision hook makes them."""
     v = d / "vault"
     if v.exists():
         return v
     v.mkdir(parents=True)
+    import base64
     client, catalog = secrets.token_hex(32), secrets.token_hex(32)
     sha = lambda s: hashlib.sha256(s.encode()).hexdigest()
-    files = {
-        "quack-token": client,
-        "edge-static-tokens": f'[{{ name = "analysts", sha256 = "{sha(client)}" }}]',
-        "id-secret": secrets.token_hex(32),
-        "catalog-token": catalog,
-        "catalog-static-tokens": f'[{{ name = "workers", sha256 = "{sha(catalog)}" }}]',
-    }
-    files["edge-tls-cert"] = (d / "tls" / "cert.pem").read_text()
-    files["edge-tls-key"] = (d / "tls" / "key.pem").read_text()
-    for k, val in files.items():
+    b64 = lambda p: base64.b64encode(p.read_bytes()).decode()
+    files = bicep_check.kv_secrets({
+        "quackToken": client, "quackTokenSha256": sha(client),
+        "catalogQuackToken": catalog, "catalogQuackTokenSha256": sha(catalog),
+        "idSecret": secrets.token_hex(32),
+        "edgeTlsCertB64": b64(d / "tls" / "cert.pem"), "edgeTlsKeyB64": b64(d / "tls" / "key.pem"),
+    })
+    for k, (val, _readers, _operator) in files.items():
         (v / k).write_text(val)
         os.chmod(v / k, 0o600)
     return v
