@@ -72,7 +72,7 @@ var tcpScale = [
   { name: 'tcp-connections', tcp: { metadata: { concurrentConnections: string(concurrentRequests) } } }
 ]
 
-resource app 'Microsoft.App/containerApps@2024-03-01' = {
+resource app 'Microsoft.App/containerApps@2026-07-01' = {
   name: name
   location: location
   tags: union(tags, { 'azd-service-name': 'edge', 'quackgate-role': 'edge' })

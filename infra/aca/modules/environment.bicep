@@ -21,7 +21,7 @@ resource catalogAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing 
   name: catalogStorageAccountName
 }
 
-resource environment 'Microsoft.App/managedEnvironments@2024-03-01' = {
+resource environment 'Microsoft.App/managedEnvironments@2026-07-01' = {
   name: name
   location: location
   tags: tags
@@ -47,7 +47,7 @@ resource environment 'Microsoft.App/managedEnvironments@2024-03-01' = {
   }
 }
 
-resource catalogStorage 'Microsoft.App/managedEnvironments/storages@2024-03-01' = {
+resource catalogStorage 'Microsoft.App/managedEnvironments/storages@2026-07-01' = {
   parent: environment
   name: catalogStorageName
   properties: {

@@ -46,7 +46,7 @@ var probes = placeholder ? [] : [
   { type: 'Readiness', httpGet: { path: '/readyz', port: adminPort }, periodSeconds: 3, failureThreshold: 2 }
 ]
 
-resource app 'Microsoft.App/containerApps@2024-03-01' = {
+resource app 'Microsoft.App/containerApps@2026-07-01' = {
   name: name
   location: location
   tags: union(tags, { 'quackgate-role': 'node', 'quackgate-node-id': nodeId })

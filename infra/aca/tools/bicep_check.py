@@ -319,8 +319,14 @@ def models():
         checks.append(("environment.bicep", "environment", m.ManagedEnvironment, env, "environment" + ("/vnet" if given else "")))
         checks.append(("environment.bicep", "catalogStorage", m.ManagedEnvironmentStorage, env, "environment storage" + ("/vnet" if given else "")))
     problems = []
+    import inspect
+    from azure.mgmt.appcontainers import _configuration
+    sdk_api = re.search(r'api_version: str = kwargs.pop\("api_version", "([^"]+)"\)', inspect.getsource(_configuration)).group(1)
     for file, symbol, model, given, tag in checks:
         tree = parse(MODULES / file)
+        api = tree["resources"][symbol]["api_version"]
+        if api != sdk_api:
+            problems.append(f"{file}: {symbol} uses API version {api}, the models checked are {sdk_api}'s")
         scope = module_scope(tree, given)
         cfg = tree["resources"][symbol]["config"]
         raw = {k: evaluate(v, scope) for k, v in cfg.items() if k in ("properties", "identity", "location", "tags")}
@@ -328,7 +334,7 @@ def models():
         out = []
         unknown_properties(model(raw), raw, tag, out)
         problems += [f"{file}: {o}: not a property of {model.__name__} (azure-mgmt-appcontainers)" for o in out]
-        print(f"models {tag}: {file} resource {symbol} against {model.__name__}: {len(out)} unknown properties")
+        print(f"models {tag}: {file} resource {symbol} ({api}) against {model.__name__} ({sdk_api}): {len(out)} unknown properties")
     return problems
 
 
