@@ -13,6 +13,19 @@ nodes=$(azd env get-value NODE_APP_NAMES)
 [ -n "$image" ] || { echo "postdeploy: no SERVICE_EDGE_IMAGE_NAME; nothing to roll" >&2; exit 0; }
 
 current() { az containerapp show -g "$rg" -n "$1" --query 'properties.template.containers[0].image' -o tsv; }
+
+# The first `azd up` provisions before any image exists: the apps start from a placeholder
+# image without quackgate's args, probes and ports (main.bicep, quackgateImage empty). Now
+# that the image exists, provision again: main.bicep then gives every app the image with all
+# its settings (azd passes SERVICE_EDGE_IMAGE_NAME as quackgateImage). No session exists yet.
+case $(current "$catalog") in
+    *k8se/quickstart*)
+        echo "postdeploy: first deployment: provisioning again with $image"
+        azd provision --no-prompt
+        exit 0
+        ;;
+esac
+
 roll() {
     if [ "$(current "$1")" = "$image" ]; then
         echo "postdeploy: $1 already runs $image"
