@@ -173,8 +173,8 @@ module secretEdgeTokens 'modules/kv-secret.bicep' = {
   params: {
     vaultName: vault.outputs.name
     secretName: 'edge-static-tokens'
-    // auth.static_tokens as one TOML value (QUACKGATE__AUTH__STATIC_TOKENS): a hash, no token.
-    value: '[{ name = "analysts", sha256 = "${quackTokenSha256}" }]'
+    // The edges' auth.static_tokens_file (re-read every 2 s): a hash, no token.
+    value: 'static_tokens = [{ name = "analysts", sha256 = "${quackTokenSha256}" }]'
     readerPrincipalIds: [ edgeIdentity.outputs.principalId ]
   }
 }
@@ -207,7 +207,7 @@ module secretCatalogTokens 'modules/kv-secret.bicep' = {
   params: {
     vaultName: vault.outputs.name
     secretName: 'catalog-static-tokens'
-    value: '[{ name = "workers", sha256 = "${catalogQuackTokenSha256}" }]'
+    value: 'static_tokens = [{ name = "workers", sha256 = "${catalogQuackTokenSha256}" }]'
     readerPrincipalIds: [ catalogIdentity.outputs.principalId ]
   }
 }

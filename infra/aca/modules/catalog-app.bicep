@@ -65,19 +65,23 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
           image: placeholder ? 'mcr.microsoft.com/k8se/quickstart:latest' : image
           args: placeholder ? [] : [ 'catalog', '--config', configFile ]
           env: [
-            // checkov:skip=CKV_SECRET_6: a secretRef is a secret's name, not its value
-            { name: 'QUACKGATE__AUTH__STATIC_TOKENS', secretRef: 'catalog-static-tokens' }
             { name: 'QUACKGATE__GATEWAY__TRUSTED_PROXIES', value: string(trustedProxies) }
           ]
           resources: { cpu: json(cpu), memory: memory }
           probes: probes
           volumeMounts: [
+            { volumeName: 'secrets', mountPath: '/run/secrets/quackgate' }
             { volumeName: 'catalog', mountPath: '/var/lib/quackgate/catalog' }
             { volumeName: 'tmp', mountPath: '/tmp' }
           ]
         }
       ]
       volumes: [
+        {
+          name: 'secrets'
+          storageType: 'Secret'
+          secrets: [ { secretRef: 'catalog-static-tokens', path: 'catalog-static-tokens' } ]
+        }
         {
           name: 'catalog'
           storageType: 'AzureFile'

@@ -11,7 +11,7 @@ param name string
 param location string
 param tags object = {}
 param environmentId string
-@description('The edge identity: AcrPull, and Key Vault Secrets User on id-secret, edge-static-tokens (and edge-tls-cert/-key for tcp).')
+@description('The edge identity: AcrPull, and Key Vault Secrets User on id-secret, edge-static-tokens (and edge-tls-cert/-key for tcp). Each is a file of the secret volume; quackgate re-reads the tokens and the TLS pair when they change.')
 param identityId string
 param registryServer string
 @description('The quackgate image; empty on the first provision, before azd has built it.')
@@ -38,11 +38,9 @@ var configFile = '/etc/quackgate/aca/edge.toml'
 var adminPort = 9464
 var targetPort = placeholder ? 80 : (ingressMode == 'tcp' ? 8443 : 8080)
 var tlsSecrets = ingressMode == 'tcp' ? [ 'edge-tls-cert', 'edge-tls-key' ] : []
-var fileSecrets = concat([ 'id-secret' ], tlsSecrets)
+var fileSecrets = concat([ 'id-secret', 'edge-static-tokens' ], tlsSecrets)
 
 var baseEnv = [
-  // checkov:skip=CKV_SECRET_6: a secretRef is a secret's name, not its value
-  { name: 'QUACKGATE__AUTH__STATIC_TOKENS', secretRef: 'edge-static-tokens' }
   { name: 'QUACKGATE__GATEWAY__TRUSTED_PROXIES', value: string(trustedProxies) }
 ]
 var peerEnv = [for peer in nodePeers: {
@@ -86,7 +84,7 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
     configuration: {
       activeRevisionsMode: 'Single'
       registries: [ { server: registryServer, identity: identityId } ]
-      secrets: [for s in concat([ 'edge-static-tokens' ], fileSecrets): {
+      secrets: [for s in fileSecrets: {
         name: s
         keyVaultUrl: '${keyVaultUri}secrets/${s}'
         identity: identityId

@@ -283,6 +283,7 @@ def shape():
         mounts = {m["mountPath"]: m["volumeName"] for m in s["volumeMounts"]}
         files = {f"/run/secrets/quackgate/{x['path']}" for v in s["volumes"] for x in v.get("secrets", [])}
         wanted = [gw.get("id_secret_file"), cfg.get("workers", {}).get("ducklake", {}).get("catalog_token_file"),
+                  cfg.get("auth", {}).get("static_tokens_file"),
                   env.get("QUACKGATE__TLS__CERT"), env.get("QUACKGATE__TLS__KEY")]
         for w in filter(None, wanted):
             expect(w in files, f"{tag}: the config reads {w}, which the secret volume does not hold")
