@@ -20,6 +20,7 @@ param memory string = '2Gi'
 var placeholder = empty(image)
 var configFile = '/etc/quackgate/aca/catalog.toml'
 var adminPort = 9464
+var fileSecrets = [ 'catalog-static-tokens' ]
 
 var probes = placeholder ? [] : [
   { type: 'Startup', httpGet: { path: '/healthz', port: adminPort }, initialDelaySeconds: 5, periodSeconds: 5, failureThreshold: 10 }
@@ -41,13 +42,11 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
     configuration: {
       activeRevisionsMode: 'Single'
       registries: [ { server: registryServer, identity: identityId } ]
-      secrets: [
-        {
-          name: 'catalog-static-tokens'
-          keyVaultUrl: '${keyVaultUri}secrets/catalog-static-tokens'
-          identity: identityId
-        }
-      ]
+      secrets: [for s in fileSecrets: {
+        name: s
+        keyVaultUrl: '${keyVaultUri}secrets/${s}'
+        identity: identityId
+      }]
       ingress: {
         external: false
         transport: 'http'
@@ -80,7 +79,7 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
         {
           name: 'secrets'
           storageType: 'Secret'
-          secrets: [ { secretRef: 'catalog-static-tokens', path: 'catalog-static-tokens' } ]
+          secrets: [for s in fileSecrets: { secretRef: s, path: s }]
         }
         {
           name: 'catalog'
