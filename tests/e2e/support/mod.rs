@@ -219,25 +219,7 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let (config, token, ca) = write_config(dir.path(), &opts, &toolchain);
         let (mut child, log) = spawn_role(opts.subcommand, &config, opts.rust_log, &opts.args);
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("QUACKGATE READY") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "gateway never printed its READY line; log:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
+        let line = ready_line(&mut child, &log, "gateway");
         let addr = |key: &str| -> SocketAddr {
             line.split_whitespace()
                 .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
@@ -531,6 +513,28 @@ con.execute("ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)")
     )
 }
 
+/// Waits (up to 120 s) for `child`'s `QUACKGATE READY` line on stdout; kills it and panics with
+/// its log when none comes.
+pub fn ready_line(child: &mut Child, log: &Arc<Mutex<String>>, what: &str) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("QUACKGATE READY") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+            panic!("{what} never printed its READY line; log:\n{log}");
+        }
+    }
+}
+
 /// Any `quackgate <role>` process with a config written by the test, and the addresses its
 /// READY line names (`https`, `plain`, `peer`, `admin`).
 pub struct RoleProcess {
@@ -542,22 +546,7 @@ pub struct RoleProcess {
 impl RoleProcess {
     pub fn start(subcommand: &str, config: &Path, rust_log: Option<&str>) -> RoleProcess {
         let (mut child, log) = spawn_role(subcommand, config, rust_log, &[]);
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("QUACKGATE READY") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) else {
-            let _ = child.kill();
-            panic!(
-                "{subcommand} never printed its READY line; log:\n{}",
-                log.lock().unwrap()
-            );
-        };
+        let line = ready_line(&mut child, &log, subcommand);
         let addrs = line
             .split_whitespace()
             .filter_map(|kv| kv.split_once('='))
