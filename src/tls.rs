@@ -1,5 +1,7 @@
-//! The client-facing TLS configuration: certificate and key from PEM files, HTTP/1.1 by ALPN
-//! (DuckDB clients offer nothing else), tuned for clients that handshake on every request.
+//! TLS: the client-facing server configuration, and the one client configuration for
+//! quackgate's own outgoing connections (a JWKS URL, peer nodes). The server side: certificate
+//! and key from PEM files, HTTP/1.1 by ALPN (DuckDB clients offer nothing else), tuned for
+//! clients that handshake on every request.
 //!
 //! The handshake itself runs inside each connection's task, under a timeout (see `server`), so a
 //! slow or silent client never holds up the accept loop.
@@ -10,14 +12,12 @@
 //! pair that does not load (half-written, or a key that does not match) keeps the old one.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, ServerConfig};
@@ -170,6 +170,39 @@ fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<Certifie
         why: e.to_string(),
     })?;
     Ok(CertifiedKey::from_der(certs, key, provider)?)
+}
+
+/// A TLS client configuration for quackgate's own outgoing connections (a JWKS URL, peer
+/// nodes): certificates must chain to the PEM CA certificates in `ca_file`, or to the public
+/// web roots without one.
+///
+/// # Errors
+/// When `ca_file` cannot be read or holds no usable certificate, naming it.
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{} holds no PEM certificate", path.display()));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -16,8 +16,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -49,42 +47,17 @@ pub struct JwksUrl {
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 impl JwksUrl {
-    /// The roots a JWKS URL's certificate must chain to.
+    /// The TLS client a JWKS URL is fetched with.
     ///
     /// # Errors
     /// When `jwks_ca_file` holds no usable certificate (checked with the config).
-    pub fn roots(&self) -> Result<rustls::RootCertStore, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.ca_file {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
-                if certs.is_empty() {
-                    return Err(format!("{} holds no PEM certificate", path.display()));
-                }
-                for cert in certs {
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        Ok(roots)
+    pub fn tls(&self) -> Result<rustls::ClientConfig, String> {
+        crate::tls::client_config(self.ca_file.as_deref())
     }
 
     fn client(&self) -> Result<HttpsClient, String> {
-        let roots = self.roots()?;
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(self.tls()?)
             .https_or_http()
             .enable_http1()
             .build();

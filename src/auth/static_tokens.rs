@@ -139,7 +139,12 @@ impl StaticTokens {
 
     /// Whether a static token of the principal with this tag is still in force.
     pub fn principal_known(&self, tag: u32) -> bool {
-        self.current().tags.contains(&tag)
+        // Read on every request of a static-token session: no Arc clone.
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .tags
+            .contains(&tag)
     }
 
     fn replace_file_tokens(&self, from_file: Vec<StaticToken>) {

@@ -376,38 +376,10 @@ impl Cluster {
 pub fn peer_tls_client(
     ca_file: Option<&std::path::Path>,
 ) -> Result<Arc<rustls::ClientConfig>, ClusterError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let err = |why: String| ClusterError::PeerCa {
-                path: path.to_path_buf(),
-                why,
-            };
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| err(e.to_string()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(err("no certificate in it".into()));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| err(e.to_string()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ClusterError::PeerCa {
+    let mut config = crate::tls::client_config(ca_file).map_err(|why| ClusterError::PeerCa {
         path: ca_file.map(|p| p.to_path_buf()).unwrap_or_default(),
-        why: e.to_string(),
-    })?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+        why,
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -148,7 +148,7 @@ pub(super) fn validate(
                     ca_file,
                 };
                 if url.ca_file.as_ref().is_some_and(|ca| ca.is_file()) {
-                    if let Err(e) = url.roots() {
+                    if let Err(e) = url.tls() {
                         problems.push(format!("auth.jwt.jwks_ca_file: {e}"));
                     }
                 }

@@ -28,7 +28,6 @@ use crate::error::{quack_response, GatewayError};
 use crate::proxy::context::{Admitted, RequestContext};
 use crate::state::AppState;
 use crate::upstream::{Endpoint, QuackPost};
-use crate::workers::WorkerSet;
 use quack_codec::{msg_type, Header, QUACK_PATH};
 
 /// Sends `message` to `node` at `to`, and returns its verified answer. `grant` goes with a
@@ -175,7 +174,7 @@ pub fn status(state: &AppState, credential: Option<&HeaderValue>) -> Response<Re
         Ok(v) => v,
         Err(e) => return GatewayError::PeerAuth(e).into_response(),
     };
-    let body = Bytes::from(load(state, &state.workers).encode(&state.node_id));
+    let body = Bytes::from(load(state).encode(&state.node_id));
     let mac = cluster
         .key()
         .sign_answer(&verified.nonce, &state.node_id, 200, &body);
@@ -186,9 +185,10 @@ pub fn status(state: &AppState, credential: Option<&HeaderValue>) -> Response<Re
         .expect("valid by construction")
 }
 
-fn load(state: &AppState, workers: &WorkerSet) -> NodeLoad {
+fn load(state: &AppState) -> NodeLoad {
     let ready = |access| {
-        workers
+        state
+            .workers
             .iter()
             .filter(|w| w.access == access && w.is_ready())
             .count()

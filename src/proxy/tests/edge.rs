@@ -79,12 +79,7 @@ async fn pair() -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("id-secret");
     std::fs::write(&secret, hex::encode(SECRET)).unwrap();
-    let ext = dir.path().join("ext");
-    for name in quackgate_duckdb::EXTENSIONS_REQUIRED {
-        let f = quackgate_duckdb::extension_path(&ext, name);
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, b"").unwrap();
-    }
+    let ext = stand_in_extensions(dir.path());
     let node_text = format!(
         "[gateway]\nnode_id = \"n1\"\nid_secret_file = \"{}\"\n[workers]\ncount = 1\nextension_dir = \"{}\"\n[cluster]\npeer_listen = \"127.0.0.1:0\"\n",
         secret.display(),

@@ -55,6 +55,17 @@ fn worker_session_id() -> Vec<u8> {
     header.connection_id(&buf).unwrap().to_vec()
 }
 
+/// An extension folder whose files only exist: the fake worker loads nothing.
+fn stand_in_extensions(dir: &Path) -> std::path::PathBuf {
+    let ext = dir.join("ext");
+    for name in quackgate_duckdb::EXTENSIONS_REQUIRED {
+        let f = quackgate_duckdb::extension_path(&ext, name);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, b"").unwrap();
+    }
+    ext
+}
+
 /// A worker that knows one session (the captured one) and records every message it gets.
 #[derive(Clone, Default)]
 struct FakeWorker {
@@ -122,12 +133,7 @@ impl Harness {
     /// `env` holds `QUACKGATE__*` overrides.
     async fn start_with(env: &[(&str, &str)], extra_toml: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let ext = dir.path().join("ext");
-        for name in quackgate_duckdb::EXTENSIONS_REQUIRED {
-            let f = quackgate_duckdb::extension_path(&ext, name);
-            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-            std::fs::write(f, b"").unwrap();
-        }
+        let ext = stand_in_extensions(dir.path());
         let text = format!(
             "[gateway]\nplain_listen = \"127.0.0.1:0\"\n[[auth.static_tokens]]\nname = \"alice\"\nsha256 = \"{}\"\n[workers]\ncount = 1\nextension_dir = \"{}\"\n{extra_toml}",
             hash_token(CLIENT_TOKEN),
