@@ -37,13 +37,6 @@ const CATALOG_PORT: u16 = 8443;
 /// The front balancer talks to the edges' plain listeners (as ACA's ingress talks plain HTTP
 /// to an app); `true` would use their TLS listeners instead.
 const FRONT_TO_EDGE_TLS: bool = false;
-/// Where a node's workers reach the catalog: a plain loopback port of the node's nginx, which
-/// forwards to `https://catalog.internal:8443` checking the test CA. DuckDB 1.5.5 cannot attach
-/// a DuckLake whose Quack catalog is on https with a private CA: `ca_cert_file` (which is what
-/// `workers.ducklake.catalog_ca_file` sets) works for a plain `ATTACH 'quack:...'` but not for
-/// `ATTACH 'ducklake:quack:...'`, which fails with "SSL peer certificate or SSH remote key was
-/// not OK" even with `enable_curl_server_cert_verification = false` (tried with the CLI).
-const CATALOG_SIDECAR_PORT: u16 = 8600;
 /// A node's nginx ingress times a request out after this (ACA's Envoy: 240 s).
 const INGRESS_TIMEOUT_SECS: u32 = 240;
 
@@ -291,7 +284,6 @@ file = "{file}"
     /// Starts node `n`'s ingress, then the node; `finish_node` waits for it.
     fn spawn_node(&self, n: usize, ns: &Ns) -> (Proc, Nginx) {
         let s = self.shared.path();
-        // The ingress is up first: it also carries the workers' way to the catalog.
         let ingress = Nginx::start(NginxSpec {
             name: &format!("{} ingress", node_id(n)),
             ns: Some(ns),
@@ -303,7 +295,7 @@ file = "{file}"
             keepalive: true,
             pass_host: true,
             read_timeout_secs: INGRESS_TIMEOUT_SECS,
-            extra_servers: catalog_sidecar(&self.ca),
+            extra_servers: String::new(),
         });
         let dir = s.join(node_id(n));
         std::fs::create_dir_all(&dir).unwrap();
@@ -324,7 +316,8 @@ threads = 2
 health_interval_ms = 200
 
 [workers.ducklake]
-catalog = "127.0.0.1:{CATALOG_SIDECAR_PORT}"
+catalog = "catalog.internal:{CATALOG_PORT}"
+catalog_ca_file = "{ca}"
 catalog_token_file = "{cat_token}"
 data_path = "{data}/"
 
@@ -336,6 +329,7 @@ peer_listen = "127.0.0.1:{PEER_PORT}"
                 secret = s.join("id-secret").display(),
                 ext = self.toolchain.ext_dir().display(),
                 cat_token = s.join("catalog-token").display(),
+                ca = self.ca.display(),
                 data = s.join("data").display(),
             ),
         );
@@ -567,31 +561,6 @@ impl Held {
     fn node(&self) -> String {
         node_of(&self.worker)
     }
-}
-
-/// The nginx server block that carries a node's workers to the catalog (see
-/// `CATALOG_SIDECAR_PORT`).
-fn catalog_sidecar(ca: &Path) -> String {
-    format!(
-        r#"  server {{
-    listen 127.0.0.1:{CATALOG_SIDECAR_PORT};
-    client_max_body_size 256m;
-    location / {{
-      proxy_pass https://catalog.internal:{CATALOG_PORT};
-      proxy_ssl_trusted_certificate {ca};
-      proxy_ssl_verify on;
-      proxy_ssl_name catalog.internal;
-      proxy_ssl_server_name on;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_read_timeout 240s;
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }}
-  }}
-"#,
-        ca = ca.display()
-    )
 }
 
 /// Fields of a held session's first answer: worker, variable, temp table sum.
@@ -1526,8 +1495,8 @@ fn topology_harness_serves_a_node_through_its_ingress() {
         &format!("{} catalog.internal\n", net.ip(CATALOG_HOST)),
     );
     let cfg = write_file(s, "n1.toml", &format!(
-        "[gateway]\nplain_listen = \"127.0.0.1:{PEER_PORT}\"\nadmin_listen = \"{ip}:{ADMIN_PORT}\"\n[[auth.static_tokens]]\nname = \"t\"\nsha256 = \"{h}\"\n[workers]\ncount = 1\nextension_dir = \"{e}\"\n[workers.ducklake]\ncatalog = \"127.0.0.1:{CATALOG_SIDECAR_PORT}\"\ncatalog_token_file = \"{ct}\"\ndata_path = \"{d}/\"\n",
-        ip = n1.ip, h = quackgate::auth::hash_token("client-tok"), e = toolchain.ext_dir().display(), ct = s.join("catalog-token").display(), d = s.display()));
+        "[gateway]\nplain_listen = \"127.0.0.1:{PEER_PORT}\"\nadmin_listen = \"{ip}:{ADMIN_PORT}\"\n[[auth.static_tokens]]\nname = \"t\"\nsha256 = \"{h}\"\n[workers]\ncount = 1\nextension_dir = \"{e}\"\n[workers.ducklake]\ncatalog = \"catalog.internal:{CATALOG_PORT}\"\ncatalog_ca_file = \"{ca}\"\ncatalog_token_file = \"{ct}\"\ndata_path = \"{d}/\"\n",
+        ip = n1.ip, h = quackgate::auth::hash_token("client-tok"), e = toolchain.ext_dir().display(), ct = s.join("catalog-token").display(), ca = tls.ca_cert.display(), d = s.display()));
     let _ingress = Nginx::start(NginxSpec {
         name: "n1 ingress",
         ns: Some(&n1),
@@ -1539,7 +1508,7 @@ fn topology_harness_serves_a_node_through_its_ingress() {
         keepalive: true,
         pass_host: true,
         read_timeout_secs: 240,
-        extra_servers: catalog_sidecar(&tls.ca_cert),
+        extra_servers: String::new(),
     });
     let mut node = spawn_quackgate("n1", &n1, "serve", &cfg);
     eprintln!("{:?}", node.wait_ready(Duration::from_secs(60)));

@@ -52,23 +52,26 @@ pub fn open(
         what: "creating the catalog secret folder",
         source: e,
     })?;
+    // The catalog's CA goes in as an open-time option: DuckDB 1.5.5's quack client in an
+    // embedded DuckDB ignores a later `SET ca_cert_file`, so a set-up connection given the CA
+    // that way fails its first ATTACH with "SSL peer certificate ... was not OK".
     let with_secrets = || -> Result<Config, WorkerError> {
-        config()?
+        let mut config = config()?
             .with("secret_directory", secrets.to_string_lossy())
-            .map_err(step("configuring the secret folder"))
+            .map_err(step("configuring the secret folder"))?;
+        if let Some(ca) = &lake.catalog_ca_file {
+            config = config
+                .with("ca_cert_file", ca.to_string_lossy())
+                .map_err(step("setting ca_cert_file"))?;
+        }
+        Ok(config)
     };
-    let mut setup = format!(
+    let setup = format!(
         "LOAD httpfs; LOAD quack; LOAD parquet; LOAD ducklake;
          CREATE OR REPLACE PERSISTENT SECRET quackgate_catalog (TYPE quack, TOKEN {token}, SCOPE {scope});",
         token = sql_literal(&lake.catalog_token),
         scope = sql_literal(&format!("quack:{}", lake.catalog)),
     );
-    if let Some(ca) = &lake.catalog_ca_file {
-        setup.push_str(&format!(
-            "SET ca_cert_file = {};",
-            sql_literal(&ca.to_string_lossy())
-        ));
-    }
     let first = Connection::open_in_memory_with_flags(with_secrets()?)
         .map_err(step("opening the set-up connection"))?;
     first
@@ -100,11 +103,6 @@ pub fn open(
     }
     drop(first);
     let mut config = with_secrets()?;
-    if let Some(ca) = &lake.catalog_ca_file {
-        config = config
-            .with("ca_cert_file", ca.to_string_lossy())
-            .map_err(step("setting ca_cert_file"))?;
-    }
     if read_only {
         // DuckDB itself then refuses every write to the lake, whatever the SQL.
         config = config

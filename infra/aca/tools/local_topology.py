@@ -3,8 +3,9 @@
 
   local_topology.py up --dir D --bin QUACKGATE --ext EXT_DIR [--nodes 2] [--edges 2]
                        [--request-timeout 240]
-                       [--ingress-mode http|tcp]
+                       [--ingress-mode http|tcp] [--image ROOTFS]
   local_topology.py restart --dir D --node n1      (stops node n1, starts it again)
+  local_topology.py check-image --dir D           (--image: each app's uid, capabilities, root)
   local_topology.py down --dir D
 
 It reads each app's container settings out of infra/aca/modules/*-app.bicep (bicep_check.py:
@@ -25,19 +26,16 @@ What differs from Azure, and only this:
     and the ingresses are nginx on free ports; names are `localhost`, so the peer and catalog
     ingresses are reached by port rather than by host name (SNI routing is tested in
     tests/e2e/timeouts.rs).
-  - The ingresses' certificate comes from a local CA, given as cluster.peer_ca_file (ACA's
-    is publicly trusted).
-  - The catalog's ingress speaks plain HTTP on `localhost` (the workers use plain HTTP for a
-    loopback name). Through an nginx with TLS and workers.ducklake.catalog_ca_file, the
-    workers' first ATTACH fails with "SSL peer certificate or SSH remote key was not OK": the
-    worker's set-up connection gives the CA with `SET ca_cert_file`, which DuckDB 1.5.5's quack
-    client ignores in an embedded DuckDB (reproduced with the duckdb Python package; the CLI
-    honours it), while `ca_cert_file` as an open-time config option works (2026-12-04). On
-    Azure the catalog's ingress certificate is publicly trusted and no CA file is set.
+  - The ingresses' certificate comes from a local CA, given as cluster.peer_ca_file and
+    workers.ducklake.catalog_ca_file (ACA's is publicly trusted, so neither is set there).
   - The lake's data is a local folder, D/lake (the managed-identity Blob access needs Azure):
     [workers.ducklake.azure] and ..._AZURE__ACCOUNT_NAME, AZURE_CLIENT_ID are left out.
-  - Paths: /run/secrets/quackgate, /opt/quackgate/extensions, /var/lib/quackgate/catalog,
-    /tmp are mapped under D.
+  - Without --image, paths (/run/secrets/quackgate, /opt/quackgate/extensions,
+    /var/lib/quackgate/catalog, /tmp) are mapped under D and the apps run as this user. With
+    --image ROOTFS (image_rootfs.py build), each app runs in the image's layout as its user
+    (10001) on a read-only root, with the template's volumes mounted at the template's paths
+    and the configs the image bakes in; the node's config, without its
+    [workers.ducklake.azure] section, is mounted over the baked one.
 On success it writes D/topology.env (ENDPOINT, TOKEN_FILE, CA_FILE, ADMIN_URLS, ...), which the
 operator scripts' --local mode reads with --topology D/topology.env.
 """
@@ -58,8 +56,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bicep_check  # noqa: E402
+import image_rootfs  # noqa: E402
 
 ACA = Path(__file__).resolve().parent.parent
+# The image's USER (Dockerfile): the owner of what the apps write, in --image mode.
+IMAGE_UID = 10001
+# Where --image mode mounts the lake's folder and the ingresses' CA.
+IMAGE_LAKE = "/var/lib/quackgate/lake"
+IMAGE_CA_DIR = "/run/local-ca"
 
 
 def free_port():
@@ -159,17 +163,42 @@ def vault(d):
     return v
 
 
-def app_env(d, app, settings, v, overrides):
+def app_env(d, app, settings, v, overrides, image):
     """The container's env from the template, Key Vault references read from the vault."""
-    env = {k: val for k, val in os.environ.items() if not k.startswith("QUACKGATE__")}
+    env = {} if image else {k: val for k, val in os.environ.items() if not k.startswith("QUACKGATE__")}
     for e in settings["env"]:
         if "secretRef" in e:
             env[e["name"]] = (v / e["secretRef"]).read_text()
         else:
-            env[e["name"]] = map_paths(d, app, str(e["value"]))
+            env[e["name"]] = str(e["value"]) if image else map_paths(d, app, str(e["value"]))
     env.update(overrides)
-    env["TMPDIR"] = str(d / "apps" / app / "tmp")
+    if not image:
+        env["TMPDIR"] = str(d / "apps" / app / "tmp")
     return env
+
+
+def app_command(d, app, settings, v, args, overrides, drop_sections=()):
+    """How the app is started: the binary with paths mapped under D, or (--image) the image's
+    layout run as its user on a read-only root, with the template's volumes mounted where the
+    template mounts them."""
+    image = args.image
+    role, cfg = prepare_app(d, app, settings, v, args.ext, drop_sections, image)
+    env = app_env(d, app, settings, v, overrides, image)
+    if not image:
+        return [args.bin, role, "--config", str(cfg)], env
+    a = d / "apps" / app
+    sources = {"secrets": (a / "secrets", "ro"), "tmp": (a / "tmp", ""), "catalog": (a / "catalog", "")}
+    volumes = []
+    for m in settings["volumeMounts"]:
+        src, mode = sources[m["volumeName"]]
+        volumes.append(f"{src}:{m['mountPath']}" + (f":{mode}" if mode else ""))
+    # The local substitutes: the lake's folder and the ingresses' CA.
+    volumes += [f"{d / 'lake'}:{IMAGE_LAKE}", f"{d / 'tls'}:{IMAGE_CA_DIR}:ro"]
+    if drop_sections:
+        volumes.append(f"{cfg}:{settings['args'][2]}:ro")
+    for path in [a / "tmp", a / "catalog", d / "lake", *(a / "secrets").iterdir()]:
+        os.chown(path, IMAGE_UID, IMAGE_UID)
+    return image_rootfs.run_argv(image, volumes, env, settings["args"]), dict(os.environ)
 
 
 def map_paths(d, app, text, ext=None):
@@ -181,7 +210,7 @@ def map_paths(d, app, text, ext=None):
     return text
 
 
-def prepare_app(d, app, settings, v, ext, drop_sections=()):
+def prepare_app(d, app, settings, v, ext, drop_sections, image):
     """The app's folders, its secret volume (only the listed secrets) and its config file."""
     a = d / "apps" / app
     for sub in ("secrets", "tmp", "catalog"):
@@ -195,7 +224,7 @@ def prepare_app(d, app, settings, v, ext, drop_sections=()):
     for section in drop_sections:
         text = re.sub(rf"(?ms)^\[{re.escape(section)}\]\n.*?(?=^\[|\Z)", "", text)
     cfg = a / Path(config).name
-    cfg.write_text(map_paths(d, app, text, ext))
+    cfg.write_text(text if image else map_paths(d, app, text, ext))
     return role, cfg
 
 
@@ -254,22 +283,23 @@ def up(args):
     tls(d)
     v = vault(d)
     ca = str(d / "tls" / "ca.pem")
+    # The CA and the lake as the apps see them.
+    app_ca = f"{IMAGE_CA_DIR}/ca.pem" if args.image else ca
+    app_lake = IMAGE_LAKE if args.image else str(d / "lake")
     listen0 = "127.0.0.1:0"
     run_args = {}
 
     # The catalog app and its internal ingress.
     cs = bicep_check.settings("catalog", {"image": "local", "trustedProxies": ["127.0.0.0/8"], "storageName": "catalog"})
-    role, cfg = prepare_app(d, "catalog", cs, v, args.ext)
-    env = app_env(d, "catalog", cs, v, {"QUACKGATE__GATEWAY__PLAIN_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0})
-    argv = [args.bin, role, "--config", str(cfg)]
+    argv, env = app_command(d, "catalog", cs, v, args, {"QUACKGATE__GATEWAY__PLAIN_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0})
     p = spawn(d, "catalog", argv, env)
     run_args["catalog"] = (argv, env)
     ready = await_ready(d, "catalog", p)
     catalog_admin = ready["admin"]
     catalog_port = free_port()
-    # Plain HTTP on `localhost` (see the module's doc: HTTPS with a private CA fails in the
-    # workers' set-up connection).
-    nginx(d, "catalog", [ready["plain"]], catalog_port, args.request_timeout, ssl=False)
+    # HTTPS on the ingress host name, with the local CA given to the workers
+    # (workers.ducklake.catalog_ca_file), as the Kubernetes manifest does with its own CA.
+    nginx(d, "catalog", [ready["plain"]], catalog_port, args.request_timeout, host_addr)
 
     # The node apps, each with its internal ingress.
     node_admin, peers = {}, []
@@ -277,16 +307,15 @@ def up(args):
         nid = f"n{i}"
         # Managed-identity Blob storage needs Azure: a local folder instead.
         ns = bicep_check.settings("node", {
-            "image": "local", "nodeId": nid, "catalogAddress": f"localhost:{catalog_port}",
+            "image": "local", "nodeId": nid, "catalogAddress": f"{host}:{catalog_port}",
             "dataPath": "az://lakehouse/data/", "storageAccountName": "local", "identityClientId": "local",
             "workers": args.workers, "ingressMode": args.ingress_mode})
         ns["env"] = [e for e in ns["env"] if e["name"] not in ("QUACKGATE__WORKERS__DUCKLAKE__AZURE__ACCOUNT_NAME", "AZURE_CLIENT_ID")]
-        role, cfg = prepare_app(d, nid, ns, v, args.ext, drop_sections=["workers.ducklake.azure"])
-        env = app_env(d, nid, ns, v, {
+        argv, env = app_command(d, nid, ns, v, args, {
             "QUACKGATE__CLUSTER__PEER_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0,
-            "QUACKGATE__WORKERS__DUCKLAKE__DATA_PATH": str(d / "lake") + "/",
-            "QUACKGATE__GATEWAY__SHUTDOWN_GRACE_SECS": "5"})
-        argv = [args.bin, role, "--config", str(cfg)]
+            "QUACKGATE__WORKERS__DUCKLAKE__DATA_PATH": app_lake + "/",
+            "QUACKGATE__WORKERS__DUCKLAKE__CATALOG_CA_FILE": app_ca,
+            "QUACKGATE__GATEWAY__SHUTDOWN_GRACE_SECS": "5"}, drop_sections=["workers.ducklake.azure"])
         p = spawn(d, nid, argv, env)
         run_args[nid] = (argv, env)
         (d / "run.json").write_text(json.dumps(run_args))
@@ -309,14 +338,12 @@ def up(args):
     edge_admin, edge_plain, edge_https = {}, [], []
     for r in range(1, args.edges + 1):
         name = f"edge-{r}"
-        role, cfg = prepare_app(d, name, es, v, args.ext)
         overrides = {
             "QUACKGATE__GATEWAY__PLAIN_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0,
-            "QUACKGATE__CLUSTER__PEER_CA_FILE": ca}
+            "QUACKGATE__CLUSTER__PEER_CA_FILE": app_ca}
         if tcp:
             overrides["QUACKGATE__GATEWAY__LISTEN"] = listen0
-        env = app_env(d, name, es, v, overrides)
-        argv = [args.bin, role, "--config", str(cfg)]
+        argv, env = app_command(d, name, es, v, args, overrides)
         p = spawn(d, name, argv, env)
         run_args[name] = (argv, env)
         ready = await_ready(d, name, p)
@@ -410,6 +437,26 @@ def tcp_proxy(args):
     asyncio.run(main())
 
 
+def check_image(args):
+    """In --image mode: every app runs as the image's user, with no capabilities, on a
+    read-only root, writing only to its volumes."""
+    d = Path(args.dir).resolve()
+    bad = []
+    for name, pid in json.loads((d / "pids.json").read_text()).items():
+        if name.startswith(("nginx-", "tcp-")):
+            continue
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        uids = status["Uid"].split()
+        caps = int(status["CapEff"].strip(), 16)
+        root = next(line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines() if line.split()[4] == "/")
+        opts = root[5].split(",")
+        print(f"local_topology: {name}: uid {uids[0]}, capabilities {caps:#x}, root mounted {root[5]}")
+        if set(uids) != {str(IMAGE_UID)} or caps != 0 or "ro" not in opts:
+            bad.append(name)
+    if bad:
+        raise SystemExit(f"local_topology: not as the image runs: {', '.join(bad)}")
+
+
 def down(args):
     d = Path(args.dir).resolve()
     f = d / "pids.json"
@@ -441,12 +488,15 @@ def main():
     u.add_argument("--workers", type=int, default=2)
     u.add_argument("--request-timeout", type=int, default=240)
     u.add_argument("--ingress-mode", choices=["http", "tcp"], default="http")
+    u.add_argument("--image", help="run each app in this image layout (image_rootfs.py build), as its user on a read-only root")
     t = sub.add_parser("tcp-proxy")
     t.add_argument("--port", type=int, required=True)
     t.add_argument("upstreams", nargs="+")
     r = sub.add_parser("restart")
     r.add_argument("--dir", required=True)
     r.add_argument("--node", required=True)
+    ci = sub.add_parser("check-image")
+    ci.add_argument("--dir", required=True)
     dn = sub.add_parser("down")
     dn.add_argument("--dir", required=True)
     a = ap.parse_args()
@@ -457,7 +507,7 @@ def main():
             down(a)  # nothing half-started is left running
             raise
         return
-    {"restart": restart, "down": down, "tcp-proxy": tcp_proxy}[a.cmd](a)
+    {"restart": restart, "down": down, "tcp-proxy": tcp_proxy, "check-image": check_image}[a.cmd](a)
 
 
 if __name__ == "__main__":
