@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::auth::refresh;
 use crate::config::Config;
+use crate::id_rotation::Rotation;
 use crate::limits::ConnectionCaps;
 use crate::proxy::Origin;
 use crate::role::Role;
@@ -267,6 +268,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     }
     tokio::spawn(state.throttle.clone().run_sweeper(stop.clone()));
     tokio::spawn(state.auth.static_tokens().clone().watch(stop.clone()));
+    if let (Some(files), Some(secret)) = (&config.id_secret_files, &config.id_secret) {
+        let rotation = Rotation::new(
+            files.clone(),
+            state.ids.clone(),
+            state.cluster.clone(),
+            secret,
+            &config.previous_id_secrets,
+        );
+        tokio::spawn(rotation.watch(stop.clone()));
+    }
     for store in cert_stores {
         tokio::spawn(store.watch(stop.clone()));
     }

@@ -24,7 +24,8 @@
 //!   the keys current; `auth::mint` makes test tokens.
 //! - `limits`: the failed-authentication backoff per client address.
 //! - `forwarded`: the client's address behind trusted proxies (`X-Forwarded-For`).
-//! - `routable_id`: signed connection ids that name their node and worker.
+//! - `routable_id`: signed connection ids that name their node and worker; `keyring` holds
+//!   their keys and the peer leg's, and `id_rotation` replaces both when the secret files change.
 //! - `routing`: why a request cannot be routed, and where a new session goes.
 //! - `sessions`: the table of open sessions (`sessions::table`) and the idle sweep
 //!   (`sessions::idle`).
@@ -50,6 +51,8 @@ pub mod config;
 pub mod dev_init;
 pub mod error;
 pub mod forwarded;
+pub mod id_rotation;
+pub mod keyring;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

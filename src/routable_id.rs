@@ -18,11 +18,13 @@
 //! own session to read-write or past its expiry.
 
 use std::fmt;
+use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::auth::access::Access;
+use crate::keyring::{Key, KeyRing};
 
 /// Version tag of the current format.
 const VERSION: &str = "q2";
@@ -49,6 +51,14 @@ impl IdSecret {
     /// A secret read from `gateway.id_secret_file`.
     pub fn from_bytes(bytes: [u8; SECRET_BYTES]) -> Self {
         IdSecret(bytes)
+    }
+
+    /// A secret from its file's text: 64 hex characters (`openssl rand -hex 32`), white space
+    /// around them ignored.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut secret = [0u8; SECRET_BYTES];
+        hex::decode_to_slice(text.trim(), &mut secret).ok()?;
+        Some(IdSecret(secret))
     }
 
     /// A secret for this process alone, when none is configured.
@@ -114,12 +124,11 @@ pub struct Route<'a> {
     pub inner_id: &'a [u8],
 }
 
-/// Mints and verifies ids under one secret. Cheap to clone; shared by every request.
+/// Mints and verifies ids under one secret, and under a rotation's other secrets for
+/// verifying only. Cheap to clone; clones share the keys, which [`IdSigner::rotate`] replaces.
 #[derive(Clone)]
 pub struct IdSigner {
-    mac: Hmac<Sha256>,
-    /// Keys that verify but never mint: a rotation's other secrets.
-    previous: Vec<Hmac<Sha256>>,
+    keys: Arc<KeyRing>,
 }
 
 impl fmt::Debug for IdSigner {
@@ -131,21 +140,25 @@ impl fmt::Debug for IdSigner {
 impl IdSigner {
     /// A signer over `secret`, which every replica of one cluster shares.
     pub fn new(secret: &[u8; SECRET_BYTES]) -> Self {
-        IdSigner {
-            mac: Hmac::new_from_slice(secret).expect("HMAC accepts keys of any length"),
-            previous: Vec::new(),
-        }
+        Self::with_keys(secret, &[])
     }
 
     /// Also accepts ids minted under `previous` secrets (a rotation: the new secret mints while
     /// the old one still verifies the sessions it signed). An id that matches no key costs one
     /// MAC per key.
-    pub fn with_previous(mut self, previous: &[&[u8; SECRET_BYTES]]) -> Self {
-        self.previous = previous
-            .iter()
-            .map(|s| Hmac::new_from_slice(*s).expect("HMAC accepts keys of any length"))
-            .collect();
-        self
+    pub fn with_keys(secret: &[u8; SECRET_BYTES], previous: &[&[u8; SECRET_BYTES]]) -> Self {
+        IdSigner {
+            keys: Arc::new(KeyRing::new(
+                key(secret),
+                previous.iter().map(|s| key(s)).collect(),
+            )),
+        }
+    }
+
+    /// Puts new secrets in force for this signer and all its clones.
+    pub fn rotate(&self, secret: &[u8; SECRET_BYTES], previous: &[&[u8; SECRET_BYTES]]) {
+        self.keys
+            .replace(key(secret), previous.iter().map(|s| key(s)).collect());
     }
 
     /// The routable id for a session that `worker` on `node` issued as `inner_id`.
@@ -216,7 +229,7 @@ impl IdSigner {
             mac.update(inner_id);
             mac.verify_truncated_left(&claimed).is_ok()
         };
-        if !verifies(&self.mac) && !self.previous.iter().any(verifies) {
+        if !self.keys.get().any(verifies) {
             return Err(IdError::Signature);
         }
         Ok(Route {
@@ -232,11 +245,15 @@ impl IdSigner {
     }
 
     fn tag(&self, prefix: &[u8], inner_id: &[u8]) -> [u8; 32] {
-        let mut mac = self.mac.clone();
+        let mut mac = self.keys.get().current.clone();
         mac.update(prefix);
         mac.update(inner_id);
         mac.finalize().into_bytes().into()
     }
+}
+
+fn key(secret: &[u8; SECRET_BYTES]) -> Key {
+    Key::new_from_slice(secret).expect("HMAC accepts keys of any length")
 }
 
 /// A decimal number without sign or leading zeros.
@@ -274,7 +291,7 @@ mod tests {
     fn during_a_rotation_ids_of_the_previous_secret_still_route() {
         let g = Grant::new(Access::ReadWrite, None, "alice");
         let old_id = signer(1).mint("n0", 0, &g, b"inner");
-        let rotated = signer(2).with_previous(&[&[1; SECRET_BYTES]]);
+        let rotated = IdSigner::with_keys(&[2; SECRET_BYTES], &[&[1; SECRET_BYTES]]);
         assert_eq!(rotated.verify(&old_id).unwrap().inner_id, b"inner");
         assert_eq!(signer(2).verify(&old_id), Err(IdError::Signature));
         // New ids are minted under the new secret only.

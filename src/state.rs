@@ -134,7 +134,7 @@ impl AppState {
                 )),
                 jwt,
             ),
-            ids: IdSigner::new(secret.expose()).with_previous(&previous),
+            ids: IdSigner::with_keys(secret.expose(), &previous),
             workers: Arc::new(WorkerSet::new(
                 config.workers.count,
                 config.workers.read_only_count,

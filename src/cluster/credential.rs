@@ -20,6 +20,7 @@ use hmac::{Hmac, Mac};
 use http::HeaderValue;
 use sha2::{Digest, Sha256};
 
+use crate::keyring::KeyRing;
 use crate::routable_id::SECRET_BYTES;
 
 /// Header carrying the credential of a request on the peer leg.
@@ -94,9 +95,8 @@ pub struct Verified {
 /// Signs and verifies the peer leg. One per process.
 #[derive(Debug)]
 pub struct PeerKey {
-    key: Hmac<Sha256>,
-    /// Keys of a rotation's other secrets: they verify, never sign.
-    previous: Vec<Hmac<Sha256>>,
+    /// Signs with the current secret's key; a rotation's other secrets' keys only verify.
+    keys: KeyRing,
     /// Random per process; a counter follows it, so nonces never repeat.
     nonce_prefix: [u8; 8],
     counter: AtomicU64,
@@ -124,8 +124,7 @@ impl PeerKey {
         let mut nonce_prefix = [0u8; 8];
         getrandom::fill(&mut nonce_prefix)?;
         Ok(PeerKey {
-            key,
-            previous: Vec::new(),
+            keys: KeyRing::new(key, Vec::new()),
             nonce_prefix,
             counter: AtomicU64::new(0),
             seen: Mutex::new(ReplayWindow {
@@ -138,9 +137,20 @@ impl PeerKey {
     }
 
     /// Also verifies what peers sign under `previous` secrets (a rotation).
-    pub fn with_previous(mut self, previous: &[&[u8; SECRET_BYTES]]) -> Self {
-        self.previous = previous.iter().map(|s| derive(s)).collect();
+    pub fn with_previous(self, previous: &[&[u8; SECRET_BYTES]]) -> Self {
+        self.keys.replace(
+            self.keys.get().current.clone(),
+            previous.iter().map(|s| derive(s)).collect(),
+        );
         self
+    }
+
+    /// Puts new secrets in force; the nonces seen so far stay remembered.
+    pub fn rotate(&self, id_secret: &[u8; SECRET_BYTES], previous: &[&[u8; SECRET_BYTES]]) {
+        self.keys.replace(
+            derive(id_secret),
+            previous.iter().map(|s| derive(s)).collect(),
+        );
     }
 
     /// The credential for a request from `sender`: `<sender>.<time>.<nonce>.<mac>`.
@@ -151,7 +161,7 @@ impl PeerKey {
         nonce[8..].copy_from_slice(&n.to_be_bytes());
         let nonce = Nonce(nonce);
         let ts = unix_now();
-        let mac = request_mac(&self.key, sender, ts, &nonce, facts);
+        let mac = request_mac(&self.keys.get().current, sender, ts, &nonce, facts);
         let value = format!(
             "{sender}.{ts}.{}.{}",
             hex::encode(nonce.0),
@@ -197,7 +207,7 @@ impl PeerKey {
                 .verify_slice(&claimed)
                 .is_ok()
         };
-        if !verifies(&self.key) && !self.previous.iter().any(verifies) {
+        if !self.keys.get().any(verifies) {
             return Err(PeerAuthError::Signature);
         }
         // Only after the MAC: nobody without the key can fill the window.
@@ -210,7 +220,7 @@ impl PeerKey {
 
     /// The MAC header of node `me`'s answer to the request with `nonce`.
     pub fn sign_answer(&self, nonce: &Nonce, me: &str, status: u16, body: &[u8]) -> HeaderValue {
-        let mac = answer_mac(&self.key, nonce, me, status, body);
+        let mac = answer_mac(&self.keys.get().current, nonce, me, status, body);
         HeaderValue::from_str(&hex::encode(mac.finalize().into_bytes()))
             .expect("hex is valid header text")
     }
@@ -237,7 +247,7 @@ impl PeerKey {
                 .verify_slice(&claimed)
                 .is_ok()
         };
-        if verifies(&self.key) || self.previous.iter().any(verifies) {
+        if self.keys.get().any(verifies) {
             Ok(())
         } else {
             Err(PeerAuthError::Signature)

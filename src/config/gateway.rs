@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::file::{FileGateway, FileTls};
 use crate::config::problems::Problems;
 use crate::forwarded::{self, TrustedProxies};
+use crate::id_rotation::IdSecretFiles;
 use crate::role::Role;
 use crate::routable_id::{IdSecret, MAX_NODE_ID_LEN, SECRET_BYTES};
 use crate::tls::TlsFiles;
@@ -36,6 +37,7 @@ pub(super) struct GatewaySection {
     pub(super) tls: Option<TlsFiles>,
     pub(super) id_secret: Option<IdSecret>,
     pub(super) previous_id_secrets: Vec<IdSecret>,
+    pub(super) id_secret_files: Option<IdSecretFiles>,
     pub(super) max_connections: usize,
     pub(super) max_body_bytes: u64,
     pub(super) tls_handshake_timeout: Duration,
@@ -137,36 +139,41 @@ pub(super) fn validate(
     }
     let mut read_secret = |key: &str, path: PathBuf| -> Option<IdSecret> {
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                let hex_text = String::from_utf8_lossy(&bytes);
-                let mut secret = [0u8; SECRET_BYTES];
-                match hex::decode_to_slice(hex_text.trim(), &mut secret) {
-                    Ok(()) => Some(IdSecret::from_bytes(secret)),
-                    Err(_) => {
-                        problems.push(format!(
+            Ok(bytes) => match IdSecret::from_hex(&String::from_utf8_lossy(&bytes)) {
+                Some(secret) => Some(secret),
+                None => {
+                    problems.push(format!(
                             "{key}: {} must hold {} hex characters (e.g. `openssl rand -hex {SECRET_BYTES}`)",
                             path.display(),
                             SECRET_BYTES * 2
                         ));
-                        None
-                    }
+                    None
                 }
-            }
+            },
             Err(e) => {
                 problems.push(format!("{key}: reading {}: {e}", path.display()));
                 None
             }
         }
     };
-    let id_secret = gateway
-        .id_secret_file
-        .map(resolve)
+    let id_secret_file = gateway.id_secret_file.map(resolve);
+    let id_secret = id_secret_file
+        .clone()
         .and_then(|path| read_secret("gateway.id_secret_file", path));
-    let previous_files = gateway.previous_id_secret_files.unwrap_or_default();
+    let previous_files: Vec<PathBuf> = gateway
+        .previous_id_secret_files
+        .unwrap_or_default()
+        .into_iter()
+        .map(resolve)
+        .collect();
     let previous_id_secrets: Vec<IdSecret> = previous_files
         .iter()
-        .filter_map(|path| read_secret("gateway.previous_id_secret_files", resolve(path.clone())))
+        .filter_map(|path| read_secret("gateway.previous_id_secret_files", path.clone()))
         .collect();
+    let id_secret_files = id_secret_file.map(|current| IdSecretFiles {
+        current,
+        previous: previous_files.clone(),
+    });
     if previous_files.len() > MAX_PREVIOUS_ID_SECRETS {
         problems.push(format!(
             "gateway.previous_id_secret_files: at most {MAX_PREVIOUS_ID_SECRETS} (each costs a MAC on every id they may have signed), got {}",
@@ -202,6 +209,7 @@ pub(super) fn validate(
         tls,
         id_secret,
         previous_id_secrets,
+        id_secret_files,
         max_connections,
         max_body_bytes,
         tls_handshake_timeout: Duration::from_secs(tls_handshake_timeout_secs),

@@ -19,6 +19,7 @@ use crate::auth::keys::KeySet;
 use crate::auth::{Access, StaticToken};
 use crate::cluster::ClusterConfig;
 use crate::forwarded::TrustedProxies;
+use crate::id_rotation::IdSecretFiles;
 use crate::limits::LimitsConfig;
 use crate::role::Role;
 use crate::routable_id::IdSecret;
@@ -92,6 +93,8 @@ pub struct Config {
     /// Secrets that still verify ids and peer requests but sign nothing: a rotation's old
     /// (or coming) secret. Default none.
     pub previous_id_secrets: Vec<IdSecret>,
+    /// The files of the two above, re-read so that a rotation needs no restart.
+    pub id_secret_files: Option<IdSecretFiles>,
     /// Cap on concurrently open client TCP connections; more wait in the accept queue.
     pub max_connections: usize,
     /// Cap on one request body. Default 256 MiB.
@@ -320,6 +323,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         tls: gateway.tls,
         id_secret: gateway.id_secret,
         previous_id_secrets: gateway.previous_id_secrets,
+        id_secret_files: gateway.id_secret_files,
         max_connections: gateway.max_connections,
         max_body_bytes: gateway.max_body_bytes,
         tls_handshake_timeout: gateway.tls_handshake_timeout,

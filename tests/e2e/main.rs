@@ -10,6 +10,7 @@ mod edge;
 mod lifecycle;
 mod pinning;
 mod refusals;
+mod rotation;
 mod secrets;
 mod security;
 mod timeouts;

@@ -1,0 +1,252 @@
+//! Rotating what a deployment keeps in mounted secret files (Key Vault on Azure Container
+//! Apps): the TLS pair, the static tokens file and the id secret, each while a real client
+//! holds a session open, with no restart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::topology::{wait_for, write_file, Driven};
+use crate::support::{random_hex, wait_until, Gateway, GatewayOptions};
+
+/// A held Python session: `probe` answers `ok <worker>,<variable>` or `error <message>`.
+const HELD_PY: &str = r#"
+import duckdb, os, sys
+port, token, ca, ext = (os.environ[k] for k in ("QG_PORT", "QG_TOKEN", "QG_CA", "QG_EXT"))
+con = duckdb.connect(config={"extension_directory": ext, "autoinstall_known_extensions": "false"})
+con.execute("LOAD quack")
+con.execute("SET enable_progress_bar=false")
+con.execute(f"SET ca_cert_file='{ca}'")
+con.execute(f"CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}')")
+con.execute(f"ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)")
+
+def probe():
+    row = con.execute("FROM r.query('SELECT quackgate.worker_id(), getvariable(''v'')')").fetchall()[0]
+    return ",".join(str(c) for c in row)
+
+def answer(f):
+    try:
+        print("ok", f(), flush=True)
+    except Exception as e:
+        print("error", str(e).replace("\n", " "), flush=True)
+
+answer(lambda: (con.execute("FROM r.query('SET VARIABLE v = 42')").fetchall(), probe())[1])
+for line in sys.stdin:
+    answer(probe)
+"#;
+
+struct Held {
+    d: Driven,
+    worker: String,
+}
+
+impl Held {
+    fn open(gw: &Gateway, name: &str, token: &str, ca: &Path) -> Held {
+        let script = write_file(gw.dir.path(), "held.py", HELD_PY);
+        let mut d = Driven::spawn(
+            name,
+            &gw.toolchain.python(),
+            &[script.display().to_string()],
+            &[
+                ("QG_PORT", gw.https.port().to_string()),
+                ("QG_TOKEN", token.to_string()),
+                ("QG_CA", ca.display().to_string()),
+                ("QG_EXT", gw.toolchain.ext_dir().display().to_string()),
+            ],
+        );
+        let first = d.line(Duration::from_secs(120));
+        let worker = first
+            .strip_prefix("ok ")
+            .and_then(|rest| rest.strip_suffix(",42"))
+            .unwrap_or_else(|| panic!("{name}: set-up failed: {first}\n{}", d.proc.log()))
+            .to_string();
+        Held { d, worker }
+    }
+
+    /// Asserts the session still answers, on its worker, with its variable.
+    fn still_works(&mut self, when: &str) {
+        let answer = self.d.ask("probe");
+        assert_eq!(
+            answer,
+            format!("ok {},42", self.worker),
+            "{}: {when}",
+            self.d.proc.name
+        );
+    }
+}
+
+fn tokens_file(entries: &[(&str, &str)]) -> String {
+    entries
+        .iter()
+        .map(|(name, token)| {
+            format!(
+                "[[static_tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\n",
+                quackgate::auth::hash_token(token)
+            )
+        })
+        .collect()
+}
+
+/// Replaces `path` as Key Vault's mount does it: a whole new file moved over the old one.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn secret_hex() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).unwrap();
+    hex::encode(bytes)
+}
+
+/// A CA that signs server certificates for `localhost`.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "rotation test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        Ca {
+            cert: params.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    /// A new certificate and key, PEM.
+    fn leaf(&self) -> (String, String) {
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// The leaf certificate the gateway serves now, PEM, as Python's ssl module reads it.
+fn served_cert(gw: &Gateway) -> String {
+    let script = format!(
+        "import ssl; print(ssl.get_server_certificate(('127.0.0.1', {})))",
+        gw.https.port()
+    );
+    gw.python_lines(&script, &[]).join("\n")
+}
+
+fn pem_body(pem: &str) -> String {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<String>()
+}
+
+#[test]
+fn tls_pair_static_tokens_and_id_secret_rotate_under_open_sessions() {
+    let secrets = tempfile::tempdir().unwrap();
+    let s = secrets.path();
+    let (alice, bob) = (
+        format!("alice-{}", random_hex()),
+        format!("bob-{}", random_hex()),
+    );
+    let tokens = write_file(s, "static-tokens", &tokens_file(&[("alice", &alice)]));
+    let (old_secret, new_secret) = (secret_hex(), secret_hex());
+    let id_secret = write_file(s, "id-secret", &old_secret);
+    let id_previous = write_file(s, "id-secret-previous", &old_secret);
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        rust_log: Some("info"),
+        extra_gateway_toml: format!(
+            "id_secret_file = \"{}\"\nprevious_id_secret_files = [\"{}\"]",
+            id_secret.display(),
+            id_previous.display()
+        ),
+        extra_toml: format!("[auth]\nstatic_tokens_file = \"{}\"\n", tokens.display()),
+        ..GatewayOptions::default()
+    });
+    // The deployment's CA, and the certificate in force before the rotation.
+    let ca = Ca::new();
+    let cas = write_file(s, "ca.pem", &ca.cert.pem());
+    let config = std::fs::read_to_string(gw.dir.path().join("quackgate.toml")).unwrap();
+    let cert = PathBuf::from(
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("cert = \""))
+            .unwrap()
+            .trim_end_matches('"'),
+    );
+    let key = cert.with_file_name("key.pem");
+    let serve = |(c, k): &(String, String)| {
+        replace(&key, k);
+        replace(&cert, c);
+        let want = pem_body(c);
+        wait_until(
+            "the new certificate served",
+            Duration::from_secs(20),
+            || pem_body(&served_cert(&gw)) == want,
+        );
+    };
+    serve(&ca.leaf());
+    let mut a = Held::open(&gw, "alice's session", &alice, &cas);
+    a.still_works("before any rotation");
+
+    // 1. The TLS pair: the files change, new handshakes get the new certificate, the session
+    //    (one TLS connection per request) carries on.
+    serve(&ca.leaf());
+    a.still_works("after the TLS pair changed");
+
+    // 2. Static tokens: bob is added, then alice is taken out. Bob connects without a restart;
+    //    alice's open session ends with the revocation error.
+    let token_reloads = |gw: &Gateway| gw.log().matches("static tokens reloaded").count();
+    let loaded = token_reloads(&gw);
+    replace(&tokens, &tokens_file(&[("alice", &alice), ("bob", &bob)]));
+    wait_until("bob's token loaded", Duration::from_secs(20), || {
+        token_reloads(&gw) > loaded
+    });
+    let mut b = Held::open(&gw, "bob's session", &bob, &cas);
+    a.still_works("after bob was added");
+    replace(&tokens, &tokens_file(&[("bob", &bob)]));
+    let refusal = wait_for("alice's session refused", Duration::from_secs(20), || {
+        let answer = a.d.ask("probe");
+        answer.starts_with("error").then_some(answer)
+    });
+    assert!(refusal.contains("revoked"), "alice's answer: {refusal}");
+    b.still_works("after alice was revoked");
+
+    // 3. The id secret, in the three steps of a rotation; bob's session (signed by the old
+    //    secret) lives through the first two, a session opened after the switch through all.
+    let reloads = |gw: &Gateway| gw.log().matches("id secrets reloaded").count();
+    replace(&id_previous, &new_secret);
+    wait_until("step 1 applied", Duration::from_secs(20), || {
+        reloads(&gw) == 1
+    });
+    b.still_works("the new secret only verifies");
+    replace(&id_secret, &new_secret);
+    replace(&id_previous, &old_secret);
+    wait_until("step 2 applied", Duration::from_secs(20), || {
+        reloads(&gw) == 2
+    });
+    b.still_works("the new secret signs, the old one still verifies");
+    let mut c = Held::open(&gw, "a session under the new secret", &bob, &cas);
+    replace(&id_previous, &new_secret);
+    wait_until("step 3 applied", Duration::from_secs(20), || {
+        reloads(&gw) == 3
+    });
+    c.still_works("the old secret is gone");
+    let gone = b.d.ask("probe");
+    assert!(
+        gone.starts_with("error") && gone.contains("Invalid connection id"),
+        "a session signed by a retired secret: {gone}"
+    );
+
+    // Nothing of the secrets in the log.
+    let log = gw.log();
+    for secret in [&alice, &bob, &old_secret, &new_secret] {
+        assert!(!log.contains(secret.as_str()), "a secret in the log");
+    }
+    for h in [a, b, c] {
+        h.d.finish();
+    }
+}
