@@ -64,6 +64,9 @@ param catalogQuackTokenSha256 string
 @description('QUACKGATE_ID_SECRET: 64 hex characters that sign connection ids and the peer leg.')
 param idSecret string
 @secure()
+@description('QUACKGATE_ID_SECRET_PREVIOUS: a secret that verifies ids and peer requests but signs nothing (the other half of an id-secret rotation; equal to idSecret outside one).')
+param idSecretPrevious string
+@secure()
 @description('INGRESS_MODE=tcp: EDGE_TLS_CERT_B64, the edge\'s PEM certificate chain, base64.')
 param edgeTlsCertB64 string = ''
 @secure()
@@ -190,6 +193,17 @@ module secretIdSecret 'modules/kv-secret.bicep' = {
   }
 }
 
+module secretIdSecretPrevious 'modules/kv-secret.bicep' = {
+  name: 'secret-id-secret-previous'
+  scope: rg
+  params: {
+    vaultName: vault.outputs.name
+    secretName: 'id-secret-previous'
+    value: idSecretPrevious
+    readerPrincipalIds: [ edgeIdentity.outputs.principalId, nodeIdentity.outputs.principalId ]
+  }
+}
+
 module secretCatalogToken 'modules/kv-secret.bicep' = {
   name: 'secret-catalog-token'
   scope: rg
@@ -244,7 +258,8 @@ module dataStorage 'modules/storage-data.bicep' = {
     location: location
     tags: tags
     containerName: dataContainer
-    contributorPrincipalIds: [ nodeIdentity.outputs.principalId ]
+    // The nodes write with their system-assigned identities (nodeDataWriters, below).
+    contributorPrincipalIds: []
     operatorPrincipalId: operatorPrincipalId
     operatorPrincipalType: operatorPrincipalType
   }
@@ -311,7 +326,6 @@ module nodeApps 'modules/node-app.bicep' = [for i in range(0, nodes): {
     tags: tags
     environmentId: environment.outputs.id
     identityId: nodeIdentity.outputs.id
-    identityClientId: nodeIdentity.outputs.clientId
     registryServer: registry.outputs.loginServer
     image: quackgateImage
     keyVaultUri: vault.outputs.uri
@@ -322,10 +336,20 @@ module nodeApps 'modules/node-app.bicep' = [for i in range(0, nodes): {
     storageAccountName: dataStorage.outputs.name
     ingressMode: ingressMode
   }
-  dependsOn: [ secretIdSecret, secretCatalogToken ]
+  dependsOn: [ secretIdSecret, secretIdSecretPrevious, secretCatalogToken ]
 }]
 
 var nodeAppNames = [for i in range(0, nodes): '${appPrefix}-n${i + 1}']
+
+module nodeDataWriters 'modules/data-writers.bicep' = {
+  name: 'data-writers'
+  scope: rg
+  params: {
+    storageAccountName: dataStorage.outputs.name
+    containerName: dataStorage.outputs.containerName
+    principalIds: [for i in range(0, nodes): nodeApps[i].outputs.blobPrincipalId]
+  }
+}
 
 // The edges' peers: each node app's internal FQDN (<app>.internal.<environment default
 // domain>, which is what ingress.fqdn reports for an internal ingress), on 443 behind HTTP
@@ -354,7 +378,7 @@ module edge 'modules/edge-app.bicep' = {
     nodePeers: nodePeers
     trustedProxies: trustedProxies
   }
-  dependsOn: [ secretEdgeTokens, secretIdSecret, secretEdgeTlsCert, secretEdgeTlsKey ]
+  dependsOn: [ secretEdgeTokens, secretIdSecret, secretIdSecretPrevious, secretEdgeTlsCert, secretEdgeTlsKey ]
 }
 
 // azd stores these in the environment (.azure/<env>/.env); the operator scripts read them.

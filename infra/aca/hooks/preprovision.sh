@@ -11,6 +11,8 @@
 #   CATALOG_QUACK_TOKEN_SHA256 (Key Vault: catalog-static-tokens, the catalog)
 #   QUACKGATE_ID_SECRET    signs connection ids and the peer leg (Key Vault: id-secret,
 #                          the edges and the nodes)
+#   QUACKGATE_ID_SECRET_PREVIOUS  verifies only (Key Vault: id-secret-previous); the id
+#                          secret itself unless a rotation is under way
 # Parameters, with their defaults (azd env set NAME VALUE to change one):
 #   QUERY_MIN_REPLICAS=2 QUERY_MAX_REPLICAS=4   edge replicas
 #   NODE_COUNT=2                                node apps, one replica each
@@ -47,6 +49,9 @@ azd env set CATALOG_QUACK_TOKEN_SHA256 "$(sha256 "$(get CATALOG_QUACK_TOKEN)")" 
 
 id_secret=$(get QUACKGATE_ID_SECRET)
 printf %s "$id_secret" | grep -Eq '^[0-9a-f]{64}$' || die "QUACKGATE_ID_SECRET must be 64 hex characters"
+# Outside a rotation the previous secret is the secret itself (infra/aca/README.md, rotating).
+set_default QUACKGATE_ID_SECRET_PREVIOUS "$id_secret"
+get QUACKGATE_ID_SECRET_PREVIOUS | grep -Eq '^[0-9a-f]{64}$' || die "QUACKGATE_ID_SECRET_PREVIOUS must be 64 hex characters"
 
 set_default QUERY_MIN_REPLICAS 2
 set_default QUERY_MAX_REPLICAS 4

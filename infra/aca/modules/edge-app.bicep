@@ -11,7 +11,7 @@ param name string
 param location string
 param tags object = {}
 param environmentId string
-@description('The edge identity: AcrPull, and Key Vault Secrets User on id-secret, edge-static-tokens (and edge-tls-cert/-key for tcp). Each is a file of the secret volume; quackgate re-reads the tokens and the TLS pair when they change.')
+@description('The edge identity: AcrPull, and Key Vault Secrets User on id-secret, id-secret-previous, edge-static-tokens (and edge-tls-cert/-key for tcp). Each is a file of the secret volume; quackgate re-reads the tokens, the id secrets and the TLS pair when they change.')
 param identityId string
 param registryServer string
 @description('The quackgate image; empty on the first provision, before azd has built it.')
@@ -38,7 +38,7 @@ var configFile = '/etc/quackgate/aca/edge.toml'
 var adminPort = 9464
 var targetPort = placeholder ? 80 : (ingressMode == 'tcp' ? 8443 : 8080)
 var tlsSecrets = ingressMode == 'tcp' ? [ 'edge-tls-cert', 'edge-tls-key' ] : []
-var fileSecrets = concat([ 'id-secret', 'edge-static-tokens' ], tlsSecrets)
+var fileSecrets = concat([ 'id-secret', 'id-secret-previous', 'edge-static-tokens' ], tlsSecrets)
 
 var baseEnv = [
   { name: 'QUACKGATE__GATEWAY__TRUSTED_PROXIES', value: string(trustedProxies) }

@@ -7,10 +7,8 @@ param name string
 param location string
 param tags object = {}
 param environmentId string
-@description('The node identity: AcrPull, Key Vault Secrets User on id-secret and catalog-token, Storage Blob Data Contributor on the data container.')
+@description('The node identity: AcrPull, Key Vault Secrets User on id-secret, id-secret-previous and catalog-token. Blob storage is reached with the app\'s system-assigned identity (modules/data-writers.bicep).')
 param identityId string
-@description('Its client id: the Azure SDK in DuckDB\'s azure extension picks the user-assigned identity by AZURE_CLIENT_ID.')
-param identityClientId string
 param registryServer string
 param image string
 param keyVaultUri string
@@ -38,7 +36,7 @@ var placeholder = empty(image)
 var configFile = '/etc/quackgate/aca/node.toml'
 var adminPort = 9464
 var peerPort = 9601
-var fileSecrets = [ 'id-secret', 'catalog-token' ]
+var fileSecrets = [ 'id-secret', 'id-secret-previous', 'catalog-token' ]
 
 var probes = placeholder ? [] : [
   { type: 'Startup', httpGet: { path: '/healthz', port: adminPort }, initialDelaySeconds: 10, periodSeconds: 6, failureThreshold: 10 }
@@ -51,7 +49,10 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
   location: location
   tags: union(tags, { 'quackgate-role': 'node', 'quackgate-node-id': nodeId })
   identity: {
-    type: 'UserAssigned'
+    // The system-assigned identity is the one DuckDB's azure extension uses for Blob storage
+    // (it requests a token without a client id); the user-assigned one pulls the image and reads
+    // Key Vault before the app starts.
+    type: 'SystemAssigned,UserAssigned'
     userAssignedIdentities: { '${identityId}': {} }
   }
   properties: {
@@ -90,7 +91,6 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
             { name: 'QUACKGATE__WORKERS__DUCKLAKE__CATALOG', value: catalogAddress }
             { name: 'QUACKGATE__WORKERS__DUCKLAKE__DATA_PATH', value: dataPath }
             { name: 'QUACKGATE__WORKERS__DUCKLAKE__AZURE__ACCOUNT_NAME', value: storageAccountName }
-            { name: 'AZURE_CLIENT_ID', value: identityClientId }
           ]
           resources: { cpu: json(cpu), memory: memory }
           probes: probes
@@ -119,6 +119,7 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
 }
 
 output name string = app.name
+output blobPrincipalId string = app.identity.principalId
 // <name>.internal.<environment default domain>: what the edges dial, as Host and SNI.
 output fqdn string = app.properties.configuration.ingress.fqdn
 // What the edges dial: the ingress's TLS port, or with TCP ingress the peer port itself.

@@ -211,7 +211,7 @@ def settings(app, given):
 SAMPLE = {
     "edge": {"image": "img", "nodePeers": [{"id": "n1", "address": "n1.internal.x:443"}], "trustedProxies": ["10.0.0.0/8"]},
     "node": {"image": "img", "nodeId": "n1", "catalogAddress": "c.internal.x:443", "dataPath": "az://lakehouse/data/",
-             "storageAccountName": "acct", "identityClientId": "cid"},
+             "storageAccountName": "acct"},
     "catalog": {"image": "img", "trustedProxies": ["10.0.0.0/8"], "storageName": "catalog"},
 }
 
@@ -282,7 +282,8 @@ def shape():
         # Files the config names under the secret volume are there.
         mounts = {m["mountPath"]: m["volumeName"] for m in s["volumeMounts"]}
         files = {f"/run/secrets/quackgate/{x['path']}" for v in s["volumes"] for x in v.get("secrets", [])}
-        wanted = [gw.get("id_secret_file"), cfg.get("workers", {}).get("ducklake", {}).get("catalog_token_file"),
+        wanted = [gw.get("id_secret_file"), *gw.get("previous_id_secret_files", []),
+                  cfg.get("workers", {}).get("ducklake", {}).get("catalog_token_file"),
                   cfg.get("auth", {}).get("static_tokens_file"),
                   env.get("QUACKGATE__TLS__CERT"), env.get("QUACKGATE__TLS__KEY")]
         for w in filter(None, wanted):
@@ -346,8 +347,14 @@ def symbols(node):
     """The module symbols an expression refers to (`edgeIdentity` in edgeIdentity.outputs.id)."""
     if isinstance(node, list):
         return [x for n in node for x in symbols(n)]
+    if isinstance(node, dict) and "loop_type" in node:
+        # [for i in range(...): nodeApps[i].outputs.x]
+        return symbols(node["config"])
+    if isinstance(node, dict) and "operator" in node and node["operator"]["type"] == "index_accessor":
+        return symbols(node["operator"]["operands"]["operand_1"]) or [node["operator"]["operands"]["operand_1"]]
     if isinstance(node, dict) and "operator" in node and node["operator"]["type"] == "property_accessor":
-        return [node["operator"]["operands"]["operand_1"]]
+        first = node["operator"]["operands"]["operand_1"]
+        return [first] if isinstance(first, str) else symbols(first)
     return []
 
 
@@ -392,9 +399,9 @@ def access():
         if r - u:
             problems.append(f"{identity}: may read {sorted(r - u)}, which its app never uses")
         print(f"access: {identity} reads {', '.join(sorted(r))}")
-    writers = symbols(calls["dataStorage"][1]["contributorPrincipalIds"])
-    if writers != ["nodeIdentity"]:
-        problems.append(f"data container writers are {writers}, not just the nodes")
+    writers = symbols(calls["dataStorage"][1]["contributorPrincipalIds"]) + symbols(calls["nodeDataWriters"][1]["principalIds"])
+    if writers != ["nodeApps"]:
+        problems.append(f"data container writers are {writers}, not just the node apps' system identities")
     pullers = sorted(symbols(calls["registry"][1]["pullPrincipalIds"]))
     if pullers != sorted(set(used)):
         problems.append(f"registry pullers {pullers} are not the apps' identities {sorted(set(used))}")

@@ -29,7 +29,7 @@ What differs from Azure, and only this:
   - The ingresses' certificate comes from a local CA, given as cluster.peer_ca_file and
     workers.ducklake.catalog_ca_file (ACA's is publicly trusted, so neither is set there).
   - The lake's data is a local folder, D/lake (the managed-identity Blob access needs Azure):
-    [workers.ducklake.azure] and ..._AZURE__ACCOUNT_NAME, AZURE_CLIENT_ID are left out.
+    [workers.ducklake.azure] and ..._AZURE__ACCOUNT_NAME are left out.
   - Without --image, paths (/run/secrets/quackgate, /opt/quackgate/extensions,
     /var/lib/quackgate/catalog, /tmp) are mapped under D and the apps run as this user. With
     --image ROOTFS (image_rootfs.py build), each app runs in the image's layout as its user
@@ -148,13 +148,13 @@ def vault(d):
         return v
     v.mkdir(parents=True)
     import base64
-    client, catalog = secrets.token_hex(32), secrets.token_hex(32)
+    client, catalog, id_secret = secrets.token_hex(32), secrets.token_hex(32), secrets.token_hex(32)
     sha = lambda s: hashlib.sha256(s.encode()).hexdigest()
     b64 = lambda p: base64.b64encode(p.read_bytes()).decode()
     files = bicep_check.kv_secrets({
         "quackToken": client, "quackTokenSha256": sha(client),
         "catalogQuackToken": catalog, "catalogQuackTokenSha256": sha(catalog),
-        "idSecret": secrets.token_hex(32),
+        "idSecret": id_secret, "idSecretPrevious": id_secret,
         "edgeTlsCertB64": b64(d / "tls" / "cert.pem"), "edgeTlsKeyB64": b64(d / "tls" / "key.pem"),
     })
     for k, (val, _readers, _operator) in files.items():
@@ -308,9 +308,9 @@ def up(args):
         # Managed-identity Blob storage needs Azure: a local folder instead.
         ns = bicep_check.settings("node", {
             "image": "local", "nodeId": nid, "catalogAddress": f"{host}:{catalog_port}",
-            "dataPath": "az://lakehouse/data/", "storageAccountName": "local", "identityClientId": "local",
+            "dataPath": "az://lakehouse/data/", "storageAccountName": "local",
             "workers": args.workers, "ingressMode": args.ingress_mode})
-        ns["env"] = [e for e in ns["env"] if e["name"] not in ("QUACKGATE__WORKERS__DUCKLAKE__AZURE__ACCOUNT_NAME", "AZURE_CLIENT_ID")]
+        ns["env"] = [e for e in ns["env"] if e["name"] not in ("QUACKGATE__WORKERS__DUCKLAKE__AZURE__ACCOUNT_NAME",)]
         argv, env = app_command(d, nid, ns, v, args, {
             "QUACKGATE__CLUSTER__PEER_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0,
             "QUACKGATE__WORKERS__DUCKLAKE__DATA_PATH": app_lake + "/",
