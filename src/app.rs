@@ -219,6 +219,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     // Workers start one at a time, each after the previous one serves: the first attach of a
     // lake creates its metadata, and two creators at once would collide. The first worker
     // that cannot start is fatal, with its reason.
+    if config.workers.external_access && config.workers.count > config.workers.read_only_count {
+        warn!("workers.external_access is on (accepted in the config): read-write clients can read and write this process's files, its secrets included");
+    }
     let mut supervisors = JoinSet::new();
     let started = Instant::now();
     for worker in workers.iter() {

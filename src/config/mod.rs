@@ -397,6 +397,24 @@ mod tests {
     }
 
     #[test]
+    fn external_access_needs_the_risk_accepted_in_so_many_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = base(dir.path()) + "external_access = true\n";
+        let err = load(&open, dir.path(), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("workers.accept_external_access_risk = true"),
+            "{err}"
+        );
+        let accepted = open + "accept_external_access_risk = true\n";
+        assert!(
+            load(&accepted, dir.path(), &[])
+                .unwrap()
+                .workers
+                .external_access
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let text = base(dir.path()) + "count_of_things = 3\n";

@@ -201,6 +201,12 @@ pub(super) fn validate(
     let health_interval_ms = w.health_interval_ms.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS);
     problems.positive("workers.health_interval_ms", health_interval_ms);
 
+    let external_access = w.external_access.unwrap_or(false);
+    if external_access && w.accept_external_access_risk != Some(true) {
+        problems.push(
+            "workers.external_access = true lets every read-write client read and write any file and URL this process's user can reach (the id secret, the TLS key, the catalog token), and change DuckDB's settings; add workers.accept_external_access_risk = true to run that way".into(),
+        );
+    }
     WorkersConfig {
         count,
         read_only_count,
@@ -210,7 +216,7 @@ pub(super) fn validate(
         memory_limit: w.memory_limit,
         init_sql: w.init_sql.unwrap_or_default(),
         fetch_batch_chunks,
-        external_access: w.external_access.unwrap_or(false),
+        external_access,
         token,
         ducklake,
         database_file: None,
