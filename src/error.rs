@@ -40,6 +40,12 @@ pub enum GatewayError {
     /// The body is larger than `gateway.max_body_bytes`.
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// A PREPARE is larger than `gateway.max_prepare_bytes`.
+    #[error("statement larger than {limit} bytes")]
+    PrepareTooLarge { limit: u64 },
+    /// The principal has `limits.max_requests_per_principal` requests in flight already.
+    #[error("{limit} requests of this principal in flight")]
+    PrincipalBusy { limit: usize },
     /// Reading the client's body failed (it hung up, or sent a bad chunk).
     #[error("reading the request body: {0}")]
     ClientBody(#[source] BoxError),
@@ -100,6 +106,8 @@ impl GatewayError {
         match self {
             GatewayError::Malformed(_) => "malformed",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::PrepareTooLarge { .. } => "prepare_too_large",
+            GatewayError::PrincipalBusy { .. } => "principal_requests_limit",
             GatewayError::ClientBody(_) => "client_body",
             GatewayError::ClientTimeout => "client_timeout",
             GatewayError::Draining => "draining",
@@ -130,6 +138,8 @@ impl GatewayError {
         match self {
             GatewayError::Malformed(_)
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::PrepareTooLarge { .. }
+            | GatewayError::PrincipalBusy { .. }
             | GatewayError::ClientBody(_)
             | GatewayError::ClientTimeout
             | GatewayError::Draining
@@ -162,6 +172,14 @@ impl GatewayError {
             GatewayError::ClientTimeout => ClientReply::Status(
                 StatusCode::REQUEST_TIMEOUT,
                 "the request body did not arrive in time\n",
+            ),
+            GatewayError::PrepareTooLarge { .. } => ClientReply::Quack(
+                "quackgate: the statement is larger than gateway.max_prepare_bytes; send data \
+                 with INSERT INTO r.t (APPEND), not inside the SQL text",
+            ),
+            GatewayError::PrincipalBusy { .. } => ClientReply::Quack(
+                "quackgate: this principal has as many requests in flight as it may \
+                 (limits.max_requests_per_principal); try again when some have finished",
             ),
             GatewayError::Draining => ClientReply::Quack(
                 "quackgate: this gateway is shutting down and takes no new connections; connect again",

@@ -1,11 +1,13 @@
-//! Brakes on what one client address can try: failed authentications from an address trip a
-//! backoff that doubles each time it trips again, so guessing tokens is slow while other
-//! addresses are not affected. Session counts per principal and in total live with the
+//! Brakes on what one client address or one principal can take: failed authentications from
+//! an address trip a backoff that doubles each time it trips again, so guessing tokens is slow
+//! while other addresses are not affected; connections per address and requests in flight per
+//! principal are capped. Session counts per principal and in total live with the
 //! sessions themselves (`sessions::table`).
 //!
 //! IPv6 clients are counted per /64, since one host usually owns a whole /64. Behind a layer-7
 //! balancer the address is the one it reports, when it is a trusted proxy (`forwarded`).
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,9 @@ pub struct LimitsConfig {
     /// Open TCP connections from one client address (IPv6: one /64) on the public listeners;
     /// trusted proxies are exempt. Default 1024.
     pub max_connections_per_address: usize,
+    /// Requests of one principal's sessions being read or waiting for their worker's answer
+    /// on this node. Default 16.
+    pub max_requests_per_principal: usize,
     /// Failed authentications from one address within the window that trip the backoff.
     /// Default 10.
     pub failed_auth_burst: u32,
@@ -42,6 +47,7 @@ impl Default for LimitsConfig {
             max_sessions: 10_000,
             max_sessions_per_principal: 256,
             max_connections_per_address: 1024,
+            max_requests_per_principal: 16,
             failed_auth_burst: 10,
             failed_auth_window: Duration::from_secs(60),
             failed_auth_backoff: Duration::from_secs(5),
@@ -209,55 +215,70 @@ impl AuthThrottle {
     }
 }
 
-/// IPv4 as is; IPv6 by its /64 (IPv4-mapped addresses as IPv4).
-/// Open connections per client address, so that one address cannot hold every connection
-/// the gateway accepts (`gateway.max_connections`) with sockets it never authenticates on.
+/// Things held at once per key, each key capped: open connections per client address, so that
+/// one address cannot hold every connection the gateway accepts (`gateway.max_connections`)
+/// with sockets it never authenticates on; requests in flight per principal, so that one
+/// principal cannot fill memory with request bodies read at once.
 #[derive(Debug)]
-pub struct ConnectionCaps {
-    open: DashMap<IpAddr, usize>,
-    max_per_address: usize,
+pub struct Caps<K: Eq + Hash> {
+    held: DashMap<K, usize>,
+    max: usize,
 }
 
-/// One open connection of an address, counted until it drops.
+/// Open connections per client address (IPv6: per /64).
+pub type ConnectionCaps = Caps<IpAddr>;
+
+/// One thing held under a key, counted until it drops.
 #[derive(Debug)]
-pub struct AddressPermit {
-    caps: std::sync::Arc<ConnectionCaps>,
-    key: IpAddr,
+pub struct Permit<K: Eq + Hash + Clone> {
+    caps: std::sync::Arc<Caps<K>>,
+    key: K,
 }
 
-impl Drop for AddressPermit {
+impl<K: Eq + Hash + Clone> Drop for Permit<K> {
     fn drop(&mut self) {
-        self.caps.open.remove_if_mut(&self.key, |_, n| {
+        self.caps.held.remove_if_mut(&self.key, |_, n| {
             *n = n.saturating_sub(1);
             *n == 0
         });
     }
 }
 
-impl ConnectionCaps {
-    pub fn new(max_per_address: usize) -> Self {
-        ConnectionCaps {
-            open: DashMap::new(),
-            max_per_address,
+impl<K: Eq + Hash + Clone> Caps<K> {
+    pub fn new(max: usize) -> Self {
+        Caps {
+            held: DashMap::new(),
+            max,
         }
     }
 
-    /// A permit for one more connection from `ip`, or `None` when it has as many as it may.
-    pub fn admit(self: &std::sync::Arc<Self>, ip: IpAddr) -> Option<AddressPermit> {
-        let key = key(ip);
-        let mut n = self.open.entry(key).or_insert(0);
-        if *n >= self.max_per_address {
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A permit for one more under `key`, or `None` when it holds as many as it may.
+    pub fn admit_key(self: &std::sync::Arc<Self>, key: K) -> Option<Permit<K>> {
+        let mut n = self.held.entry(key.clone()).or_insert(0);
+        if *n >= self.max {
             return None;
         }
         *n += 1;
         drop(n);
-        Some(AddressPermit {
+        Some(Permit {
             caps: self.clone(),
             key,
         })
     }
 }
 
+impl ConnectionCaps {
+    /// A permit for one more connection from `ip`, or `None` when it has as many as it may.
+    pub fn admit(self: &std::sync::Arc<Self>, ip: IpAddr) -> Option<Permit<IpAddr>> {
+        self.admit_key(key(ip))
+    }
+}
+
+/// IPv4 as is; IPv6 by its /64 (IPv4-mapped addresses as IPv4).
 fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,

@@ -13,7 +13,7 @@ use crate::auth::static_tokens::StaticTokens;
 use crate::auth::{Authenticator, WorkerToken};
 use crate::cluster::{peer_tls_client, Cluster, ClusterError};
 use crate::config::Config;
-use crate::limits::AuthThrottle;
+use crate::limits::{AuthThrottle, Caps};
 use crate::metrics::Metrics;
 use crate::role::Role;
 use crate::routable_id::{IdSecret, IdSigner};
@@ -40,6 +40,10 @@ pub struct AppState {
     pub role: Role,
     /// `gateway.max_body_bytes`.
     pub max_body_bytes: u64,
+    /// `gateway.max_prepare_bytes`.
+    pub max_prepare_bytes: u64,
+    /// Requests in flight per principal (by its tag), `limits.max_requests_per_principal`.
+    pub in_flight: Arc<Caps<u32>>,
     pub auth: Authenticator,
     pub ids: IdSigner,
     pub workers: Arc<WorkerSet>,
@@ -119,6 +123,8 @@ impl AppState {
             node_id: config.node_id.clone(),
             role: config.role,
             max_body_bytes: config.max_body_bytes,
+            max_prepare_bytes: config.max_prepare_bytes,
+            in_flight: Arc::new(Caps::new(config.limits.max_requests_per_principal)),
             auth: Authenticator::new(
                 Arc::new(StaticTokens::new(
                     config.static_tokens.clone(),

@@ -193,6 +193,9 @@ pub(super) fn validate(
         max_connections_per_address: l
             .max_connections_per_address
             .unwrap_or(defaults.max_connections_per_address),
+        max_requests_per_principal: l
+            .max_requests_per_principal
+            .unwrap_or(defaults.max_requests_per_principal),
         failed_auth_burst: l.failed_auth_burst.unwrap_or(defaults.failed_auth_burst),
         failed_auth_window: l
             .failed_auth_window_secs
@@ -213,6 +216,10 @@ pub(super) fn validate(
         (
             "limits.max_connections_per_address",
             limits.max_connections_per_address as u64,
+        ),
+        (
+            "limits.max_requests_per_principal",
+            limits.max_requests_per_principal as u64,
         ),
         (
             "limits.failed_auth_burst",

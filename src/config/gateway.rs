@@ -21,6 +21,8 @@ pub const DEFAULT_NODE_ID: &str = "n0";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default cap on a request body: the Quack docs' proxy recipes allow 256 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 * 1024 * 1024;
+/// A PREPARE carries SQL text, not data (data comes as APPEND, streamed), and is read whole.
+pub const DEFAULT_MAX_PREPARE_BYTES: u64 = 1024 * 1024;
 /// Default time a client gets to finish its TLS handshake.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 /// Default time in-flight requests get to finish after SIGTERM.
@@ -40,6 +42,7 @@ pub(super) struct GatewaySection {
     pub(super) id_secret_files: Option<IdSecretFiles>,
     pub(super) max_connections: usize,
     pub(super) max_body_bytes: u64,
+    pub(super) max_prepare_bytes: u64,
     pub(super) tls_handshake_timeout: Duration,
     pub(super) shutdown_grace: Duration,
     pub(super) session_idle: Duration,
@@ -187,6 +190,11 @@ pub(super) fn validate(
     problems.positive("gateway.max_connections", max_connections as u64);
     let max_body_bytes = gateway.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     problems.positive("gateway.max_body_bytes", max_body_bytes);
+    let max_prepare_bytes = gateway
+        .max_prepare_bytes
+        .unwrap_or(DEFAULT_MAX_PREPARE_BYTES)
+        .min(max_body_bytes);
+    problems.positive("gateway.max_prepare_bytes", max_prepare_bytes);
     let tls_handshake_timeout_secs = gateway
         .tls_handshake_timeout_secs
         .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS);
@@ -212,6 +220,7 @@ pub(super) fn validate(
         id_secret_files,
         max_connections,
         max_body_bytes,
+        max_prepare_bytes,
         tls_handshake_timeout: Duration::from_secs(tls_handshake_timeout_secs),
         shutdown_grace: Duration::from_secs(
             gateway

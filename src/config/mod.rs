@@ -99,6 +99,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Cap on one request body. Default 256 MiB.
     pub max_body_bytes: u64,
+    /// Cap on a PREPARE, which is read whole before forwarding. Default 1 MiB.
+    pub max_prepare_bytes: u64,
     /// Time a client gets to finish its TLS handshake. Default 10 s.
     pub tls_handshake_timeout: Duration,
     /// Time in-flight requests get to finish after SIGTERM. Default 30 s.
@@ -326,6 +328,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         id_secret_files: gateway.id_secret_files,
         max_connections: gateway.max_connections,
         max_body_bytes: gateway.max_body_bytes,
+        max_prepare_bytes: gateway.max_prepare_bytes,
         tls_handshake_timeout: gateway.tls_handshake_timeout,
         shutdown_grace: gateway.shutdown_grace,
         session_idle: gateway.session_idle,

@@ -140,9 +140,9 @@ async fn forward(
             return connect::connect(state, ctx, message, &header).await;
         }
         let destination = session::resolve(state, ctx.origin, &message, &header)?;
-        if let Some(cap) = buffered_cap(header.msg_type, limit) {
+        if let Some(cap) = buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
             if message.len() as u64 > cap {
-                return Err(GatewayError::BodyTooLarge { limit: cap });
+                return Err(too_large(header.msg_type, cap));
             }
             codec::validate_request(&message, &header)?;
         }
@@ -169,9 +169,30 @@ async fn forward(
     }
     // Route on the header alone, so nothing is buffered for a request that goes nowhere.
     let destination = session::resolve(state, ctx.origin, &prefix, &header)?;
-    let outgoing = match buffered_cap(header.msg_type, limit) {
+    // Held while the body is read and the worker answers; DISCONNECT, which frees memory on
+    // the worker, always passes.
+    let _in_flight = match header.msg_type {
+        msg_type::DISCONNECT => None,
+        _ => Some(
+            state
+                .in_flight
+                .admit_key(destination.principal_tag())
+                .ok_or(GatewayError::PrincipalBusy {
+                    limit: state.in_flight.max(),
+                })?,
+        ),
+    };
+    let outgoing = match buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
         Some(cap) => {
-            let message = with_client_timeout(read_rest(prefix, body, cap, limit)).await?;
+            if declared_length.is_some_and(|n| n > cap) {
+                return Err(too_large(header.msg_type, cap));
+            }
+            let message = with_client_timeout(read_rest(prefix, body, cap, limit))
+                .await
+                .map_err(|e| match e {
+                    GatewayError::BodyTooLarge { .. } => too_large(header.msg_type, cap),
+                    e => e,
+                })?;
             codec::validate_request(&message, &header)?;
             Outgoing::Whole(message)
         }
@@ -186,6 +207,14 @@ async fn forward(
         Destination::Peer(owner) => {
             session::to_peer(state, ctx, owner, header.msg_type, outgoing).await
         }
+    }
+}
+
+/// A message over its type's cap: a PREPARE's is a Quack error naming the setting.
+fn too_large(t: u64, cap: u64) -> GatewayError {
+    match t {
+        msg_type::PREPARE_REQUEST => GatewayError::PrepareTooLarge { limit: cap },
+        _ => GatewayError::BodyTooLarge { limit: cap },
     }
 }
 

@@ -36,10 +36,11 @@ pub fn declared_length(headers: &HeaderMap, limit: u64) -> Result<Option<u64>, G
 }
 
 /// How much of a message is read before forwarding: all of the small types whose layout is
-/// known, so they can be checked; nothing of the others (APPEND, newer types), which stream.
-pub fn buffered_cap(t: u64, limit: u64) -> Option<u64> {
+/// known, so they can be checked, a PREPARE up to `prepare_limit`; nothing of the others
+/// (APPEND, newer types), which stream.
+pub fn buffered_cap(t: u64, limit: u64, prepare_limit: u64) -> Option<u64> {
     match t {
-        msg_type::PREPARE_REQUEST => Some(limit),
+        msg_type::PREPARE_REQUEST => Some(prepare_limit.min(limit)),
         msg_type::FETCH_REQUEST | msg_type::DISCONNECT => Some(MAX_SMALL_MESSAGE_BYTES.min(limit)),
         _ => None,
     }

@@ -39,9 +39,20 @@ pub enum Destination<'a> {
     Peer(OwnerNode),
 }
 
+impl Destination<'_> {
+    /// The tag of the principal whose session it is (`routable_id::Grant`).
+    pub fn principal_tag(&self) -> u32 {
+        match self {
+            Destination::Worker(w) => w.principal_tag,
+            Destination::Peer(o) => o.principal_tag,
+        }
+    }
+}
+
 /// The node that owns a session, and where its peer listener is.
 pub struct OwnerNode {
     node: String,
+    principal_tag: u32,
     /// `None` when the node is not among the known peers (yet).
     to: Option<Endpoint>,
 }
@@ -52,6 +63,7 @@ pub struct PinnedWorker<'a> {
     id: Vec<u8>,
     worker: &'a Worker,
     port: u16,
+    principal_tag: u32,
     /// The message header with the worker's own id in place of the routable one.
     header: Bytes,
 }
@@ -85,6 +97,7 @@ pub fn resolve<'a>(
         // peers file: `to_peer` reads the list again before giving up.
         return Ok(Destination::Peer(OwnerNode {
             node: route.node.to_string(),
+            principal_tag: route.grant.principal_tag,
             to: cluster.peer(route.node),
         }));
     }
@@ -108,6 +121,7 @@ pub fn resolve<'a>(
         id: id.to_vec(),
         worker,
         port,
+        principal_tag: route.grant.principal_tag,
     }))
 }
 

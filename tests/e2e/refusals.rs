@@ -1,8 +1,11 @@
 //! Bad input gets the exact answer a DuckDB server would give, or a clear HTTP status when it
 //! is not a Quack message at all, and nothing of it reaches a worker.
 
+use std::time::Duration;
+
 use crate::support::{
-    connection_request, fixture, http, msg_type, open_session, prepare_with_id, quack_post, Gateway,
+    connection_request, fixture, http, msg_type, open_session, prepare_with_id, quack_post,
+    wait_until, Gateway, GatewayOptions,
 };
 
 #[test]
@@ -129,4 +132,82 @@ fn client_sql_cannot_read_the_gateways_files_or_retune_the_worker() {
         );
     }
     assert!(!gw.dir.path().join("out.csv").exists());
+}
+
+/// The gateway's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn one_principal_flooding_large_statements_cannot_grow_memory_or_stop_others() {
+    use std::io::Write;
+    let other_token = "the-other-principal";
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_toml: format!(
+            "[[auth.static_tokens]]\nname = \"other\"\nsha256 = \"{}\"\n",
+            quackgate::auth::hash_token(other_token)
+        ),
+        ..GatewayOptions::default()
+    });
+    let id = open_session(&gw);
+    // 64 statements at once, each declaring 64 MiB and sending 8 MiB of it, then holding.
+    // Before the caps each would be read whole (up to gateway.max_body_bytes, 256 MiB): 512
+    // MiB at least. With them, 16 of one principal are read at a time, up to 1 MiB each.
+    let prepare = prepare_with_id(&id);
+    let header_len = prepare.len() - 8;
+    let before = rss_kib(gw.child.id());
+    let chunk = vec![0u8; 1 << 20];
+    let held: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(gw.plain).unwrap();
+            s.set_write_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            write!(
+                s,
+                "POST /quack HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+                64 << 20
+            )
+            .unwrap();
+            s.write_all(&prepare[..header_len]).unwrap();
+            for _ in 0..8 {
+                // A refused request's socket stops taking bytes; that is the point.
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            s
+        })
+        .collect();
+    let peak = rss_kib(gw.child.id());
+    // Another principal's client works meanwhile.
+    let other = gw.cli_with_token(other_token, "FROM r.query('SELECT 40 + 2');");
+    assert!(
+        String::from_utf8_lossy(&other.stdout).contains("42"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "the gateway grew by {grown} KiB while one principal flooded it"
+    );
+    drop(held);
+    // And the flooding principal's own session still serves once its requests are gone.
+    let answered = msg_type(&fixture("prepare_response_select42.bin"));
+    wait_until(
+        "the principal's places back",
+        Duration::from_secs(70),
+        || {
+            let (_, answer) = quack_post(gw.plain, prepare_with_id(&id));
+            msg_type(&answer) == answered
+        },
+    );
 }

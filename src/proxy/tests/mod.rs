@@ -465,3 +465,104 @@ async fn a_static_token_taken_out_of_the_tokens_file_ends_its_sessions() {
     let (status, _) = h.post(with_id("disconnect_request.bin", &bob)).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Starts a POST of `body` whose first `sent` bytes arrive and the rest never do; the socket
+/// stays open while the returned stream lives.
+async fn held_post(addr: SocketAddr, body: &[u8], sent: usize) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /quack HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..sent]).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_principal_past_its_requests_in_flight_is_refused_while_others_carry_on() {
+    let bob = "the-other-token";
+    let h = Harness::start(&format!(
+        "[[auth.static_tokens]]\nname = \"bob\"\nsha256 = \"{}\"\n[limits]\nmax_requests_per_principal = 2\n",
+        hash_token(bob)
+    ))
+    .await;
+    let alice_id = h.open_session().await;
+    let (_, answer) = h.post(connection_request(bob)).await;
+    let bob_id = codec::decode_header(&answer)
+        .unwrap()
+        .connection_id(&answer)
+        .unwrap()
+        .to_vec();
+    // Two of alice's statements are being read: their bodies stop after the header.
+    let prepare = with_id("prepare_request_select42.bin", &alice_id);
+    let header_len = prepare.len() - 8;
+    let held = [
+        held_post(h.addr, &prepare, header_len).await,
+        held_post(h.addr, &prepare, header_len).await,
+    ];
+    let mut refused = String::new();
+    for _ in 0..100 {
+        let (_, answer) = h.post(prepare.clone()).await;
+        if answer == fixture("prepare_response_select42.bin") {
+            // The held requests have not reached the gateway yet.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        }
+        refused = error_text(&answer);
+        break;
+    }
+    assert!(
+        refused.contains("max_requests_per_principal"),
+        "alice's third request: {refused:?}"
+    );
+    let (_, answer) = h
+        .post(with_id("prepare_request_select42.bin", &bob_id))
+        .await;
+    assert_eq!(answer, fixture("prepare_response_select42.bin"), "bob");
+    let (_, answer) = h.post(with_id("disconnect_request.bin", &alice_id)).await;
+    assert_eq!(answer, fixture("success_response.bin"), "DISCONNECT passes");
+    drop(held);
+    let alice_id = h.open_session().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, answer) = h
+            .post(with_id("prepare_request_select42.bin", &alice_id))
+            .await;
+        if answer == fixture("prepare_response_select42.bin") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice's places never came back: {}",
+            error_text(&answer)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_statement_over_max_prepare_bytes_is_a_quack_error_and_is_not_forwarded() {
+    let h = Harness::start_with(&[("QUACKGATE__GATEWAY__MAX_PREPARE_BYTES", "40")], "").await;
+    let id = h.open_session().await;
+    let before = h.worker.received().len();
+    let (status, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        error_text(&answer).contains("gateway.max_prepare_bytes"),
+        "{answer:?}"
+    );
+    assert_eq!(h.worker.received().len(), before, "nothing forwarded");
+    let (_, answer) = h.post(with_id("fetch_request.bin", &id)).await;
+    assert!(
+        !error_text_or_empty(&answer).contains("max_prepare_bytes"),
+        "other messages keep their own caps"
+    );
+}
+
+fn error_text_or_empty(answer: &[u8]) -> String {
+    codec::error_message(answer)
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .unwrap_or_default()
+}
