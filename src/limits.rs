@@ -28,7 +28,7 @@ pub struct LimitsConfig {
     /// trusted proxies are exempt. Default 1024.
     pub max_connections_per_address: usize,
     /// Requests of one principal's sessions being read or waiting for their worker's answer
-    /// on this node. Default 16.
+    /// on this node. Default 256, as many as its sessions: a shared token is one principal.
     pub max_requests_per_principal: usize,
     /// Failed authentications from one address within the window that trip the backoff.
     /// Default 10.
@@ -47,7 +47,7 @@ impl Default for LimitsConfig {
             max_sessions: 10_000,
             max_sessions_per_principal: 256,
             max_connections_per_address: 1024,
-            max_requests_per_principal: 16,
+            max_requests_per_principal: 256,
             failed_auth_burst: 10,
             failed_auth_window: Duration::from_secs(60),
             failed_auth_backoff: Duration::from_secs(5),

@@ -152,7 +152,7 @@ fn one_principal_flooding_large_statements_cannot_grow_memory_or_stop_others() {
     let gw = Gateway::start_with(GatewayOptions {
         workers: 1,
         extra_toml: format!(
-            "[[auth.static_tokens]]\nname = \"other\"\nsha256 = \"{}\"\n",
+            "[[auth.static_tokens]]\nname = \"other\"\nsha256 = \"{}\"\n[limits]\nmax_requests_per_principal = 16\n",
             quackgate::auth::hash_token(other_token)
         ),
         ..GatewayOptions::default()
@@ -195,6 +195,7 @@ fn one_principal_flooding_large_statements_cannot_grow_memory_or_stop_others() {
         String::from_utf8_lossy(&other.stderr)
     );
     let grown = peak.saturating_sub(before);
+    eprintln!("the gateway grew by {grown} KiB during the flood");
     assert!(
         grown < 64 * 1024,
         "the gateway grew by {grown} KiB while one principal flooded it"
