@@ -34,6 +34,7 @@
 //! - `workers`: worker slots; `workers::supervisor` runs the processes, `workers::health`
 //!   probes them, `workers::config` is what they are started with.
 //! - `admin`: `/healthz`, `/readyz`, `/status` and `/metrics`.
+//! - `audit`: one record per new session and per statement, on a target of its own.
 //! - `metrics`: the Prometheus metrics.
 //! - `role`: gateway or catalog.
 //! - `telemetry`: logging.
@@ -44,6 +45,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod cluster;

@@ -314,7 +314,20 @@ fn default_threads() -> usize {
 }
 
 fn serve(config: Config) -> ExitCode {
-    quackgate::telemetry::init(&config.log_filter, config.log_format);
+    if let Err(e) = quackgate::telemetry::init(
+        &config.log_filter,
+        config.log_format,
+        config.audit_file.as_deref(),
+    ) {
+        eprintln!(
+            "quackgate: log.audit_file {}: {e}",
+            config
+                .audit_file
+                .as_deref()
+                .map_or_else(String::new, |p| p.display().to_string())
+        );
+        return ExitCode::from(2);
+    }
     // One thread needs no work stealing: a current-thread runtime spares the cross-thread
     // wakeups (on 2 cores, one thread cost 10-16% less CPU per request than two, and this
     // flavour about 4% less than a one-worker multi-thread runtime; bench/RESULTS.md).

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::audit::AuditConfig;
 use crate::auth::jwt::{JwtVerifier, SessionExpiry};
 use crate::auth::static_tokens::StaticTokens;
 use crate::auth::{Authenticator, WorkerToken};
@@ -42,6 +43,8 @@ pub struct AppState {
     pub max_body_bytes: u64,
     /// `gateway.max_prepare_bytes`.
     pub max_prepare_bytes: u64,
+    /// `log.audit_sql`.
+    pub audit: AuditConfig,
     /// Requests in flight per principal (by its tag), `limits.max_requests_per_principal`.
     pub in_flight: Arc<Caps<u32>>,
     pub auth: Authenticator,
@@ -124,6 +127,7 @@ impl AppState {
             role: config.role,
             max_body_bytes: config.max_body_bytes,
             max_prepare_bytes: config.max_prepare_bytes,
+            audit: config.audit,
             in_flight: Arc::new(Caps::new(config.limits.max_requests_per_principal)),
             auth: Authenticator::new(
                 Arc::new(StaticTokens::new(

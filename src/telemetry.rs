@@ -7,8 +7,16 @@
 //! can read it without parsing logs. Tokens and SQL are never logged above debug.
 
 use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
 
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::audit;
 
 /// The filter when neither `log.filter` nor `RUST_LOG` says otherwise.
 pub const DEFAULT_LOG_FILTER: &str = "info";
@@ -33,17 +41,52 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over `filter`.
-pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
+/// Installs the global subscriber. `RUST_LOG`, when set, wins over `filter`. With
+/// `audit_file`, audit records go there as JSON lines, appended, and not to stderr.
+///
+/// # Errors
+/// When `audit_file` cannot be opened for appending.
+pub fn init(filter: &str, format: LogFormat, audit_file: Option<&Path>) -> std::io::Result<()> {
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
+    let audit_layer = match audit_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            filter = filter.add_directive(
+                format!("{}=off", audit::TARGET)
+                    .parse()
+                    .expect("a valid directive"),
+            );
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_writer(Mutex::new(file))
+                    .with_filter(Targets::new().with_target(audit::TARGET, Level::INFO))
+                    .boxed(),
+            )
+        }
+        None => None,
+    };
+    let main: Box<dyn Layer<Registry> + Send + Sync> = match format {
         // Colour codes only for a person at a terminal, never in files and log collectors.
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().with_current_span(false).init(),
-    }
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(main.with_filter(filter))
+        .with(audit_layer)
+        .init();
+    Ok(())
 }

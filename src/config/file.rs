@@ -115,6 +115,8 @@ pub(super) struct FileWorkers {
 pub(super) struct FileLog {
     pub(super) filter: Option<String>,
     pub(super) format: Option<String>,
+    pub(super) audit_file: Option<PathBuf>,
+    pub(super) audit_sql: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

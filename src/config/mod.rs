@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditConfig;
 use crate::auth::jwt::JwtConfig;
 use crate::auth::keys::KeySet;
 use crate::auth::{Access, StaticToken};
@@ -125,6 +126,10 @@ pub struct Config {
     pub log_filter: String,
     /// `log.format`: text (default) or json lines.
     pub log_format: LogFormat,
+    /// `log.audit_file`: where audit records go, apart from the log. Default: the log.
+    pub audit_file: Option<PathBuf>,
+    /// `log.audit_sql`.
+    pub audit: AuditConfig,
     /// `[catalog] file`: the DuckDB file `quackgate catalog` serves.
     pub catalog_file: Option<PathBuf>,
     /// Which role this process plays.
@@ -341,6 +346,10 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         workers,
         log_filter,
         log_format,
+        audit_file: file.log.audit_file.map(&resolve),
+        audit: AuditConfig {
+            sql: file.log.audit_sql.unwrap_or(false),
+        },
         catalog_file,
         role,
         cluster,

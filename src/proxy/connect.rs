@@ -38,7 +38,7 @@ const CONNECT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Opens a session for the CONNECTION_REQUEST `message`, whose header is `header`.
 pub async fn connect(
     state: &AppState,
-    ctx: &RequestContext,
+    ctx: &mut RequestContext,
     message: Bytes,
     header: &Header,
 ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -48,11 +48,15 @@ pub async fn connect(
         Some(admitted) => admitted.grant.clone().ok_or(PeerAuthError::Malformed)?,
         None => authenticate(state, ctx, &message, &request)?,
     };
+    ctx.audit.principal = Some(principal.name.clone());
+    ctx.audit.access = Some(principal.access);
     if state.role == Role::Edge {
         return place_on_node(state, ctx, &message, header, &request, &principal).await;
     }
     let reservation = state.sessions.reserve(&principal.name)?;
     let placed = place(state, principal.access)?;
+    ctx.audit.node = Some(state.node_id.clone());
+    ctx.audit.worker = Some(placed.worker.index);
     let _connecting = placed.worker.connecting();
     let mut swapped = codec::replace_token(
         &message,
@@ -75,7 +79,7 @@ pub async fn connect(
 /// first node may have opened all the same idles out there.
 async fn place_on_node(
     state: &AppState,
-    ctx: &RequestContext,
+    ctx: &mut RequestContext,
     message: &Bytes,
     header: &Header,
     request: &ConnectionRequest,
@@ -115,6 +119,7 @@ async fn place_on_node(
             }
             other => {
                 debug!(principal.name = %principal.name, peer.node = %node, "session placed");
+                ctx.audit.node = Some(node);
                 return other;
             }
         }

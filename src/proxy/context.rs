@@ -10,6 +10,7 @@ use http::{HeaderValue, Request};
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
+use crate::audit::AuditFacts;
 use crate::auth::Principal;
 use crate::cluster::credential::Nonce;
 use crate::cluster::credential::{DIGEST_HEADER, GRANT_HEADER, PEER_HEADER};
@@ -53,6 +54,8 @@ pub struct RequestContext {
     pub client_ip: Option<IpAddr>,
     /// The message type's name, once the header has been read.
     pub msg_type: Option<&'static str>,
+    /// What the audit record of this request says.
+    pub audit: AuditFacts,
 }
 
 impl std::fmt::Debug for RequestContext {
@@ -77,6 +80,7 @@ impl RequestContext {
             admitted: None,
             client_ip: req.extensions().get::<ClientAddr>().map(|a| a.0),
             msg_type: None,
+            audit: AuditFacts::default(),
         }
     }
 }

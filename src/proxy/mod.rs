@@ -31,6 +31,7 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
+use crate::audit;
 use crate::body::{empty, full, ResponseBody};
 use crate::cluster::credential::PEER_HEADER;
 use crate::cluster::status::STATUS_PATH;
@@ -92,6 +93,16 @@ fn finish(
 ) -> Response<ResponseBody> {
     if let Some(t) = ctx.msg_type {
         state.metrics.answered(t, ctx.started.elapsed());
+        audit::record(
+            &ctx.audit,
+            &audit::Outcome {
+                msg_type: t,
+                origin: ctx.origin.as_str(),
+                client: ctx.client_ip,
+                result: result.as_ref().map_or_else(|e| e.kind(), |_| "ok"),
+                duration_ms: ctx.started.elapsed().as_millis() as u64,
+            },
+        );
     }
     let e = match result {
         Ok(response) => return response,
@@ -139,12 +150,15 @@ async fn forward(
             }
             return connect::connect(state, ctx, message, &header).await;
         }
-        let destination = session::resolve(state, ctx.origin, &message, &header)?;
+        let destination = session::resolve(state, ctx.origin, &message, &header, &mut ctx.audit)?;
         if let Some(cap) = buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
             if message.len() as u64 > cap {
                 return Err(too_large(header.msg_type, cap));
             }
             codec::validate_request(&message, &header)?;
+            if let Some(sql) = codec::prepare_sql(&message, &header) {
+                ctx.audit.statement(sql, state.audit);
+            }
         }
         return match destination {
             Destination::Worker(to) => {
@@ -168,7 +182,7 @@ async fn forward(
         return connect::connect(state, ctx, message, &header).await;
     }
     // Route on the header alone, so nothing is buffered for a request that goes nowhere.
-    let destination = session::resolve(state, ctx.origin, &prefix, &header)?;
+    let destination = session::resolve(state, ctx.origin, &prefix, &header, &mut ctx.audit)?;
     // Held while the body is read and the worker answers; DISCONNECT, which frees memory on
     // the worker, always passes.
     let _in_flight = match header.msg_type {
@@ -194,6 +208,9 @@ async fn forward(
                     e => e,
                 })?;
             codec::validate_request(&message, &header)?;
+            if let Some(sql) = codec::prepare_sql(&message, &header) {
+                ctx.audit.statement(sql, state.audit);
+            }
             Outgoing::Whole(message)
         }
         None => Outgoing::Streamed {

@@ -16,6 +16,7 @@ use http::Response;
 use http_body_util::BodyExt;
 use tracing::{debug, info};
 
+use crate::audit::AuditFacts;
 use crate::auth::Access;
 use crate::body::{loopback, PrefixedBody, ResponseBody};
 use crate::error::GatewayError;
@@ -75,11 +76,14 @@ pub fn resolve<'a>(
     origin: Origin,
     head: &[u8],
     header: &Header,
+    audit: &mut AuditFacts,
 ) -> Result<Destination<'a>, GatewayError> {
     let id = header
         .connection_id(head)
         .ok_or(RoutingError::NoConnectionId)?;
     let route = state.ids.verify(id).map_err(RoutingError::from)?;
+    audit.session_id(id);
+    audit.node = Some(route.node.to_string());
     // DISCONNECT still goes through: it frees the session's memory on the worker.
     if header.msg_type != msg_type::DISCONNECT {
         check_expiry(state, &route.grant)?;
@@ -102,9 +106,10 @@ pub fn resolve<'a>(
         }));
     }
     // An id outlives its session: it verifies forever, so the table decides.
-    if !state.sessions.contains(id) {
+    let Some(principal) = state.sessions.principal(id) else {
         return Err(RoutingError::SessionEnded.into());
-    }
+    };
+    audit.principal = Some(principal);
     let worker = state
         .workers
         .get(route.worker)
@@ -116,6 +121,7 @@ pub fn resolve<'a>(
     let port = worker
         .serving_port()
         .ok_or(RoutingError::WorkerDown(route.worker))?;
+    audit.worker = Some(route.worker);
     Ok(Destination::Worker(PinnedWorker {
         header: codec::rewrite_header(head, header, route.inner_id),
         id: id.to_vec(),

@@ -188,6 +188,11 @@ impl SessionTable {
         }
     }
 
+    /// The principal of session `id`, if it is open here.
+    pub fn principal(&self, id: &[u8]) -> Option<Arc<str>> {
+        self.sessions.get(id).map(|s| s.principal.clone())
+    }
+
     /// Whether session `id` is open here: ended sessions (DISCONNECT, idle, abandoned, their
     /// worker gone) are refused even though their ids still verify.
     pub fn contains(&self, id: &[u8]) -> bool {

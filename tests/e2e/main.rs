@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit;
 mod clients;
 mod cluster;
 mod ducklake;

@@ -160,6 +160,19 @@ pub fn validate_request(buf: &[u8], header: &Header) -> Result<(), CodecError> {
     }
 }
 
+/// The SQL text of a PREPARE_REQUEST (its field 1), if it has one.
+pub fn prepare_sql<'a>(buf: &'a [u8], header: &Header) -> Option<&'a [u8]> {
+    if header.msg_type != msg_type::PREPARE_REQUEST {
+        return None;
+    }
+    let mut r = Reader::new(buf, header.len);
+    if r.peek_field_id().ok()? != 1 {
+        return None;
+    }
+    r.field_id().ok()?;
+    buf.get(r.string().ok()?)
+}
+
 /// The message text of an ERROR_RESPONSE, if `buf` is one.
 pub fn error_message(buf: &[u8]) -> Option<&[u8]> {
     let header = decode_header(buf).ok()?;
@@ -195,6 +208,16 @@ mod tests {
             assert_eq!(header.connection_id(&buf), id, "{name}");
             validate_request(&buf, &header).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+
+    #[test]
+    fn a_prepares_sql_is_read_from_the_captured_message() {
+        let buf = fixture("prepare_request_select42.bin");
+        let header = decode_header(&buf).unwrap();
+        assert_eq!(prepare_sql(&buf, &header), Some(&b"SELECT 42"[..]));
+        let fetch = fixture("fetch_request.bin");
+        assert_eq!(prepare_sql(&fetch, &decode_header(&fetch).unwrap()), None);
+        assert_eq!(prepare_sql(&buf[..buf.len() - 4], &header), None);
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub use client::{
     Prepared,
 };
 pub use decode::{
-    decode_connection_request, decode_header, error_message, validate_request, ConnectionRequest,
-    Header,
+    decode_connection_request, decode_header, error_message, prepare_sql, validate_request,
+    ConnectionRequest, Header,
 };
 pub use encode::{encode_disconnect, encode_error_response, replace_token, rewrite_header};
 pub use endpoint::{BANNER, QUACK_PATH, REQUEST_CONTENT_TYPE, RESPONSE_CONTENT_TYPE};
