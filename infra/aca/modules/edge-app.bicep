@@ -93,7 +93,7 @@ var sidecars = metricsOn ? [
   {
     name: 'prometheus'
     image: metricsImage
-    command: [ '/bin/sh', '-c', 'printenv PROMETHEUS_CONFIG > /prometheus/prometheus.yml && exec /bin/prometheus --agent --config.file=/prometheus/prometheus.yml --storage.agent.path=/prometheus --web.listen-address=127.0.0.1:9090' ]
+    command: [ '/bin/sh', '-c', 'echo "$PROMETHEUS_CONFIG" > /prometheus/prometheus.yml && exec /bin/prometheus --agent --config.file=/prometheus/prometheus.yml --storage.agent.path=/prometheus --web.listen-address=127.0.0.1:9090' ]
     env: [ { name: 'PROMETHEUS_CONFIG', value: string(prometheusConfig) } ]
     resources: { cpu: json('0.25'), memory: '0.5Gi' }
   }

@@ -262,7 +262,7 @@ def metrics_problems(app, tag, given, admin):
            f"remote_write auth {rw.get('azuread')} is not the app identity's managed identity")
     cmd = " ".join(side.get("command", []))
     expect(side["image"] == METRICS["metricsImage"] and "--agent" in cmd and "--config.file=/prometheus/prometheus.yml" in cmd
-           and "printenv PROMETHEUS_CONFIG > /prometheus/prometheus.yml" in cmd, f"sidecar command {cmd}")
+           and 'echo "$PROMETHEUS_CONFIG" > /prometheus/prometheus.yml' in cmd, f"sidecar command {cmd}")
     expect("secretRef" not in json.dumps(side) and "volumeMounts" not in side, "the sidecar reads a secret or a volume")
     print(f"shape {tag}: metrics sidecar scrapes {sc['targets'][0]}{job.get('metrics_path', '/metrics')} every "
           f"{cfg['global']['scrape_interval']}, labels {sorted(labels)}, remote write with managed identity")

@@ -16,8 +16,9 @@ With a local topology up (local_topology.py up ... writes D/topology.env):
     (no Azure AD here; Debian's Prometheus 2.42 does not even parse it). The external labels
     (app, role, replica from $CONTAINER_APP_REPLICA_NAME) are kept, so the queries see the
     labels Azure Monitor would hold.
- 2. One Prometheus agent per app (--enable-feature=agent,expand-external-labels: the 2.x
-    spelling of the sidecar's Prometheus 3 `--agent`) scrapes it and remote-writes to the
+ 2. The sidecar's own shell step writes each config from PROMETHEUS_CONFIG to its file; one
+    Prometheus agent per app (--enable-feature=agent,expand-external-labels: the 2.x spelling
+    of the sidecar's Prometheus 3 `--agent`) reads it, scrapes the app and remote-writes to the
     receiver, as on ACA.
  3. Traffic while they run: check-multi-replica.sh (sessions, probes across both edges and
     nodes) and one wrong token (an auth failure, an error).
@@ -119,7 +120,7 @@ def sidecar_configs(admin_urls, interval, receiver):
         local_admin = urllib.parse.urlparse(url).netloc
         sc["targets"] = [local_admin]
         cfg["remote_write"] = [{"url": f"{receiver}/api/v1/write"}]
-        out[local] = (cfg, replica)
+        out[local] = (cfg, replica, s["sidecars"][0]["command"])
         print(f"metrics_check: {local}: {kind}-app.bicep's sidecar scrapes 127.0.0.1:{admin_port}{job.get('metrics_path', '/metrics')} "
               f"(the baked admin port); here {local_admin}, replica {replica}")
     return out, problems
@@ -228,9 +229,14 @@ def run(args):
         start("receiver", [args.prometheus, "--config.file=receiver.yml", "--storage.tsdb.path=receiver-data",
                            f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver"])
         wait("the receiver", lambda: get(f"{receiver}/-/ready").strip() != "", 60)
-        for local, (cfg, replica) in configs.items():
-            # JSON, as the sidecar gets it from PROMETHEUS_CONFIG.
-            (work / f"agent-{local}.yml").write_text(json.dumps(cfg))
+        for local, (cfg, replica, command) in configs.items():
+            # The config file as the sidecar's own command writes it from PROMETHEUS_CONFIG (its
+            # shell step, with /prometheus as a folder here), then read back as the agent will.
+            shell, flag, script = command
+            write = script.split(" && exec ")[0].replace("/prometheus/prometheus.yml", f"agent-{local}.yml")
+            subprocess.run([shell, flag, write], cwd=work, check=True, env={**os.environ, "PROMETHEUS_CONFIG": json.dumps(cfg)})
+            if json.loads((work / f"agent-{local}.yml").read_text()) != cfg:
+                return [f"{local}: the sidecar's command does not write PROMETHEUS_CONFIG to its config file unchanged"]
             start(f"agent-{local}", [args.prometheus, "--enable-feature=agent,expand-external-labels",
                                      f"--config.file=agent-{local}.yml", f"--storage.agent.path=agent-{local}",
                                      f"--web.listen-address=127.0.0.1:{free_port()}"],
