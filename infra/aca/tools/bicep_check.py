@@ -10,14 +10,19 @@ container settings out of the app modules, so that what runs locally is what the
                                       and every one without a default
   bicep_check.py shape                the apps' settings agree with what the deployment needs
                                       and with the configs baked into the image (ports, probes,
-                                      secrets as Key Vault references, ingress, replicas)
+                                      secrets as Key Vault references, ingress, replicas); the
+                                      metrics sidecar (PROMETHEUS_METRICS) is absent by default
+                                      and, when on, scrapes the baked config's admin port and
+                                      remote-writes with the app's identity
   bicep_check.py models               every property the Container Apps resources set is one
                                       that azure-mgmt-appcontainers' models know (a misspelt
                                       property would be ignored or refused by ARM)
   bicep_check.py access               least privilege, from main.bicep: each app reads exactly
                                       the Key Vault secrets it references (no fewer: ACA could
                                       not resolve them; no more), only nodes write the data
-                                      container, and the three identities pull from the registry
+                                      container, the three identities pull from the registry and
+                                      publish metrics (Monitoring Metrics Publisher on the data
+                                      collection rule of modules/prometheus.bicep, nothing else)
   bicep_check.py settings APP [k=v]   the container settings of infra/aca/modules/APP-app.bicep
                                       (APP: edge, node, catalog) as JSON: args, env, probes,
                                       ports, secrets, volume mounts; k=v sets a parameter
