@@ -192,8 +192,9 @@ def check_dashboard(dashboard, receiver, admin_urls):
             problems.append(f"{title!r}: {e}: empty result")
         elif "rate(" in e and not any(math.isfinite(v) and v > 0 for v in values):
             problems.append(f"{title!r}: {e}: no finite value > 0 after the traffic ({values})")
-        print(f"metrics_check: {title}: {len(result)} series, max {max(values) if values else None:.4g}" if values
-              else f"metrics_check: {title}: no series")
+        finite = [v for v in values if math.isfinite(v)]
+        print(f"metrics_check: {title}: {len(result)} series ({len(values) - len(finite)} NaN: no requests of theirs in the window), "
+              f"max {max(finite) if finite else float('nan'):.4g}")
     for var in dashboard["templating"]["list"]:
         if var["type"] != "query":
             continue
