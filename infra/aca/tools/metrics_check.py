@@ -20,8 +20,9 @@ With a local topology up (local_topology.py up ... writes D/topology.env):
     Prometheus agent per app (--enable-feature=agent,expand-external-labels: the 2.x spelling
     of the sidecar's Prometheus 3 `--agent`) reads it, scrapes the app and remote-writes to the
     receiver, as on ACA.
- 3. Traffic while they run: check-multi-replica.sh (sessions, probes across both edges and
-    nodes) and one wrong token (an auth failure, an error).
+ 3. Traffic, before the agents start (so every counter exists at their first scrape) and again
+    while they run: check-multi-replica.sh (sessions, probes across both edges and nodes) and
+    one wrong token (an auth failure, an error).
  4. Every metric name a dashboard query names exists in some app's real /metrics (`up` is the
     scraper's), every label in a `by (...)` exists on the series the receiver holds, every
     template variable's label_values() has values, and every query, evaluated by the receiver's
@@ -207,6 +208,31 @@ def check_dashboard(dashboard, receiver, admin_urls):
     return problems
 
 
+def wrong_token(topology):
+    t = shlex.quote(topology)
+    cmd = (f". {REPO}/infra/aca/lib.sh; parse_common_args --topology {t}; duckdb_home; "
+           f"out=$(duck \"FROM r.query('SELECT 1');\" wrong-token || true); grep -q 'Authentication failed' <<<\"$out\"")
+    return subprocess.run(["bash", "-c", cmd], cwd=REPO).returncode == 0
+
+
+def traffic(topology, edge_admin_urls=None):
+    """Sessions and probes across both edges and nodes, and a wrong token (an auth failure and
+    an error on an edge). With edge_admin_urls: wrong tokens until every edge has counted one
+    (the public ingress picks the edge), so that a later one adds to an existing counter."""
+    cmd = f"{REPO}/infra/aca/check-multi-replica.sh --topology {shlex.quote(topology)} --sessions 4 --probes 4 >/dev/null"
+    if subprocess.run(["bash", "-c", cmd], cwd=REPO).returncode != 0:
+        print(f"metrics_check: traffic failed: {cmd}", file=sys.stderr)
+        return False
+    for _ in range(10):
+        if not wrong_token(topology):
+            print("metrics_check: a wrong token did not fail with Authentication failed", file=sys.stderr)
+            return False
+        if not edge_admin_urls or all("quackgate_auth_failures_total{" in get(f"{u}/metrics") for u in edge_admin_urls):
+            return True
+    print("metrics_check: 10 wrong tokens did not reach every edge", file=sys.stderr)
+    return False
+
+
 def run(args):
     topo = topology(args.topology)
     admin_urls = dict(x.split("=", 1) for x in topo["ADMIN_URLS"].split(","))
@@ -226,6 +252,10 @@ def run(args):
         configs, problems = sidecar_configs(admin_urls, args.scrape_interval, receiver)
         if problems:
             return problems
+        # Once before the agents start, so that every counter exists at their first scrape (a
+        # series' first sample is no increase to rate()), and once while they run.
+        if not traffic(args.topology, [u for k, u in admin_urls.items() if k.startswith("edge-")]):
+            return ["traffic failed (see above)"]
         (work / "receiver.yml").write_text("{}\n")
         start("receiver", [args.prometheus, "--config.file=receiver.yml", "--storage.tsdb.path=receiver-data",
                            f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver"])
@@ -246,16 +276,8 @@ def run(args):
         wait(f"{n} apps scraped and remote-written (up == 1)",
              lambda: [r["value"][1] for r in query(receiver, 'count(up{job="quackgate"} == 1)')] == [str(n)], 90)
         print(f"metrics_check: {n} agents scrape their app and remote-write to {receiver}")
-        t = shlex.quote(args.topology)
-        traffic = [
-            f"{REPO}/infra/aca/check-multi-replica.sh --topology {t} --sessions 4 --probes 4 >/dev/null",
-            # One wrong token: an auth failure and an error on an edge.
-            f". {REPO}/infra/aca/lib.sh; parse_common_args --topology {t}; duckdb_home; "
-            f"out=$(duck \"FROM r.query('SELECT 1');\" wrong-token || true); grep -q 'Authentication failed' <<<\"$out\"",
-        ]
-        for cmd in traffic:
-            if subprocess.run(["bash", "-c", cmd], cwd=REPO).returncode != 0:
-                return [f"traffic failed: {cmd}"]
+        if not traffic(args.topology):
+            return ["traffic failed (see above)"]
         # A few scrapes and a remote-write flush (5 s batches) after the traffic.
         secs = float(args.scrape_interval.rstrip("s"))
         time.sleep(3 * secs + 7)
