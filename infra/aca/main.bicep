@@ -73,6 +73,12 @@ param edgeTlsCertB64 string = ''
 @description('INGRESS_MODE=tcp: EDGE_TLS_KEY_B64, its PEM private key, base64.')
 param edgeTlsKeyB64 string = ''
 
+@allowed([ 'true', 'false' ])
+@description('''PROMETHEUS_METRICS: true adds an Azure Monitor workspace (managed Prometheus) and, in
+every app, a Prometheus agent sidecar that scrapes the app's /metrics on its admin port and
+remote-writes there with the app's identity. false (default): neither.''')
+param prometheusMetrics string = 'false'
+
 @description('Prefix of the app names: <prefix>-edge, <prefix>-n1.., <prefix>-catalog.')
 param appPrefix string = 'qg'
 
@@ -84,6 +90,10 @@ var tcp = ingressMode == 'tcp'
 var dataContainer = split(replace(duckLakeDataPath, 'az://', ''), '/')[0]
 // Where ACA's ingress (Envoy) connects from: its infrastructure addresses, and the VNet's.
 var trustedProxies = [ '100.64.0.0/10', '10.0.0.0/8' ]
+var metrics = prometheusMetrics == 'true'
+// The metrics sidecar: Prometheus 3.5 (LTS) in agent mode, pinned by tag (no digest published
+// in the documentation this template was written from).
+var metricsImage = 'quay.io/prometheus/prometheus:v3.5.0'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -285,6 +295,24 @@ module network 'modules/network.bicep' = if (tcp) {
   }
 }
 
+// PROMETHEUS_METRICS=true: the Azure Monitor workspace the sidecars remote-write to, and the
+// three identities as its publishers (on its data collection rule only).
+module prometheus 'modules/prometheus.bicep' = if (metrics) {
+  name: 'prometheus'
+  scope: rg
+  params: {
+    name: 'amw-${token}'
+    location: location
+    tags: tags
+    publisherPrincipalIds: [
+      edgeIdentity.outputs.principalId
+      nodeIdentity.outputs.principalId
+      catalogIdentity.outputs.principalId
+    ]
+  }
+}
+var metricsRemoteWriteUrl = metrics ? prometheus.outputs.remoteWriteUrl : ''
+
 module environment 'modules/environment.bicep' = {
   name: 'environment'
   scope: rg
@@ -313,6 +341,9 @@ module catalog 'modules/catalog-app.bicep' = {
     keyVaultUri: vault.outputs.uri
     storageName: environment.outputs.catalogStorageName
     trustedProxies: trustedProxies
+    identityClientId: catalogIdentity.outputs.clientId
+    metricsRemoteWriteUrl: metricsRemoteWriteUrl
+    metricsImage: metricsImage
   }
   dependsOn: [ secretCatalogTokens ]
 }
@@ -326,6 +357,7 @@ module nodeApps 'modules/node-app.bicep' = [for i in range(0, nodes): {
     tags: tags
     environmentId: environment.outputs.id
     identityId: nodeIdentity.outputs.id
+    identityClientId: nodeIdentity.outputs.clientId
     registryServer: registry.outputs.loginServer
     image: quackgateImage
     keyVaultUri: vault.outputs.uri
@@ -335,6 +367,8 @@ module nodeApps 'modules/node-app.bicep' = [for i in range(0, nodes): {
     dataPath: duckLakeDataPath
     storageAccountName: dataStorage.outputs.name
     ingressMode: ingressMode
+    metricsRemoteWriteUrl: metricsRemoteWriteUrl
+    metricsImage: metricsImage
   }
   dependsOn: [ secretIdSecret, secretIdSecretPrevious, secretCatalogToken ]
 }]
@@ -377,6 +411,9 @@ module edge 'modules/edge-app.bicep' = {
     maxReplicas: int(queryMaxReplicas)
     nodePeers: nodePeers
     trustedProxies: trustedProxies
+    identityClientId: edgeIdentity.outputs.clientId
+    metricsRemoteWriteUrl: metricsRemoteWriteUrl
+    metricsImage: metricsImage
   }
   dependsOn: [ secretEdgeTokens, secretIdSecret, secretIdSecretPrevious, secretEdgeTlsCert, secretEdgeTlsKey ]
 }
@@ -397,3 +434,5 @@ output CATALOG_APP_NAME string = catalog.outputs.name
 output DATA_STORAGE_ACCOUNT string = dataStorage.outputs.name
 output DATA_CONTAINER string = dataStorage.outputs.containerName
 output LOG_ANALYTICS_WORKSPACE_ID string = monitoring.outputs.customerId
+output AZURE_MONITOR_WORKSPACE_ID string = metrics ? prometheus.outputs.workspaceId : ''
+output PROMETHEUS_QUERY_ENDPOINT string = metrics ? prometheus.outputs.queryEndpoint : ''

@@ -27,6 +27,8 @@
 #                                               EDGE_TLS_CERT_B64/EDGE_TLS_KEY_B64)
 #   OPERATOR_PRINCIPAL_ID, OPERATOR_PRINCIPAL_TYPE=User   who may read quack-token and the
 #                                               lake's files; default: the signed-in user
+#   PROMETHEUS_METRICS=false                    true: an Azure Monitor workspace and a
+#                                               Prometheus agent sidecar in every app
 set -eu
 
 get() { azd env get-value "$1" 2>/dev/null || true; }
@@ -61,6 +63,7 @@ set_default DUCKLAKE_DATA_PATH az://lakehouse/data/
 set_default INGRESS_MODE http
 set_default TCP_EXPOSED_PORT 8443
 set_default OPERATOR_PRINCIPAL_TYPE User
+set_default PROMETHEUS_METRICS false
 if [ -z "$(get OPERATOR_PRINCIPAL_ID)" ] && command -v az >/dev/null; then
     me=$(az ad signed-in-user show --query id -o tsv 2>/dev/null || true)
     [ -z "$me" ] || { azd env set OPERATOR_PRINCIPAL_ID "$me" >/dev/null; echo "preprovision: OPERATOR_PRINCIPAL_ID = the signed-in user"; }
@@ -90,4 +93,8 @@ case $(get INGRESS_MODE) in
         ;;
     *) die "INGRESS_MODE must be http or tcp, got $(get INGRESS_MODE)" ;;
 esac
-echo "preprovision: ok (INGRESS_MODE=$(get INGRESS_MODE), NODE_COUNT=$nodes, edges $min..$max)"
+case $(get PROMETHEUS_METRICS) in
+    true | false) ;;
+    *) die "PROMETHEUS_METRICS must be true or false, got $(get PROMETHEUS_METRICS)" ;;
+esac
+echo "preprovision: ok (PROMETHEUS_METRICS=$(get PROMETHEUS_METRICS), INGRESS_MODE=$(get INGRESS_MODE), NODE_COUNT=$nodes, edges $min..$max)"

@@ -30,6 +30,14 @@ param concurrentRequests int = 50
 param nodePeers array
 @description('Networks whose X-Forwarded-For is believed: the ingress (ACA\'s infrastructure addresses).')
 param trustedProxies array
+@description('Its client id: the metrics sidecar remote-writes with this identity (Monitoring Metrics Publisher on the data collection rule).')
+param identityClientId string = ''
+@description('PROMETHEUS_METRICS: the remote-write URL of modules/prometheus.bicep\'s data collection rule; empty (the default) for no metrics sidecar.')
+param metricsRemoteWriteUrl string = ''
+@description('The metrics sidecar\'s image (Prometheus in agent mode).')
+param metricsImage string = ''
+@description('How often the sidecar scrapes /metrics.')
+param metricsScrapeInterval string = '15s'
 param cpu string = '0.5'
 param memory string = '1Gi'
 
@@ -62,6 +70,34 @@ var probes = placeholder ? [] : [
   { type: 'Liveness', httpGet: { path: '/healthz', port: adminPort }, periodSeconds: 10, failureThreshold: 3 }
   { type: 'Readiness', httpGet: { path: '/readyz', port: adminPort }, periodSeconds: 3, failureThreshold: 2 }
 ]
+
+// The metrics sidecar (PROMETHEUS_METRICS=true): Prometheus in agent mode scrapes this replica's
+// admin listener over the replica's shared loopback and remote-writes to the Azure Monitor
+// workspace with the app's identity. Its config is JSON (which YAML parsers read), passed in an
+// env var because ACA has no config-file volume but secrets; it holds no secret. The replica
+// label comes from ACA's CONTAINER_APP_REPLICA_NAME (expanded by Prometheus in external labels).
+var metricsOn = !(placeholder || empty(metricsRemoteWriteUrl))
+var prometheusConfig = {
+  global: {
+    scrape_interval: metricsScrapeInterval
+    external_labels: { app: name, role: 'edge', replica: '$CONTAINER_APP_REPLICA_NAME' }
+  }
+  scrape_configs: [
+    { job_name: 'quackgate', metrics_path: '/metrics', static_configs: [ { targets: [ '127.0.0.1:${adminPort}' ] } ] }
+  ]
+  remote_write: [
+    { url: metricsRemoteWriteUrl, azuread: { cloud: 'AzurePublic', managed_identity: { client_id: identityClientId } } }
+  ]
+}
+var sidecars = metricsOn ? [
+  {
+    name: 'prometheus'
+    image: metricsImage
+    command: [ '/bin/sh', '-c', 'echo "$PROMETHEUS_CONFIG" > /prometheus/prometheus.yml && exec /bin/prometheus --agent --config.file=/prometheus/prometheus.yml --storage.agent.path=/prometheus --web.listen-address=127.0.0.1:9090' ]
+    env: [ { name: 'PROMETHEUS_CONFIG', value: string(prometheusConfig) } ]
+    resources: { cpu: json('0.25'), memory: '0.5Gi' }
+  }
+] : []
 
 var httpScale = [
   { name: 'http-requests', http: { metadata: { concurrentRequests: string(concurrentRequests) } } }
@@ -101,7 +137,7 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
     }
     template: {
       terminationGracePeriodSeconds: 45
-      containers: [
+      containers: concat([
         {
           name: 'edge'
           image: placeholder ? 'mcr.microsoft.com/k8se/quickstart:latest' : image
@@ -114,7 +150,7 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
             { volumeName: 'tmp', mountPath: '/tmp' }
           ]
         }
-      ]
+      ], sidecars)
       volumes: [
         {
           name: 'secrets'

@@ -9,6 +9,8 @@ param tags object = {}
 param environmentId string
 @description('The node identity: AcrPull, Key Vault Secrets User on id-secret, id-secret-previous and catalog-token. Blob storage is reached with the app\'s system-assigned identity (modules/data-writers.bicep).')
 param identityId string
+@description('Its client id: the metrics sidecar remote-writes with this identity (Monitoring Metrics Publisher on the data collection rule).')
+param identityClientId string = ''
 param registryServer string
 param image string
 param keyVaultUri string
@@ -22,6 +24,12 @@ param catalogAddress string
 @description('az://<container>/<prefix>/')
 param dataPath string
 param storageAccountName string
+@description('PROMETHEUS_METRICS: the remote-write URL of modules/prometheus.bicep\'s data collection rule; empty (the default) for no metrics sidecar.')
+param metricsRemoteWriteUrl string = ''
+@description('The metrics sidecar\'s image (Prometheus in agent mode).')
+param metricsImage string = ''
+@description('How often the sidecar scrapes /metrics.')
+param metricsScrapeInterval string = '15s'
 param cpu string = '2.0'
 param memory string = '4Gi'
 @description('gateway.shutdown_grace_secs: how long open sessions get after SIGTERM.')
@@ -43,6 +51,34 @@ var probes = placeholder ? [] : [
   { type: 'Liveness', httpGet: { path: '/healthz', port: adminPort }, periodSeconds: 10, failureThreshold: 3 }
   { type: 'Readiness', httpGet: { path: '/readyz', port: adminPort }, periodSeconds: 3, failureThreshold: 2 }
 ]
+
+// The metrics sidecar (PROMETHEUS_METRICS=true): Prometheus in agent mode scrapes this replica's
+// admin listener over the replica's shared loopback and remote-writes to the Azure Monitor
+// workspace with the app's identity. Its config is JSON (which YAML parsers read), passed in an
+// env var because ACA has no config-file volume but secrets; it holds no secret. The replica
+// label comes from ACA's CONTAINER_APP_REPLICA_NAME (expanded by Prometheus in external labels).
+var metricsOn = !(placeholder || empty(metricsRemoteWriteUrl))
+var prometheusConfig = {
+  global: {
+    scrape_interval: metricsScrapeInterval
+    external_labels: { app: name, role: 'node', replica: '$CONTAINER_APP_REPLICA_NAME' }
+  }
+  scrape_configs: [
+    { job_name: 'quackgate', metrics_path: '/metrics', static_configs: [ { targets: [ '127.0.0.1:${adminPort}' ] } ] }
+  ]
+  remote_write: [
+    { url: metricsRemoteWriteUrl, azuread: { cloud: 'AzurePublic', managed_identity: { client_id: identityClientId } } }
+  ]
+}
+var sidecars = metricsOn ? [
+  {
+    name: 'prometheus'
+    image: metricsImage
+    command: [ '/bin/sh', '-c', 'echo "$PROMETHEUS_CONFIG" > /prometheus/prometheus.yml && exec /bin/prometheus --agent --config.file=/prometheus/prometheus.yml --storage.agent.path=/prometheus --web.listen-address=127.0.0.1:9090' ]
+    env: [ { name: 'PROMETHEUS_CONFIG', value: string(prometheusConfig) } ]
+    resources: { cpu: json('0.25'), memory: '0.5Gi' }
+  }
+] : []
 
 resource app 'Microsoft.App/containerApps@2026-07-01' = {
   name: name
@@ -78,7 +114,7 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
     }
     template: {
       terminationGracePeriodSeconds: shutdownGraceSecs + 30
-      containers: [
+      containers: concat([
         {
           name: 'node'
           image: placeholder ? 'mcr.microsoft.com/k8se/quickstart:latest' : image
@@ -99,7 +135,7 @@ resource app 'Microsoft.App/containerApps@2026-07-01' = {
             { volumeName: 'tmp', mountPath: '/tmp' }
           ]
         }
-      ]
+      ], sidecars)
       volumes: [
         {
           name: 'secrets'

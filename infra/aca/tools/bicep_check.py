@@ -10,14 +10,19 @@ container settings out of the app modules, so that what runs locally is what the
                                       and every one without a default
   bicep_check.py shape                the apps' settings agree with what the deployment needs
                                       and with the configs baked into the image (ports, probes,
-                                      secrets as Key Vault references, ingress, replicas)
+                                      secrets as Key Vault references, ingress, replicas); the
+                                      metrics sidecar (PROMETHEUS_METRICS) is absent by default
+                                      and, when on, scrapes the baked config's admin port and
+                                      remote-writes with the app's identity
   bicep_check.py models               every property the Container Apps resources set is one
                                       that azure-mgmt-appcontainers' models know (a misspelt
                                       property would be ignored or refused by ARM)
   bicep_check.py access               least privilege, from main.bicep: each app reads exactly
                                       the Key Vault secrets it references (no fewer: ACA could
                                       not resolve them; no more), only nodes write the data
-                                      container, and the three identities pull from the registry
+                                      container, the three identities pull from the registry and
+                                      publish metrics (Monitoring Metrics Publisher on the data
+                                      collection rule of modules/prometheus.bicep, nothing else)
   bicep_check.py settings APP [k=v]   the container settings of infra/aca/modules/APP-app.bicep
                                       (APP: edge, node, catalog) as JSON: args, env, probes,
                                       ports, secrets, volume mounts; k=v sets a parameter
@@ -118,9 +123,14 @@ def evaluate(node, scope):
         if t in ("equals", "not_equals"):
             a, b = evaluate(o["operand_1"], scope), evaluate(o["operand_2"], scope)
             return (a == b) if t == "equals" else (a != b)
-        if t == "logical_not":
+        if t in ("and", "or"):
+            a, b = evaluate(o["operand_1"], scope), evaluate(o["operand_2"], scope)
+            if isinstance(a, Unknown) or isinstance(b, Unknown):
+                return Unknown(f"<{t}>")
+            return (a and b) if t == "and" else (a or b)
+        if t in ("logical_not", "not"):
             v = evaluate(o.get("bool_value", o.get("operand_1")), scope)
-            return not v
+            return Unknown("<not>") if isinstance(v, Unknown) else not v
         if t in ("add", "plus"):
             return evaluate(o["operand_1"], scope) + evaluate(o["operand_2"], scope)
         return Unknown(f"<{t}>")
@@ -193,7 +203,8 @@ def settings(app, given):
     scope = module_scope(tree, given)
     (res,) = tree["resources"].values()
     props = evaluate(res["config"]["properties"], scope)
-    (container,) = props["template"]["containers"]
+    # The app's own container first; with metrics on, the Prometheus agent sidecar after it.
+    container, *sidecars = props["template"]["containers"]
     cfg = props["configuration"]
     return {
         "app": app,
@@ -205,6 +216,7 @@ def settings(app, given):
         "secrets": [s["name"] for s in cfg.get("secrets", [])],
         "ingress": {k: cfg["ingress"].get(k) for k in ("external", "transport", "targetPort", "exposedPort", "stickySessions")},
         "scale": props["template"].get("scale"),
+        "sidecars": sidecars,
     }
 
 
@@ -214,6 +226,52 @@ SAMPLE = {
              "storageAccountName": "acct"},
     "catalog": {"image": "img", "trustedProxies": ["10.0.0.0/8"], "storageName": "catalog"},
 }
+# PROMETHEUS_METRICS=true, as main.bicep passes it to each app (the URL is the shape
+# modules/prometheus.bicep outputs).
+METRICS = {"metricsRemoteWriteUrl": "https://dce-x.westeurope-1.metrics.ingest.monitor.azure.com/dataCollectionRules/dcr-0/streams/"
+                                     "Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24",
+           "metricsImage": "quay.io/prometheus/prometheus:v3.5.0", "identityClientId": "cid"}
+
+
+def sidecar_config(s):
+    """The Prometheus config the metrics sidecar of settings() `s` gets (its PROMETHEUS_CONFIG)."""
+    (side,) = s["sidecars"]
+    env = {e["name"]: e.get("value") for e in side.get("env", [])}
+    return json.loads(env["PROMETHEUS_CONFIG"])
+
+
+def metrics_problems(app, tag, given, admin):
+    """The metrics sidecar, off by default and, when on, scraping the admin port the app's baked
+    config really uses, labelled with the app, remote-writing with the app's identity."""
+    problems = []
+    expect = lambda cond, what: cond or problems.append(f"{tag}: metrics: {what}")
+    off = settings(app, given)
+    expect(off["sidecars"] == [], f"a sidecar without PROMETHEUS_METRICS: {off['sidecars']}")
+    placeholder = settings(app, {**given, **METRICS, "image": ""})
+    expect(placeholder["sidecars"] == [], "a sidecar on the placeholder image (no /metrics to scrape)")
+    s = settings(app, {**given, **METRICS, "name": f"qg-{app}"})
+    if len(s["sidecars"]) != 1:
+        return problems + [f"{tag}: metrics: {len(s['sidecars'])} sidecars with PROMETHEUS_METRICS=true"]
+    side = s["sidecars"][0]
+    cfg = sidecar_config(s)
+    (job,) = cfg["scrape_configs"]
+    (sc,) = job["static_configs"]
+    expect(sc["targets"] == [f"127.0.0.1:{admin}"], f"scrapes {sc['targets']}, not the admin listener 127.0.0.1:{admin} of the baked config")
+    expect(job.get("metrics_path", "/metrics") == "/metrics", f"metrics_path {job.get('metrics_path')}")
+    labels = cfg["global"]["external_labels"]
+    expect(labels.get("app") == f"qg-{app}" and labels.get("role") == app and labels.get("replica") == "$CONTAINER_APP_REPLICA_NAME",
+           f"external labels {labels}")
+    (rw,) = cfg["remote_write"]
+    expect(rw["url"] == METRICS["metricsRemoteWriteUrl"], f"remote_write url {rw['url']}")
+    expect(rw.get("azuread") == {"cloud": "AzurePublic", "managed_identity": {"client_id": METRICS["identityClientId"]}},
+           f"remote_write auth {rw.get('azuread')} is not the app identity's managed identity")
+    cmd = " ".join(side.get("command", []))
+    expect(side["image"] == METRICS["metricsImage"] and "--agent" in cmd and "--config.file=/prometheus/prometheus.yml" in cmd
+           and 'echo "$PROMETHEUS_CONFIG" > /prometheus/prometheus.yml' in cmd, f"sidecar command {cmd}")
+    expect("secretRef" not in json.dumps(side) and "volumeMounts" not in side, "the sidecar reads a secret or a volume")
+    print(f"shape {tag}: metrics sidecar scrapes {sc['targets'][0]}{job.get('metrics_path', '/metrics')} every "
+          f"{cfg['global']['scrape_interval']}, labels {sorted(labels)}, remote write with managed identity")
+    return problems
 
 
 def shape():
@@ -246,6 +304,7 @@ def shape():
         kinds = {p["type"]: p for p in s["probes"]}
         expect(kinds.get("Liveness", {}).get("httpGet") == {"path": "/healthz", "port": admin}, f"{tag}: liveness probe is not /healthz on the admin port {admin}")
         expect(kinds.get("Readiness", {}).get("httpGet") == {"path": "/readyz", "port": admin}, f"{tag}: readiness probe is not /readyz on the admin port {admin}")
+        problems += metrics_problems(app, tag, given, admin)
         listen = {
             "edge": env.get("QUACKGATE__GATEWAY__LISTEN") if mode == "tcp" else gw.get("plain_listen"),
             "node": cfg.get("cluster", {}).get("peer_listen"),
@@ -315,7 +374,9 @@ def models():
     from azure.mgmt.appcontainers import models as m
     checks = [(f"{app}-app.bicep", "app", m.ContainerApp, {**SAMPLE[app], **extra}, f"{app}{tag}")
               for app, extra, tag in (("edge", {}, "/http"), ("edge", {"ingressMode": "tcp"}, "/tcp"), ("node", {}, "/http"),
-                                      ("node", {"ingressMode": "tcp"}, "/tcp"), ("catalog", {}, ""))]
+                                      ("node", {"ingressMode": "tcp"}, "/tcp"), ("catalog", {}, ""),
+                                      ("edge", METRICS, "/http+metrics"), ("node", METRICS, "/http+metrics"),
+                                      ("catalog", METRICS, "+metrics"))]
     for given in ({}, {"infrastructureSubnetId": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/infrastructure"}):
         env = {"name": "cae", "location": "westeurope", "logAnalyticsName": "log", "catalogStorageAccountName": "st", "catalogShareName": "catalog", **given}
         checks.append(("environment.bicep", "environment", m.ManagedEnvironment, env, "environment" + ("/vnet" if given else "")))
@@ -406,6 +467,32 @@ def access():
     if pullers != sorted(set(used)):
         problems.append(f"registry pullers {pullers} are not the apps' identities {sorted(set(used))}")
     print(f"access: data container written by {', '.join(writers)}; registry pulled by {', '.join(pullers)}")
+    # PROMETHEUS_METRICS: each app's identity publishes metrics (its sidecar remote-writes with
+    # it), on the data collection rule only, with Monitoring Metrics Publisher and no other role.
+    publishers = sorted(symbols(calls["prometheus"][1]["publisherPrincipalIds"]))
+    if publishers != sorted(set(used)):
+        problems.append(f"metrics publishers {publishers} are not the apps' identities {sorted(set(used))}")
+    prom = parse(MODULES / "prometheus.bicep")
+    roles = {n: r for n, r in prom["resources"].items() if r["type"] == "Microsoft.Authorization/roleAssignments"}
+    for n, r in roles.items():
+        cfg = r["config"]
+        while "properties" not in cfg and "config" in cfg:
+            cfg = cfg["config"]
+        role = cfg["properties"]["roleDefinitionId"]
+        role_fn = prom["variables"].get(role, {}).get("value", {}).get("function", {})
+        guid = (role_fn.get("parameters") or {}).get("resource_name_1")
+        if cfg.get("scope") != "rule" or prom["resources"]["rule"]["type"] != "Microsoft.Insights/dataCollectionRules" \
+                or guid != "3913510d-42f4-4e42-8a64-420c390055eb":  # Monitoring Metrics Publisher
+            problems.append(f"prometheus.bicep: role assignment {n} is not Monitoring Metrics Publisher on the data collection rule")
+    if not roles:
+        problems.append("prometheus.bicep: no role assignment for the publishers")
+    for caller, (rel, args) in calls.items():
+        if Path(rel).name.endswith("-app.bicep"):
+            (identity,) = symbols(args["identityId"])
+            client = symbols(args.get("identityClientId", []) if isinstance(args.get("identityClientId"), list) else [args.get("identityClientId")])
+            if client != [identity]:
+                problems.append(f"{caller}: its sidecar would remote-write as {client}, not its own identity {identity}")
+    print(f"access: metrics published by {', '.join(publishers)} (Monitoring Metrics Publisher on the data collection rule only)")
     return problems
 
 
