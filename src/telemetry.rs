@@ -42,14 +42,25 @@ impl LogFormat {
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `filter`. With
-/// `audit_file`, audit records go there as JSON lines, appended, and not to stderr.
+/// `audit_file`, audit records go there as JSON lines, appended, and not to stderr; without
+/// it they are off unless the filter names their target (`audit=info`), so a busy gateway
+/// does not log a line per statement by default.
 ///
 /// # Errors
 /// When `audit_file` cannot be opened for appending.
 pub fn init(filter: &str, format: LogFormat, audit_file: Option<&Path>) -> std::io::Result<()> {
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    let names_audit = directives.contains(audit::TARGET);
     let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    if audit_file.is_none() && !names_audit {
+        filter = filter.add_directive(
+            format!("{}=off", audit::TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
     let audit_layer = match audit_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
