@@ -28,6 +28,11 @@ pub struct AuditConfig {
     pub sql: bool,
 }
 
+/// Whether audit records are wanted at all: when not, the phases skip the hashing.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: TARGET, tracing::Level::INFO)
+}
+
 /// What one request's phases learn for its record.
 #[derive(Debug, Default)]
 pub struct AuditFacts {

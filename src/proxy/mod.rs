@@ -156,7 +156,7 @@ async fn forward(
                 return Err(too_large(header.msg_type, cap));
             }
             codec::validate_request(&message, &header)?;
-            if let Some(sql) = codec::prepare_sql(&message, &header) {
+            if let Some(sql) = codec::prepare_sql(&message, &header).filter(|_| audit::enabled()) {
                 ctx.audit.statement(sql, state.audit);
             }
         }
@@ -208,7 +208,7 @@ async fn forward(
                     e => e,
                 })?;
             codec::validate_request(&message, &header)?;
-            if let Some(sql) = codec::prepare_sql(&message, &header) {
+            if let Some(sql) = codec::prepare_sql(&message, &header).filter(|_| audit::enabled()) {
                 ctx.audit.statement(sql, state.audit);
             }
             Outgoing::Whole(message)

@@ -16,7 +16,7 @@ use http::Response;
 use http_body_util::BodyExt;
 use tracing::{debug, info};
 
-use crate::audit::AuditFacts;
+use crate::audit::{self, AuditFacts};
 use crate::auth::Access;
 use crate::body::{loopback, PrefixedBody, ResponseBody};
 use crate::error::GatewayError;
@@ -82,8 +82,10 @@ pub fn resolve<'a>(
         .connection_id(head)
         .ok_or(RoutingError::NoConnectionId)?;
     let route = state.ids.verify(id).map_err(RoutingError::from)?;
-    audit.session_id(id);
-    audit.node = Some(route.node.to_string());
+    if audit::enabled() {
+        audit.session_id(id);
+        audit.node = Some(route.node.to_string());
+    }
     // DISCONNECT still goes through: it frees the session's memory on the worker.
     if header.msg_type != msg_type::DISCONNECT {
         check_expiry(state, &route.grant)?;
