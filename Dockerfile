@@ -43,8 +43,9 @@ COPY infra/aca/config/ /etc/quackgate/aca/
 ENV TMPDIR=/tmp HOME=/var/lib/quackgate
 WORKDIR /var/lib/quackgate
 USER 10001:10001
-EXPOSE 8443 8080 9464 9500 9601
-# /healthz on the admin port, which every config in this image puts on 9464. Docker and
+EXPOSE 8443 8080 9465 9500 9601
+# /healthz on the admin port, which every config in this image puts on 127.0.0.1:9464 (the
+# health listener on 9465 serves platform probes). Docker and
 # `docker run` use it; Container Apps and Kubernetes ignore it and probe /healthz and /readyz
 # themselves (infra/). No curl in the image: bash's /dev/tcp speaks the one request.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \

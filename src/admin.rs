@@ -1,4 +1,6 @@
-//! The admin listener: liveness and readiness for orchestrators, kept off the public port.
+//! The admin listener: liveness and readiness for orchestrators, kept off the public port;
+//! and the health listener (`gateway.health_listen`), which serves only those two, so that
+//! platform probes reach them while the admin listener stays on loopback.
 //!
 //! `/healthz` is 200 while the process runs. `/readyz` is 200 only while every worker serves
 //! and the gateway is not draining, so a load balancer stops sending new clients before a
@@ -20,6 +22,21 @@ use crate::cluster::status::NodeState;
 use crate::metrics::Readings;
 use crate::role::Role;
 use crate::state::AppState;
+
+/// Serves one request of the health listener: `/healthz` and `/readyz`, nothing else.
+pub async fn handle_health(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz" | "/readyz") => handle(state, req).await,
+        _ => Ok(Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header(CONTENT_LENGTH, 0)
+            .body(full(Bytes::new()))
+            .expect("valid by construction")),
+    }
+}
 
 /// Serves one admin request.
 pub async fn handle(

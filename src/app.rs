@@ -145,11 +145,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         per_address: None,
         only_trusted: false,
     };
+    let health = match config.health_listen {
+        Some(addr) => Some(Listener {
+            tcp: bind("health", addr).await?,
+            tls: None,
+            name: "health",
+            trusted: Arc::default(),
+            per_address: None,
+            only_trusted: false,
+        }),
+        None => None,
+    };
     let mut ready_line = String::from(READY_PREFIX);
     for l in listeners
         .iter()
         .chain(peer_listener.as_ref())
         .chain(std::iter::once(&admin))
+        .chain(health.as_ref())
     {
         let addr = l.tcp.local_addr().map_err(|source| AppError::LocalAddr {
             name: l.name,
@@ -195,6 +207,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         servers.spawn(server::run(
             admin,
             move |req| admin::handle(state.clone(), req),
+            Arc::new(Semaphore::new(64)),
+            lifecycle.stop_admin.clone(),
+            TaskTracker::new(),
+        ));
+    }
+    if let Some(health) = health {
+        let state = state.clone();
+        servers.spawn(server::run(
+            health,
+            move |req| admin::handle_health(state.clone(), req),
             Arc::new(Semaphore::new(64)),
             lifecycle.stop_admin.clone(),
             TaskTracker::new(),

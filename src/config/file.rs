@@ -72,6 +72,7 @@ pub(super) struct FileGateway {
     pub(super) listen: Option<String>,
     pub(super) plain_listen: Option<String>,
     pub(super) admin_listen: Option<String>,
+    pub(super) health_listen: Option<String>,
     pub(super) id_secret_file: Option<PathBuf>,
     pub(super) previous_id_secret_files: Option<Vec<PathBuf>>,
     pub(super) max_connections: Option<usize>,

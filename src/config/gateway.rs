@@ -36,6 +36,7 @@ pub(super) struct GatewaySection {
     pub(super) listen: Option<SocketAddr>,
     pub(super) plain_listen: Option<SocketAddr>,
     pub(super) admin_listen: Option<SocketAddr>,
+    pub(super) health_listen: Option<SocketAddr>,
     pub(super) tls: Option<TlsFiles>,
     pub(super) id_secret: Option<IdSecret>,
     pub(super) previous_id_secrets: Vec<IdSecret>,
@@ -91,6 +92,7 @@ pub(super) fn validate(
                 .unwrap_or_else(|| "127.0.0.1:9464".into()),
         ),
     );
+    let health_listen = addr("gateway.health_listen", gateway.health_listen);
     let trusted_proxies = TrustedProxies::new(
         gateway
             .trusted_proxies
@@ -214,6 +216,7 @@ pub(super) fn validate(
         listen,
         plain_listen,
         admin_listen,
+        health_listen,
         tls,
         id_secret,
         previous_id_secrets,

@@ -86,6 +86,9 @@ pub struct Config {
     pub plain_listen: Option<SocketAddr>,
     /// Listener for `/healthz` and `/readyz`. Default `127.0.0.1:9464`.
     pub admin_listen: SocketAddr,
+    /// Listener for `/healthz` and `/readyz` only, for platform probes that cannot reach a
+    /// loopback admin listener. Default none.
+    pub health_listen: Option<SocketAddr>,
     /// Certificate chain and key for [`Config::listen`].
     pub tls: Option<TlsFiles>,
     /// Secret that signs connection ids. Shared by replicas of one cluster; a random one is
@@ -327,6 +330,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         listen: gateway.listen,
         plain_listen: gateway.plain_listen,
         admin_listen: gateway.admin_listen.expect("validated above"),
+        health_listen: gateway.health_listen,
         tls: gateway.tls,
         id_secret: gateway.id_secret,
         previous_id_secrets: gateway.previous_id_secrets,

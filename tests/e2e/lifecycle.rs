@@ -21,6 +21,27 @@ fn health_and_readiness_are_served_on_the_admin_listener_only() {
 }
 
 #[test]
+fn the_health_listener_serves_probes_and_nothing_else() {
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_gateway_toml: "health_listen = \"127.0.0.1:0\"".into(),
+        ..GatewayOptions::default()
+    });
+    let health = gw.health.expect("health= in the READY line");
+    let get = |path| crate::support::http_get(health, path);
+    assert_eq!(get("/healthz"), (200, "ok\n".to_string()));
+    wait_until("ready", Duration::from_secs(30), || get("/readyz").0 == 200);
+    for private in ["/metrics", "/status"] {
+        assert_eq!(get(private).0, 404, "{private} on the health listener");
+        assert_eq!(
+            gw.admin_get(private).0,
+            200,
+            "{private} on the admin listener"
+        );
+    }
+}
+
+#[test]
 fn a_killed_worker_is_restarted_and_its_sessions_get_invalid_connection_id() {
     let gw = Gateway::start_with(GatewayOptions {
         workers: 1,

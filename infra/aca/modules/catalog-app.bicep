@@ -28,12 +28,14 @@ param memory string = '2Gi'
 var placeholder = empty(image)
 var configFile = '/etc/quackgate/aca/catalog.toml'
 var adminPort = 9464
+// Probes reach only the health listener (/healthz, /readyz); the admin listener is loopback.
+var healthPort = 9465
 var fileSecrets = [ 'catalog-static-tokens' ]
 
 var probes = placeholder ? [] : [
-  { type: 'Startup', httpGet: { path: '/healthz', port: adminPort }, initialDelaySeconds: 5, periodSeconds: 5, failureThreshold: 10 }
-  { type: 'Liveness', httpGet: { path: '/healthz', port: adminPort }, periodSeconds: 10, failureThreshold: 3 }
-  { type: 'Readiness', httpGet: { path: '/readyz', port: adminPort }, periodSeconds: 3, failureThreshold: 2 }
+  { type: 'Startup', httpGet: { path: '/healthz', port: healthPort }, initialDelaySeconds: 5, periodSeconds: 5, failureThreshold: 10 }
+  { type: 'Liveness', httpGet: { path: '/healthz', port: healthPort }, periodSeconds: 10, failureThreshold: 3 }
+  { type: 'Readiness', httpGet: { path: '/readyz', port: healthPort }, periodSeconds: 3, failureThreshold: 2 }
 ]
 
 // The metrics sidecar (PROMETHEUS_METRICS=true): Prometheus in agent mode scrapes this replica's

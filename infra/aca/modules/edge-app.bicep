@@ -44,6 +44,8 @@ param memory string = '1Gi'
 var placeholder = empty(image)
 var configFile = '/etc/quackgate/aca/edge.toml'
 var adminPort = 9464
+// Probes reach only the health listener (/healthz, /readyz); the admin listener is loopback.
+var healthPort = 9465
 var targetPort = placeholder ? 80 : (ingressMode == 'tcp' ? 8443 : 8080)
 var tlsSecrets = ingressMode == 'tcp' ? [ 'edge-tls-cert', 'edge-tls-key' ] : []
 var fileSecrets = concat([ 'id-secret', 'id-secret-previous', 'edge-static-tokens' ], tlsSecrets)
@@ -66,9 +68,9 @@ var tcpEnv = ingressMode == 'tcp' ? [
 ] : []
 
 var probes = placeholder ? [] : [
-  { type: 'Startup', httpGet: { path: '/healthz', port: adminPort }, initialDelaySeconds: 2, periodSeconds: 3, failureThreshold: 10 }
-  { type: 'Liveness', httpGet: { path: '/healthz', port: adminPort }, periodSeconds: 10, failureThreshold: 3 }
-  { type: 'Readiness', httpGet: { path: '/readyz', port: adminPort }, periodSeconds: 3, failureThreshold: 2 }
+  { type: 'Startup', httpGet: { path: '/healthz', port: healthPort }, initialDelaySeconds: 2, periodSeconds: 3, failureThreshold: 10 }
+  { type: 'Liveness', httpGet: { path: '/healthz', port: healthPort }, periodSeconds: 10, failureThreshold: 3 }
+  { type: 'Readiness', httpGet: { path: '/readyz', port: healthPort }, periodSeconds: 3, failureThreshold: 2 }
 ]
 
 // The metrics sidecar (PROMETHEUS_METRICS=true): Prometheus in agent mode scrapes this replica's

@@ -43,13 +43,15 @@ param ingressMode string = 'http'
 var placeholder = empty(image)
 var configFile = '/etc/quackgate/aca/node.toml'
 var adminPort = 9464
+// Probes reach only the health listener (/healthz, /readyz); the admin listener is loopback.
+var healthPort = 9465
 var peerPort = 9601
 var fileSecrets = [ 'id-secret', 'id-secret-previous', 'catalog-token' ]
 
 var probes = placeholder ? [] : [
-  { type: 'Startup', httpGet: { path: '/healthz', port: adminPort }, initialDelaySeconds: 10, periodSeconds: 6, failureThreshold: 10 }
-  { type: 'Liveness', httpGet: { path: '/healthz', port: adminPort }, periodSeconds: 10, failureThreshold: 3 }
-  { type: 'Readiness', httpGet: { path: '/readyz', port: adminPort }, periodSeconds: 3, failureThreshold: 2 }
+  { type: 'Startup', httpGet: { path: '/healthz', port: healthPort }, initialDelaySeconds: 10, periodSeconds: 6, failureThreshold: 10 }
+  { type: 'Liveness', httpGet: { path: '/healthz', port: healthPort }, periodSeconds: 10, failureThreshold: 3 }
+  { type: 'Readiness', httpGet: { path: '/readyz', port: healthPort }, periodSeconds: 3, failureThreshold: 2 }
 ]
 
 // The metrics sidecar (PROMETHEUS_METRICS=true): Prometheus in agent mode scrapes this replica's

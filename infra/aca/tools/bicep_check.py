@@ -301,9 +301,11 @@ def shape():
         gw = cfg["gateway"]
         port_of = lambda addr: int(str(addr).rsplit(":", 1)[1])
         admin = port_of(gw["admin_listen"])
+        health = port_of(gw["health_listen"])
+        expect(gw["admin_listen"].startswith("127.0.0.1:"), f"{tag}: the admin listener {gw['admin_listen']} is not on loopback")
         kinds = {p["type"]: p for p in s["probes"]}
-        expect(kinds.get("Liveness", {}).get("httpGet") == {"path": "/healthz", "port": admin}, f"{tag}: liveness probe is not /healthz on the admin port {admin}")
-        expect(kinds.get("Readiness", {}).get("httpGet") == {"path": "/readyz", "port": admin}, f"{tag}: readiness probe is not /readyz on the admin port {admin}")
+        expect(kinds.get("Liveness", {}).get("httpGet") == {"path": "/healthz", "port": health}, f"{tag}: liveness probe is not /healthz on the health port {health}")
+        expect(kinds.get("Readiness", {}).get("httpGet") == {"path": "/readyz", "port": health}, f"{tag}: readiness probe is not /readyz on the health port {health}")
         problems += metrics_problems(app, tag, given, admin)
         listen = {
             "edge": env.get("QUACKGATE__GATEWAY__LISTEN") if mode == "tcp" else gw.get("plain_listen"),

@@ -291,7 +291,7 @@ def up(args):
 
     # The catalog app and its internal ingress.
     cs = bicep_check.settings("catalog", {"image": "local", "trustedProxies": ["127.0.0.0/8"], "storageName": "catalog"})
-    argv, env = app_command(d, "catalog", cs, v, args, {"QUACKGATE__GATEWAY__PLAIN_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0})
+    argv, env = app_command(d, "catalog", cs, v, args, {"QUACKGATE__GATEWAY__PLAIN_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0, "QUACKGATE__GATEWAY__HEALTH_LISTEN": listen0})
     p = spawn(d, "catalog", argv, env)
     run_args["catalog"] = (argv, env)
     ready = await_ready(d, "catalog", p)
@@ -312,7 +312,7 @@ def up(args):
             "workers": args.workers, "ingressMode": args.ingress_mode})
         ns["env"] = [e for e in ns["env"] if e["name"] not in ("QUACKGATE__WORKERS__DUCKLAKE__AZURE__ACCOUNT_NAME",)]
         argv, env = app_command(d, nid, ns, v, args, {
-            "QUACKGATE__CLUSTER__PEER_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0,
+            "QUACKGATE__CLUSTER__PEER_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0, "QUACKGATE__GATEWAY__HEALTH_LISTEN": listen0,
             "QUACKGATE__WORKERS__DUCKLAKE__DATA_PATH": app_lake + "/",
             "QUACKGATE__WORKERS__DUCKLAKE__CATALOG_CA_FILE": app_ca,
             "QUACKGATE__GATEWAY__SHUTDOWN_GRACE_SECS": "5"}, drop_sections=["workers.ducklake.azure"])
@@ -339,7 +339,7 @@ def up(args):
     for r in range(1, args.edges + 1):
         name = f"edge-{r}"
         overrides = {
-            "QUACKGATE__GATEWAY__PLAIN_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0,
+            "QUACKGATE__GATEWAY__PLAIN_LISTEN": listen0, "QUACKGATE__GATEWAY__ADMIN_LISTEN": listen0, "QUACKGATE__GATEWAY__HEALTH_LISTEN": listen0,
             "QUACKGATE__CLUSTER__PEER_CA_FILE": app_ca}
         if tcp:
             overrides["QUACKGATE__GATEWAY__LISTEN"] = listen0

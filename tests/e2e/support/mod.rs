@@ -112,6 +112,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     /// The peer listener, for nodes of a cluster.
     pub peer: Option<SocketAddr>,
+    /// The health listener, when `gateway.health_listen` is set.
+    pub health: Option<SocketAddr>,
     pub token: String,
     pub ca: PathBuf,
     pub log: Arc<Mutex<String>>,
@@ -227,12 +229,15 @@ impl Gateway {
                 .parse()
                 .unwrap()
         };
-        let peer = line
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix("peer="))
-            .map(|a| a.parse().unwrap());
+        let optional = |key: &str| {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .map(|a| a.parse().unwrap())
+        };
+        let (peer, health) = (optional("peer"), optional("health"));
         Gateway {
             peer,
+            health,
             https: addr("https"),
             plain: addr("plain"),
             admin: addr("admin"),
