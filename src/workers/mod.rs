@@ -7,6 +7,7 @@
 //! the new process, which never knew them).
 
 pub mod config;
+pub mod env;
 pub mod health;
 pub mod supervisor;
 

@@ -144,6 +144,8 @@ impl Launcher {
         let port = reservation.port;
         let mut child = Command::new(&self.exe)
             .arg("worker")
+            .env_clear()
+            .envs(crate::workers::env::for_worker())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,4 +1,5 @@
-//! Tokens never reach the logs, at any level; SQL text never reaches them at info.
+//! Tokens never reach the logs, at any level; SQL text never reaches them at info; workers get
+//! none of the gateway's environment beyond what DuckDB reads.
 
 use crate::support::{Gateway, GatewayOptions};
 
@@ -49,4 +50,39 @@ fn has_hex_run(text: &str, len: usize) -> bool {
         }
     }
     false
+}
+
+fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect()
+}
+
+#[test]
+fn workers_get_none_of_the_gateways_environment_beyond_what_duckdb_reads() {
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        ..Default::default()
+    });
+    let name = |kv: &String| kv.split('=').next().unwrap_or_default().to_string();
+    let gateway_only: Vec<String> = environ(gw.child.id())
+        .iter()
+        .map(name)
+        .filter(|k| !quackgate::workers::env::passes(std::ffi::OsStr::new(k)))
+        .collect();
+    assert!(
+        gateway_only.iter().any(|k| k.starts_with("CARGO_")),
+        "the test should give the gateway variables a worker must not get: {gateway_only:?}"
+    );
+    for pid in gw.worker_pids() {
+        let leaked: Vec<String> = environ(pid)
+            .iter()
+            .map(name)
+            .filter(|k| gateway_only.contains(k))
+            .collect();
+        assert!(leaked.is_empty(), "worker {pid} got {leaked:?}");
+    }
 }
