@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 /// What a principal may do. The worker enforces it: read-only sessions only ever reach
 /// workers that opened the lake READ_ONLY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,19 +45,37 @@ pub struct Principal {
     /// When its credential expires (a JWT's `exp`, seconds since the epoch); `None` for
     /// static tokens.
     pub expires_at: Option<u64>,
+    /// What its sessions' ids carry (`routable_id::Grant::principal_tag`): for a static token,
+    /// of its name and digest, so that a token replaced under the same name revokes the old
+    /// one's sessions; for a JWT, of its name.
+    pub tag: u32,
+}
+
+/// The first 32 bits of SHA-256 of a principal's name, and of its static token's digest when
+/// it has one.
+pub fn principal_tag(name: &str, token_sha256: Option<&[u8; 32]>) -> u32 {
+    let mut d = Sha256::new();
+    d.update(name.as_bytes());
+    if let Some(digest) = token_sha256 {
+        d.update([0]);
+        d.update(digest);
+    }
+    let digest = d.finalize();
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 impl Principal {
     /// The form a session's grant travels in on the peer leg, under the peer MAC:
-    /// `<rw|ro>.<expiry or 0>.<hex of the name>`.
+    /// `<rw|ro>.<expiry or 0>.<tag, 8 hex>.<hex of the name>`.
     pub fn to_grant(&self) -> String {
         let access = match self.access {
             Access::ReadWrite => "rw",
             Access::ReadOnly => "ro",
         };
         format!(
-            "{access}.{}.{}",
+            "{access}.{}.{:08x}.{}",
             self.expires_at.unwrap_or(0),
+            self.tag,
             hex::encode(self.name.as_bytes())
         )
     }
@@ -63,13 +83,15 @@ impl Principal {
     /// The principal a grant names, if it is well formed.
     pub fn from_grant(grant: &[u8]) -> Option<Principal> {
         let text = std::str::from_utf8(grant).ok()?;
-        let mut parts = text.splitn(3, '.');
+        let mut parts = text.splitn(4, '.');
         let access = match parts.next()? {
             "rw" => Access::ReadWrite,
             "ro" => Access::ReadOnly,
             _ => return None,
         };
         let expires_at: u64 = parts.next()?.parse().ok()?;
+        let tag = parts.next().filter(|t| t.len() == 8)?;
+        let tag = u32::from_str_radix(tag, 16).ok()?;
         let name = String::from_utf8(hex::decode(parts.next()?).ok()?).ok()?;
         if name.is_empty() {
             return None;
@@ -78,6 +100,7 @@ impl Principal {
             name: name.into(),
             access,
             expires_at: (expires_at != 0).then_some(expires_at),
+            tag,
         })
     }
 }
@@ -93,16 +116,27 @@ mod tests {
                 name: "jwt:ana.maria@example.com".into(),
                 access: Access::ReadOnly,
                 expires_at: Some(1_900_000_000),
+                tag: principal_tag("jwt:ana.maria@example.com", None),
             },
             Principal {
                 name: "tester".into(),
                 access: Access::ReadWrite,
                 expires_at: None,
+                tag: principal_tag("tester", Some(&[7; 32])),
             },
         ] {
             assert_eq!(Principal::from_grant(p.to_grant().as_bytes()), Some(p));
         }
-        for bad in ["", "rw", "admin.0.74", "rw.x.74", "rw.0.zz", "rw.0."] {
+        for bad in [
+            "",
+            "rw",
+            "admin.0.00000000.74",
+            "rw.x.00000000.74",
+            "rw.0.00000000.zz",
+            "rw.0.00000000.",
+            "rw.0.74",
+            "rw.0.0000000g.74",
+        ] {
             assert_eq!(Principal::from_grant(bad.as_bytes()), None, "{bad}");
         }
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use crate::auth::access::{Access, Principal};
+pub use crate::auth::access::{principal_tag, Access, Principal};
 use crate::auth::jwt::{JwtRejection, JwtVerifier};
 pub use crate::auth::static_tokens::StaticToken;
 use crate::auth::static_tokens::StaticTokens;
@@ -95,13 +95,16 @@ impl Authenticator {
                 name: t.name.clone(),
                 access: t.access,
                 expires_at: None,
+                tag: principal_tag(&t.name, Some(&t.sha256)),
             });
         }
         match &self.jwt {
             Some(verifier) if crate::auth::jwt::looks_like_jwt(token) => {
                 let verified = verifier.verify(token)?;
+                let name: Arc<str> = format!("jwt:{}", verified.subject).into();
                 Ok(Principal {
-                    name: format!("jwt:{}", verified.subject).into(),
+                    tag: principal_tag(&name, None),
+                    name,
                     access: verified.access,
                     expires_at: Some(verified.expires_at),
                 })

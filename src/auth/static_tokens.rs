@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::access::principal_tag;
 use crate::auth::access::Access;
-use crate::routable_id::Grant;
 
 /// One accepted static token, stored as the SHA-256 of the token.
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ impl TokenSet {
     fn new(tokens: Vec<StaticToken>) -> Self {
         let tags = tokens
             .iter()
-            .map(|t| Grant::new(t.access, None, &t.name).principal_tag)
+            .map(|t| principal_tag(&t.name, Some(&t.sha256)))
             .collect();
         TokenSet { tokens, tags }
     }
@@ -232,7 +232,8 @@ mod tests {
         std::fs::write(&path, entry("alice") + &entry("bob")).unwrap();
         let from_file = parse_file(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let tokens = StaticTokens::new(Vec::new(), Some(path.clone()), from_file);
-        let tag = |name: &str| Grant::new(Access::ReadWrite, None, name).principal_tag;
+        let digest: [u8; 32] = hex::decode(HASH).unwrap().try_into().unwrap();
+        let tag = |name: &str| principal_tag(name, Some(&digest));
         assert!(tokens.principal_known(tag("bob")));
         let mut last = None;
         std::fs::write(&path, entry("alice")).unwrap();
@@ -243,8 +244,18 @@ mod tests {
         std::fs::write(&path, "[[static_tokens]]\nname = ").unwrap();
         tokens.reload(&path, &mut last);
         assert!(tokens.principal_known(tag("alice")));
-        std::fs::remove_file(&path).unwrap();
+        // The same name with another token (a leaked one replaced): the old one's sessions go.
+        let other = "0".repeat(64);
+        std::fs::write(
+            &path,
+            format!("[[static_tokens]]\nname = \"alice\"\nsha256 = \"{other}\"\n"),
+        )
+        .unwrap();
         tokens.reload(&path, &mut last);
         assert!(!tokens.principal_known(tag("alice")));
+        assert!(tokens.principal_known(principal_tag("alice", Some(&[0; 32]))));
+        std::fs::remove_file(&path).unwrap();
+        tokens.reload(&path, &mut last);
+        assert!(!tokens.principal_known(principal_tag("alice", Some(&[0; 32]))));
     }
 }

@@ -259,7 +259,11 @@ fn mint(
         .ok_or_else(|| {
             GatewayError::BadWorkerResponse("no connection id in CONNECTION_RESPONSE".into())
         })?;
-    let grant = Grant::new(principal.access, principal.expires_at, &principal.name);
+    let grant = Grant {
+        access: principal.access,
+        expires_at: principal.expires_at,
+        principal_tag: principal.tag,
+    };
     let worker = placed.worker;
     let id = state
         .ids

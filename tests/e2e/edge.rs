@@ -1251,6 +1251,7 @@ fn signed_peer_requests_cannot_be_replayed_or_edited(topo: &Topology, ingress: S
         name: "tester".into(),
         access: Access::ReadWrite,
         expires_at: None,
+        tag: quackgate::auth::principal_tag("tester", None),
     }
     .to_grant();
     // The node never sees a client token; this one is not even valid.
@@ -1327,6 +1328,7 @@ fn signed_peer_requests_cannot_be_replayed_or_edited(topo: &Topology, ingress: S
         name: "someone-else".into(),
         access: Access::ReadWrite,
         expires_at: None,
+        tag: quackgate::auth::principal_tag("someone-else", None),
     }
     .to_grant();
     refused(

@@ -219,6 +219,7 @@ async fn the_peer_listener_refuses_what_no_edge_signed_and_anything_twice() {
         name: "mallory".into(),
         access: Access::ReadWrite,
         expires_at: None,
+        tag: crate::auth::principal_tag("mallory", None),
     }
     .to_grant();
     let body = connection_request("");
@@ -265,6 +266,7 @@ async fn the_peer_listener_refuses_what_no_edge_signed_and_anything_twice() {
         name: "reader".into(),
         access: Access::ReadOnly,
         expires_at: None,
+        tag: crate::auth::principal_tag("reader", None),
     }
     .to_grant();
     let ro_facts = RequestFacts {
@@ -295,6 +297,7 @@ async fn the_peer_listener_refuses_what_no_edge_signed_and_anything_twice() {
         name: "admin".into(),
         access: Access::ReadWrite,
         expires_at: None,
+        tag: crate::auth::principal_tag("admin", None),
     }
     .to_grant();
     let (status, _) = post_with(

@@ -208,6 +208,12 @@ impl Harness {
     }
 }
 
+/// The tag in the ids of a static token's sessions.
+fn token_tag(name: &str, token: &str) -> u32 {
+    use sha2::Digest;
+    crate::auth::principal_tag(name, Some(&sha2::Sha256::digest(token.as_bytes()).into()))
+}
+
 fn error_text(answer: &[u8]) -> String {
     String::from_utf8_lossy(codec::error_message(answer).expect("an ERROR_RESPONSE")).into_owned()
 }
@@ -312,7 +318,11 @@ async fn an_answer_reading_invalid_connection_id_does_not_take_the_session_off_t
     let unknown_to_the_worker = h.state.ids.mint(
         "n0",
         0,
-        &crate::routable_id::Grant::new(crate::auth::Access::ReadWrite, None, "alice"),
+        &crate::routable_id::Grant {
+            access: crate::auth::Access::ReadWrite,
+            expires_at: None,
+            principal_tag: token_tag("alice", CLIENT_TOKEN),
+        },
         b"00000000000000000000000000000000",
     );
     let worker = h.state.workers.get(0).unwrap();
@@ -438,8 +448,7 @@ async fn a_static_token_taken_out_of_the_tokens_file_ends_its_sessions() {
     let tokens = h.state.auth.static_tokens().clone();
     let stop = CancellationToken::new();
     tokio::spawn(tokens.clone().watch(stop.clone()));
-    let tag =
-        crate::routable_id::Grant::new(crate::auth::Access::ReadWrite, None, "bob").principal_tag;
+    let tag = token_tag("bob", "bobs-token");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while tokens.principal_known(tag) {
         assert!(
