@@ -22,15 +22,14 @@ use crate::auth::Access;
 /// The tracing target of audit records.
 pub const TARGET: &str = "audit";
 
-/// `log.audit_sql`: whether statement records carry the SQL text.
+/// Whether records are made (`log.audit_file` is set, or the log filter names [`TARGET`]),
+/// and whether statement records carry the SQL text (`log.audit_sql`). Decided from the config,
+/// not by asking the subscriber: `tracing::enabled!` under per-layer filters leaves the next
+/// event of the thread filtered out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AuditConfig {
+    pub enabled: bool,
     pub sql: bool,
-}
-
-/// Whether audit records are wanted at all: when not, the phases skip the hashing.
-pub fn enabled() -> bool {
-    tracing::enabled!(target: TARGET, tracing::Level::INFO)
 }
 
 /// What one request's phases learn for its record.
@@ -75,7 +74,10 @@ pub struct Outcome<'a> {
 }
 
 /// Emits the record of a CONNECTION_REQUEST, or of a PREPARE served here; nothing for others.
-pub fn record(facts: &AuditFacts, outcome: &Outcome<'_>) {
+pub fn record(config: AuditConfig, facts: &AuditFacts, outcome: &Outcome<'_>) {
+    if !config.enabled {
+        return;
+    }
     let statement = facts.statement.map(hex::encode);
     let session = facts.session.map(hex::encode);
     let access = facts.access.map(|a| a.as_str());
@@ -120,13 +122,25 @@ mod tests {
     #[test]
     fn a_statement_is_a_digest_unless_sql_is_asked_for() {
         let mut facts = AuditFacts::default();
-        facts.statement(b"SELECT 1", AuditConfig { sql: false });
+        facts.statement(
+            b"SELECT 1",
+            AuditConfig {
+                enabled: true,
+                sql: false,
+            },
+        );
         assert_eq!(
             hex::encode(facts.statement.unwrap()),
             "e004ebd5b5532a4b85984a62f8ad48a81aa3460c1ca07701f386135d72cdecf5"
         );
         assert!(facts.sql.is_none());
-        facts.statement(b"SELECT 1", AuditConfig { sql: true });
+        facts.statement(
+            b"SELECT 1",
+            AuditConfig {
+                enabled: true,
+                sql: true,
+            },
+        );
         assert_eq!(facts.sql.as_deref(), Some("SELECT 1"));
     }
 

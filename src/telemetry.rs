@@ -61,30 +61,33 @@ pub fn init(filter: &str, format: LogFormat, audit_file: Option<&Path>) -> std::
                 .expect("a valid directive"),
         );
     }
-    let audit_layer = match audit_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            filter = filter.add_directive(
-                format!("{}=off", audit::TARGET)
-                    .parse()
-                    .expect("a valid directive"),
-            );
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(false)
-                    .with_writer(Mutex::new(file))
-                    .with_filter(Targets::new().with_target(audit::TARGET, Level::INFO))
-                    .boxed(),
-            )
+    let Some(path) = audit_file else {
+        // One global filter, as without an audit file nothing needs a layer of its own.
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match format {
+            // Colour codes only for a person at a terminal, never in files and log collectors.
+            LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+            LogFormat::Json => builder.json().with_current_span(false).init(),
         }
-        None => None,
+        return Ok(());
     };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    filter = filter.add_directive(
+        format!("{}=off", audit::TARGET)
+            .parse()
+            .expect("a valid directive"),
+    );
+    let audit_layer = tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(false)
+        .with_writer(Mutex::new(file))
+        .with_filter(Targets::new().with_target(audit::TARGET, Level::INFO));
     let main: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        // Colour codes only for a person at a terminal, never in files and log collectors.
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())

@@ -313,6 +313,11 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         }
     }
     let log_filter = file.log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
+    let audit_file = file.log.audit_file.map(&resolve);
+    let audit_on_file = audit_file.is_some();
+    let audit_in_log = std::env::var("RUST_LOG")
+        .unwrap_or_else(|_| log_filter.clone())
+        .contains(crate::audit::TARGET);
     let log_format = match file.log.format.as_deref() {
         None => LogFormat::Text,
         Some(name) => LogFormat::parse(name).unwrap_or_else(|| {
@@ -350,8 +355,9 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         workers,
         log_filter,
         log_format,
-        audit_file: file.log.audit_file.map(&resolve),
+        audit_file,
         audit: AuditConfig {
+            enabled: audit_on_file || audit_in_log,
             sql: file.log.audit_sql.unwrap_or(false),
         },
         catalog_file,

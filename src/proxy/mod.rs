@@ -94,6 +94,7 @@ fn finish(
     if let Some(t) = ctx.msg_type {
         state.metrics.answered(t, ctx.started.elapsed());
         audit::record(
+            state.audit,
             &ctx.audit,
             &audit::Outcome {
                 msg_type: t,
@@ -156,7 +157,8 @@ async fn forward(
                 return Err(too_large(header.msg_type, cap));
             }
             codec::validate_request(&message, &header)?;
-            if let Some(sql) = codec::prepare_sql(&message, &header).filter(|_| audit::enabled()) {
+            if let Some(sql) = codec::prepare_sql(&message, &header).filter(|_| state.audit.enabled)
+            {
                 ctx.audit.statement(sql, state.audit);
             }
         }
@@ -208,7 +210,8 @@ async fn forward(
                     e => e,
                 })?;
             codec::validate_request(&message, &header)?;
-            if let Some(sql) = codec::prepare_sql(&message, &header).filter(|_| audit::enabled()) {
+            if let Some(sql) = codec::prepare_sql(&message, &header).filter(|_| state.audit.enabled)
+            {
                 ctx.audit.statement(sql, state.audit);
             }
             Outgoing::Whole(message)

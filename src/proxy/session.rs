@@ -16,7 +16,7 @@ use http::Response;
 use http_body_util::BodyExt;
 use tracing::{debug, info};
 
-use crate::audit::{self, AuditFacts};
+use crate::audit::AuditFacts;
 use crate::auth::Access;
 use crate::body::{loopback, PrefixedBody, ResponseBody};
 use crate::error::GatewayError;
@@ -82,7 +82,7 @@ pub fn resolve<'a>(
         .connection_id(head)
         .ok_or(RoutingError::NoConnectionId)?;
     let route = state.ids.verify(id).map_err(RoutingError::from)?;
-    if audit::enabled() {
+    if state.audit.enabled {
         audit.session_id(id);
         audit.node = Some(route.node.to_string());
     }

@@ -76,4 +76,8 @@ fn sessions_and_statements_leave_one_record_each_in_the_audit_file() {
         !gw.log().contains("audit: "),
         "audit records went to the log too"
     );
+    assert!(
+        gw.log().contains("quack request"),
+        "the log lost its own events beside the audit file"
+    );
 }
