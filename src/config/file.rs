@@ -54,6 +54,9 @@ pub(super) struct FileDuckLake {
     pub(super) data_path: String,
     pub(super) catalog_ca_file: Option<PathBuf>,
     pub(super) azure: Option<FileAzure>,
+    pub(super) commit_max_retries: Option<u64>,
+    pub(super) commit_retry_wait_ms: Option<u64>,
+    pub(super) commit_retry_backoff: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -211,6 +211,20 @@ impl Config {
                 "workers.ducklake: the catalog serves the lake's metadata and cannot attach a lake itself".into(),
             );
         }
+        // The lake's workers send their data commits to `ducklake_commit` where it is loaded,
+        // and the commit then retries next to the metadata, in one local transaction; without
+        // it each commit is a series of Quack round trips whose rollback does not reach the
+        // catalog (README, "DuckLake").
+        for name in quackgate_duckdb::LAKE_COMMIT_EXTENSIONS {
+            let file = quackgate_duckdb::extension_path(&self.workers.extension_dir, name);
+            if !file.is_file() {
+                problems.push(format!(
+                    "workers.extension_dir: the catalog runs the lake's commits with DuckLake and needs {}; run scripts/fetch-duckdb, or unzip the duckdb-extension-{name}==1.5.5 wheel from PyPI and copy its {name}.duckdb_extension there",
+                    file.display()
+                ));
+            }
+        }
+        self.workers.lake_commits = true;
         problems.finish().map_err(ConfigError::Invalid)?;
         // One process owns the file; DuckDB's file lock refuses a second opener.
         self.workers.count = 1;

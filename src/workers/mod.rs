@@ -323,3 +323,34 @@ mod worker_sql_tests {
         }
     }
 }
+
+/// The catalog's recognition of DuckLake commit batches, which it runs as one transaction.
+#[cfg(test)]
+mod commit_batch_tests {
+    use quackgate_duckdb::is_commit_batch;
+
+    #[test]
+    fn ducklake_commit_batches_are_recognised() {
+        for sql in [
+            "INSERT INTO main.ducklake_snapshot VALUES (7, NOW(), 3, 9, 4);INSERT INTO main.ducklake_table VALUES (1);",
+            "INSERT INTO \"main\".ducklake_snapshot VALUES (7, NOW(), 3, 9, 4); DELETE FROM \"main\".ducklake_table WHERE table_id = 1;",
+            "  insert into ducklake_snapshot values (1, now(), 1, 1, 1);\nINSERT INTO ducklake_snapshot_changes VALUES (1, 'x', NULL, NULL, NULL);",
+        ] {
+            assert!(is_commit_batch(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn other_statements_are_left_alone() {
+        for sql in [
+            "INSERT INTO main.ducklake_snapshot VALUES (7, NOW(), 3, 9, 4);",
+            "SELECT * FROM main.ducklake_snapshot",
+            "INSERT INTO main.ducklake_snapshot_changes VALUES (1); INSERT INTO x VALUES (2);",
+            "CREATE TEMPORARY TABLE IF NOT EXISTS ducklake_staged_data_file(a BIGINT); SELECT * FROM ducklake_commit('main', 3);",
+            "BEGIN TRANSACTION",
+            "",
+        ] {
+            assert!(!is_commit_batch(sql), "{sql}");
+        }
+    }
+}

@@ -114,6 +114,7 @@ impl Launcher {
             read_only_token: self
                 .roles_share_workers
                 .then(|| self.read_only_token.expose().to_string()),
+            lake_commits: self.config.lake_commits,
             ducklake: self.config.ducklake.as_ref().map(|lake| DuckLakeSpec {
                 catalog: lake.catalog.clone(),
                 // Read-only workers reach the catalog with its read-only token.
@@ -123,6 +124,7 @@ impl Launcher {
                 },
                 data_path: lake.data_path.clone(),
                 catalog_ca_file: lake.catalog_ca_file.clone(),
+                commit_retry: lake.commit_retry,
                 azure: match worker.access {
                     Access::ReadWrite => lake.azure.clone(),
                     Access::ReadOnly => lake.read_only_azure.clone(),

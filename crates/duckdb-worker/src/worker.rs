@@ -10,7 +10,9 @@ use crate::error::WorkerError;
 use crate::private_dir::PrivateDir;
 use crate::sandbox;
 use crate::session_roles;
-use crate::spec::{AzureCredentials, WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED};
+use crate::spec::{
+    AzureCredentials, WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED, LAKE_COMMIT_EXTENSIONS,
+};
 use crate::sql::sql_literal;
 
 /// Exit code of a worker whose Quack server was stopped under it (a client's `quack_stop`).
@@ -125,11 +127,11 @@ fn watch_server(conn: Connection, port: u16) -> ! {
 }
 
 fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
-    let lake_extensions = spec
-        .ducklake
-        .as_ref()
-        .map(ducklake::extensions)
-        .unwrap_or(&[]);
+    let lake_extensions = match &spec.ducklake {
+        Some(lake) => ducklake::extensions(lake),
+        None if spec.lake_commits => LAKE_COMMIT_EXTENSIONS,
+        None => &[],
+    };
     for name in EXTENSIONS_REQUIRED.iter().chain(lake_extensions) {
         let path = spec.extension_path(name);
         if !path.is_file() {
@@ -194,6 +196,13 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     for name in EXTENSIONS_REQUIRED {
         conn.execute_batch(&format!("LOAD {name};"))
             .map_err(step("loading an extension"))?;
+    }
+    if spec.lake_commits {
+        // DuckLake clients see `ducklake_commit` here and send their data commits to it.
+        for name in LAKE_COMMIT_EXTENSIONS {
+            conn.execute_batch(&format!("LOAD {name};"))
+                .map_err(step("loading DuckLake for the lake's commits"))?;
+        }
     }
     // In a database of its own, so it is per worker even when the default database is a lake
     // that all workers share.
