@@ -43,6 +43,8 @@ pub(super) struct FileCluster {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileCatalog {
     pub(super) file: PathBuf,
+    pub(super) maintenance_interval_secs: Option<u64>,
+    pub(super) snapshot_retention_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,6 +25,7 @@ use crate::routable_id::IdSecret;
 use crate::telemetry::{LogFormat, DEFAULT_LOG_FILTER};
 use crate::tls::TlsFiles;
 use crate::workers::config::WorkersConfig;
+use quackgate_duckdb::MaintenanceSpec;
 
 mod auth;
 mod cluster;
@@ -50,6 +51,13 @@ pub use workers::{
 
 /// Prefix of environment variables that override config keys: `QUACKGATE__WORKERS__COUNT=4`.
 pub const ENV_PREFIX: &str = "QUACKGATE__";
+/// Default `[catalog] maintenance_interval_secs`: a lake fed by DuckDB 1.5 clients gains a
+/// file and a snapshot per 2,048 rows, about 500 per million; merging every 5 minutes keeps
+/// that bounded while a run stays short.
+pub const DEFAULT_MAINTENANCE_INTERVAL_SECS: u64 = 300;
+/// Default `[catalog] snapshot_retention_secs`: an hour of time travel, and an hour for the
+/// longest query still reading the files a merge replaced.
+pub const DEFAULT_SNAPSHOT_RETENTION_SECS: u64 = 3_600;
 
 /// A configuration that cannot be used, with every problem found.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +130,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `[catalog] file`: the DuckDB file `quackgate catalog` serves.
     pub catalog_file: Option<PathBuf>,
+    /// `[catalog]`: when the catalog runs the lake's maintenance.
+    pub catalog_maintenance: MaintenanceSpec,
     /// Which role this process plays.
     pub role: Role,
     /// Other gateway nodes this one forwards to. Default `None`: a single node.
@@ -225,6 +235,7 @@ impl Config {
             }
         }
         self.workers.lake_commits = true;
+        self.workers.maintenance = Some(self.catalog_maintenance);
         problems.finish().map_err(ConfigError::Invalid)?;
         // One process owns the file; DuckDB's file lock refuses a second opener.
         self.workers.count = 1;
@@ -290,6 +301,18 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
     } else {
         workers::validate(file.workers, &resolve, &mut problems)
     };
+    let catalog_maintenance = MaintenanceSpec {
+        interval_secs: file
+            .catalog
+            .as_ref()
+            .and_then(|c| c.maintenance_interval_secs)
+            .unwrap_or(DEFAULT_MAINTENANCE_INTERVAL_SECS),
+        retention_secs: file
+            .catalog
+            .as_ref()
+            .and_then(|c| c.snapshot_retention_secs)
+            .unwrap_or(DEFAULT_SNAPSHOT_RETENTION_SECS),
+    };
     let catalog_file = file.catalog.map(|c| resolve(c.file));
     let cluster = cluster::validate(
         file.cluster,
@@ -349,6 +372,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         log_filter,
         log_format,
         catalog_file,
+        catalog_maintenance,
         role,
         cluster,
     })

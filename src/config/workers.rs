@@ -236,6 +236,7 @@ pub(super) fn validate(
         ducklake,
         database_file: None,
         lake_commits: false,
+        maintenance: None,
         startup_timeout: Duration::from_secs(startup_timeout_secs),
         health_interval: Duration::from_millis(health_interval_ms),
     }
@@ -265,6 +266,7 @@ pub(super) fn none(w: FileWorkers, problems: &mut Problems) -> WorkersConfig {
         ducklake: None,
         database_file: None,
         lake_commits: false,
+        maintenance: None,
         startup_timeout: Duration::from_secs(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS),
         health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
     }

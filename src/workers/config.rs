@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use quackgate_duckdb::{AzureCredentials, CommitRetry};
+use quackgate_duckdb::{AzureCredentials, CommitRetry, MaintenanceSpec};
 
 use crate::auth::WorkerToken;
 
@@ -65,6 +65,8 @@ pub struct WorkersConfig {
     pub database_file: Option<PathBuf>,
     /// Whether the worker loads DuckLake so that the lake's commits run on it: the catalog's.
     pub lake_commits: bool,
+    /// The lake's maintenance, which the catalog's worker runs.
+    pub maintenance: Option<MaintenanceSpec>,
     /// Time a worker gets from spawn to serving. Default 60 s.
     pub startup_timeout: Duration,
     /// Period of health probes. Default 1 s.

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod health;
+pub mod lake;
 pub mod supervisor;
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -140,6 +141,8 @@ impl Drop for ConnectingGuard<'_> {
 #[derive(Debug)]
 pub struct WorkerSet {
     workers: Vec<Worker>,
+    /// The lake as the catalog last reported it (the catalog role only).
+    pub lake: std::sync::Arc<lake::LakeStatus>,
 }
 
 impl WorkerSet {
@@ -158,6 +161,7 @@ impl WorkerSet {
                     Worker::new(i, node_id, access)
                 })
                 .collect(),
+            lake: std::sync::Arc::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::maintenance::MaintenanceSpec;
 use crate::sql::sql_literal;
 
 /// The DuckDB version this crate links; extensions must have been built for exactly it.
@@ -22,6 +23,10 @@ pub const EXTENSIONS_REQUIRED: &[&str] = &["httpfs", "quack"];
 pub const LAKE_COMMIT_EXTENSIONS: &[&str] = &["parquet", "ducklake"];
 /// Prefix of the line a worker prints on stdout once it serves.
 pub const READY_PREFIX: &str = "QUACKGATE-WORKER READY";
+/// Prefix of the catalog's report line after each maintenance run of the lake.
+pub const LAKE_PREFIX: &str = "QUACKGATE-WORKER LAKE";
+/// The stdin line that asks the catalog for a maintenance run now.
+pub const MAINTAIN_LINE: &str = "MAINTAIN";
 /// Prefix of the line a worker prints on stdout when it cannot start.
 pub const FAILED_PREFIX: &str = "QUACKGATE-WORKER FAILED";
 
@@ -65,6 +70,9 @@ pub struct WorkerSpec {
     /// metadata in one local transaction) instead of over Quack: the catalog.
     #[serde(default)]
     pub lake_commits: bool,
+    /// Run the lake's maintenance from here (the catalog), on this schedule.
+    #[serde(default)]
+    pub maintenance: Option<MaintenanceSpec>,
 }
 
 impl fmt::Debug for WorkerSpec {
@@ -87,6 +95,7 @@ impl fmt::Debug for WorkerSpec {
                 &self.read_only_token.as_ref().map(|_| "<redacted>"),
             )
             .field("lake_commits", &self.lake_commits)
+            .field("maintenance", &self.maintenance)
             .finish()
     }
 }
