@@ -57,6 +57,7 @@ pub fn run(
     let (mut runs, mut failures) = (0u64, 0u64);
     let mut lake: Option<Connection> = None;
     let mut last_ms = 0u128;
+    let mut told_remote = false;
     report(&local, runs, failures, last_ms);
     loop {
         let wait = match spec.interval_secs {
@@ -70,6 +71,15 @@ pub fn run(
         // Requests that arrived during the wait are served by this run.
         while requests.try_recv().is_ok() {}
         if !lake_exists(&local) {
+            report(&local, runs, failures, last_ms);
+            continue;
+        }
+        if let Some(path) = remote_data_path(&local) {
+            // The catalog holds no credentials for object storage.
+            if !told_remote {
+                eprintln!("quackgate catalog: lake maintenance skipped: the data path {path} is not a local folder");
+                told_remote = true;
+            }
             report(&local, runs, failures, last_ms);
             continue;
         }
@@ -156,6 +166,18 @@ fn lake_exists(local: &Connection) -> bool {
             |row| row.get::<_, i64>(0),
         )
         .is_ok_and(|n| n > 0)
+}
+
+/// The lake's data path when it is not a local folder (`az://...`).
+fn remote_data_path(local: &Connection) -> Option<String> {
+    local
+        .query_row(
+            "SELECT value FROM ducklake_metadata WHERE key = 'data_path'",
+            [],
+            |row| row.get::<_, String>(0),
+        )
+        .ok()
+        .filter(|path| path.contains("://"))
 }
 
 /// Counts from the metadata tables, read locally (0 before the lake exists).
