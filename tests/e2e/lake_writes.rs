@@ -144,7 +144,7 @@ fn sixteen_writers_on_two_workers_create_fill_and_drop_their_tables() {
                 0..=9 => (
                     false,
                     format!(
-                        ".output /dev/null\n{attach}.output\nFROM r.query('SELECT quackgate.worker_id()');\n\
+                        ".output /dev/null\n{attach}SET enable_progress_bar = false;\n.output\nFROM r.query('SELECT quackgate.worker_id()');\n\
                          FROM r.query('CREATE TABLE {t} AS SELECT range AS id FROM range(1000)');\n\
                          CALL quack_clear_cache();\n\
                          INSERT INTO r.{t} SELECT range FROM range(1000, 6000);\n\
