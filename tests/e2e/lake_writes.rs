@@ -173,7 +173,9 @@ fn sixteen_writers_on_two_workers_create_fill_and_drop_their_tables() {
                     true,
                     format!(
                         r#"import adbc_driver_quack.dbapi as dbapi
-with dbapi.connect("quack://localhost:{port}", db_kwargs={{"adbc.quack.token": "{token}", "adbc.quack.tls": "true"}}, autocommit=True) as conn:
+# A schema change commits over Quack, one at a time on the catalog; with 16 of them at once
+# one can wait longer than the driver's 60 s request timeout (README, "DuckLake").
+with dbapi.connect("quack://localhost:{port}", db_kwargs={{"adbc.quack.token": "{token}", "adbc.quack.tls": "true", "adbc.quack.rpc.timeout_seconds.request": "600"}}, autocommit=True) as conn:
     with conn.cursor() as cur:
         cur.execute("SELECT quackgate.worker_id()")
         print(cur.fetchall()[0][0])
