@@ -6,7 +6,8 @@
 //! and the gateway is not draining, so a load balancer stops sending new clients before a
 //! drain and while a worker restarts; on an edge, while some node takes new sessions.
 //! `/status` lists this node's workers (readiness, sessions, restarts) and known peers, and on
-//! an edge every node with its state and load; `/metrics` is the Prometheus text format. Bodies never say
+//! an edge every node with its state and load; `/metrics` is the Prometheus text format. On the
+//! catalog, `POST /lake/maintenance` asks for a lake maintenance run now. Bodies never say
 //! anything about the host or platform.
 
 use std::convert::Infallible;
@@ -55,6 +56,7 @@ pub async fn handle(
                     .peer_requests
                     .load(std::sync::atomic::Ordering::Relaxed),
                 throttled_addresses: state.throttle.tracked(),
+                lake: (state.role == Role::Catalog).then(|| &*state.workers.lake),
             };
             (StatusCode::OK, state.metrics.render(&readings))
         }
@@ -90,6 +92,14 @@ pub async fn handle(
             }
         }
         (&Method::GET, "/status") => (StatusCode::OK, status(&state)),
+        (&Method::POST, "/lake/maintenance") if state.role == Role::Catalog => {
+            state.workers.lake.request_run();
+            (
+                StatusCode::ACCEPTED,
+                "lake maintenance run requested; lake_maintenance_runs on /metrics counts it when done\n"
+                    .to_string(),
+            )
+        }
         _ => (StatusCode::NOT_FOUND, String::new()),
     };
     Ok(Response::builder()

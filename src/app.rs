@@ -229,6 +229,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         token: state.worker_token.clone(),
         read_only_token: state.read_only_worker_token.clone(),
         roles_share_workers: state.roles_share_workers,
+        lake: workers.lake.clone(),
     });
     if let Some(lake) = &config.workers.ducklake {
         if !lake.data_path.contains("://") {

@@ -13,6 +13,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::workers::lake::LakeStatus;
 use crate::workers::WorkerSet;
 
 /// Upper bounds of the request-duration histogram, in seconds: from a loopback `SELECT 42`
@@ -29,6 +30,8 @@ pub struct Readings<'a> {
     pub draining: bool,
     pub peer_requests: u64,
     pub throttled_addresses: usize,
+    /// The lake's last maintenance report (the catalog only).
+    pub lake: Option<&'a LakeStatus>,
 }
 
 /// Every metric the gateway exports.
@@ -47,6 +50,7 @@ pub struct Metrics {
     worker_ready: IntGaugeVec,
     worker_sessions: IntGaugeVec,
     worker_restarts: IntGaugeVec,
+    lake: IntGaugeVec,
 }
 
 impl Metrics {
@@ -133,6 +137,11 @@ impl Metrics {
                 "Restarts of the worker since the gateway started",
                 &["worker"],
             ),
+            lake: gauge_vec(
+                "lake",
+                "The lake after the catalog's last maintenance run: data_files, snapshots, inlined_rows, maintenance_runs, maintenance_failures, last_run_ms",
+                &["measure"],
+            ),
             durations,
             registry,
         }
@@ -183,6 +192,20 @@ impl Metrics {
             self.worker_restarts
                 .with_label_values(&[w.id.as_str()])
                 .set(w.restart_count().try_into().unwrap_or(i64::MAX));
+        }
+        if let Some(lake) = now.lake {
+            let load =
+                |a: &std::sync::atomic::AtomicI64| a.load(std::sync::atomic::Ordering::Relaxed);
+            for (measure, value) in [
+                ("data_files", load(&lake.data_files)),
+                ("snapshots", load(&lake.snapshots)),
+                ("inlined_rows", load(&lake.inlined_rows)),
+                ("maintenance_runs", load(&lake.runs)),
+                ("maintenance_failures", load(&lake.failures)),
+                ("last_run_ms", load(&lake.last_run_ms)),
+            ] {
+                self.lake.with_label_values(&[measure]).set(value);
+            }
         }
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for valid metric families.

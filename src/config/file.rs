@@ -43,6 +43,8 @@ pub(super) struct FileCluster {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileCatalog {
     pub(super) file: PathBuf,
+    pub(super) maintenance_interval_secs: Option<u64>,
+    pub(super) snapshot_retention_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +56,9 @@ pub(super) struct FileDuckLake {
     pub(super) data_path: String,
     pub(super) catalog_ca_file: Option<PathBuf>,
     pub(super) azure: Option<FileAzure>,
+    pub(super) commit_max_retries: Option<u64>,
+    pub(super) commit_retry_wait_ms: Option<u64>,
+    pub(super) commit_retry_backoff: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,7 @@ use crate::routable_id::IdSecret;
 use crate::telemetry::{LogFormat, DEFAULT_LOG_FILTER};
 use crate::tls::TlsFiles;
 use crate::workers::config::WorkersConfig;
+use quackgate_duckdb::MaintenanceSpec;
 
 mod auth;
 mod cluster;
@@ -52,6 +53,13 @@ pub use workers::{
 
 /// Prefix of environment variables that override config keys: `QUACKGATE__WORKERS__COUNT=4`.
 pub const ENV_PREFIX: &str = "QUACKGATE__";
+/// Default `[catalog] maintenance_interval_secs`: a lake fed by DuckDB 1.5 clients gains a
+/// file and a snapshot per 2,048 rows, about 500 per million; merging every 5 minutes keeps
+/// that bounded while a run stays short.
+pub const DEFAULT_MAINTENANCE_INTERVAL_SECS: u64 = 300;
+/// Default `[catalog] snapshot_retention_secs`: an hour of time travel, and an hour for the
+/// longest query still reading the files a merge replaced.
+pub const DEFAULT_SNAPSHOT_RETENTION_SECS: u64 = 3_600;
 
 /// A configuration that cannot be used, with every problem found.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +143,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[catalog] file`: the DuckDB file `quackgate catalog` serves.
     pub catalog_file: Option<PathBuf>,
+    /// `[catalog]`: when the catalog runs the lake's maintenance.
+    pub catalog_maintenance: MaintenanceSpec,
     /// Which role this process plays.
     pub role: Role,
     /// Other gateway nodes this one forwards to. Default `None`: a single node.
@@ -224,6 +234,21 @@ impl Config {
                 "workers.ducklake: the catalog serves the lake's metadata and cannot attach a lake itself".into(),
             );
         }
+        // The lake's workers send their data commits to `ducklake_commit` where it is loaded,
+        // and the commit then retries next to the metadata, in one local transaction; without
+        // it each commit is a series of Quack round trips whose rollback does not reach the
+        // catalog (README, "DuckLake").
+        for name in quackgate_duckdb::LAKE_COMMIT_EXTENSIONS {
+            let file = quackgate_duckdb::extension_path(&self.workers.extension_dir, name);
+            if !file.is_file() {
+                problems.push(format!(
+                    "workers.extension_dir: the catalog runs the lake's commits with DuckLake and needs {}; run scripts/fetch-duckdb, or unzip the duckdb-extension-{name}==1.5.5 wheel from PyPI and copy its {name}.duckdb_extension there",
+                    file.display()
+                ));
+            }
+        }
+        self.workers.lake_commits = true;
+        self.workers.maintenance = Some(self.catalog_maintenance);
         problems.finish().map_err(ConfigError::Invalid)?;
         // One process owns the file; DuckDB's file lock refuses a second opener.
         self.workers.count = 1;
@@ -288,6 +313,18 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         workers::none(file.workers, &mut problems)
     } else {
         workers::validate(file.workers, &resolve, &mut problems)
+    };
+    let catalog_maintenance = MaintenanceSpec {
+        interval_secs: file
+            .catalog
+            .as_ref()
+            .and_then(|c| c.maintenance_interval_secs)
+            .unwrap_or(DEFAULT_MAINTENANCE_INTERVAL_SECS),
+        retention_secs: file
+            .catalog
+            .as_ref()
+            .and_then(|c| c.snapshot_retention_secs)
+            .unwrap_or(DEFAULT_SNAPSHOT_RETENTION_SECS),
     };
     let catalog_file = file.catalog.map(|c| resolve(c.file));
     let cluster = cluster::validate(
@@ -361,6 +398,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
             sql: file.log.audit_sql.unwrap_or(false),
         },
         catalog_file,
+        catalog_maintenance,
         role,
         cluster,
     })

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use quackgate_duckdb::AzureCredentials;
+use quackgate_duckdb::{AzureCredentials, CommitRetry};
 
 use crate::config::file::FileWorkers;
 use crate::config::problems::Problems;
@@ -13,6 +13,8 @@ use crate::workers::config::{DuckLakeConfig, WorkersConfig};
 
 /// Default number of embedded DuckDB workers.
 pub const DEFAULT_WORKER_COUNT: usize = 2;
+/// More tries than this only hide a commit that can never succeed.
+const MAX_COMMIT_RETRIES: u64 = 1_000;
 /// Most workers one node may run.
 pub const MAX_WORKER_COUNT: usize = 256;
 /// DuckDB chunks per Quack answer when `workers.fetch_batch_chunks` is unset. Quack's own
@@ -133,7 +135,26 @@ pub(super) fn validate(
                 }
             }
         };
+        let defaults = CommitRetry::default();
+        let commit_retry = CommitRetry {
+            max_retries: lake.commit_max_retries.unwrap_or(defaults.max_retries),
+            wait_ms: lake.commit_retry_wait_ms.unwrap_or(defaults.wait_ms),
+            backoff: lake.commit_retry_backoff.unwrap_or(defaults.backoff),
+        };
+        if commit_retry.max_retries > MAX_COMMIT_RETRIES {
+            problems.push(format!(
+                "workers.ducklake.commit_max_retries: must be at most {MAX_COMMIT_RETRIES}, got {}",
+                commit_retry.max_retries
+            ));
+        }
+        if !(1.0..=4.0).contains(&commit_retry.backoff) {
+            problems.push(format!(
+                "workers.ducklake.commit_retry_backoff: must be 1.0-4.0, got {}",
+                commit_retry.backoff
+            ));
+        }
         Some(DuckLakeConfig {
+            commit_retry,
             catalog: lake.catalog,
             catalog_token: token,
             read_only_catalog_token,
@@ -220,6 +241,8 @@ pub(super) fn validate(
         token,
         ducklake,
         database_file: None,
+        lake_commits: false,
+        maintenance: None,
         startup_timeout: Duration::from_secs(startup_timeout_secs),
         health_interval: Duration::from_millis(health_interval_ms),
     }
@@ -248,6 +271,8 @@ pub(super) fn none(w: FileWorkers, problems: &mut Problems) -> WorkersConfig {
         token: None,
         ducklake: None,
         database_file: None,
+        lake_commits: false,
+        maintenance: None,
         startup_timeout: Duration::from_secs(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS),
         health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
     }

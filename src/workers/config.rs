@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use quackgate_duckdb::AzureCredentials;
+use quackgate_duckdb::{AzureCredentials, CommitRetry, MaintenanceSpec};
 
 use crate::auth::WorkerToken;
 
@@ -28,6 +28,8 @@ pub struct DuckLakeConfig {
     /// Read-only workers' credentials for an `az://` data path (a SAS that can only read and
     /// list): with the others, client SQL on them could write the lake's files.
     pub read_only_azure: Option<AzureCredentials>,
+    /// DuckLake's retries of a commit that lost a race to another writer.
+    pub commit_retry: CommitRetry,
 }
 
 /// How the embedded DuckDB workers run.
@@ -61,6 +63,10 @@ pub struct WorkersConfig {
     pub ducklake: Option<DuckLakeConfig>,
     /// The one database file of the catalog role's worker.
     pub database_file: Option<PathBuf>,
+    /// Whether the worker loads DuckLake so that the lake's commits run on it: the catalog's.
+    pub lake_commits: bool,
+    /// The lake's maintenance, which the catalog's worker runs.
+    pub maintenance: Option<MaintenanceSpec>,
     /// Time a worker gets from spawn to serving. Default 60 s.
     pub startup_timeout: Duration,
     /// Period of health probes. Default 1 s.

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod env;
 pub mod health;
+pub mod lake;
 pub mod supervisor;
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -141,6 +142,8 @@ impl Drop for ConnectingGuard<'_> {
 #[derive(Debug)]
 pub struct WorkerSet {
     workers: Vec<Worker>,
+    /// The lake as the catalog last reported it (the catalog role only).
+    pub lake: std::sync::Arc<lake::LakeStatus>,
 }
 
 impl WorkerSet {
@@ -159,6 +162,7 @@ impl WorkerSet {
                     Worker::new(i, node_id, access)
                 })
                 .collect(),
+            lake: std::sync::Arc::default(),
         }
     }
 
@@ -321,6 +325,37 @@ mod worker_sql_tests {
             "SELECT 1e'x'",
         ] {
             assert!(!is_worker_sql(sql), "{sql}");
+        }
+    }
+}
+
+/// The catalog's recognition of DuckLake commit batches, which it runs as one transaction.
+#[cfg(test)]
+mod commit_batch_tests {
+    use quackgate_duckdb::is_commit_batch;
+
+    #[test]
+    fn ducklake_commit_batches_are_recognised() {
+        for sql in [
+            "INSERT INTO main.ducklake_snapshot VALUES (7, NOW(), 3, 9, 4);INSERT INTO main.ducklake_table VALUES (1);",
+            "INSERT INTO \"main\".ducklake_snapshot VALUES (7, NOW(), 3, 9, 4); DELETE FROM \"main\".ducklake_table WHERE table_id = 1;",
+            "  insert into ducklake_snapshot values (1, now(), 1, 1, 1);\nINSERT INTO ducklake_snapshot_changes VALUES (1, 'x', NULL, NULL, NULL);",
+        ] {
+            assert!(is_commit_batch(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn other_statements_are_left_alone() {
+        for sql in [
+            "INSERT INTO main.ducklake_snapshot VALUES (7, NOW(), 3, 9, 4);",
+            "SELECT * FROM main.ducklake_snapshot",
+            "INSERT INTO main.ducklake_snapshot_changes VALUES (1); INSERT INTO x VALUES (2);",
+            "CREATE TEMPORARY TABLE IF NOT EXISTS ducklake_staged_data_file(a BIGINT); SELECT * FROM ducklake_commit('main', 3);",
+            "BEGIN TRANSACTION",
+            "",
+        ] {
+            assert!(!is_commit_batch(sql), "{sql}");
         }
     }
 }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quackgate_duckdb::{
-    DuckLakeSpec, WorkerSpec, WorkerStatus, EXIT_CATALOG_LOST, EXIT_SERVER_STOPPED,
+    DuckLakeSpec, WorkerSpec, WorkerStatus, EXIT_CATALOG_LOST, EXIT_SERVER_STOPPED, LAKE_PREFIX,
+    MAINTAIN_LINE,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -28,6 +29,7 @@ use crate::auth::Access;
 use crate::auth::WorkerToken;
 use crate::sessions::table::SessionTable;
 use crate::workers::config::WorkersConfig;
+use crate::workers::lake::LakeStatus;
 use crate::workers::{Worker, WorkerSet};
 
 /// First restart delay.
@@ -76,6 +78,8 @@ pub struct Launcher {
     pub read_only_token: WorkerToken,
     /// Whether one worker serves both kinds of session (the catalog).
     pub roles_share_workers: bool,
+    /// Where the catalog's maintenance reports go, and run requests come from.
+    pub lake: Arc<LakeStatus>,
 }
 
 /// A started worker process.
@@ -114,6 +118,8 @@ impl Launcher {
             read_only_token: self
                 .roles_share_workers
                 .then(|| self.read_only_token.expose().to_string()),
+            lake_commits: self.config.lake_commits,
+            maintenance: self.config.maintenance,
             ducklake: self.config.ducklake.as_ref().map(|lake| DuckLakeSpec {
                 catalog: lake.catalog.clone(),
                 // Read-only workers reach the catalog with its read-only token.
@@ -123,6 +129,7 @@ impl Launcher {
                 },
                 data_path: lake.data_path.clone(),
                 catalog_ca_file: lake.catalog_ca_file.clone(),
+                commit_retry: lake.commit_retry,
                 azure: match worker.access {
                     Access::ReadWrite => lake.azure.clone(),
                     Access::ReadOnly => lake.read_only_azure.clone(),
@@ -180,9 +187,13 @@ impl Launcher {
             Ok(Some(WorkerStatus::Ready { port })) => {
                 // Keep draining stdout so the worker never blocks writing to it.
                 let id = worker.id.clone();
+                let lake = self.lake.clone();
                 tokio::spawn(async move {
                     while let Ok(Some(line)) = lines.next_line().await {
-                        debug!(worker.id = %id, line = %line, "worker stdout");
+                        match line.strip_prefix(LAKE_PREFIX) {
+                            Some(report) => lake.record(report),
+                            None => debug!(worker.id = %id, line = %line, "worker stdout"),
+                        }
                     }
                 });
                 Ok(Running {
@@ -275,8 +286,21 @@ pub async fn supervise(
                     let _ignored = tx.send(Ok(()));
                 }
                 let since = Instant::now();
-                tokio::select! {
-                    status = running.child.wait() => {
+                let maintains = launcher.config.maintenance.is_some();
+                let status = loop {
+                    tokio::select! {
+                        status = running.child.wait() => break Some(status),
+                        _ = stop_workers.cancelled() => break None,
+                        _ = launcher.lake.run_requested(), if maintains => {
+                            let line = format!("{MAINTAIN_LINE}\n");
+                            if let Err(e) = running.stdin.write_all(line.as_bytes()).await {
+                                warn!(worker.id = %worker.id, error = %e, "asking the worker for a maintenance run");
+                            }
+                        }
+                    }
+                };
+                match status {
+                    Some(status) => {
                         worker.set_down();
                         sessions.forget_worker(worker);
                         let exit = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
@@ -291,7 +315,7 @@ pub async fn supervise(
                             return;
                         }
                     }
-                    _ = stop_workers.cancelled() => {
+                    None => {
                         worker.set_down();
                         running.stop(worker).await;
                         return;

@@ -52,6 +52,16 @@ pub(crate) fn data_dir(shared: &Path) -> PathBuf {
 }
 
 pub(crate) fn start_catalog(shared: &Path, token: &str, port: Option<u16>) -> Gateway {
+    start_catalog_with(shared, token, port, "")
+}
+
+/// `start_catalog` with more `[catalog]` keys.
+pub(crate) fn start_catalog_with(
+    shared: &Path,
+    token: &str,
+    port: Option<u16>,
+    extra_catalog_toml: &str,
+) -> Gateway {
     let mut args = Vec::new();
     if let Some(port) = port {
         args = vec!["--plain-listen".into(), format!("127.0.0.1:{port}")];
@@ -61,7 +71,7 @@ pub(crate) fn start_catalog(shared: &Path, token: &str, port: Option<u16>) -> Ga
         subcommand: "catalog",
         token: Some(token.to_string()),
         extra_toml: format!(
-            "[catalog]\nfile = \"{}\"\n",
+            "[catalog]\nfile = \"{}\"\n{extra_catalog_toml}\n",
             shared.join("catalog.duckdb").display()
         ),
         args,

@@ -8,6 +8,7 @@ mod clients;
 mod cluster;
 mod ducklake;
 mod edge;
+mod lake_writes;
 mod lifecycle;
 mod pinning;
 mod refusals;

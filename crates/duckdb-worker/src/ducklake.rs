@@ -117,6 +117,12 @@ pub fn open(
     // ...)`; dropped, that finds no token.
     conn.execute_batch("DROP PERSISTENT SECRET quackgate_catalog")
         .map_err(step("dropping the catalog secret"))?;
+    let retry = lake.commit_retry;
+    conn.execute_batch(&format!(
+        "SET GLOBAL ducklake_max_retry_count = {}; SET GLOBAL ducklake_retry_wait_ms = {}; SET GLOBAL ducklake_retry_backoff = {};",
+        retry.max_retries, retry.wait_ms, retry.backoff
+    ))
+    .map_err(step("setting the DuckLake commit retries"))?;
     std::fs::remove_dir_all(&secrets).map_err(|e| WorkerError::Io {
         what: "removing the catalog secret folder",
         source: e,
@@ -136,8 +142,11 @@ pub fn allowed_directories(lake: &DuckLakeSpec) -> Vec<String> {
     vec![lake.data_path.clone()]
 }
 
-/// A probe of constant cost: one row of the lake's small metadata table, fetched from the
-/// catalog.
+/// A probe of constant cost: one row of the lake's small metadata table, asked of the catalog
+/// through the lake's own Quack connection (`quack_query_by_name`, as DuckLake asks it).
+/// Reading the attached metadata database instead goes through the quack client's catalog
+/// cache, which DuckLake clears after every server-side commit: a probe landing in that gap
+/// saw no tables, and enough such probes in a row stopped a busy, healthy worker.
 pub fn catalog_probe(conn: &Connection) -> Result<String, WorkerError> {
     let database: String = conn
         .query_row("SELECT current_database()", [], |row| row.get(0))
@@ -146,8 +155,8 @@ pub fn catalog_probe(conn: &Connection) -> Result<String, WorkerError> {
             source,
         })?;
     Ok(format!(
-        "SELECT count(*) FROM (SELECT 1 FROM {}.ducklake_metadata LIMIT 1)",
-        quote_ident(&format!("__ducklake_metadata_{database}"))
+        "SELECT count(*) FROM system.main.quack_query_by_name({}, 'SELECT 1 FROM ducklake_metadata LIMIT 1')",
+        sql_literal(&format!("__ducklake_metadata_{database}"))
     ))
 }
 
@@ -202,10 +211,6 @@ pub fn watch_catalog(conn: Connection, probe: String, catalog: String) -> ! {
         );
         std::process::exit(EXIT_CATALOG_LOST);
     }
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Extensions a DuckLake worker loads besides the base ones.

@@ -20,8 +20,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod commit_batches;
 mod ducklake;
 mod error;
+mod maintenance;
 mod private_dir;
 mod sandbox;
 mod session_roles;
@@ -29,11 +31,13 @@ mod spec;
 mod sql;
 mod worker;
 
+pub use commit_batches::is_commit_batch;
 pub use ducklake::EXIT_CATALOG_LOST;
 pub use error::WorkerError;
 pub use session_roles::{is_read_only_sql, is_worker_sql};
 pub use spec::{
-    extension_path, AzureCredentials, DuckLakeSpec, WorkerSpec, WorkerStatus, DUCKDB_VERSION,
-    EXTENSIONS_REQUIRED, EXTENSION_PLATFORM, FAILED_PREFIX, READY_PREFIX,
+    extension_path, AzureCredentials, CommitRetry, DuckLakeSpec, MaintenanceSpec, WorkerSpec,
+    WorkerStatus, DUCKDB_VERSION, EXTENSIONS_REQUIRED, EXTENSION_PLATFORM, FAILED_PREFIX,
+    LAKE_COMMIT_EXTENSIONS, LAKE_PREFIX, MAINTAIN_LINE, READY_PREFIX,
 };
 pub use worker::{run_worker, EXIT_SERVER_STOPPED};

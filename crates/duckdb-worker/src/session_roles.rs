@@ -21,7 +21,8 @@
 //!   but nothing of Quack's and no SQL built at run time ([`is_worker_sql`]): client SQL on a
 //!   read-write worker reaches the catalog through the lake's metadata database
 //!   (`__ducklake_metadata_<lake>.query(...)`), and must not list or stop the catalog's
-//!   listener, or open connections from it.
+//!   listener, or open connections from it. Their DuckLake commit batches run as one
+//!   transaction each ([`crate::commit_batches`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,8 @@ use duckdb::arrow::datatypes::DataType;
 use duckdb::vscalar::{ArrowFunctionSignature, VArrowScalar};
 use duckdb::Connection;
 use subtle::ConstantTimeEq;
+
+use crate::commit_batches::CommitBatches;
 
 /// Read-write sessions remembered at most. Quack has no hook for a session's end, so the
 /// least recently used are forgotten beyond this (and become read-only): the workers' own
@@ -96,7 +99,8 @@ impl SessionRoles {
         read_write || read_only
     }
 
-    fn authorize(&self, sid: &str, sql: &str) -> bool {
+    /// The SQL to run for `sql`, or `None` when session `sid` may not run it.
+    fn authorize(&self, sid: &str, sql: &str) -> Option<String> {
         let mut guard = self.sessions();
         let (sessions, clock) = &mut *guard;
         *clock += 1;
@@ -105,11 +109,11 @@ impl SessionRoles {
             Some(used) => {
                 *used = now;
                 drop(guard);
-                is_worker_sql(sql)
+                is_worker_sql(sql).then(|| CommitBatches::rewrite(sql))
             }
             None => {
                 drop(guard);
-                is_read_only_sql(sql)
+                is_read_only_sql(sql).then(|| sql.to_string())
             }
         }
     }
@@ -171,13 +175,13 @@ impl VArrowScalar for Authorize {
         input: RecordBatch,
     ) -> Result<ArrayRef, Box<dyn std::error::Error>> {
         let (sid, sql) = (strings(&input, 0)?, strings(&input, 1)?);
-        let out: BooleanArray = (0..input.num_rows())
+        // Quack runs a VARCHAR answer instead of the client's SQL, and refuses NULL.
+        let out: StringArray = (0..input.num_rows())
             .map(|i| {
-                Some(
-                    !sid.is_null(i)
-                        && !sql.is_null(i)
-                        && state.authorize(sid.value(i), sql.value(i)),
-                )
+                if sid.is_null(i) || sql.is_null(i) {
+                    return None;
+                }
+                state.authorize(sid.value(i), sql.value(i))
             })
             .collect();
         Ok(Arc::new(out))
@@ -186,7 +190,7 @@ impl VArrowScalar for Authorize {
     fn signatures() -> Vec<ArrowFunctionSignature> {
         vec![ArrowFunctionSignature::exact(
             vec![DataType::Utf8, DataType::Utf8],
-            DataType::Boolean,
+            DataType::Utf8,
         )]
     }
 
@@ -201,6 +205,7 @@ pub fn install(conn: &Connection, read_only_token: &str) -> duckdb::Result<()> {
     let roles = SessionRoles::new(read_only_token.to_string());
     conn.register_scalar_function_with_state::<Authenticate>("quackgate_authenticate", &roles)?;
     conn.register_scalar_function_with_state::<Authorize>("quackgate_authorize", &roles)?;
+    CommitBatches::install(conn)?;
     conn.execute_batch(
         "SET quack_authentication_function = 'quackgate_authenticate';
          SET quack_authorization_function = 'quackgate_authorize';",

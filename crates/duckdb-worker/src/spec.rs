@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::maintenance::MaintenanceSpec;
 use crate::sql::sql_literal;
 
 /// The DuckDB version this crate links; extensions must have been built for exactly it.
@@ -18,8 +19,14 @@ pub const DUCKDB_VERSION: &str = "v1.5.5";
 pub const EXTENSION_PLATFORM: &str = "linux_amd64";
 /// Extensions a worker loads: quack serves, and quack sends its HTTP through httpfs.
 pub const EXTENSIONS_REQUIRED: &[&str] = &["httpfs", "quack"];
+/// Extensions the catalog loads so that the lake's commits run on it (`ducklake_commit`).
+pub const LAKE_COMMIT_EXTENSIONS: &[&str] = &["parquet", "ducklake"];
 /// Prefix of the line a worker prints on stdout once it serves.
 pub const READY_PREFIX: &str = "QUACKGATE-WORKER READY";
+/// Prefix of the catalog's report line after each maintenance run of the lake.
+pub const LAKE_PREFIX: &str = "QUACKGATE-WORKER LAKE";
+/// The stdin line that asks the catalog for a maintenance run now.
+pub const MAINTAIN_LINE: &str = "MAINTAIN";
 /// Prefix of the line a worker prints on stdout when it cannot start.
 pub const FAILED_PREFIX: &str = "QUACKGATE-WORKER FAILED";
 
@@ -58,6 +65,14 @@ pub struct WorkerSpec {
     /// workers with it). Never logged.
     #[serde(default)]
     pub read_only_token: Option<String>,
+    /// Load DuckLake beside the database, so that the workers of a lake whose metadata this
+    /// worker serves commit here (`ducklake_commit`, with DuckLake's retries run next to the
+    /// metadata in one local transaction) instead of over Quack: the catalog.
+    #[serde(default)]
+    pub lake_commits: bool,
+    /// Run the lake's maintenance from here (the catalog), on this schedule.
+    #[serde(default)]
+    pub maintenance: Option<MaintenanceSpec>,
 }
 
 impl fmt::Debug for WorkerSpec {
@@ -79,6 +94,8 @@ impl fmt::Debug for WorkerSpec {
                 "read_only_token",
                 &self.read_only_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("lake_commits", &self.lake_commits)
+            .field("maintenance", &self.maintenance)
             .finish()
     }
 }
@@ -142,6 +159,35 @@ pub struct DuckLakeSpec {
     pub catalog_ca_file: Option<PathBuf>,
     /// Credentials for an `az://` data path.
     pub azure: Option<AzureCredentials>,
+    /// How often a commit that lost a race to another writer is tried again.
+    #[serde(default)]
+    pub commit_retry: CommitRetry,
+}
+
+/// DuckLake's commit retries (`ducklake_max_retry_count`, `ducklake_retry_wait_ms`,
+/// `ducklake_retry_backoff`), set for every session of a worker. A commit that loses a race
+/// waits `wait_ms` × backoff^n × a random 0.5-1 before try n + 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CommitRetry {
+    /// Tries after the first.
+    pub max_retries: u64,
+    /// The first wait, in milliseconds.
+    pub wait_ms: u64,
+    /// Growth of the wait per try.
+    pub backoff: f64,
+}
+
+impl Default for CommitRetry {
+    /// DuckLake's own defaults (10 tries, 100 ms, 1.5) give up within about 10 s and fail one
+    /// in a dozen commits of 12 concurrent writers; 100 tries that start at 50 ms and grow by
+    /// 1.2 keep trying for minutes under contention while the early tries stay quick.
+    fn default() -> Self {
+        CommitRetry {
+            max_retries: 100,
+            wait_ms: 50,
+            backoff: 1.2,
+        }
+    }
 }
 
 /// How a worker authenticates to Azure Blob storage.
@@ -202,6 +248,7 @@ impl fmt::Debug for DuckLakeSpec {
             .field("data_path", &self.data_path)
             .field("catalog_ca_file", &self.catalog_ca_file)
             .field("azure", &self.azure)
+            .field("commit_retry", &self.commit_retry)
             .finish()
     }
 }

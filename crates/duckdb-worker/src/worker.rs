@@ -7,10 +7,14 @@ use duckdb::{Config, Connection};
 
 use crate::ducklake;
 use crate::error::WorkerError;
+use crate::maintenance;
 use crate::private_dir::PrivateDir;
 use crate::sandbox;
 use crate::session_roles;
-use crate::spec::{AzureCredentials, WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED};
+use crate::spec::{
+    AzureCredentials, WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED, LAKE_COMMIT_EXTENSIONS,
+    MAINTAIN_LINE,
+};
 use crate::sql::sql_literal;
 
 /// Exit code of a worker whose Quack server was stopped under it (a client's `quack_stop`).
@@ -39,20 +43,29 @@ pub fn run_worker() -> Result<(), WorkerError> {
         // DuckDB errors may quote the statement, which names a token: scrub both.
         serve(&spec).map_err(|e| WorkerError::Start(scrub(&e.to_string(), &spec)))
     });
-    let (conn, private) = match served {
+    let (conn, private, maintain) = match served {
         Ok(Served {
             conn,
             private,
             port,
             watch,
             server_watch,
+            maintenance,
         }) => {
             if let Some((probe_conn, probe, catalog)) = watch {
                 std::thread::spawn(move || ducklake::watch_catalog(probe_conn, probe, catalog));
             }
             std::thread::spawn(move || watch_server(server_watch, port));
             report(&WorkerStatus::Ready { port })?;
-            (conn, private)
+            let maintain = maintenance.map(|(schedule, local, spec)| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let config = || maintenance_config(&spec);
+                    maintenance::run(schedule, local, config, port, &spec.token, rx)
+                });
+                tx
+            });
+            (conn, private, maintain)
         }
         Err(e) => {
             report(&WorkerStatus::Failed(e.to_string()))?;
@@ -61,8 +74,15 @@ pub fn run_worker() -> Result<(), WorkerError> {
     };
     // Serve until the supervisor closes our stdin, on purpose or by dying.
     for line in lines {
-        if line.is_err() {
-            break;
+        match line {
+            Err(_) => break,
+            Ok(line) if line.trim() == MAINTAIN_LINE => {
+                if let Some(tx) = &maintain {
+                    // A maintenance thread that has ended takes no more requests.
+                    let _ = tx.send(());
+                }
+            }
+            Ok(_) => {}
         }
     }
     drop(conn);
@@ -102,6 +122,23 @@ struct Served {
     port: u16,
     watch: Option<(Connection, String, String)>,
     server_watch: Connection,
+    /// The catalog's: its schedule, a connection to its database, and the spec.
+    maintenance: Option<(maintenance::MaintenanceSpec, Connection, WorkerSpec)>,
+}
+
+/// The maintenance instance's DuckDB configuration: the worker's extensions and threads.
+fn maintenance_config(spec: &WorkerSpec) -> Result<Config, WorkerError> {
+    let step = |step| move |source| WorkerError::DuckDb { step, source };
+    let mut config = Config::default()
+        .with("extension_directory", spec.extension_dir.to_string_lossy())
+        .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+        .map_err(step("configuring the maintenance database"))?;
+    if let Some(threads) = spec.threads {
+        config = config
+            .with("threads", threads.to_string())
+            .map_err(step("setting threads"))?;
+    }
+    Ok(config)
 }
 
 /// Exits when this worker's Quack server is gone. Client SQL can call `quack_stop` on it (no
@@ -125,11 +162,11 @@ fn watch_server(conn: Connection, port: u16) -> ! {
 }
 
 fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
-    let lake_extensions = spec
-        .ducklake
-        .as_ref()
-        .map(ducklake::extensions)
-        .unwrap_or(&[]);
+    let lake_extensions = match &spec.ducklake {
+        Some(lake) => ducklake::extensions(lake),
+        None if spec.lake_commits => LAKE_COMMIT_EXTENSIONS,
+        None => &[],
+    };
     for name in EXTENSIONS_REQUIRED.iter().chain(lake_extensions) {
         let path = spec.extension_path(name);
         if !path.is_file() {
@@ -194,6 +231,13 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     for name in EXTENSIONS_REQUIRED {
         conn.execute_batch(&format!("LOAD {name};"))
             .map_err(step("loading an extension"))?;
+    }
+    if spec.lake_commits {
+        // DuckLake clients see `ducklake_commit` here and send their data commits to it.
+        for name in LAKE_COMMIT_EXTENSIONS {
+            conn.execute_batch(&format!("LOAD {name};"))
+                .map_err(step("loading DuckLake for the lake's commits"))?;
+        }
     }
     // In a database of its own, so it is per worker even when the default database is a lake
     // that all workers share.
@@ -271,12 +315,22 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
         )),
         None => None,
     };
+    let maintenance = match spec.maintenance {
+        Some(schedule) => Some((
+            schedule,
+            conn.try_clone()
+                .map_err(step("opening the maintenance counts connection"))?,
+            spec.clone(),
+        )),
+        None => None,
+    };
     Ok(Served {
         conn,
         private,
         port: spec.port,
         watch,
         server_watch,
+        maintenance,
     })
 }
 

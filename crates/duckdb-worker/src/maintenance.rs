@@ -1,0 +1,220 @@
+//! The lake's maintenance, run by the catalog: flush inlined rows into Parquet, merge adjacent
+//! small files, expire old snapshots, and delete files nothing references any more.
+//!
+//! A DuckDB 1.5 client's `INSERT INTO r.t SELECT ...` arrives as one APPEND per 2,048 rows,
+//! each its own commit, so a lake fills with small files and snapshots unless something merges
+//! them. It runs in the catalog process, on a DuckDB instance of its own that attaches the lake
+//! through the catalog's own Quack listener like any worker, for two reasons: one owner, so two
+//! compactions never race each other (duckdb/ducklake#1452), and no client session shares its
+//! process, because DuckLake drops every cached schema of its process after a flush, which a
+//! client's open schema-changing transaction still points into. Its commits are ordinary
+//! DuckLake commits, with conflict checks and retries, so a writer that commits meanwhile loses
+//! nothing; a merged file's sources stay on disk until the retention has passed, for readers
+//! of older snapshots.
+//!
+//! Each run ends with a report line on stdout (`QUACKGATE-WORKER LAKE ...`), which the
+//! supervisor turns into metrics; a `MAINTAIN` line on stdin asks for a run now.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use duckdb::{Config, Connection};
+use serde::{Deserialize, Serialize};
+
+use crate::error::WorkerError;
+use crate::spec::LAKE_PREFIX;
+use crate::sql::sql_literal;
+
+/// When the catalog runs the lake's maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceSpec {
+    /// Seconds between runs; 0 runs only on request.
+    pub interval_secs: u64,
+    /// Snapshots younger than this stay (time travel), as do files they still reference.
+    pub retention_secs: u64,
+}
+
+/// What a run found, for the report line.
+#[derive(Debug, Default, Clone, Copy)]
+struct LakeCounts {
+    data_files: i64,
+    snapshots: i64,
+    inlined_rows: i64,
+}
+
+/// Runs maintenance for ever: every `interval_secs`, and whenever `requests` delivers.
+///
+/// `local` is a connection to the catalog's own database, for the counts; `config` makes the
+/// maintenance instance; `port` and `token` reach the catalog's listener.
+pub fn run(
+    spec: MaintenanceSpec,
+    local: Connection,
+    config: impl Fn() -> Result<Config, WorkerError>,
+    port: u16,
+    token: &str,
+    requests: mpsc::Receiver<()>,
+) {
+    let (mut runs, mut failures) = (0u64, 0u64);
+    let mut lake: Option<Connection> = None;
+    let mut last_ms = 0u128;
+    let mut told_remote = false;
+    report(&local, runs, failures, last_ms);
+    loop {
+        let wait = match spec.interval_secs {
+            0 => Duration::MAX,
+            secs => Duration::from_secs(secs),
+        };
+        match requests.recv_timeout(wait) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        // Requests that arrived during the wait are served by this run.
+        while requests.try_recv().is_ok() {}
+        if !lake_exists(&local) {
+            report(&local, runs, failures, last_ms);
+            continue;
+        }
+        if let Some(path) = remote_data_path(&local) {
+            // The catalog holds no credentials for object storage.
+            if !told_remote {
+                eprintln!("quackgate catalog: lake maintenance skipped: the data path {path} is not a local folder");
+                told_remote = true;
+            }
+            report(&local, runs, failures, last_ms);
+            continue;
+        }
+        let started = Instant::now();
+        let result = match &lake {
+            Some(conn) => maintain(conn, spec.retention_secs),
+            None => attach(&config, port, token).and_then(|conn| {
+                let result = maintain(&conn, spec.retention_secs);
+                lake = Some(conn);
+                result
+            }),
+        };
+        last_ms = started.elapsed().as_millis();
+        runs += 1;
+        if let Err(e) = result {
+            failures += 1;
+            eprintln!(
+                "quackgate catalog: lake maintenance failed: {}",
+                e.to_string().replace('\n', " ")
+            );
+            // A fresh attach next time, in case the session is what broke.
+            lake = None;
+        }
+        report(&local, runs, failures, last_ms);
+    }
+}
+
+fn attach(
+    config: &impl Fn() -> Result<Config, WorkerError>,
+    port: u16,
+    token: &str,
+) -> Result<Connection, WorkerError> {
+    let step = |step| move |source| WorkerError::DuckDb { step, source };
+    let conn = Connection::open_in_memory_with_flags(config()?)
+        .map_err(step("opening the maintenance database"))?;
+    let scope = format!("quack:127.0.0.1:{port}");
+    // No DATA_PATH: the lake exists, and its metadata holds the data path.
+    conn.execute_batch(&format!(
+        "LOAD httpfs; LOAD quack; LOAD parquet; LOAD ducklake;
+         CREATE SECRET quackgate_catalog (TYPE quack, TOKEN {token}, SCOPE {scope_lit});
+         ATTACH {uri} AS lake;",
+        token = sql_literal(token),
+        scope_lit = sql_literal(&scope),
+        uri = sql_literal(&format!("ducklake:{scope}")),
+    ))
+    .map_err(step("attaching the lake for maintenance"))?;
+    Ok(conn)
+}
+
+fn maintain(conn: &Connection, retention_secs: u64) -> Result<(), WorkerError> {
+    let step = |step| move |source| WorkerError::DuckDb { step, source };
+    // An absolute time: `now() - INTERVAL` needs ICU for TIMESTAMPTZ, which is not loaded.
+    let cutoff = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .saturating_sub(retention_secs);
+    let older = format!("to_timestamp({cutoff})");
+    conn.execute_batch("CALL ducklake_flush_inlined_data('lake');")
+        .map_err(step("flushing inlined data"))?;
+    conn.execute_batch("CALL ducklake_merge_adjacent_files('lake');")
+        .map_err(step("merging adjacent files"))?;
+    conn.execute_batch(&format!(
+        "CALL ducklake_expire_snapshots('lake', older_than => {older});"
+    ))
+    .map_err(step("expiring snapshots"))?;
+    conn.execute_batch(&format!(
+        "CALL ducklake_cleanup_old_files('lake', older_than => {older});"
+    ))
+    .map_err(step("deleting files of expired snapshots"))?;
+    // Files no snapshot has ever referenced, such as those of failed writes; the retention
+    // keeps the files of commits still under way.
+    conn.execute_batch(&format!(
+        "CALL ducklake_delete_orphaned_files('lake', older_than => {older});"
+    ))
+    .map_err(step("deleting orphaned files"))?;
+    Ok(())
+}
+
+fn lake_exists(local: &Connection) -> bool {
+    local
+        .query_row(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'ducklake_metadata'",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .is_ok_and(|n| n > 0)
+}
+
+/// The lake's data path when it is not a local folder (`az://...`).
+fn remote_data_path(local: &Connection) -> Option<String> {
+    local
+        .query_row(
+            "SELECT value FROM ducklake_metadata WHERE key = 'data_path'",
+            [],
+            |row| row.get::<_, String>(0),
+        )
+        .ok()
+        .filter(|path| path.contains("://"))
+}
+
+/// Counts from the metadata tables, read locally (0 before the lake exists).
+fn counts(local: &Connection) -> LakeCounts {
+    if !lake_exists(local) {
+        return LakeCounts::default();
+    }
+    let count = |sql: &str| {
+        local
+            .query_row(sql, [], |row| row.get::<_, i64>(0))
+            .unwrap_or(0)
+    };
+    let mut inlined_rows = 0;
+    let tables: Vec<String> = local
+        .prepare("SELECT table_name FROM ducklake_inlined_data_tables")
+        .and_then(|mut s| {
+            s.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<_, _>>()
+        })
+        .unwrap_or_default();
+    for table in tables {
+        inlined_rows += count(&format!(
+            "SELECT count(*) FROM \"{}\" WHERE end_snapshot IS NULL",
+            table.replace('"', "\"\"")
+        ));
+    }
+    LakeCounts {
+        data_files: count("SELECT count(*) FROM ducklake_data_file WHERE end_snapshot IS NULL"),
+        snapshots: count("SELECT count(*) FROM ducklake_snapshot"),
+        inlined_rows,
+    }
+}
+
+fn report(local: &Connection, runs: u64, failures: u64, last_ms: u128) {
+    let c = counts(local);
+    println!(
+        "{LAKE_PREFIX} data_files={} snapshots={} inlined_rows={} runs={runs} failures={failures} last_run_ms={last_ms}",
+        c.data_files, c.snapshots, c.inlined_rows
+    );
+}
