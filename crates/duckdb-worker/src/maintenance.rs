@@ -19,20 +19,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use duckdb::{Config, Connection};
-use serde::{Deserialize, Serialize};
 
 use crate::error::WorkerError;
-use crate::spec::LAKE_PREFIX;
+use crate::spec::{MaintenanceSpec, LAKE_PREFIX};
 use crate::sql::sql_literal;
-
-/// When the catalog runs the lake's maintenance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MaintenanceSpec {
-    /// Seconds between runs; 0 runs only on request.
-    pub interval_secs: u64,
-    /// Snapshots younger than this stay (time travel), as do files they still reference.
-    pub retention_secs: u64,
-}
 
 /// What a run found, for the report line.
 #[derive(Debug, Default, Clone, Copy)]

@@ -10,8 +10,16 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::maintenance::MaintenanceSpec;
 use crate::sql::sql_literal;
+
+/// When the catalog runs the lake's maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceSpec {
+    /// Seconds between runs; 0 runs only on request.
+    pub interval_secs: u64,
+    /// Snapshots younger than this stay (time travel), as do files they still reference.
+    pub retention_secs: u64,
+}
 
 /// The DuckDB version this crate links; extensions must have been built for exactly it.
 pub const DUCKDB_VERSION: &str = "v1.5.5";

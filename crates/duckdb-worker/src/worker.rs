@@ -123,7 +123,7 @@ struct Served {
     watch: Option<(Connection, String, String)>,
     server_watch: Connection,
     /// The catalog's: its schedule, a connection to its database, and the spec.
-    maintenance: Option<(maintenance::MaintenanceSpec, Connection, WorkerSpec)>,
+    maintenance: Option<(crate::spec::MaintenanceSpec, Connection, WorkerSpec)>,
 }
 
 /// The maintenance instance's DuckDB configuration: the worker's extensions and threads.
