@@ -118,15 +118,10 @@ impl Rotation {
     }
 
     pub async fn watch(self, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(RELOAD_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
-            }
+        crate::shutdown::every(RELOAD_INTERVAL, stop, || {
             self.reload();
-        }
+        })
+        .await;
     }
 }
 

@@ -61,3 +61,17 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
     });
     Ok(token)
 }
+
+/// Runs `f` at once and then every `period` until `stop`: the file watchers' loop. A tick
+/// missed while `f` ran is not made up.
+pub async fn every(period: std::time::Duration, stop: CancellationToken, mut f: impl FnMut()) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        f();
+    }
+}

@@ -132,16 +132,11 @@ impl CertStore {
 
     /// Reloads on change every [`RELOAD_INTERVAL`] until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(RELOAD_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
-            }
-            // Two small local files, read only when their times change.
+        // Two small local files, read only when their times change.
+        crate::shutdown::every(RELOAD_INTERVAL, stop, || {
             self.reload();
-        }
+        })
+        .await;
     }
 }
 

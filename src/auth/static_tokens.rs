@@ -157,17 +157,12 @@ impl StaticTokens {
         let Some(path) = self.file.clone() else {
             return;
         };
-        let mut tick = tokio::time::interval(RELOAD_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_text: Option<String> = None;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
-            }
-            // A small local file: reading it inline costs less than a blocking-pool hop.
+        // A small local file: reading it inline costs less than a blocking-pool hop.
+        crate::shutdown::every(RELOAD_INTERVAL, stop, || {
             self.reload(&path, &mut last_text);
-        }
+        })
+        .await;
     }
 
     /// Reads the tokens file once; `last_text` is what the previous read found.
