@@ -22,6 +22,10 @@ pub const EXTENSIONS_REQUIRED: &[&str] = &["httpfs", "quack"];
 pub const READY_PREFIX: &str = "QUACKGATE-WORKER READY";
 /// Prefix of the line a worker prints on stdout when it cannot start.
 pub const FAILED_PREFIX: &str = "QUACKGATE-WORKER FAILED";
+/// Exit code of a worker whose catalog went away (EX_TEMPFAIL).
+pub const EXIT_CATALOG_LOST: i32 = 75;
+/// Exit code of a worker whose Quack server was stopped under it (a client's `quack_stop`).
+pub const EXIT_SERVER_STOPPED: i32 = 76;
 
 /// Everything one worker process needs to start serving Quack on loopback.
 #[derive(Clone, Serialize, Deserialize)]
