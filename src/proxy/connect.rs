@@ -54,16 +54,12 @@ pub async fn connect(
     let reservation = state.sessions.reserve(&principal.name)?;
     let placed = place(state, principal.access)?;
     let _connecting = placed.worker.connecting();
-    let mut swapped = codec::replace_token(
+    let swapped = outgoing_request(
         &message,
         header,
         &request,
         placed.internal_token.expose().as_bytes(),
-    );
-    // DuckDB clients send none; only then is the header decoded a second time.
-    if header.connection_id(&message).is_some() {
-        swapped = without_client_id(swapped)?;
-    }
+    )?;
     let answer = exchange(state, ctx, placed.port, swapped).await?;
     mint(state, &principal, &placed, answer, reservation)
 }
@@ -83,10 +79,7 @@ async fn place_on_node(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let cluster = state.cluster.as_deref().ok_or(RoutingError::NoNodeReady)?;
     // The token stays here: a node never sees it.
-    let mut outgoing = codec::replace_token(message, header, request, b"");
-    if header.connection_id(message).is_some() {
-        outgoing = without_client_id(outgoing)?;
-    }
+    let outgoing = outgoing_request(message, header, request, b"")?;
     let mut tried = Vec::new();
     loop {
         let node = cluster
@@ -128,6 +121,26 @@ fn node_absent(e: &GatewayError) -> bool {
         GatewayError::PeerIngress { status, .. } => matches!(status, 502 | 503),
         _ => false,
     }
+}
+
+/// The CONNECTION_REQUEST `message` as it leaves the gateway: its token swapped for `token`
+/// (the worker's internal token, or none towards a node) and any connection id the client put
+/// in its header taken out. Every other byte is the client's. Public for the fuzz targets.
+///
+/// # Errors
+/// When the swapped message does not decode again, which a `message` that decoded cannot cause.
+pub fn outgoing_request(
+    message: &[u8],
+    header: &Header,
+    request: &ConnectionRequest,
+    token: &[u8],
+) -> Result<Bytes, GatewayError> {
+    let swapped = codec::replace_token(message, header, request, token);
+    // DuckDB clients send none; only then is the header decoded a second time.
+    if header.connection_id(message).is_some() {
+        return without_client_id(swapped);
+    }
+    Ok(swapped)
 }
 
 /// The message without a connection id of the client's choosing: a new session's id is the

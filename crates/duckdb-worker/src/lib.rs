@@ -38,6 +38,7 @@ mod sandbox;
 #[cfg(feature = "engine")]
 mod session_roles;
 mod spec;
+#[cfg(feature = "engine")]
 mod sql;
 mod sql_checks;
 #[cfg(feature = "engine")]

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "engine")]
 use crate::sql::sql_literal;
 
 /// The DuckDB version this crate links; extensions must have been built for exactly it.
@@ -178,6 +179,7 @@ impl fmt::Debug for AzureCredentials {
     }
 }
 
+#[cfg(feature = "engine")]
 impl AzureCredentials {
     /// The statement that makes the (temporary, in-memory) Azure secret.
     pub(crate) fn create_secret_sql(&self) -> String {
@@ -210,6 +212,7 @@ impl fmt::Debug for DuckLakeSpec {
     }
 }
 
+#[cfg(feature = "engine")]
 impl DuckLakeSpec {
     pub(crate) fn uri(&self) -> String {
         format!("ducklake:quack:{}", self.catalog)
