@@ -8,6 +8,7 @@
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::filter::ParseError;
 use tracing_subscriber::EnvFilter;
 
 /// The filter when neither `log.filter` nor `RUST_LOG` says otherwise.
@@ -33,11 +34,28 @@ impl LogFormat {
     }
 }
 
+/// Parses a filter (`log.filter`, `RUST_LOG`), each comma-separated directive trimmed first.
+///
+/// tracing-subscriber 0.3.23 walks the characters of a trimmed directive but slices the
+/// untrimmed text with their indices, so a directive with white space before it and a
+/// multi-byte character in it (`info, é=debug`) panicked inside `EnvFilter::try_new`. Found
+/// by fuzzing the config loader (fuzz/RESULTS.md). Trimmed, both agree.
+///
+/// # Errors
+/// The library's reason when a directive is not valid.
+pub fn parse_filter(text: &str) -> Result<EnvFilter, ParseError> {
+    let directives: Vec<&str> = text.split(',').map(str::trim).collect();
+    EnvFilter::try_new(directives.join(","))
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `filter`.
 pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .and_then(|text| parse_filter(&text).ok());
+    let filter = from_env
+        .or_else(|| parse_filter(filter).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -45,5 +63,28 @@ pub fn init(filter: &str, format: LogFormat) {
         // Colour codes only for a person at a terminal, never in files and log collectors.
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directive_with_space_before_a_multibyte_character_is_parsed_not_a_panic() {
+        // Each of these panicked in EnvFilter::try_new (tracing-subscriber 0.3.23).
+        for text in ["info, é=debug", " é=debug", "info,\té[span]=trace", "  ö"] {
+            assert!(parse_filter(text).is_ok(), "{text:?}");
+        }
+        // What the library refuses stays refused, with its reason.
+        assert!(parse_filter("info, =debug").is_err());
+        assert!(parse_filter("quackgate=loud").is_err());
+    }
+
+    #[test]
+    fn trimming_keeps_the_meaning_of_a_filter() {
+        let spaced = parse_filter(" quackgate=debug , hyper=warn ").unwrap();
+        let plain = parse_filter("quackgate=debug,hyper=warn").unwrap();
+        assert_eq!(spaced.to_string(), plain.to_string());
     }
 }

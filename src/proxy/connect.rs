@@ -288,3 +288,36 @@ fn mint(
     );
     Ok(quack_response(out.freeze()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn captured_connection_request() -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/quack/connection_request.bin");
+        std::fs::read(path).expect("captured fixture")
+    }
+
+    #[test]
+    fn the_token_is_swapped_and_a_client_id_stripped() {
+        let plain = captured_connection_request();
+        let header = codec::decode_header(&plain).unwrap();
+        // The same request with an id the client chose in its header.
+        let mut with_id = codec::rewrite_header(&plain, &header, b"chosen-by-client").to_vec();
+        with_id.extend_from_slice(&plain[header.len..]);
+        for message in [plain.clone(), with_id] {
+            let header = codec::decode_header(&message).unwrap();
+            let request = codec::decode_connection_request(&message, &header).unwrap();
+            for token in [&b"internal"[..], b""] {
+                let out = outgoing_request(&message, &header, &request, token).unwrap();
+                let h = codec::decode_header(&out).unwrap();
+                assert_eq!(h.connection_id, None);
+                let r = codec::decode_connection_request(&out, &h).unwrap();
+                assert_eq!(&out[r.token.unwrap()], token);
+                // Client version, platform and Quack versions are the client's bytes.
+                assert!(out.ends_with(&plain[plain.len() - 31..]));
+            }
+        }
+    }
+}
