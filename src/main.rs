@@ -14,6 +14,7 @@ use quackgate::role::Role;
 
 const EXIT_CONFIG: u8 = 64;
 const EXIT_STARTUP: u8 = 1;
+#[cfg(feature = "worker")]
 const EXIT_WORKER: u8 = 78;
 
 #[derive(Parser)]
@@ -122,7 +123,9 @@ enum Command {
     },
     /// Sign a JWT with a local key and print it, then the SQL a client runs to use it.
     Token(TokenArgs),
-    /// Run one embedded DuckDB worker (started by `serve`; reads its spec on stdin).
+    /// Run one embedded DuckDB worker (started by `serve`; reads its spec on stdin). Only in
+    /// builds with the `worker` feature (the default), the one part that links DuckDB.
+    #[cfg(feature = "worker")]
     #[command(hide = true)]
     Worker,
 }
@@ -193,6 +196,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Token(args) => token(args),
+        #[cfg(feature = "worker")]
         Command::Worker => match quackgate_duckdb::run_worker() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

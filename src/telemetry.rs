@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use tracing::Level;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{ParseError, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -41,6 +41,20 @@ impl LogFormat {
     }
 }
 
+/// Parses a filter (`log.filter`, `RUST_LOG`), each comma-separated directive trimmed first.
+///
+/// tracing-subscriber 0.3.23 walks the characters of a trimmed directive but slices the
+/// untrimmed text with their indices, so a directive with white space before it and a
+/// multi-byte character in it (`info, é=debug`) panicked inside `EnvFilter::try_new`. Found
+/// by fuzzing the config loader (fuzz/RESULTS.md). Trimmed, both agree.
+///
+/// # Errors
+/// The library's reason when a directive is not valid.
+pub fn parse_filter(text: &str) -> Result<EnvFilter, ParseError> {
+    let directives: Vec<&str> = text.split(',').map(str::trim).collect();
+    EnvFilter::try_new(directives.join(","))
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `filter`. With
 /// `audit_file`, audit records go there as JSON lines, appended, and not to stderr; without
 /// it they are off unless the filter names their target (`audit=info`), so a busy gateway
@@ -51,9 +65,12 @@ impl LogFormat {
 pub fn init(filter: &str, format: LogFormat, audit_file: Option<&Path>) -> std::io::Result<()> {
     let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
     let names_audit = directives.contains(audit::TARGET);
-    let mut filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .and_then(|text| parse_filter(&text).ok());
+    let mut filter = from_env
+        .or_else(|| parse_filter(filter).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
     if audit_file.is_none() && !names_audit {
         filter = filter.add_directive(
             format!("{}=off", audit::TARGET)
@@ -103,4 +120,27 @@ pub fn init(filter: &str, format: LogFormat, audit_file: Option<&Path>) -> std::
         .with(audit_layer)
         .init();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directive_with_space_before_a_multibyte_character_is_parsed_not_a_panic() {
+        // Each of these panicked in EnvFilter::try_new (tracing-subscriber 0.3.23).
+        for text in ["info, é=debug", " é=debug", "info,\té[span]=trace", "  ö"] {
+            assert!(parse_filter(text).is_ok(), "{text:?}");
+        }
+        // What the library refuses stays refused, with its reason.
+        assert!(parse_filter("info, =debug").is_err());
+        assert!(parse_filter("quackgate=loud").is_err());
+    }
+
+    #[test]
+    fn trimming_keeps_the_meaning_of_a_filter() {
+        let spaced = parse_filter(" quackgate=debug , hyper=warn ").unwrap();
+        let plain = parse_filter("quackgate=debug,hyper=warn").unwrap();
+        assert_eq!(spaced.to_string(), plain.to_string());
+    }
 }

@@ -362,7 +362,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
             LogFormat::Text
         }),
     };
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
+    if let Err(e) = crate::telemetry::parse_filter(&log_filter) {
         problems.push(format!("log.filter: {e}, got {log_filter:?}"));
     }
 
@@ -543,6 +543,40 @@ mod tests {
             err.contains("cluster.peer_listen: 0.0.0.0:7000 may be reachable from outside"),
             "{err}"
         );
+    }
+
+    /// Found by `fuzz/` (config target): a `log.filter` with white space before a multi-byte
+    /// character panicked in tracing-subscriber's parser during validation.
+    #[test]
+    fn a_log_filter_that_panicked_the_parser_is_an_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let crash = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/fuzz/config-log-filter-panic.toml"),
+        )
+        .unwrap();
+        // The fuzzer's input, as it was: refused with reasons, its filter's among them (a `[`
+        // that opens a span and never closes).
+        let err = load(&crash, dir.path(), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("log.filter: invalid filter directive"),
+            "{err}"
+        );
+        // The same filter on a valid config, from the file and from the environment.
+        let filter = "info, é=debug,  ö[span]=trace";
+        let text = format!("{}[log]\nfilter = {filter:?}\n", base(dir.path()));
+        assert_eq!(load(&text, dir.path(), &[]).unwrap().log_filter, filter);
+        let c = load(
+            &base(dir.path()),
+            dir.path(),
+            &[("QUACKGATE__LOG__FILTER", filter)],
+        )
+        .unwrap();
+        assert_eq!(c.log_filter, filter);
+        // A filter that is wrong is still refused, naming the key.
+        let bad = format!("{}[log]\nfilter = \"info, =debug\"\n", base(dir.path()));
+        let err = load(&bad, dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("log.filter"), "{err}");
     }
 
     #[test]

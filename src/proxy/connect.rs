@@ -58,16 +58,12 @@ pub async fn connect(
     ctx.audit.node = Some(state.node_id.clone());
     ctx.audit.worker = Some(placed.worker.index);
     let _connecting = placed.worker.connecting();
-    let mut swapped = codec::replace_token(
+    let swapped = outgoing_request(
         &message,
         header,
         &request,
         placed.internal_token.expose().as_bytes(),
-    );
-    // DuckDB clients send none; only then is the header decoded a second time.
-    if header.connection_id(&message).is_some() {
-        swapped = without_client_id(swapped)?;
-    }
+    )?;
     let answer = exchange(state, ctx, placed.port, swapped).await?;
     mint(state, &principal, &placed, answer, reservation)
 }
@@ -87,10 +83,7 @@ async fn place_on_node(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let cluster = state.cluster.as_deref().ok_or(RoutingError::NoNodeReady)?;
     // The token stays here: a node never sees it.
-    let mut outgoing = codec::replace_token(message, header, request, b"");
-    if header.connection_id(message).is_some() {
-        outgoing = without_client_id(outgoing)?;
-    }
+    let outgoing = outgoing_request(message, header, request, b"")?;
     let mut tried = Vec::new();
     loop {
         let node = cluster
@@ -133,6 +126,26 @@ fn node_absent(e: &GatewayError) -> bool {
         GatewayError::PeerIngress { status, .. } => matches!(status, 502 | 503),
         _ => false,
     }
+}
+
+/// The CONNECTION_REQUEST `message` as it leaves the gateway: its token swapped for `token`
+/// (the worker's internal token, or none towards a node) and any connection id the client put
+/// in its header taken out. Every other byte is the client's. Public for the fuzz targets.
+///
+/// # Errors
+/// When the swapped message does not decode again, which a `message` that decoded cannot cause.
+pub fn outgoing_request(
+    message: &[u8],
+    header: &Header,
+    request: &ConnectionRequest,
+    token: &[u8],
+) -> Result<Bytes, GatewayError> {
+    let swapped = codec::replace_token(message, header, request, token);
+    // DuckDB clients send none; only then is the header decoded a second time.
+    if header.connection_id(message).is_some() {
+        return without_client_id(swapped);
+    }
+    Ok(swapped)
 }
 
 /// The message without a connection id of the client's choosing: a new session's id is the
@@ -283,4 +296,37 @@ fn mint(
         "session opened"
     );
     Ok(quack_response(out.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn captured_connection_request() -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/quack/connection_request.bin");
+        std::fs::read(path).expect("captured fixture")
+    }
+
+    #[test]
+    fn the_token_is_swapped_and_a_client_id_stripped() {
+        let plain = captured_connection_request();
+        let header = codec::decode_header(&plain).unwrap();
+        // The same request with an id the client chose in its header.
+        let mut with_id = codec::rewrite_header(&plain, &header, b"chosen-by-client").to_vec();
+        with_id.extend_from_slice(&plain[header.len..]);
+        for message in [plain.clone(), with_id] {
+            let header = codec::decode_header(&message).unwrap();
+            let request = codec::decode_connection_request(&message, &header).unwrap();
+            for token in [&b"internal"[..], b""] {
+                let out = outgoing_request(&message, &header, &request, token).unwrap();
+                let h = codec::decode_header(&out).unwrap();
+                assert_eq!(h.connection_id, None);
+                let r = codec::decode_connection_request(&out, &h).unwrap();
+                assert_eq!(&out[r.token.unwrap()], token);
+                // Client version, platform and Quack versions are the client's bytes.
+                assert!(out.ends_with(&plain[plain.len() - 31..]));
+            }
+        }
+    }
 }

@@ -22,6 +22,7 @@ use duckdb::{Config, Connection};
 use crate::error::WorkerError;
 use crate::private_dir::PrivateDir;
 use crate::spec::DuckLakeSpec;
+use crate::spec::EXIT_CATALOG_LOST;
 use crate::sql::sql_literal;
 
 /// How often the catalog is checked.
@@ -35,8 +36,6 @@ const SETUP_RETRIES: u32 = 4;
 /// Probe timeouts in a row after which the catalog counts as gone: a busy catalog answers
 /// slowly, a gone one refuses or no longer knows the session, which counts at once.
 const WATCH_TIMEOUTS: u32 = 6;
-/// Exit code of a worker whose catalog went away (EX_TEMPFAIL).
-pub const EXIT_CATALOG_LOST: i32 = 75;
 
 /// Opens the lake as the main database of a new DuckDB instance configured by `config`;
 /// READ_ONLY for `read_only`, in which case the lake must already exist (the read-write

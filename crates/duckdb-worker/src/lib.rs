@@ -3,7 +3,13 @@
 //! DuckDB's C++ takes a quarter of an hour to compile, so it lives behind this crate boundary:
 //! the gateway crate never touches the `duckdb` API and editing it never recompiles DuckDB.
 //! The gateway only shares [`WorkerSpec`] with this crate, the message it writes to a worker's
-//! stdin, and the binary calls [`run_worker`] for its hidden `worker` subcommand.
+//! stdin, and the binary calls `run_worker` for its hidden `worker` subcommand.
+//!
+//! # Features
+//! `engine` (default) is DuckDB itself and the worker process around it. Without it only the
+//! pure parts build: the spec the gateway writes, the extension layout, the exit codes and the
+//! checks on SQL text. The fuzz crate builds the gateway that way, so that a fuzz build (its
+//! own target dir and RUSTFLAGS) never compiles DuckDB's C++ again.
 //!
 //! # Layout
 //! - `spec`: what a worker is told to do (its lake included), and the lines it answers on
@@ -11,6 +17,7 @@
 //! - `worker`: the code that runs inside a worker process.
 //! - `error`: why a worker fails.
 //! - `sql`: quoting values into SQL text.
+//! - `sql_checks`: the catalog's checks on the SQL text of its sessions.
 //! - `ducklake`: DuckLake as a worker's default database, and the watch on its catalog.
 //! - `sandbox`: the seccomp filter that stops client SQL from opening servers, and the Landlock
 //!   rules that keep a read-only worker from writing files.
@@ -20,24 +27,37 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "engine")]
 mod commit_batches;
+#[cfg(feature = "engine")]
 mod ducklake;
+#[cfg(feature = "engine")]
 mod error;
+#[cfg(feature = "engine")]
 mod maintenance;
+#[cfg(feature = "engine")]
 mod private_dir;
+#[cfg(feature = "engine")]
 mod sandbox;
+#[cfg(feature = "engine")]
 mod session_roles;
 mod spec;
+#[cfg(feature = "engine")]
 mod sql;
+mod sql_checks;
+#[cfg(feature = "engine")]
 mod worker;
 
+#[cfg(feature = "engine")]
 pub use commit_batches::is_commit_batch;
-pub use ducklake::EXIT_CATALOG_LOST;
+#[cfg(feature = "engine")]
 pub use error::WorkerError;
-pub use session_roles::{is_read_only_sql, is_worker_sql};
 pub use spec::{
     extension_path, AzureCredentials, CommitRetry, DuckLakeSpec, MaintenanceSpec, WorkerSpec,
-    WorkerStatus, DUCKDB_VERSION, EXTENSIONS_REQUIRED, EXTENSION_PLATFORM, FAILED_PREFIX,
-    LAKE_COMMIT_EXTENSIONS, LAKE_PREFIX, MAINTAIN_LINE, READY_PREFIX,
+    WorkerStatus, DUCKDB_VERSION, EXIT_CATALOG_LOST, EXIT_SERVER_STOPPED, EXTENSIONS_REQUIRED,
+    EXTENSION_PLATFORM, FAILED_PREFIX, LAKE_COMMIT_EXTENSIONS, LAKE_PREFIX, MAINTAIN_LINE,
+    READY_PREFIX,
 };
-pub use worker::{run_worker, EXIT_SERVER_STOPPED};
+pub use sql_checks::{is_read_only_sql, is_worker_sql};
+#[cfg(feature = "engine")]
+pub use worker::run_worker;

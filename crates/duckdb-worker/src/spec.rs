@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "engine")]
 use crate::sql::sql_literal;
 
 /// When the catalog runs the lake's maintenance.
@@ -37,6 +38,10 @@ pub const LAKE_PREFIX: &str = "QUACKGATE-WORKER LAKE";
 pub const MAINTAIN_LINE: &str = "MAINTAIN";
 /// Prefix of the line a worker prints on stdout when it cannot start.
 pub const FAILED_PREFIX: &str = "QUACKGATE-WORKER FAILED";
+/// Exit code of a worker whose catalog went away (EX_TEMPFAIL).
+pub const EXIT_CATALOG_LOST: i32 = 75;
+/// Exit code of a worker whose Quack server was stopped under it (a client's `quack_stop`).
+pub const EXIT_SERVER_STOPPED: i32 = 76;
 
 /// Everything one worker process needs to start serving Quack on loopback.
 #[derive(Clone, Serialize, Deserialize)]
@@ -228,6 +233,7 @@ impl fmt::Debug for AzureCredentials {
     }
 }
 
+#[cfg(feature = "engine")]
 impl AzureCredentials {
     /// The statement that makes the (temporary, in-memory) Azure secret.
     pub(crate) fn create_secret_sql(&self) -> String {
@@ -261,6 +267,7 @@ impl fmt::Debug for DuckLakeSpec {
     }
 }
 
+#[cfg(feature = "engine")]
 impl DuckLakeSpec {
     pub(crate) fn uri(&self) -> String {
         format!("ducklake:quack:{}", self.catalog)

@@ -12,13 +12,11 @@ use crate::private_dir::PrivateDir;
 use crate::sandbox;
 use crate::session_roles;
 use crate::spec::{
-    AzureCredentials, WorkerSpec, WorkerStatus, EXTENSIONS_REQUIRED, LAKE_COMMIT_EXTENSIONS,
-    MAINTAIN_LINE,
+    AzureCredentials, WorkerSpec, WorkerStatus, EXIT_SERVER_STOPPED, EXTENSIONS_REQUIRED,
+    LAKE_COMMIT_EXTENSIONS, MAINTAIN_LINE,
 };
 use crate::sql::sql_literal;
 
-/// Exit code of a worker whose Quack server was stopped under it (a client's `quack_stop`).
-pub const EXIT_SERVER_STOPPED: i32 = 76;
 /// How often a worker checks that its own Quack server still runs.
 const SERVER_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -1,0 +1,221 @@
+//! The two checks on SQL text the catalog's authorization hook runs (`session_roles`):
+//! [`is_read_only_sql`] for read-only sessions, [`is_worker_sql`] for the workers' own
+//! read-write metadata sessions.
+//!
+//! A file of its own because it is pure text scanning with no DuckDB in it: the gateway tests
+//! it, and builds it with the `engine` feature off (the fuzz crate), without linking DuckDB.
+
+/// Whether `sql` is one statement that only reads.
+///
+/// Strict, because this scanner and DuckDB's lexer must never disagree on what is code: it
+/// refuses comments (`--`, `/*`; DuckDB nests block comments and ends line comments at `\r`),
+/// dollar quotes, backslashes (escape strings), `U&` (Unicode escapes in names), NUL, and any
+/// `;` before the end. Outside quotes, the first word must be SELECT, FROM, WITH, VALUES,
+/// TABLE, DESCRIBE, SHOW or SUMMARIZE, and no word may name a command that writes or a
+/// function with a side effect (`query()` and `query_table()` run SQL built at run time;
+/// checkpoints, sequences, and anything of Quack's, which could stop the catalog).
+pub fn is_read_only_sql(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    if ["--", "/*", "*/", "$", "\\", "u&", "\0", "quack"]
+        .iter()
+        .any(|bad| lower.contains(bad))
+    {
+        return false;
+    }
+    let Some(words) = words(sql) else {
+        return false;
+    };
+    let Some(first) = words.first() else {
+        return false;
+    };
+    const READS: &[&str] = &[
+        "SELECT",
+        "FROM",
+        "WITH",
+        "VALUES",
+        "TABLE",
+        "DESCRIBE",
+        "SHOW",
+        "SUMMARIZE",
+    ];
+    const REFUSED: &[&str] = &[
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "MERGE",
+        "COPY",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "TRUNCATE",
+        "ATTACH",
+        "DETACH",
+        "INSTALL",
+        "LOAD",
+        "SET",
+        "RESET",
+        "CALL",
+        "PRAGMA",
+        "EXPORT",
+        "IMPORT",
+        "VACUUM",
+        "CHECKPOINT",
+        "FORCE_CHECKPOINT",
+        "USE",
+        "INTO",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "ABORT",
+        "END",
+        "QUERY",
+        "QUERY_TABLE",
+        "NEXTVAL",
+        "SETVAL",
+        "PREPARE",
+        "EXECUTE",
+        "DEALLOCATE",
+    ];
+    READS.contains(&first.as_str()) && !words.iter().any(|w| REFUSED.contains(&w.as_str()))
+}
+
+/// Whether `sql`, from a read-write session (a worker's metadata connection), calls nothing it
+/// must not: no function whose name (bare or quoted) starts with `quack` (every Quack function:
+/// `quack_stop`, `quack_serve`, `quack_query`, `quack_server_list`, ...), none that runs SQL
+/// from a string (`query`, `query_table`, `json_execute_serialized_sql`), no PREPARE or
+/// EXECUTE, and no view, macro or function made in the catalog (DuckLake keeps its own as
+/// rows; a stored object could call what is refused here). Names are judged in call position
+/// only, since DuckLake writes users' column names bare (a column may be called `query`).
+/// String literals are skipped, since DuckLake writes users' values in them; what could make
+/// this scanner and DuckDB's lexer disagree on where a literal ends (an unterminated quote,
+/// escape strings, comments, dollar quotes, `U&` names) refuses the statement.
+pub fn is_worker_sql(sql: &str) -> bool {
+    let Some(names) = names_outside_literals(sql) else {
+        return false;
+    };
+    let word = |i: usize| names.get(i).map(|(n, _)| n.to_ascii_uppercase());
+    if matches!(word(0).as_deref(), Some("PREPARE" | "EXECUTE")) {
+        return false;
+    }
+    if word(0).as_deref() == Some("CREATE")
+        && (1..6).any(|i| matches!(word(i).as_deref(), Some("VIEW" | "MACRO" | "FUNCTION")))
+    {
+        return false;
+    }
+    names.iter().filter(|(_, called)| *called).all(|(name, _)| {
+        let name = name.to_ascii_lowercase();
+        !(name.starts_with("quack")
+            || ["query", "query_table"].contains(&name.as_str())
+            || name.contains("execute_serialized"))
+    })
+}
+
+/// Every identifier of `sql`, bare or double-quoted, outside string literals, with whether a
+/// `(` follows it (a call). Literals are `'...'` with `''`. Bytes outside ASCII count as
+/// separators (DuckDB reads Unicode spaces as spaces). `None` when a quote does not end, and
+/// for comments, dollar quotes, escape strings (`E'...'`, whose backslashes and continuations
+/// two lexers may read apart) and `U&` (Unicode-escaped names).
+fn names_outside_literals(sql: &str) -> Option<Vec<(String, bool)>> {
+    let bytes = sql.as_bytes();
+    let mut names = Vec::new();
+    let mut i = 0;
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    // Whether a `(` comes next, past spaces of any kind.
+    let called = |mut j: usize| {
+        while j < bytes.len() && (bytes[j].is_ascii_whitespace() || bytes[j] >= 0x80) {
+            j += 1;
+        }
+        bytes.get(j) == Some(&b'(')
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\'' => i = end_of_quote(bytes, i)?,
+            b'e' | b'E' if bytes.get(i + 1) == Some(&b'\'') => return None,
+            b'u' | b'U' if bytes.get(i + 1) == Some(&b'&') => return None,
+            b'"' => {
+                let start = i + 1;
+                let end = end_of_quote(bytes, i)?;
+                names.push((sql.get(start..end - 1)?.replace("\"\"", "\""), called(end)));
+                i = end;
+            }
+            // `$1` is a parameter; a dollar-quoted string is refused, as are comments: DuckLake
+            // writes neither, and each is a place where two lexers can disagree.
+            b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => i += 1,
+            b'$' => return None,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => return None,
+            b'/' if bytes.get(i + 1) == Some(&b'*') => return None,
+            c if ident(c) => {
+                let start = i;
+                while i < bytes.len() && ident(bytes[i]) {
+                    i += 1;
+                }
+                // `1e'...'`: DuckDB reads a number and an escape string.
+                if matches!(bytes[i - 1], b'e' | b'E') && bytes.get(i) == Some(&b'\'') {
+                    return None;
+                }
+                names.push((sql.get(start..i)?.to_string(), called(i)));
+            }
+            _ => i += 1,
+        }
+    }
+    Some(names)
+}
+
+/// The index just past the quote that closes the one opening at `open`; a doubled quote is
+/// one quote.
+fn end_of_quote(bytes: &[u8], open: usize) -> Option<usize> {
+    let q = bytes[open];
+    let mut i = open + 1;
+    loop {
+        match bytes.get(i) {
+            None => return None,
+            Some(&c) if c == q && bytes.get(i + 1) == Some(&q) => i += 2,
+            Some(&c) if c == q => return Some(i + 1),
+            Some(_) => i += 1,
+        }
+    }
+}
+
+/// The words (runs of letters, digits and `_`, upper-cased) of `sql` outside quotes, or
+/// `None` when it holds more than one statement or an unterminated quote. Quotes are `'` and
+/// `"`, each escaped by doubling; comments were refused before.
+fn words(sql: &str) -> Option<Vec<String>> {
+    let bytes = sql.as_bytes();
+    let mut words = Vec::new();
+    let mut ended = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if ended && !b.is_ascii_whitespace() && b != b';' {
+            return None;
+        }
+        match b {
+            b'\'' | b'"' => {
+                i += 1;
+                loop {
+                    match bytes.get(i) {
+                        None => return None,
+                        Some(&c) if c == b && bytes.get(i + 1) == Some(&b) => i += 2,
+                        Some(&c) if c == b => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b';' => {
+                ended = true;
+                i += 1;
+            }
+            c if c.is_ascii_alphanumeric() || c == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                words.push(sql[start..i].to_ascii_uppercase());
+            }
+            _ => i += 1,
+        }
+    }
+    Some(words)
+}
