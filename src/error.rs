@@ -120,6 +120,7 @@ impl GatewayError {
             GatewayError::Routing(RoutingError::NoReadOnlyWorker) => "no_read_only_worker",
             GatewayError::Routing(RoutingError::NoWorkerReady) => "no_worker_ready",
             GatewayError::Routing(RoutingError::NoNodeReady) => "no_node_ready",
+            GatewayError::Routing(RoutingError::WorkersTaken) => "workers_taken",
             GatewayError::Routing(_) => "invalid_connection_id",
             GatewayError::Upstream(e) if e.may_have_reached_worker() => "upstream_exchange",
             GatewayError::Upstream(_) => "upstream_connect",
@@ -214,6 +215,10 @@ impl GatewayError {
             ),
             GatewayError::Routing(RoutingError::NoNodeReady) => ClientReply::Quack(
                 "quackgate: no node is ready for a new connection; try again shortly",
+            ),
+            GatewayError::Routing(RoutingError::WorkersTaken) => ClientReply::Quack(
+                "quackgate: every DuckDB worker here serves another principal's open sessions \
+                 (workers.isolation = \"principal\"); try again once one ends, or run more workers",
             ),
             // The exact server text: 2.0 clients re-handshake on it, 1.5 clients show it.
             GatewayError::Routing(_) => ClientReply::Quack(server_errors::INVALID_CONNECTION_ID),

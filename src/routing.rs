@@ -30,6 +30,10 @@ pub enum RoutingError {
     /// No worker can take a new session.
     #[error("no worker is ready")]
     NoWorkerReady,
+    /// Every ready worker serves another principal that still has sessions on it (isolated
+    /// workers).
+    #[error("every worker serves another principal")]
+    WorkersTaken,
     /// On an edge: no node can take a new session.
     #[error("no node is ready")]
     NoNodeReady,

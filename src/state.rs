@@ -21,6 +21,7 @@ use crate::routable_id::{IdSecret, IdSigner};
 use crate::sessions::end::SessionEnder;
 use crate::sessions::table::SessionTable;
 use crate::upstream::Upstream;
+use crate::workers::config::Isolation;
 use crate::workers::WorkerSet;
 
 /// Why the shared state could not be built.
@@ -62,6 +63,9 @@ pub struct AppState {
     /// One worker serves both kinds of session (the catalog), rather than read-only
     /// principals going to read-only workers.
     pub roles_share_workers: bool,
+    /// Each worker process serves one principal (`workers.isolation = "principal"`, never on
+    /// the catalog, whose clients are the nodes' workers).
+    pub isolate_principals: bool,
     /// The other gateway nodes, when this node is part of a cluster.
     pub cluster: Option<Arc<Cluster>>,
     /// Requests served here for sessions of this node that other nodes forwarded.
@@ -158,6 +162,8 @@ impl AppState {
             worker_token,
             read_only_worker_token,
             roles_share_workers: config.role == Role::Catalog,
+            isolate_principals: config.role != Role::Catalog
+                && config.workers.isolation == Isolation::Principal,
             cluster,
             peer_requests: AtomicU64::new(0),
             throttle: Arc::new(AuthThrottle::new(&config.limits)),

@@ -114,6 +114,7 @@ pub(super) struct FileWorkers {
     pub(super) ducklake: Option<FileDuckLake>,
     pub(super) startup_timeout_secs: Option<u64>,
     pub(super) health_interval_ms: Option<u64>,
+    pub(super) isolation: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,7 +9,7 @@ use quackgate_duckdb::{AzureCredentials, CommitRetry};
 
 use crate::config::file::FileWorkers;
 use crate::config::problems::Problems;
-use crate::workers::config::{DuckLakeConfig, WorkersConfig};
+use crate::workers::config::{DuckLakeConfig, Isolation, WorkersConfig};
 
 /// Default number of embedded DuckDB workers.
 pub const DEFAULT_WORKER_COUNT: usize = 2;
@@ -228,6 +228,15 @@ pub(super) fn validate(
             "workers.external_access = true lets every read-write client read and write any file and URL this process's user can reach (the id secret, the TLS key, the catalog token), and change DuckDB's settings; add workers.accept_external_access_risk = true to run that way".into(),
         );
     }
+    let isolation = match w.isolation.as_deref() {
+        None => Isolation::default(),
+        Some(name) => Isolation::parse(name).unwrap_or_else(|| {
+            problems.push(format!(
+                "workers.isolation: must be principal or shared, got {name:?}"
+            ));
+            Isolation::default()
+        }),
+    };
     WorkersConfig {
         count,
         read_only_count,
@@ -245,6 +254,7 @@ pub(super) fn validate(
         maintenance: None,
         startup_timeout: Duration::from_secs(startup_timeout_secs),
         health_interval: Duration::from_millis(health_interval_ms),
+        isolation,
     }
 }
 
@@ -253,6 +263,7 @@ pub(super) fn none(w: FileWorkers, problems: &mut Problems) -> WorkersConfig {
     if w.count.is_some_and(|c| c > 0)
         || w.read_only_count.is_some_and(|c| c > 0)
         || w.ducklake.is_some()
+        || w.isolation.is_some()
     {
         problems.push(
             "workers: an edge runs no workers (they run on the nodes it places sessions on); remove [workers]".into(),
@@ -275,5 +286,6 @@ pub(super) fn none(w: FileWorkers, problems: &mut Problems) -> WorkersConfig {
         maintenance: None,
         startup_timeout: Duration::from_secs(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS),
         health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
+        isolation: Isolation::Shared,
     }
 }

@@ -25,15 +25,20 @@ use crate::proxy::read::MAX_CONNECT_MESSAGE_BYTES;
 use crate::role::Role;
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
+use crate::sessions::table::Placement;
 use crate::sessions::table::Reservation;
 use crate::state::AppState;
 use crate::upstream::{QuackPost, UpstreamError};
-use crate::workers::Worker;
+use crate::workers::{ConnectingGuard, Worker};
 use quack_codec::msg_type;
 use quack_codec::{self as codec, ConnectionRequest, Header};
 
 /// Time a worker gets to answer a CONNECTION_REQUEST (it only checks the token).
 const CONNECT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time a connect waits for a worker process started for its principal (isolated workers):
+/// a worker starts in well under a second without a lake, a few with one.
+const FREEING_WAIT: Duration = Duration::from_secs(30);
 
 /// Opens a session for the CONNECTION_REQUEST `message`, whose header is `header`.
 pub async fn connect(
@@ -54,10 +59,9 @@ pub async fn connect(
         return place_on_node(state, ctx, &message, header, &request, &principal).await;
     }
     let reservation = state.sessions.reserve(&principal.name)?;
-    let placed = place(state, principal.access)?;
+    let placed = place(state, &principal).await?;
     ctx.audit.node = Some(state.node_id.clone());
     ctx.audit.worker = Some(placed.worker.index);
-    let _connecting = placed.worker.connecting();
     let swapped = outgoing_request(
         &message,
         header,
@@ -188,37 +192,54 @@ fn authenticate(
 /// Where a new session goes.
 struct Placed<'a> {
     worker: &'a Worker,
+    /// Counts the connect in the worker's load (and, for isolated workers, keeps its process
+    /// from being freed for another principal) until the session is recorded.
+    _connecting: ConnectingGuard<'a>,
     port: u16,
     /// Its process: the session is recorded only if this one still serves once it is open.
     generation: u64,
     internal_token: &'a WorkerToken,
 }
 
-fn place(state: &AppState, access: Access) -> Result<Placed<'_>, GatewayError> {
+async fn place<'s>(state: &'s AppState, principal: &Principal) -> Result<Placed<'s>, GatewayError> {
     // On the catalog, one worker serves both kinds and tells them apart by token.
-    let internal_token = match access {
+    let internal_token = match principal.access {
         Access::ReadWrite => &state.worker_token,
         Access::ReadOnly => &state.read_only_worker_token,
     };
     let placed_as = if state.roles_share_workers {
         Access::ReadWrite
     } else {
-        access
+        principal.access
     };
-    let worker = state
-        .sessions
-        .place(&state.workers, placed_as)
-        .ok_or_else(|| {
-            let serves_access = state.workers.iter().any(|w| w.access == placed_as);
-            if serves_access {
-                RoutingError::NoWorkerReady
-            } else {
-                RoutingError::NoReadOnlyWorker
+    let owner = state.isolate_principals.then_some(&principal.name);
+    let deadline = tokio::time::Instant::now() + FREEING_WAIT;
+    let connecting = loop {
+        match state.sessions.place_for(&state.workers, placed_as, owner) {
+            Placement::Placed(connecting) => break connecting,
+            Placement::Freeing(worker) => {
+                debug!(principal.name = %principal.name, worker.id = %worker.id, "waiting for a worker freed for this principal");
+                tokio::time::timeout_at(deadline, worker.ready())
+                    .await
+                    .map_err(|_| RoutingError::NoWorkerReady)?;
             }
-        })?;
+            Placement::Taken => return Err(RoutingError::WorkersTaken.into()),
+            Placement::None => {
+                let serves_access = state.workers.iter().any(|w| w.access == placed_as);
+                return Err(if serves_access {
+                    RoutingError::NoWorkerReady
+                } else {
+                    RoutingError::NoReadOnlyWorker
+                }
+                .into());
+            }
+        }
+    };
+    let worker = connecting.worker();
     let port = worker.serving_port().ok_or(RoutingError::NoWorkerReady)?;
     Ok(Placed {
         worker,
+        _connecting: connecting,
         port,
         generation: worker.generation(),
         internal_token,

@@ -18,7 +18,7 @@ use dashmap::DashMap;
 
 use crate::auth::access::Access;
 use crate::routing::place_session;
-use crate::workers::{Worker, WorkerSet};
+use crate::workers::{ConnectingGuard, Worker, WorkerSet};
 
 /// A session limit that refuses a new session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +29,20 @@ pub enum LimitError {
     /// The node already has `limits.max_sessions` open sessions.
     #[error("node has {0} open sessions, its limit")]
     Total(usize),
+}
+
+/// Where a new session goes.
+#[derive(Debug)]
+pub enum Placement<'w> {
+    /// This worker, counted as connecting until the guard drops.
+    Placed(ConnectingGuard<'w>),
+    /// This worker's process is being replaced for the principal; place again once it is
+    /// ready.
+    Freeing(&'w Worker),
+    /// Every ready worker serves another principal that still has sessions on it.
+    Taken,
+    /// No worker with this access is ready.
+    None,
 }
 
 #[derive(Debug, Clone)]
@@ -140,14 +154,69 @@ impl SessionTable {
         self.per_principal.get(principal).map_or(0, |c| *c)
     }
 
-    /// The worker a new session with `access` should go to.
+    /// The worker a new session with `access` should go to, shared by every principal.
     pub fn place<'w>(&self, workers: &'w WorkerSet, access: Access) -> Option<&'w Worker> {
-        let loads: Vec<Option<usize>> = workers
-            .iter()
-            .map(|w| (w.access == access && w.is_ready()).then(|| w.load()))
-            .collect();
+        match self.place_for(workers, access, None) {
+            Placement::Placed(connecting) => Some(connecting.worker()),
+            _ => None,
+        }
+    }
+
+    /// Places a new session with `access`: on the least-loaded ready worker, or, when `owner`
+    /// names the principal of isolated workers, on the least-loaded one that serves it or no
+    /// one yet (one that serves it first, at equal load).
+    pub fn place_for<'w>(
+        &self,
+        workers: &'w WorkerSet,
+        access: Access,
+        owner: Option<&Arc<str>>,
+    ) -> Placement<'w> {
         let start = self.next_start.fetch_add(1, Ordering::Relaxed);
-        place_session(&loads, start).and_then(|i| workers.get(i as u16))
+        // A claim lost to another principal's connect is retried without that worker.
+        for _ in 0..=workers.len() {
+            let loads: Vec<Option<usize>> = workers
+                .iter()
+                .map(|w| {
+                    if w.access != access || !w.is_ready() {
+                        return None;
+                    }
+                    let load = w.load();
+                    match (owner, w.owner()) {
+                        (None, _) => Some(load),
+                        (Some(_), None) => Some(2 * load + 1),
+                        (Some(p), Some(o)) if o == *p => Some(2 * load),
+                        (Some(_), Some(_)) => None,
+                    }
+                })
+                .collect();
+            let Some(worker) = place_session(&loads, start).and_then(|i| workers.get(i as u16))
+            else {
+                break;
+            };
+            match owner {
+                None => return Placement::Placed(worker.connecting()),
+                Some(p) => {
+                    if let Some(connecting) = worker.claim(p) {
+                        return Placement::Placed(connecting);
+                    }
+                }
+            }
+        }
+        let Some(p) = owner else {
+            return Placement::None;
+        };
+        let ours = |w: &&Worker| w.access == access;
+        if let Some(w) = workers.iter().filter(ours).find(|w| w.is_freed_for(p)) {
+            return Placement::Freeing(w);
+        }
+        if let Some(w) = workers.iter().filter(ours).find(|w| w.free_for(p)) {
+            return Placement::Freeing(w);
+        }
+        if workers.iter().filter(ours).any(Worker::is_ready) {
+            Placement::Taken
+        } else {
+            Placement::None
+        }
     }
 
     /// Records a session the worker just opened, unless the process that opened it (the one
@@ -457,5 +526,91 @@ mod tests {
         }
         set.get(1).unwrap().set_down();
         assert!(table.place(&set, Access::ReadOnly).is_none());
+    }
+
+    #[test]
+    fn isolated_workers_serve_one_principal_and_are_freed_for_another_when_idle() {
+        let set = ready_set();
+        let table = SessionTable::new();
+        let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
+        let now = Instant::now();
+        let open = |id: &[u8], principal: &Arc<str>| match table.place_for(
+            &set,
+            Access::ReadWrite,
+            Some(principal),
+        ) {
+            Placement::Placed(connecting) => {
+                let w = connecting.worker();
+                table.opened(
+                    id,
+                    w,
+                    w.generation(),
+                    now,
+                    table.reserve(principal).unwrap(),
+                );
+                w.index
+            }
+            other => panic!("{other:?}"),
+        };
+        // Alice spreads over both free workers and owns them.
+        let a1 = open(b"a1", &alice);
+        let a2 = open(b"a2", &alice);
+        assert_ne!(a1, a2);
+        assert!(set.iter().all(|w| w.owner().as_deref() == Some("alice")));
+        // Her third session goes to one of hers; Bob finds none free while hers are open.
+        let a3 = open(b"a3", &alice);
+        assert!([a1, a2].contains(&a3));
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&bob)),
+            Placement::Taken
+        ));
+        // Once one of her workers has no session left, it is replaced for Bob: not ready
+        // meanwhile, and Alice is not placed there.
+        table.closed(b"a1", &set);
+        table.closed(b"a3", &set);
+        let freed = match table.place_for(&set, Access::ReadWrite, Some(&bob)) {
+            Placement::Freeing(w) => w,
+            other => panic!("{other:?}"),
+        };
+        assert!(!freed.is_ready());
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&bob)),
+            Placement::Freeing(w) if w.index == freed.index
+        ));
+        for _ in 0..3 {
+            match table.place_for(&set, Access::ReadWrite, Some(&alice)) {
+                Placement::Placed(c) => assert_ne!(c.worker().index, freed.index),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Its new process is Bob's.
+        freed.set_serving(2000);
+        assert_eq!(freed.owner().as_deref(), Some("bob"));
+        assert_eq!(open(b"b1", &bob), freed.index);
+        // A process that restarts for any other reason belongs to nobody.
+        freed.set_down();
+        freed.set_serving(2001);
+        assert_eq!(freed.owner(), None);
+    }
+
+    #[test]
+    fn a_worker_with_a_connect_in_flight_is_not_freed() {
+        let set = WorkerSet::new(1, 0, "n0");
+        set.get(0).unwrap().set_serving(1000);
+        let table = SessionTable::new();
+        let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
+        let connecting = match table.place_for(&set, Access::ReadWrite, Some(&alice)) {
+            Placement::Placed(c) => c,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&bob)),
+            Placement::Taken
+        ));
+        drop(connecting);
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&bob)),
+            Placement::Freeing(_)
+        ));
     }
 }

@@ -32,6 +32,28 @@ pub struct DuckLakeConfig {
     pub commit_retry: CommitRetry,
 }
 
+/// Which sessions may share a worker process (`workers.isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// A process serves one principal at a time (`principal`): client SQL that ends or lists
+    /// its worker reaches only its own principal's sessions.
+    #[default]
+    Principal,
+    /// Any session goes to any worker (`shared`).
+    Shared,
+}
+
+impl Isolation {
+    /// `principal` or `shared`.
+    pub fn parse(name: &str) -> Option<Isolation> {
+        match name {
+            "principal" => Some(Isolation::Principal),
+            "shared" => Some(Isolation::Shared),
+            _ => None,
+        }
+    }
+}
+
 /// How the embedded DuckDB workers run.
 #[derive(Debug, Clone)]
 pub struct WorkersConfig {
@@ -71,4 +93,7 @@ pub struct WorkersConfig {
     pub startup_timeout: Duration,
     /// Period of health probes. Default 1 s.
     pub health_interval: Duration,
+    /// Which sessions share a process. The catalog's worker serves every node's workers and
+    /// is shared whatever this says.
+    pub isolation: Isolation,
 }

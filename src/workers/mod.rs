@@ -10,9 +10,11 @@ pub mod config;
 pub mod env;
 pub mod health;
 pub mod lake;
+mod owner;
 pub mod supervisor;
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::auth::Access;
 
@@ -37,6 +39,8 @@ pub struct Worker {
     connecting: AtomicUsize,
     /// Restarts since the gateway started.
     restarts: AtomicU64,
+    /// The principal its process serves, under `workers.isolation = "principal"`.
+    owner: owner::Owner,
 }
 
 impl Worker {
@@ -51,6 +55,7 @@ impl Worker {
             sessions: AtomicUsize::new(0),
             connecting: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
+            owner: owner::Owner::default(),
         }
     }
 
@@ -65,7 +70,55 @@ impl Worker {
 
     /// Whether new sessions may be placed here.
     pub fn is_ready(&self) -> bool {
-        self.serving_port().is_some() && self.healthy.load(Ordering::Acquire)
+        self.serving_port().is_some()
+            && self.healthy.load(Ordering::Acquire)
+            && !self.owner.is_freeing()
+    }
+
+    /// The principal its process serves, once one has been placed on it (isolated workers).
+    pub fn owner(&self) -> Option<Arc<str>> {
+        self.owner.lock().clone()
+    }
+
+    /// Places a session of `principal` here if the process is ready and serves no other
+    /// principal, making it the owner.
+    pub fn claim(&self, principal: &Arc<str>) -> Option<ConnectingGuard<'_>> {
+        let mut owner = self.owner.lock();
+        if !self.is_ready() || owner.as_ref().is_some_and(|o| o != principal) {
+            return None;
+        }
+        *owner = Some(principal.clone());
+        Some(self.connecting())
+    }
+
+    /// Asks for a new process for `principal` if this one serves another principal that has
+    /// no session or connect left on it. Sessions are counted before their connect's guard
+    /// drops, and claims take the same lock, so none can slip in.
+    pub fn free_for(&self, principal: &Arc<str>) -> bool {
+        let mut owner = self.owner.lock();
+        let idle = self.is_ready()
+            && self.sessions.load(Ordering::Acquire) == 0
+            && self.connecting.load(Ordering::Acquire) == 0;
+        if !idle || owner.as_ref().is_none_or(|o| o == principal) {
+            return false;
+        }
+        self.owner.free_for(&mut owner, principal);
+        true
+    }
+
+    /// Whether a new process is being started here for `principal`.
+    pub fn is_freed_for(&self, principal: &Arc<str>) -> bool {
+        self.owner.is_freeing() && self.owner.lock().as_ref() == Some(principal)
+    }
+
+    /// Resolves once the slot's process is ready for new sessions.
+    pub async fn ready(&self) {
+        self.owner.serving_again(|| self.is_ready()).await;
+    }
+
+    /// Resolves when a new process is asked for ([`Worker::free_for`]).
+    pub(crate) async fn restart_requested(&self) {
+        self.owner.restart_requested().await;
     }
 
     /// Sessions plus connects in flight: what placement minimises.
@@ -101,6 +154,7 @@ impl Worker {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.healthy.store(true, Ordering::Release);
         self.port.store(port, Ordering::Release);
+        self.owner.new_process();
     }
 
     pub(crate) fn set_down(&self) {
@@ -131,6 +185,13 @@ impl Worker {
 /// Keeps a placed CONNECTION_REQUEST counted in its worker's load.
 #[derive(Debug)]
 pub struct ConnectingGuard<'a>(&'a Worker);
+
+impl<'a> ConnectingGuard<'a> {
+    /// The worker the connect was placed on.
+    pub fn worker(&self) -> &'a Worker {
+        self.0
+    }
+}
 
 impl Drop for ConnectingGuard<'_> {
     fn drop(&mut self) {

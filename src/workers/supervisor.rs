@@ -289,8 +289,9 @@ pub async fn supervise(
                 let maintains = launcher.config.maintenance.is_some();
                 let status = loop {
                     tokio::select! {
-                        status = running.child.wait() => break Some(status),
-                        _ = stop_workers.cancelled() => break None,
+                        status = running.child.wait() => break Ended::Exited(status),
+                        _ = stop_workers.cancelled() => break Ended::Stopping,
+                        _ = worker.restart_requested() => break Ended::Freed,
                         _ = launcher.lake.run_requested(), if maintains => {
                             let line = format!("{MAINTAIN_LINE}\n");
                             if let Err(e) = running.stdin.write_all(line.as_bytes()).await {
@@ -300,7 +301,7 @@ pub async fn supervise(
                     }
                 };
                 match status {
-                    Some(status) => {
+                    Ended::Exited(status) => {
                         worker.set_down();
                         sessions.forget_worker(worker);
                         let exit = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
@@ -315,10 +316,19 @@ pub async fn supervise(
                             return;
                         }
                     }
-                    None => {
+                    Ended::Stopping => {
                         worker.set_down();
                         running.stop(worker).await;
                         return;
+                    }
+                    Ended::Freed => {
+                        // Planned, and nothing of the old principal's may outlive it: a new
+                        // process at once, not a restart with backoff.
+                        running.stop(worker).await;
+                        worker.set_down();
+                        sessions.forget_worker(worker);
+                        info!(worker.id = %worker.id, served_secs = since.elapsed().as_secs(), "worker replaced for another principal");
+                        continue;
                     }
                 }
             }
@@ -338,6 +348,15 @@ pub async fn supervise(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// Why a serving worker process was left.
+enum Ended {
+    Exited(std::io::Result<ExitStatus>),
+    /// The gateway stops its workers.
+    Stopping,
+    /// Another principal needs the slot ([`Worker::free_for`]).
+    Freed,
 }
 
 /// A loopback port held for one worker process.

@@ -8,6 +8,7 @@ mod clients;
 mod cluster;
 mod ducklake;
 mod edge;
+mod isolation;
 mod lake_writes;
 mod lifecycle;
 mod pinning;

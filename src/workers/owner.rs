@@ -1,0 +1,76 @@
+//! Which principal a worker process serves, when workers are isolated per principal
+//! (`workers.isolation = "principal"`, the default).
+//!
+//! Client SQL can do things to the worker process it runs in that no setting of DuckDB 1.5.5
+//! takes away: `quack_stop` ends the worker's server, and every session on it with it, and
+//! `quack_active_connections()` lists the SQL of every session on it. A text filter does not
+//! help (`query('CALL quack_' || 'stop(...)')`). So a process serves one principal for its
+//! life: it is claimed by the first principal placed on it and is fresh (a new process, and
+//! no owner) after every restart. When every worker is claimed, a worker whose owner has no
+//! session left is restarted for the principal that needs one ("freed"): a new process, so
+//! nothing the old principal left in its memory (tables of an in-memory database, attached
+//! databases, macros) reaches the next.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+/// A worker slot's owner, and the restart that frees it for another principal.
+#[derive(Debug, Default)]
+pub(crate) struct Owner {
+    principal: Mutex<Option<Arc<str>>>,
+    /// Set while the process is being replaced for the principal now in `principal`; no
+    /// session is placed on the slot until the new process serves.
+    freeing: AtomicBool,
+    /// Wakes the supervisor to replace the process.
+    restart: Notify,
+    /// Wakes connects that wait for the slot's new process.
+    serving: Notify,
+}
+
+impl Owner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<Arc<str>>> {
+        self.principal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn is_freeing(&self) -> bool {
+        self.freeing.load(Ordering::Acquire)
+    }
+
+    /// Marks the slot as being freed for `principal` and asks its supervisor for a new
+    /// process. The caller holds the lock and has checked that no session is left.
+    pub(crate) fn free_for(&self, owner: &mut Option<Arc<str>>, principal: &Arc<str>) {
+        *owner = Some(principal.clone());
+        self.freeing.store(true, Ordering::Release);
+        self.restart.notify_one();
+    }
+
+    /// A new process serves: it belongs to the principal it was freed for, or to nobody.
+    pub(crate) fn new_process(&self) {
+        let mut owner = self.lock();
+        if !self.freeing.swap(false, Ordering::AcqRel) {
+            *owner = None;
+        }
+        drop(owner);
+        self.serving.notify_waiters();
+    }
+
+    /// Resolves when the supervisor is asked to replace the process.
+    pub(crate) async fn restart_requested(&self) {
+        self.restart.notified().await;
+    }
+
+    /// Resolves once a new process serves, or at once if `served` says one already does.
+    pub(crate) async fn serving_again(&self, served: impl Fn() -> bool) {
+        let notified = self.serving.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if served() {
+            return;
+        }
+        notified.await;
+    }
+}
