@@ -174,17 +174,25 @@ impl SessionTable {
         let start = self.next_start.fetch_add(1, Ordering::Relaxed);
         // A claim lost to another principal's connect is retried without that worker.
         for _ in 0..=workers.len() {
+            let owners: Vec<Option<Option<Arc<str>>>> = workers
+                .iter()
+                .map(|w| (w.access == access && w.is_ready()).then(|| w.owner()))
+                .collect();
+            // A principal that has a worker takes another only while a second free one is
+            // left, so that the next principal finds one.
+            let may_claim = owner.is_some_and(|p| {
+                let free = owners.iter().filter(|o| matches!(o, Some(None))).count();
+                free > 1 || !owners.iter().any(|o| matches!(o, Some(Some(o)) if o == p))
+            });
             let loads: Vec<Option<usize>> = workers
                 .iter()
-                .map(|w| {
-                    if w.access != access || !w.is_ready() {
-                        return None;
-                    }
+                .zip(&owners)
+                .map(|(w, o)| {
                     let load = w.load();
-                    match (owner, w.owner()) {
+                    match (owner, o.as_ref()?) {
                         (None, _) => Some(load),
-                        (Some(_), None) => Some(2 * load + 1),
-                        (Some(p), Some(o)) if o == *p => Some(2 * load),
+                        (Some(_), None) => may_claim.then_some(2 * load + 1),
+                        (Some(p), Some(o)) if o == p => Some(2 * load),
                         (Some(_), Some(_)) => None,
                     }
                 })
@@ -552,41 +560,42 @@ mod tests {
             }
             other => panic!("{other:?}"),
         };
-        // Alice spreads over both free workers and owns them.
+        // Alice takes one worker and leaves the last free one for the next principal.
         let a1 = open(b"a1", &alice);
-        let a2 = open(b"a2", &alice);
-        assert_ne!(a1, a2);
-        assert!(set.iter().all(|w| w.owner().as_deref() == Some("alice")));
-        // Her third session goes to one of hers; Bob finds none free while hers are open.
-        let a3 = open(b"a3", &alice);
-        assert!([a1, a2].contains(&a3));
+        assert_eq!(open(b"a2", &alice), a1);
+        let b1 = open(b"b1", &bob);
+        assert_ne!(a1, b1);
+        // Three principals on two workers: the third waits for one to be idle.
+        let carol: Arc<str> = "carol".into();
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&carol)),
+            Placement::Taken
+        ));
+        // Once Bob's worker has no session left, it is replaced for Carol: not ready
+        // meanwhile, and nobody else is placed there.
+        table.closed(b"b1", &set);
+        let freed = match table.place_for(&set, Access::ReadWrite, Some(&carol)) {
+            Placement::Freeing(w) => w,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(freed.index, b1);
+        assert!(!freed.is_ready());
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&carol)),
+            Placement::Freeing(w) if w.index == b1
+        ));
         assert!(matches!(
             table.place_for(&set, Access::ReadWrite, Some(&bob)),
             Placement::Taken
         ));
-        // Once one of her workers has no session left, it is replaced for Bob: not ready
-        // meanwhile, and Alice is not placed there.
-        table.closed(b"a1", &set);
-        table.closed(b"a3", &set);
-        let freed = match table.place_for(&set, Access::ReadWrite, Some(&bob)) {
-            Placement::Freeing(w) => w,
+        match table.place_for(&set, Access::ReadWrite, Some(&alice)) {
+            Placement::Placed(c) => assert_eq!(c.worker().index, a1),
             other => panic!("{other:?}"),
-        };
-        assert!(!freed.is_ready());
-        assert!(matches!(
-            table.place_for(&set, Access::ReadWrite, Some(&bob)),
-            Placement::Freeing(w) if w.index == freed.index
-        ));
-        for _ in 0..3 {
-            match table.place_for(&set, Access::ReadWrite, Some(&alice)) {
-                Placement::Placed(c) => assert_ne!(c.worker().index, freed.index),
-                other => panic!("{other:?}"),
-            }
         }
-        // Its new process is Bob's.
+        // Its new process is Carol's.
         freed.set_serving(2000);
-        assert_eq!(freed.owner().as_deref(), Some("bob"));
-        assert_eq!(open(b"b1", &bob), freed.index);
+        assert_eq!(freed.owner().as_deref(), Some("carol"));
+        assert_eq!(open(b"c1", &carol), b1);
         // A process that restarts for any other reason belongs to nobody.
         freed.set_down();
         freed.set_serving(2001);
@@ -612,5 +621,34 @@ mod tests {
             table.place_for(&set, Access::ReadWrite, Some(&bob)),
             Placement::Freeing(_)
         ));
+    }
+
+    #[test]
+    fn a_principal_alone_spreads_over_all_workers_but_one() {
+        let set = WorkerSet::new(3, 0, "n0");
+        for w in set.iter() {
+            w.set_serving(1000 + w.index);
+        }
+        let table = SessionTable::new();
+        let alice: Arc<str> = "alice".into();
+        let mut used = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            match table.place_for(&set, Access::ReadWrite, Some(&alice)) {
+                Placement::Placed(c) => {
+                    let w = c.worker();
+                    table.opened(
+                        &[w.index as u8, used.len() as u8],
+                        w,
+                        w.generation(),
+                        Instant::now(),
+                        table.reserve(&alice).unwrap(),
+                    );
+                    used.insert(w.index);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(used.len(), 2);
+        assert_eq!(set.iter().filter(|w| w.owner().is_none()).count(), 1);
     }
 }
