@@ -580,6 +580,22 @@ mod tests {
     }
 
     #[test]
+    fn a_log_filter_whose_field_value_would_compile_for_minutes_is_answered_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/fuzz/config-log-filter-regex-timeout.toml"),
+        )
+        .unwrap();
+        // Took more than two minutes (and growing memory) before; an answer either way now.
+        let _answer = load(&input, dir.path(), &[]);
+        // Field values match as text: a value with regex syntax is accepted and literal.
+        let filter = "info,quackgate[conn{peer=10.0.0.1|.*}]=debug";
+        let text = format!("{}[log]\nfilter = {filter:?}\n", base(dir.path()));
+        assert_eq!(load(&text, dir.path(), &[]).unwrap().log_filter, filter);
+    }
+
+    #[test]
     fn the_edge_and_node_examples_are_valid() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("id-secret");
