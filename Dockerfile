@@ -12,7 +12,7 @@
 #   /run/secrets/quackgate  read-only: id secret, tokens, TLS, mounted by the platform
 # Read: /etc/quackgate (configs: example.toml as quackgate.toml, and aca/*.toml, the Azure
 # Container Apps roles), /opt/quackgate/extensions (DuckDB 1.5.5's quack, httpfs, parquet,
-# ducklake, azure; no extension is ever downloaded at run time).
+# ducklake, azure, icu; no extension is ever downloaded at run time).
 
 FROM rust:1-bookworm AS build
 # Build stage only (the runtime stage installs no package). Not pinned: bookworm's security

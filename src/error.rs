@@ -43,6 +43,10 @@ pub enum GatewayError {
     /// A PREPARE is larger than `gateway.max_prepare_bytes`.
     #[error("statement larger than {limit} bytes")]
     PrepareTooLarge { limit: u64 },
+    /// The worker did not answer within `limits.statement_timeout_secs`; the session was ended,
+    /// and, when `stopped`, its worker restarted to stop the statement.
+    #[error("no answer within the statement timeout")]
+    StatementTimeout { stopped: bool },
     /// The principal has `limits.max_requests_per_principal` requests in flight already.
     #[error("{limit} requests of this principal in flight")]
     PrincipalBusy { limit: usize },
@@ -108,6 +112,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::PrepareTooLarge { .. } => "prepare_too_large",
             GatewayError::PrincipalBusy { .. } => "principal_requests_limit",
+            GatewayError::StatementTimeout { .. } => "statement_timeout",
             GatewayError::ClientBody(_) => "client_body",
             GatewayError::ClientTimeout => "client_timeout",
             GatewayError::Draining => "draining",
@@ -149,6 +154,7 @@ impl GatewayError {
             | GatewayError::Limit(_)
             | GatewayError::SessionExpired
             | GatewayError::SessionRevoked
+            | GatewayError::StatementTimeout { .. }
             | GatewayError::Routing(_)
             | GatewayError::PeerAuth(_) => Side::Client,
             GatewayError::Upstream(_)
@@ -177,6 +183,16 @@ impl GatewayError {
             GatewayError::PrepareTooLarge { .. } => ClientReply::Quack(
                 "quackgate: the statement is larger than gateway.max_prepare_bytes; send data \
                  with INSERT INTO r.t (APPEND), not inside the SQL text",
+            ),
+            GatewayError::StatementTimeout { stopped: true } => ClientReply::Quack(
+                "quackgate: the statement ran longer than limits.statement_timeout_secs; it was \
+                 stopped by restarting its worker, which ended this principal's sessions there; \
+                 ATTACH again",
+            ),
+            GatewayError::StatementTimeout { stopped: false } => ClientReply::Quack(
+                "quackgate: the statement ran longer than limits.statement_timeout_secs; its \
+                 session was ended (a worker shared with other principals cannot stop it); \
+                 ATTACH again",
             ),
             GatewayError::PrincipalBusy { .. } => ClientReply::Quack(
                 "quackgate: this principal has as many requests in flight as it may \

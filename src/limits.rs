@@ -39,6 +39,11 @@ pub struct LimitsConfig {
     pub failed_auth_backoff: Duration,
     /// Longest backoff. Default 300 s.
     pub failed_auth_backoff_max: Duration,
+    /// Longest a request of a read-write session may wait for its worker's answer (a PREPARE
+    /// waits as long as its statement runs); `None` is no limit. Default 3600 s.
+    pub statement_timeout: Option<Duration>,
+    /// The same for read-only sessions. Default: `statement_timeout`.
+    pub read_only_statement_timeout: Option<Duration>,
 }
 
 impl Default for LimitsConfig {
@@ -52,6 +57,8 @@ impl Default for LimitsConfig {
             failed_auth_window: Duration::from_secs(60),
             failed_auth_backoff: Duration::from_secs(5),
             failed_auth_backoff_max: Duration::from_secs(300),
+            statement_timeout: Some(Duration::from_secs(3600)),
+            read_only_statement_timeout: Some(Duration::from_secs(3600)),
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct AppState {
     pub role: Role,
     /// `gateway.max_body_bytes`.
     pub max_body_bytes: u64,
+    /// `limits.statement_timeout_secs` and its read-only twin.
+    pub statement_timeout: Option<std::time::Duration>,
+    pub read_only_statement_timeout: Option<std::time::Duration>,
     /// `gateway.max_prepare_bytes`.
     pub max_prepare_bytes: u64,
     /// `log.audit_sql`.
@@ -130,6 +133,8 @@ impl AppState {
             node_id: config.node_id.clone(),
             role: config.role,
             max_body_bytes: config.max_body_bytes,
+            statement_timeout: config.limits.statement_timeout,
+            read_only_statement_timeout: config.limits.read_only_statement_timeout,
             max_prepare_bytes: config.max_prepare_bytes,
             audit: config.audit,
             in_flight: Arc::new(Caps::new(config.limits.max_requests_per_principal)),
@@ -154,10 +159,13 @@ impl AppState {
                 config.workers.read_only_count,
                 &config.node_id,
             )),
-            sessions: Arc::new(SessionTable::with_limits(
-                config.limits.max_sessions,
-                config.limits.max_sessions_per_principal,
-            )),
+            sessions: Arc::new(
+                SessionTable::with_limits(
+                    config.limits.max_sessions,
+                    config.limits.max_sessions_per_principal,
+                )
+                .with_workers_per_principal(config.workers.max_per_principal.unwrap_or(usize::MAX)),
+            ),
             upstream,
             worker_token,
             read_only_worker_token,

@@ -185,6 +185,11 @@ pub(super) fn validate(
             .push("auth: set auth.static_tokens or [auth.jwt], or no client can connect".into());
     }
     let defaults = LimitsConfig::default();
+    // 0 is no limit.
+    let deadline = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+    let statement_timeout = l
+        .statement_timeout_secs
+        .map_or(defaults.statement_timeout, deadline);
     let limits = LimitsConfig {
         max_sessions: l.max_sessions.unwrap_or(defaults.max_sessions),
         max_sessions_per_principal: l
@@ -206,6 +211,10 @@ pub(super) fn validate(
         failed_auth_backoff_max: l
             .failed_auth_backoff_max_secs
             .map_or(defaults.failed_auth_backoff_max, Duration::from_secs),
+        statement_timeout,
+        read_only_statement_timeout: l
+            .read_only_statement_timeout_secs
+            .map_or(statement_timeout, deadline),
     };
     for (key, value) in [
         ("limits.max_sessions", limits.max_sessions as u64),

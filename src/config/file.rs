@@ -115,6 +115,7 @@ pub(super) struct FileWorkers {
     pub(super) startup_timeout_secs: Option<u64>,
     pub(super) health_interval_ms: Option<u64>,
     pub(super) isolation: Option<String>,
+    pub(super) max_per_principal: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +163,8 @@ pub(super) struct FileLimits {
     pub(super) failed_auth_window_secs: Option<u64>,
     pub(super) failed_auth_backoff_secs: Option<u64>,
     pub(super) failed_auth_backoff_max_secs: Option<u64>,
+    pub(super) statement_timeout_secs: Option<u64>,
+    pub(super) read_only_statement_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

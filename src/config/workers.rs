@@ -237,6 +237,9 @@ pub(super) fn validate(
             Isolation::default()
         }),
     };
+    if let Some(n) = w.max_per_principal {
+        problems.positive("workers.max_per_principal", n as u64);
+    }
     WorkersConfig {
         count,
         read_only_count,
@@ -255,6 +258,7 @@ pub(super) fn validate(
         startup_timeout: Duration::from_secs(startup_timeout_secs),
         health_interval: Duration::from_millis(health_interval_ms),
         isolation,
+        max_per_principal: w.max_per_principal,
     }
 }
 
@@ -264,6 +268,7 @@ pub(super) fn none(w: FileWorkers, problems: &mut Problems) -> WorkersConfig {
         || w.read_only_count.is_some_and(|c| c > 0)
         || w.ducklake.is_some()
         || w.isolation.is_some()
+        || w.max_per_principal.is_some()
     {
         problems.push(
             "workers: an edge runs no workers (they run on the nodes it places sessions on); remove [workers]".into(),
@@ -287,5 +292,6 @@ pub(super) fn none(w: FileWorkers, problems: &mut Problems) -> WorkersConfig {
         startup_timeout: Duration::from_secs(DEFAULT_WORKER_STARTUP_TIMEOUT_SECS),
         health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
         isolation: Isolation::Shared,
+        max_per_principal: None,
     }
 }

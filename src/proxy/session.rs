@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::Response;
 use http_body_util::BodyExt;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::audit::AuditFacts;
 use crate::auth::Access;
@@ -234,10 +234,30 @@ pub async fn pinned(
         id: (header.msg_type != msg_type::DISCONNECT).then_some(&to.id[..]),
         since: Instant::now(),
     };
-    let response = state
-        .upstream
-        .send(post.user_agent(ctx.user_agent.clone()))
-        .await;
+    let send = state.upstream.send(post.user_agent(ctx.user_agent.clone()));
+    let deadline = match to.worker.access {
+        _ if header.msg_type == msg_type::DISCONNECT || state.role == Role::Catalog => None,
+        Access::ReadWrite => state.statement_timeout,
+        Access::ReadOnly => state.read_only_statement_timeout,
+    };
+    let response = match deadline {
+        Some(deadline) => match tokio::time::timeout(deadline, send).await {
+            Ok(response) => response,
+            Err(_) => {
+                abandoned.id = None;
+                let stopped = to.worker.stop_statements();
+                warn!(
+                    worker.id = %to.worker.id,
+                    timeout_secs = deadline.as_secs(),
+                    worker_restarted = stopped,
+                    "a request ran past limits.statement_timeout_secs; its session is ended"
+                );
+                state.ender().end(to.id.clone().into(), "statement_timeout");
+                return Err(GatewayError::StatementTimeout { stopped });
+            }
+        },
+        None => send.await,
+    };
     abandoned.id = None;
     let response = response?;
     if header.msg_type == msg_type::DISCONNECT {

@@ -64,6 +64,8 @@ pub struct SessionTable {
     total: AtomicUsize,
     max_total: usize,
     max_per_principal: usize,
+    /// Isolated workers one principal may hold at once.
+    max_workers_per_principal: usize,
 }
 
 impl Default for SessionTable {
@@ -104,7 +106,14 @@ impl SessionTable {
             total: AtomicUsize::new(0),
             max_total,
             max_per_principal,
+            max_workers_per_principal: usize::MAX,
         }
+    }
+
+    /// Lets one principal hold at most `n` isolated workers, so that others find one.
+    pub fn with_workers_per_principal(mut self, n: usize) -> Self {
+        self.max_workers_per_principal = n;
+        self
     }
 
     /// Admits one more session of `principal`, or says which limit refuses it.
@@ -174,25 +183,24 @@ impl SessionTable {
         let start = self.next_start.fetch_add(1, Ordering::Relaxed);
         // A claim lost to another principal's connect is retried without that worker.
         for _ in 0..=workers.len() {
-            let owners: Vec<Option<Option<Arc<str>>>> = workers
-                .iter()
-                .map(|w| (w.access == access && w.is_ready()).then(|| w.owner()))
-                .collect();
-            // A principal that has a worker takes another only while a second free one is
-            // left, so that the next principal finds one.
-            let may_claim = owner.is_some_and(|p| {
-                let free = owners.iter().filter(|o| matches!(o, Some(None))).count();
-                free > 1 || !owners.iter().any(|o| matches!(o, Some(Some(o)) if o == p))
+            let held = owner.map_or(0, |p| {
+                workers
+                    .iter()
+                    .filter(|w| w.owner().is_some_and(|o| o == *p))
+                    .count()
             });
+            let may_claim = held < self.max_workers_per_principal;
             let loads: Vec<Option<usize>> = workers
                 .iter()
-                .zip(&owners)
-                .map(|(w, o)| {
+                .map(|w| {
+                    if w.access != access || !w.is_ready() {
+                        return None;
+                    }
                     let load = w.load();
-                    match (owner, o.as_ref()?) {
+                    match (owner, w.owner()) {
                         (None, _) => Some(load),
                         (Some(_), None) => may_claim.then_some(2 * load + 1),
-                        (Some(p), Some(o)) if o == p => Some(2 * load),
+                        (Some(p), Some(o)) if o == *p => Some(2 * load),
                         (Some(_), Some(_)) => None,
                     }
                 })
@@ -560,12 +568,27 @@ mod tests {
             }
             other => panic!("{other:?}"),
         };
-        // Alice takes one worker and leaves the last free one for the next principal.
+        // Alice alone spreads over both workers, her own first at equal load.
         let a1 = open(b"a1", &alice);
-        assert_eq!(open(b"a2", &alice), a1);
-        let b1 = open(b"b1", &bob);
-        assert_ne!(a1, b1);
-        // Three principals on two workers: the third waits for one to be idle.
+        let a2 = open(b"a2", &alice);
+        assert_ne!(a1, a2);
+        assert!(set.iter().all(|w| w.owner().as_deref() == Some("alice")));
+        // Bob finds none free while her sessions are open on both.
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&bob)),
+            Placement::Taken
+        ));
+        // Once one has none left, it is replaced for Bob.
+        table.closed(b"a2", &set);
+        let b1 = match table.place_for(&set, Access::ReadWrite, Some(&bob)) {
+            Placement::Freeing(w) => {
+                w.set_serving(1500);
+                w.index
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(b1, a2);
+        assert_eq!(open(b"b1", &bob), b1);
         let carol: Arc<str> = "carol".into();
         assert!(matches!(
             table.place_for(&set, Access::ReadWrite, Some(&carol)),
@@ -624,31 +647,33 @@ mod tests {
     }
 
     #[test]
-    fn a_principal_alone_spreads_over_all_workers_but_one() {
+    fn a_principal_holds_at_most_its_share_of_isolated_workers() {
         let set = WorkerSet::new(3, 0, "n0");
         for w in set.iter() {
             w.set_serving(1000 + w.index);
         }
-        let table = SessionTable::new();
-        let alice: Arc<str> = "alice".into();
+        let table = SessionTable::new().with_workers_per_principal(2);
+        let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
         let mut used = std::collections::BTreeSet::new();
-        for _ in 0..6 {
-            match table.place_for(&set, Access::ReadWrite, Some(&alice)) {
-                Placement::Placed(c) => {
-                    let w = c.worker();
-                    table.opened(
-                        &[w.index as u8, used.len() as u8],
-                        w,
-                        w.generation(),
-                        Instant::now(),
-                        table.reserve(&alice).unwrap(),
-                    );
-                    used.insert(w.index);
-                }
-                other => panic!("{other:?}"),
-            }
+        for n in 0..6u8 {
+            let Placement::Placed(c) = table.place_for(&set, Access::ReadWrite, Some(&alice))
+            else {
+                panic!("alice's session {n} was not placed");
+            };
+            let w = c.worker();
+            table.opened(
+                &[n],
+                w,
+                w.generation(),
+                Instant::now(),
+                table.reserve(&alice).unwrap(),
+            );
+            used.insert(w.index);
         }
         assert_eq!(used.len(), 2);
-        assert_eq!(set.iter().filter(|w| w.owner().is_none()).count(), 1);
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&bob)),
+            Placement::Placed(c) if !used.contains(&c.worker().index)
+        ));
     }
 }

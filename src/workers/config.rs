@@ -96,4 +96,6 @@ pub struct WorkersConfig {
     /// Which sessions share a process. The catalog's worker serves every node's workers and
     /// is shared whatever this says.
     pub isolation: Isolation,
+    /// Isolated workers one principal may hold at once; `None` is all of them.
+    pub max_per_principal: Option<usize>,
 }

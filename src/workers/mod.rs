@@ -106,6 +106,20 @@ impl Worker {
         true
     }
 
+    /// Replaces the process of an isolated worker with a new one for the same owner: the one
+    /// way to stop a statement DuckDB 1.5.5 has (it cannot interrupt a served statement). A
+    /// shared worker, which has no owner, is left alone: `false`.
+    pub fn stop_statements(&self) -> bool {
+        let mut owner = self.owner.lock();
+        let Some(principal) = owner.clone() else {
+            return false;
+        };
+        if !self.owner.is_freeing() {
+            self.owner.free_for(&mut owner, &principal);
+        }
+        true
+    }
+
     /// Whether a new process is being started here for `principal`.
     pub fn is_freed_for(&self, principal: &Arc<str>) -> bool {
         self.owner.is_freeing() && self.owner.lock().as_ref() == Some(principal)

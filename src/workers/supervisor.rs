@@ -327,7 +327,7 @@ pub async fn supervise(
                         running.stop(worker).await;
                         worker.set_down();
                         sessions.forget_worker(worker);
-                        info!(worker.id = %worker.id, served_secs = since.elapsed().as_secs(), "worker replaced for another principal");
+                        info!(worker.id = %worker.id, served_secs = since.elapsed().as_secs(), "worker replaced by a new process (for another principal, or to stop a statement past limits.statement_timeout_secs)");
                         continue;
                     }
                 }

@@ -32,8 +32,10 @@ impl Stack {
         let catalog = start_catalog(shared.path(), &catalog_token, None);
         let gateway = Gateway::start_with(GatewayOptions {
             workers,
+            // Shared: these tests move one principal's sessions, one after another, between
+            // the workers (isolated, an idle principal's next session goes back to its own).
             extra_workers_toml: format!(
-                "[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\ndata_path = \"{data_path}\"\n{extra_lake_toml}",
+                "isolation = \"shared\"\n[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\ndata_path = \"{data_path}\"\n{extra_lake_toml}",
                 port = catalog.plain.port(),
                 token = shared.path().join("catalog-token").display(),
             ),

@@ -174,5 +174,5 @@ except Exception as e:
         "Bob must get a new process, without Alice's table: {lines:?}"
     );
     assert_eq!(gw.worker_pids().len(), 2, "{}", gw.log());
-    assert!(gw.log().contains("worker replaced for another principal"));
+    assert!(gw.log().contains("worker replaced by a new process"));
 }

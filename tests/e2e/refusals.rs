@@ -150,7 +150,9 @@ fn one_principal_flooding_large_statements_cannot_grow_memory_or_stop_others() {
     use std::io::Write;
     let other_token = "the-other-principal";
     let gw = Gateway::start_with(GatewayOptions {
-        workers: 1,
+        // Isolated workers, one per principal at most: the flood cannot take the other's.
+        workers: 2,
+        extra_workers_toml: "max_per_principal = 1\n".into(),
         extra_toml: format!(
             "[[auth.static_tokens]]\nname = \"other\"\nsha256 = \"{}\"\n[limits]\nmax_requests_per_principal = 16\n",
             quackgate::auth::hash_token(other_token)

@@ -156,7 +156,9 @@ fn tls_pair_static_tokens_and_id_secret_rotate_under_open_sessions() {
     let id_secret = write_file(s, "id-secret", &old_secret);
     let id_previous = write_file(s, "id-secret-previous", &old_secret);
     let gw = Gateway::start_with(GatewayOptions {
-        workers: 1,
+        // Alice's and Bob's sessions are open at once: one isolated worker each.
+        workers: 2,
+        extra_workers_toml: "max_per_principal = 1\n".into(),
         rust_log: Some("info"),
         extra_gateway_toml: format!(
             "id_secret_file = \"{}\"\nprevious_id_secret_files = [\"{}\"]",

@@ -776,7 +776,8 @@ fn error_text(body: &[u8]) -> String {
 fn limits_refuse_the_extra_connection_and_a_burst_of_bad_tokens_from_one_address() {
     let other = format!("other-{}", random_hex());
     let gw = Gateway::start_with(GatewayOptions {
-        workers: 1,
+        workers: 2,
+        extra_workers_toml: "max_per_principal = 1\n".into(),
         extra_toml: format!(
             "[[auth.static_tokens]]\nname = \"other\"\nsha256 = \"{}\"\n[limits]\nmax_sessions_per_principal = 2\nfailed_auth_burst = 3\nfailed_auth_backoff_secs = 120\n",
             quackgate::auth::hash_token(&other)

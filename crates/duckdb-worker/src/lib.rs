@@ -23,6 +23,7 @@
 //!   rules that keep a read-only worker from writing files.
 //! - `private_dir`: the worker's private folder.
 //! - `session_roles`: read-only sessions on the catalog, told apart by their token.
+//! - `session_settings`: the settings client SQL may change once a worker is locked.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -41,6 +42,7 @@ mod private_dir;
 mod sandbox;
 #[cfg(feature = "engine")]
 mod session_roles;
+mod session_settings;
 mod spec;
 #[cfg(feature = "engine")]
 mod sql;
@@ -52,11 +54,12 @@ mod worker;
 pub use commit_batches::is_commit_batch;
 #[cfg(feature = "engine")]
 pub use error::WorkerError;
+pub use session_settings::SESSION_SETTINGS;
 pub use spec::{
     extension_path, AzureCredentials, CommitRetry, DuckLakeSpec, MaintenanceSpec, WorkerSpec,
-    WorkerStatus, DUCKDB_VERSION, EXIT_CATALOG_LOST, EXIT_SERVER_STOPPED, EXTENSIONS_REQUIRED,
-    EXTENSION_PLATFORM, FAILED_PREFIX, LAKE_COMMIT_EXTENSIONS, LAKE_PREFIX, MAINTAIN_LINE,
-    READY_PREFIX,
+    WorkerStatus, DUCKDB_VERSION, EXIT_CATALOG_LOST, EXIT_SERVER_STOPPED, EXTENSIONS_OPTIONAL,
+    EXTENSIONS_REQUIRED, EXTENSION_PLATFORM, FAILED_PREFIX, LAKE_COMMIT_EXTENSIONS, LAKE_PREFIX,
+    MAINTAIN_LINE, READY_PREFIX,
 };
 pub use sql_checks::{is_read_only_sql, is_worker_sql};
 #[cfg(feature = "engine")]

@@ -28,6 +28,9 @@ pub const DUCKDB_VERSION: &str = "v1.5.5";
 pub const EXTENSION_PLATFORM: &str = "linux_amd64";
 /// Extensions a worker loads: quack serves, and quack sends its HTTP through httpfs.
 pub const EXTENSIONS_REQUIRED: &[&str] = &["httpfs", "quack"];
+/// Loaded when present: ICU gives DuckDB time zones and calendars (`SET TimeZone`), which the
+/// DuckDB CLI has built in and a worker's DuckDB does not.
+pub const EXTENSIONS_OPTIONAL: &[&str] = &["icu"];
 /// Extensions the catalog loads so that the lake's commits run on it (`ducklake_commit`).
 pub const LAKE_COMMIT_EXTENSIONS: &[&str] = &["parquet", "ducklake"];
 /// Prefix of the line a worker prints on stdout once it serves.

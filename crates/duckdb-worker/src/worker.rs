@@ -11,9 +11,10 @@ use crate::maintenance;
 use crate::private_dir::PrivateDir;
 use crate::sandbox;
 use crate::session_roles;
+use crate::session_settings::SESSION_SETTINGS;
 use crate::spec::{
-    AzureCredentials, WorkerSpec, WorkerStatus, EXIT_SERVER_STOPPED, EXTENSIONS_REQUIRED,
-    LAKE_COMMIT_EXTENSIONS, MAINTAIN_LINE,
+    AzureCredentials, WorkerSpec, WorkerStatus, EXIT_SERVER_STOPPED, EXTENSIONS_OPTIONAL,
+    EXTENSIONS_REQUIRED, LAKE_COMMIT_EXTENSIONS, MAINTAIN_LINE,
 };
 use crate::sql::sql_literal;
 
@@ -230,6 +231,13 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
         conn.execute_batch(&format!("LOAD {name};"))
             .map_err(step("loading an extension"))?;
     }
+    // Now, while external access is on: a client's SET TimeZone would need it autoloaded.
+    for name in EXTENSIONS_OPTIONAL {
+        if spec.extension_path(name).is_file() {
+            conn.execute_batch(&format!("LOAD {name};"))
+                .map_err(step("loading an optional extension"))?;
+        }
+    }
     if spec.lake_commits {
         // DuckLake clients see `ducklake_commit` here and send their data commits to it.
         for name in LAKE_COMMIT_EXTENSIONS {
@@ -285,8 +293,13 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
             .map(|d| sql_literal(d))
             .collect::<Vec<_>>()
             .join(", ");
+        let settings = SESSION_SETTINGS
+            .iter()
+            .map(|s| sql_literal(s))
+            .collect::<Vec<_>>()
+            .join(", ");
         conn.execute_batch(&format!(
-            "SET allowed_directories = [{allowed}]; \
+            "SET allowed_directories = [{allowed}]; SET allowed_configs = [{settings}]; \
              SET enable_external_access = false; SET lock_configuration = true;"
         ))
         .map_err(step("locking down the worker"))?;

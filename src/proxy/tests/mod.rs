@@ -134,8 +134,9 @@ impl Harness {
     async fn start_with(env: &[(&str, &str)], extra_toml: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let ext = stand_in_extensions(dir.path());
+        // One stand-in worker serves several principals here: shared, not isolated.
         let text = format!(
-            "[gateway]\nplain_listen = \"127.0.0.1:0\"\n[[auth.static_tokens]]\nname = \"alice\"\nsha256 = \"{}\"\n[workers]\ncount = 1\nextension_dir = \"{}\"\n{extra_toml}",
+            "[gateway]\nplain_listen = \"127.0.0.1:0\"\n[[auth.static_tokens]]\nname = \"alice\"\nsha256 = \"{}\"\n[workers]\ncount = 1\nisolation = \"shared\"\nextension_dir = \"{}\"\n{extra_toml}",
             hash_token(CLIENT_TOKEN),
             ext.display()
         );

@@ -1,0 +1,92 @@
+//! Per-session settings that widen no access work on a locked worker, per session; settings
+//! that would widen access stay locked.
+
+use crate::support::Gateway;
+
+#[test]
+fn harmless_settings_change_per_session_and_the_rest_stay_locked() {
+    let gw = Gateway::start();
+    let script = format!(
+        r#"{attach}
+def run(sql):
+    try:
+        con.execute(f"FROM r.query('{{sql}}')").fetchall()
+        return "ok"
+    except Exception as e:
+        return "locked" if "configuration has been locked" in str(e) else "error: " + str(e).splitlines()[0]
+for sql in [
+    "SET SESSION max_expression_depth = 5000",
+    "SET TimeZone = ''America/New_York''",
+    "SET enable_progress_bar = false",
+    "SET default_order = ''DESC''",
+    "SET errors_as_json = false",
+    "SET VARIABLE v = 7",
+    "SET Calendar = ''gregorian''",
+    "SET threads = 1",
+    "SET memory_limit = ''100GB''",
+    "SET enable_external_access = true",
+    "SET lock_configuration = false",
+    "SET allowed_configs = [''threads'']",
+    "SET allowed_directories = [''/'']",
+    "SET profiling_output = ''/tmp/quackgate-profile''",
+    "SET enable_http_logging = true",
+]:
+    print(sql.replace("''", "'"), "->", run(sql))
+print("depth", con.execute("FROM r.query('SELECT current_setting(''max_expression_depth'')')").fetchone()[0])
+print("zone", con.execute("FROM r.query('SELECT current_setting(''TimeZone'')')").fetchone()[0])
+print("var", con.execute("FROM r.query('SELECT getvariable(''v'')')").fetchone()[0])
+other = duckdb.connect(config={{"extension_directory": "{ext}", "autoinstall_known_extensions": "false"}})
+for stmt in ["LOAD quack", "SET ca_cert_file='{ca}'", "CREATE SECRET (TYPE quack, TOKEN '{token}', SCOPE 'quack:localhost:{port}')", "ATTACH 'quack:localhost:{port}' AS r (DISABLE_SSL false)"]:
+    other.execute(stmt)
+print("other depth", other.execute("FROM r.query('SELECT current_setting(''max_expression_depth'')')").fetchone()[0])
+"#,
+        attach = crate::support::python_attach(&gw.toolchain, &gw.ca, &gw.token, gw.https.port()),
+        ext = gw.toolchain.ext_dir().display(),
+        ca = gw.ca.display(),
+        token = gw.token,
+        port = gw.https.port(),
+    );
+    let lines = gw.python_lines(&script, &[]);
+    let answer = |sql: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{sql} -> ")))
+            .unwrap_or_else(|| panic!("no answer for {sql}: {lines:?}"))
+    };
+    for sql in [
+        "SET SESSION max_expression_depth = 5000",
+        "SET TimeZone = 'America/New_York'",
+        "SET enable_progress_bar = false",
+        "SET default_order = 'DESC'",
+        "SET errors_as_json = false",
+        "SET VARIABLE v = 7",
+        "SET Calendar = 'gregorian'",
+    ] {
+        assert_eq!(answer(sql), "ok", "{sql}: {lines:?}");
+    }
+    for sql in [
+        "SET threads = 1",
+        "SET memory_limit = '100GB'",
+        "SET enable_external_access = true",
+        "SET lock_configuration = false",
+        "SET allowed_configs = ['threads']",
+        "SET allowed_directories = ['/']",
+        "SET profiling_output = '/tmp/quackgate-profile'",
+        "SET enable_http_logging = true",
+    ] {
+        assert_eq!(answer(sql), "locked", "{sql}: {lines:?}");
+    }
+    assert!(lines.contains(&"depth 5000".to_string()), "{lines:?}");
+    assert!(lines.contains(&"var 7".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"zone America/New_York".to_string()),
+        "{lines:?}"
+    );
+    // The same principal's other session keeps its own value.
+    let other = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("other depth "))
+        .unwrap();
+    assert_ne!(other, "5000", "{lines:?}");
+    assert!(!std::path::Path::new("/tmp/quackgate-profile").exists());
+}
