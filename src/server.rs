@@ -5,6 +5,10 @@
 //! handshake under `gateway.tls_handshake_timeout_secs`. Accept errors (such as running out of
 //! file descriptors) back off instead of ending the loop. On drain, the loop stops accepting and
 //! every open connection finishes its in-flight request, then closes.
+//!
+//! Every connection closes lingering (`linger`): the write side first, then the client's
+//! remaining bytes are read and discarded for a bounded time, so an answer sent before the
+//! request was read whole (a 413, a 431) reaches the client instead of being lost to a reset.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +31,7 @@ use tracing::{debug, error};
 use crate::body::ResponseBody;
 use crate::forwarded::TrustedProxies;
 use crate::limits::ConnectionCaps;
+use crate::linger::Lingering;
 
 /// Longest pause after a failed accept.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -127,6 +132,7 @@ async fn serve_connection<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static,
 {
+    let stream = Lingering::new(stream);
     match tls {
         None => serve_http(stream, peer, trusted, handler, drain).await,
         Some((acceptor, timeout)) => {
