@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::refusals::rss_kib;
-use crate::support::{connection_request, open_session, Gateway, GatewayOptions};
+use crate::support::{
+    connection_request, msg_type, open_session, prepare_with_id, quack_post, Gateway,
+    GatewayOptions,
+};
 use quack_codec as codec;
 
 /// `gateway.max_body_bytes` and `gateway.max_prepare_bytes` of the gateway under test.
@@ -268,6 +271,7 @@ fn table(gw: &Gateway, id: &[u8]) -> Vec<Row> {
     slow_body.resize(200, b'A');
     let slow_head =
         b"POST /quack HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000\r\n\r\n".to_vec();
+    let slow_append_head = slow_head.clone();
     let with_body = post("/quack", expect_continue, &cr);
     let continue_head = with_body[..with_body.len() - cr.len()].to_vec();
     let mut put = post("/quack", "", &cr);
@@ -308,6 +312,16 @@ fn table(gw: &Gateway, id: &[u8]) -> Vec<Row> {
         row(
             "APPEND over gateway.max_body_bytes, sent whole",
             post("/quack", "", &message(9, id, MAX_BODY)),
+            Expect::Status(413),
+        ),
+        row(
+            "chunked APPEND over gateway.max_body_bytes",
+            chunked("", &[&message(9, id, MAX_BODY)]),
+            Expect::Status(413),
+        ),
+        row(
+            "FETCH over its 4 KiB cap",
+            post("/quack", "", &message(7, id, 5000)),
             Expect::Status(413),
         ),
         row(
@@ -399,6 +413,19 @@ fn table(gw: &Gateway, id: &[u8]) -> Vec<Row> {
             at_least: BODY_TIMEOUT - Duration::from_secs(1),
             deadline: BODY_TIMEOUT + Duration::from_secs(15),
             ..row("slowloris on the body", Vec::new(), Expect::Status(408))
+        },
+        Row {
+            send: Sending::Drip {
+                head: [&slow_append_head[..], &message(9, id, 0)].concat(),
+                drip: vec![0; 200],
+            },
+            at_least: BODY_TIMEOUT - Duration::from_secs(1),
+            deadline: BODY_TIMEOUT + Duration::from_secs(15),
+            ..row(
+                "slowloris on a streamed APPEND body",
+                Vec::new(),
+                Expect::Status(408),
+            )
         },
         Row {
             only: Some(Via::RawToTls),
@@ -718,6 +745,9 @@ fn the_bad_input_table_over_tls_and_plain_http() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(took > BODY_TIMEOUT, "{took:?}");
+    // The session the refused and cut-off APPENDs, FETCHes and PREPAREs named still serves.
+    let (status, answer) = quack_post(gw.plain, prepare_with_id(&id));
+    assert_eq!((status, msg_type(&answer)), (200, 4));
     let rss_after_table = rss_kib(pid);
 
     // 10,000 connections opened and left idle, half on each public listener, from ten loopback
