@@ -35,6 +35,9 @@ use crate::linger::Lingering;
 
 /// Longest pause after a failed accept.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Time a client gets to send a request's head (hyper's default, stated here): a connection
+/// that sends none, or sends it a byte at a time, is closed after it, with no answer.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The client's address, put into every request's extensions: limits key on it. It is the TCP
 /// peer's, or behind a trusted proxy the one the proxy reports ([`TrustedProxies`]).
@@ -165,6 +168,7 @@ async fn serve_http<I, H, F>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
