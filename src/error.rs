@@ -174,7 +174,8 @@ impl GatewayError {
             }
             GatewayError::BodyTooLarge { .. } => ClientReply::Status(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "request body exceeds gateway.max_body_bytes\n",
+                "request body too large: over gateway.max_body_bytes, or over the cap of its \
+                 message type (64 KiB for a CONNECTION_REQUEST, 4 KiB for a FETCH)\n",
             ),
             GatewayError::ClientTimeout => ClientReply::Status(
                 StatusCode::REQUEST_TIMEOUT,

@@ -15,6 +15,7 @@
 //! - `config`: the TOML file and `QUACKGATE__*` overrides, validated section by section and
 //!   converted to the types their modules own; read only by `app`, `state` and the binary.
 //! - `server`: accept loops; TLS handshake and HTTP inside each connection's task.
+//! - `linger`: the lingering close that lets a refusal reach a client still sending.
 //! - `tls`: the rustls server configuration.
 //! - `proxy`: one client request, phase by phase.
 //! - `error`: the one place that decides what a client sees when something fails.
@@ -56,6 +57,7 @@ pub mod forwarded;
 pub mod id_rotation;
 pub mod keyring;
 pub mod limits;
+pub mod linger;
 pub mod metrics;
 pub mod proxy;
 pub mod role;

@@ -5,6 +5,10 @@
 //! handshake under `gateway.tls_handshake_timeout_secs`. Accept errors (such as running out of
 //! file descriptors) back off instead of ending the loop. On drain, the loop stops accepting and
 //! every open connection finishes its in-flight request, then closes.
+//!
+//! Every connection closes lingering (`linger`): the write side first, then the client's
+//! remaining bytes are read and discarded for a bounded time, so an answer sent before the
+//! request was read whole (a 413, a 431) reaches the client instead of being lost to a reset.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -27,9 +31,13 @@ use tracing::{debug, error};
 use crate::body::ResponseBody;
 use crate::forwarded::TrustedProxies;
 use crate::limits::ConnectionCaps;
+use crate::linger::Lingering;
 
 /// Longest pause after a failed accept.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Time a client gets to send a request's head (hyper's default, stated here): a connection
+/// that sends none, or sends it a byte at a time, is closed after it, with no answer.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The client's address, put into every request's extensions: limits key on it. It is the TCP
 /// peer's, or behind a trusted proxy the one the proxy reports ([`TrustedProxies`]).
@@ -127,6 +135,7 @@ async fn serve_connection<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static,
 {
+    let stream = Lingering::new(stream);
     match tls {
         None => serve_http(stream, peer, trusted, handler, drain).await,
         Some((acceptor, timeout)) => {
@@ -159,6 +168,7 @@ async fn serve_http<I, H, F>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);

@@ -1,16 +1,23 @@
 //! Reading the client's body, always bounded in size and time: the header first, then, for the
-//! small message types whose layout is known, the whole message.
+//! small message types whose layout is known, the whole message. A body streamed to a worker
+//! (APPEND) is bounded too: in size by `gateway.max_body_bytes`, in time by [`TimedBody`].
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
 use crate::error::GatewayError;
+use crate::upstream::UpstreamError;
 use quack_codec::msg_type;
 use quack_codec::{self as codec, CodecError, Header};
 
@@ -22,6 +29,14 @@ pub const MAX_CONNECT_MESSAGE_BYTES: usize = 64 * 1024;
 const MAX_SMALL_MESSAGE_BYTES: u64 = 4 * 1024;
 /// Time a client gets to send a message the gateway reads whole before forwarding.
 const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The slowest a streamed body may arrive, after its first [`CLIENT_READ_TIMEOUT`]: 8 KiB/s,
+/// a 64 kbit/s line. Apache's mod_reqtimeout does the same with `body=..,MinRate=500`.
+const MIN_BODY_RATE: f64 = 8.0 * 1024.0;
+
+/// A streamed body that did not arrive in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyTimedOut;
 
 /// The Content-Length the client declared, refused early when over the limit.
 pub fn declared_length(headers: &HeaderMap, limit: u64) -> Result<Option<u64>, GatewayError> {
@@ -112,6 +127,80 @@ pub async fn with_client_timeout<T>(
     tokio::time::timeout(CLIENT_READ_TIMEOUT, read)
         .await
         .map_err(|_| GatewayError::ClientTimeout)?
+}
+
+/// A client body streamed to a worker, cut off unless it arrives within
+/// [`CLIENT_READ_TIMEOUT`] plus one second per [`MIN_BODY_RATE`] bytes received: a client
+/// sending a byte a second would otherwise hold a worker's request for as long as it likes,
+/// while a large body on a slow but honest line keeps earning time.
+pub struct TimedBody<B> {
+    inner: B,
+    deadline: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<B> TimedBody<B> {
+    pub fn new(inner: B) -> Self {
+        let deadline = Instant::now() + CLIENT_READ_TIMEOUT;
+        TimedBody {
+            inner,
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+}
+
+impl<B> Body for TimedBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                let earned = data.map_or(0, Bytes::len) as f64 / MIN_BODY_RATE;
+                this.deadline += Duration::from_secs_f64(earned);
+            }
+            return Poll::Ready(frame);
+        }
+        if this.timer.deadline() != this.deadline {
+            this.timer.as_mut().reset(this.deadline);
+        }
+        match this.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A failed exchange whose cause was the client's streamed body, not the worker: over
+/// `limit`, or too slow. The worker got an incomplete request, which it does not run.
+pub fn streamed_body_failure(e: UpstreamError, limit: u64) -> GatewayError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if c.is::<LengthLimitError>() {
+            return GatewayError::BodyTooLarge { limit };
+        }
+        if c.is::<BodyTimedOut>() {
+            return GatewayError::ClientTimeout;
+        }
+        cause = c.source();
+    }
+    e.into()
 }
 
 fn body_error(e: BoxError, limit: u64) -> GatewayError {

@@ -22,7 +22,7 @@ use crate::body::{loopback, PrefixedBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
 use crate::proxy::peer;
-use crate::proxy::read::{read_rest, with_client_timeout};
+use crate::proxy::read::{read_rest, streamed_body_failure, with_client_timeout, TimedBody};
 use crate::role::Role;
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
@@ -223,7 +223,7 @@ pub async fn pinned(
             let tail = prefix.slice(header.len..);
             QuackPost::streamed(
                 loopback(to.port),
-                PrefixedBody::new([new_header, tail], rest).boxed(),
+                PrefixedBody::new([new_header, tail], TimedBody::new(rest)).boxed(),
                 length,
             )
         }
@@ -259,7 +259,7 @@ pub async fn pinned(
         None => send.await,
     };
     abandoned.id = None;
-    let response = response?;
+    let response = response.map_err(|e| streamed_body_failure(e, state.max_body_bytes))?;
     if header.msg_type == msg_type::DISCONNECT {
         state.sessions.closed(&to.id, &state.workers);
     }

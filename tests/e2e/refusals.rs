@@ -135,7 +135,7 @@ fn client_sql_cannot_read_the_gateways_files_or_retune_the_worker() {
 }
 
 /// The gateway's resident memory, from /proc.
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
