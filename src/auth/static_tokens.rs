@@ -65,6 +65,14 @@ impl TokenEntry {
         if self.name.is_empty() {
             return Err("name: must not be empty".into());
         }
+        // A JWT's principal is `jwt:<sub>`: a static token of that name would share its
+        // limits and isolated workers.
+        if self.name.starts_with("jwt:") {
+            return Err(format!(
+                "name: must not start with jwt: (JWT principals are named so), got {:?}",
+                self.name
+            ));
+        }
         let role = self.role.as_deref().unwrap_or("read_write");
         let access = Access::parse(role)
             .ok_or_else(|| format!("role: must be read_write or read_only, got {role:?}"))?;
@@ -202,6 +210,15 @@ mod tests {
     use super::*;
 
     const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn a_static_token_cannot_take_a_jwt_principals_name() {
+        let err = parse_file(&format!(
+            "[[static_tokens]]\nname = \"jwt:alice\"\nsha256 = \"{HASH}\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("must not start with jwt:"), "{err}");
+    }
 
     #[test]
     fn a_file_names_its_bad_entries() {

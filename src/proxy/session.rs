@@ -8,6 +8,7 @@
 //! reading it would let a client drop its own session from the limits. Sessions leave the
 //! table on DISCONNECT, when their worker's process ends, or when they idle out.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -65,6 +66,8 @@ pub struct PinnedWorker<'a> {
     worker: &'a Worker,
     port: u16,
     principal_tag: u32,
+    /// The session's principal, as the session table recorded it.
+    principal: Arc<str>,
     /// The message header with the worker's own id in place of the routable one.
     header: Bytes,
 }
@@ -111,7 +114,7 @@ pub fn resolve<'a>(
     let Some(principal) = state.sessions.principal(id) else {
         return Err(RoutingError::SessionEnded.into());
     };
-    audit.principal = Some(principal);
+    audit.principal = Some(principal.clone());
     let worker = state
         .workers
         .get(route.worker)
@@ -130,6 +133,7 @@ pub fn resolve<'a>(
         worker,
         port,
         principal_tag: route.grant.principal_tag,
+        principal,
     }))
 }
 
@@ -245,7 +249,7 @@ pub async fn pinned(
             Ok(response) => response,
             Err(_) => {
                 abandoned.id = None;
-                let stopped = to.worker.stop_statements();
+                let stopped = to.worker.stop_statements(&to.principal);
                 warn!(
                     worker.id = %to.worker.id,
                     timeout_secs = deadline.as_secs(),

@@ -66,6 +66,9 @@ pub struct SessionTable {
     max_per_principal: usize,
     /// Isolated workers one principal may hold at once.
     max_workers_per_principal: usize,
+    /// Serialises isolated placements, so that a burst of one principal's connects cannot
+    /// each count its workers before the others' claims and pass the cap together.
+    isolated_placement: std::sync::Mutex<()>,
 }
 
 impl Default for SessionTable {
@@ -107,6 +110,7 @@ impl SessionTable {
             max_total,
             max_per_principal,
             max_workers_per_principal: usize::MAX,
+            isolated_placement: std::sync::Mutex::new(()),
         }
     }
 
@@ -181,6 +185,11 @@ impl SessionTable {
         owner: Option<&Arc<str>>,
     ) -> Placement<'w> {
         let start = self.next_start.fetch_add(1, Ordering::Relaxed);
+        let _serial = owner.map(|_| {
+            self.isolated_placement
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
         // A claim lost to another principal's connect is retried without that worker.
         for _ in 0..=workers.len() {
             let held = owner.map_or(0, |p| {
@@ -225,8 +234,14 @@ impl SessionTable {
         if let Some(w) = workers.iter().filter(ours).find(|w| w.is_freed_for(p)) {
             return Placement::Freeing(w);
         }
-        if let Some(w) = workers.iter().filter(ours).find(|w| w.free_for(p)) {
-            return Placement::Freeing(w);
+        let held = workers
+            .iter()
+            .filter(|w| w.owner().is_some_and(|o| o == *p))
+            .count();
+        if held < self.max_workers_per_principal {
+            if let Some(w) = workers.iter().filter(ours).find(|w| w.free_for(p)) {
+                return Placement::Freeing(w);
+            }
         }
         if workers.iter().filter(ours).any(Worker::is_ready) {
             Placement::Taken

@@ -109,13 +109,15 @@ impl Worker {
     /// Replaces the process of an isolated worker with a new one for the same owner: the one
     /// way to stop a statement DuckDB 1.5.5 has (it cannot interrupt a served statement). A
     /// shared worker, which has no owner, is left alone: `false`.
-    pub fn stop_statements(&self) -> bool {
+    pub fn stop_statements(&self, principal: &Arc<str>) -> bool {
         let mut owner = self.owner.lock();
-        let Some(principal) = owner.clone() else {
+        if owner.as_ref() != Some(principal) {
             return false;
-        };
-        if !self.owner.is_freeing() {
-            self.owner.free_for(&mut owner, &principal);
+        }
+        // A slot between processes has nothing to stop, and a request kept for later would
+        // end the next process as soon as it serves.
+        if !self.owner.is_freeing() && self.serving_port().is_some() {
+            self.owner.free_for(&mut owner, principal);
         }
         true
     }
@@ -165,10 +167,11 @@ impl Worker {
     }
 
     pub(crate) fn set_serving(&self, port: u16) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.healthy.store(true, Ordering::Release);
-        self.port.store(port, Ordering::Release);
-        self.owner.new_process();
+        self.owner.new_process(|| {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.healthy.store(true, Ordering::Release);
+            self.port.store(port, Ordering::Release);
+        });
     }
 
     pub(crate) fn set_down(&self) {
@@ -376,6 +379,11 @@ mod worker_sql_tests {
             "SELECT json_execute_serialized_sql('{}')",
             "PREPARE p AS SELECT 1",
             "EXECUTE p",
+            "SET GLOBAL max_expression_depth = 3",
+            "set TimeZone = 'UTC'",
+            "RESET search_path",
+            "PRAGMA threads=1",
+            "USE other",
             "SELECT * FROM U&\"quack!005fstop\" UESCAPE '!'",
             // Where a naive scanner would see a literal that DuckDB does not.
             "SELECT 1 --\r quack_stop('x')",

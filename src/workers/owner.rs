@@ -49,11 +49,14 @@ impl Owner {
     }
 
     /// A new process serves: it belongs to the principal it was freed for, or to nobody.
-    pub(crate) fn new_process(&self) {
+    /// `publish` makes it ready; it runs under the lock, after the owner is set, so no claim
+    /// can see the new process with the old owner.
+    pub(crate) fn new_process(&self, publish: impl FnOnce()) {
         let mut owner = self.lock();
         if !self.freeing.swap(false, Ordering::AcqRel) {
             *owner = None;
         }
+        publish();
         drop(owner);
         self.serving.notify_waiters();
     }

@@ -585,6 +585,17 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         stack.catalog.plain.port()
     ));
     assert!(!out.status.success());
+    // Nor change a setting there: a global one would reach the catalog's own connections
+    // (`max_expression_depth = 3` made every query on it fail, its hooks' included).
+    for set in [
+        "SET GLOBAL max_expression_depth = 3",
+        "SET GLOBAL pivot_limit = 5",
+    ] {
+        let out = gw.cli(&format!(
+            "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''{set}'')');"
+        ));
+        assert!(!out.status.success(), "{set} was accepted by the catalog");
+    }
     assert_eq!(
         gw.cli_ok(census),
         vec!["100,4950"],

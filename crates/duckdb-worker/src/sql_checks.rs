@@ -94,7 +94,12 @@ pub fn is_worker_sql(sql: &str) -> bool {
         return false;
     };
     let word = |i: usize| names.get(i).map(|(n, _)| n.to_ascii_uppercase());
-    if matches!(word(0).as_deref(), Some("PREPARE" | "EXECUTE")) {
+    // Settings: DuckLake sends none, and a global one would reach the catalog's own
+    // connections (its hooks included).
+    if matches!(
+        word(0).as_deref(),
+        Some("PREPARE" | "EXECUTE" | "SET" | "RESET" | "PRAGMA" | "USE")
+    ) {
         return false;
     }
     if word(0).as_deref() == Some("CREATE")

@@ -293,11 +293,17 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
             .map(|d| sql_literal(d))
             .collect::<Vec<_>>()
             .join(", ");
-        let settings = SESSION_SETTINGS
-            .iter()
-            .map(|s| sql_literal(s))
-            .collect::<Vec<_>>()
-            .join(", ");
+        // The catalog (the worker that checks its sessions' SQL) keeps every setting locked:
+        // its clients are the nodes' workers, and a global setting would reach its hooks.
+        let settings = if spec.read_only_token.is_some() || spec.lake_commits {
+            String::new()
+        } else {
+            SESSION_SETTINGS
+                .iter()
+                .map(|s| sql_literal(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         conn.execute_batch(&format!(
             "SET allowed_directories = [{allowed}]; SET allowed_configs = [{settings}]; \
              SET enable_external_access = false; SET lock_configuration = true;"
