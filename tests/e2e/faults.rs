@@ -75,7 +75,10 @@ fn sessions_hit(out: &str) -> (u64, u64) {
 fn expected_errors(out: &str) -> u64 {
     out.lines()
         .filter(|l| l.starts_with("SOAKERR expected"))
-        .filter_map(|l| l.split_whitespace().find_map(|kv| kv.strip_prefix("count=")))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("count="))
+        })
         .map(|n| n.parse::<u64>().unwrap())
         .sum()
 }
@@ -88,7 +91,11 @@ fn kill_9_of_a_worker_under_load_fails_only_its_sessions() {
     // The killed worker held about half of the sessions: they fail once (Invalid connection id,
     // or "failed during this request" for one in flight) and reopen; the others never notice.
     assert!(hit > 0, "the kill touched no session:\n{}", seen.out);
-    assert!(hit < of, "every session failed, not only the killed worker's:\n{}", seen.out);
+    assert!(
+        hit < of,
+        "every session failed, not only the killed worker's:\n{}",
+        seen.out
+    );
     assert!(seen.recovery < Duration::from_secs(60));
 }
 
@@ -119,7 +126,9 @@ fn sigstop_of_a_worker_for_30_s_delays_its_sessions_and_fails_none() {
 #[test]
 fn a_catalog_restart_under_load_loses_no_acknowledged_row() {
     let mut stack = LakeStack::one_node(2);
-    let seen = under_load(&mut stack, "catalog restart", 24, 60, |s| s.restart_catalog());
+    let seen = under_load(&mut stack, "catalog restart", 24, 60, |s| {
+        s.restart_catalog()
+    });
     assert!(seen.recovery < Duration::from_secs(120));
 }
 

@@ -9,7 +9,7 @@
 //! `scripts/test` a short one: `QUACKGATE_SOAK_SECS` (30), `QUACKGATE_SOAK_SESSIONS` (200),
 //! `QUACKGATE_SOAK_THINK_MS` (5000: the pause between a session's requests),
 //! `QUACKGATE_SOAK_INTERVAL_SECS` (a table row every so often; 60, or 10 below 3 minutes),
-//! `QUACKGATE_SOAK_FAULTS` (1; 0 runs without faults).
+//! `QUACKGATE_SOAK_FAULTS` (1: both faults; `kill` or `catalog`: that one only; 0: none).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -354,12 +354,17 @@ fn soak(mut stack: LakeStack) {
         ),
         request_timeout_secs: 120,
     };
-    let faults = env_u64("QUACKGATE_SOAK_FAULTS", 1) == 1;
+    // 1: both faults; "kill" or "catalog": only that one; 0: none.
+    let faults = std::env::var("QUACKGATE_SOAK_FAULTS").unwrap_or_else(|_| "1".into());
+    let (kill_worker, catalog) = (
+        faults == "1" || faults == "kill",
+        faults == "1" || faults == "catalog",
+    );
     stack.cli_ok("FROM r.query('CREATE TABLE soak (k BIGINT, v VARCHAR)');");
     let run = SoakRun::start(&stack, &shape);
     let begin = Instant::now();
-    if faults {
-        let at = |frac: u64| begin + Duration::from_secs(secs * frac / 3);
+    let at = |frac: u64| begin + Duration::from_secs(secs * frac / 3);
+    if kill_worker {
         std::thread::sleep(at(1).saturating_duration_since(Instant::now()));
         let t = begin.elapsed().as_secs_f64();
         let took = stack.kill9_worker(0);
@@ -367,6 +372,8 @@ fn soak(mut stack: LakeStack) {
             "SOAKFAULT t={t:.0}s kill -9 a worker of node 0: node ready with a new worker after {:.1} s",
             took.as_secs_f64()
         );
+    }
+    if catalog {
         std::thread::sleep(at(2).saturating_duration_since(Instant::now()));
         let t = begin.elapsed().as_secs_f64();
         let took = stack.restart_catalog();
@@ -384,10 +391,11 @@ fn soak(mut stack: LakeStack) {
         shape.sessions,
         shape.secs,
         shape.think_ms,
-        if faults {
-            ", worker kill -9 and catalog restart"
-        } else {
-            ", no faults"
+        match (kill_worker, catalog) {
+            (true, true) => ", worker kill -9 and catalog restart",
+            (true, false) => ", worker kill -9",
+            (false, true) => ", catalog restart",
+            (false, false) => ", no faults",
         },
         if problems.is_empty() {
             String::new()

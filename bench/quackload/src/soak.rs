@@ -62,6 +62,12 @@ const EXPECTED: &[(&str, &str)] = &[
         "which held this session, has left the cluster",
         "owner node left",
     ),
+    // A statement that needed the DuckLake catalog while it was down: DuckDB's own text for
+    // the worker's failed Quack request to the catalog.
+    (
+        "Failed to send message: IO Error: Could not connect to server",
+        "lake catalog unreachable",
+    ),
 ];
 
 /// The kind of an error and whether it is one of the documented, expected answers.
