@@ -123,7 +123,11 @@ fn sigstop_of_a_worker_for_30_s_delays_its_sessions_and_fails_none() {
     assert!(hit < of, "every session failed:\n{}", seen.out);
 }
 
+/// Fails today: during the restart some statements get a bare `Authorization failed` (and a
+/// few an HTTP 500) instead of an error naming the catalog (soak/RESULTS.md). Nothing
+/// acknowledged is lost. Run it with `--ignored`.
 #[test]
+#[ignore = "open finding: catalog restart under load answers some statements `Authorization failed` / HTTP 500"]
 fn a_catalog_restart_under_load_loses_no_acknowledged_row() {
     let mut stack = LakeStack::one_node(2);
     let seen = under_load(&mut stack, "catalog restart", 24, 60, |s| {
