@@ -62,6 +62,12 @@ const EXPECTED: &[(&str, &str)] = &[
         "which held this session, has left the cluster",
         "owner node left",
     ),
+    // The balancer in front of a cluster, for a request in flight on a node that died: the
+    // node took the connection with it, and the request is not replayed (not idempotent).
+    (
+        "HTTP 502 Bad Gateway",
+        "balancer 502: node died mid-request",
+    ),
     // A statement that needed the DuckLake catalog while it was down: DuckDB's own text for
     // the worker's failed Quack request to the catalog.
     (
