@@ -126,17 +126,17 @@ impl Drop for Nginx {
 }
 
 /// Three nodes sharing one id secret, one token, one lake; nginx in front.
-struct Cluster {
-    nodes: Vec<Gateway>,
-    _catalog: Gateway,
-    nginx: Nginx,
-    shared: tempfile::TempDir,
-    token: String,
-    ca: PathBuf,
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<Gateway>,
+    pub(crate) catalog: Gateway,
+    pub(crate) nginx: Nginx,
+    pub(crate) shared: tempfile::TempDir,
+    pub(crate) token: String,
+    pub(crate) ca: PathBuf,
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    pub(crate) fn start() -> Cluster {
         let shared = tempfile::tempdir().unwrap();
         let s = shared.path();
         let catalog_token = format!("cat-{}", random_hex());
@@ -189,7 +189,7 @@ impl Cluster {
         let nginx = Nginx::start(&upstreams, &tls.cert, &tls.key);
         Cluster {
             nodes,
-            _catalog: catalog,
+            catalog,
             nginx,
             shared,
             token,
@@ -197,7 +197,7 @@ impl Cluster {
         }
     }
 
-    fn attach_sql(&self) -> String {
+    pub(crate) fn attach_sql(&self) -> String {
         format!(
             ".output /dev/null\n{}.output\n",
             https_attach_sql(&Toolchain::get(), self.nginx.port, &self.ca, &self.token)

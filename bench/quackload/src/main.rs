@@ -5,6 +5,7 @@
 //! machine-readable (`QUACKLOAD key=value ...`) for `bench/run`.
 
 mod client;
+mod soak;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -67,6 +68,29 @@ struct Args {
     /// Allow TLS session resumption (DuckDB 1.5 clients never resume).
     #[arg(long)]
     tls_resume: bool,
+    /// Soak mode (see soak.rs): --sessions long-lived sessions for --duration seconds on a
+    /// mixed read/APPEND/transaction workload against --soak-table, pausing --think-ms between
+    /// a session's requests; a table row every --interval seconds; exit 2 on failure.
+    #[arg(long)]
+    soak: bool,
+    /// The soak's table, `(k BIGINT, v VARCHAR)` in schema main, created beforehand.
+    #[arg(long, default_value = "soak")]
+    soak_table: String,
+    /// Seconds between the soak's table rows.
+    #[arg(long, default_value_t = 60.0)]
+    interval: f64,
+    /// A process whose RSS and open fds go in each soak row (repeat).
+    #[arg(long = "watch-pid")]
+    watch_pids: Vec<u32>,
+    /// Where the soak writes its ledger: `acked|unknown|aborted <key>` lines.
+    #[arg(long)]
+    keys_out: Option<PathBuf>,
+    /// Added to every soak key (run several soaks on one table with different bases).
+    #[arg(long, default_value_t = 0)]
+    key_base: i64,
+    /// A soak request with no answer after this many seconds counts as a hang.
+    #[arg(long, default_value_t = 120.0)]
+    request_timeout: f64,
     /// Free-form label echoed in the result line.
     #[arg(long, default_value = "run")]
     label: String,
@@ -249,6 +273,33 @@ async fn churn_once(plan: &Plan, sql: &str) -> Result<u64> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.soak {
+        soak::check(args.sessions, args.duration, args.interval)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let passed = runtime.block_on(async {
+            let plan = soak::SoakPlan {
+                endpoint: Arc::new(Endpoint::new(&args.url, args.ca_file.as_deref(), false)?),
+                token: args.token.clone(),
+                sessions: args.sessions,
+                duration: Duration::from_secs_f64(args.duration),
+                think: Duration::from_millis(args.think_ms),
+                interval: Duration::from_secs_f64(args.interval),
+                request_timeout: Duration::from_secs_f64(args.request_timeout),
+                table: args.soak_table.clone(),
+                watch: args.watch_pids.clone(),
+                key_base: args.key_base,
+                keys_out: args.keys_out.clone(),
+            };
+            soak::run(plan).await
+        })?;
+        println!("SOAKVERDICT {}", if passed { "pass" } else { "FAIL" });
+        if !passed {
+            std::process::exit(2);
+        }
+        return Ok(());
+    }
     let concurrency = args.concurrency.unwrap_or(args.sessions);
     if concurrency == 0 || args.sessions == 0 {
         bail!("--sessions and --concurrency must be at least 1");

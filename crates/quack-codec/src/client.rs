@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::decode::Header;
 use crate::error::CodecError;
 use crate::msg_type;
-use crate::wire::{put_header, put_string_field, put_varint_field, Reader, END};
+use crate::wire::{put_header, put_string_field, put_varint, put_varint_field, Reader, END};
 
 /// A CONNECTION_REQUEST as the 1.5.5 CLI on linux_amd64 sends it: the token in clear, the
 /// client version and platform, and Quack protocol versions 1..1.
@@ -41,6 +41,83 @@ pub fn fetch_request(id: &[u8], query_id: u64, uuid: &[u8]) -> Bytes {
     out.put_u16_le(1);
     out.put_slice(uuid);
     out.put_u16_le(END);
+    out.freeze()
+}
+
+/// One column of an APPEND chunk, all rows non-null.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendColumn {
+    Integer(Vec<i32>),
+    BigInt(Vec<i64>),
+    Varchar(Vec<String>),
+}
+
+impl AppendColumn {
+    fn rows(&self) -> usize {
+        match self {
+            AppendColumn::Integer(v) => v.len(),
+            AppendColumn::BigInt(v) => v.len(),
+            AppendColumn::Varchar(v) => v.len(),
+        }
+    }
+}
+
+/// An APPEND_REQUEST as `INSERT INTO r.<table> ...` sends it, for one chunk: body field 1 the
+/// schema, 2 the table, 3 the (present) chunk holder whose field 300 is the DataChunk (100 row
+/// count, 101 the logical types, 102 the vectors: validity flag, then the flat data). Checked
+/// byte for byte against the captured CLI message. Columns must have equal lengths.
+pub fn append_request(
+    id: &[u8],
+    query_id: u64,
+    schema: &str,
+    table: &str,
+    columns: &[AppendColumn],
+) -> Bytes {
+    let rows = columns.first().map_or(0, AppendColumn::rows);
+    let mut out = BytesMut::with_capacity(id.len() + 64 + rows * 16 * columns.len());
+    put_header(&mut out, msg_type::APPEND_REQUEST, Some(id), query_id);
+    put_string_field(&mut out, 1, schema.as_bytes());
+    put_string_field(&mut out, 2, table.as_bytes());
+    out.put_u16_le(3);
+    out.put_u8(1); // present
+    out.put_u16_le(300);
+    put_varint_field(&mut out, 100, rows as u64);
+    put_varint_field(&mut out, 101, columns.len() as u64);
+    for column in columns {
+        let type_id = match column {
+            AppendColumn::Integer(_) => 13,
+            AppendColumn::BigInt(_) => 14,
+            AppendColumn::Varchar(_) => 25,
+        };
+        put_varint_field(&mut out, 100, type_id);
+        out.put_u16_le(END);
+    }
+    put_varint_field(&mut out, 102, columns.len() as u64);
+    for column in columns {
+        put_varint_field(&mut out, 100, 0); // no validity mask: every row is valid
+        out.put_u16_le(102);
+        match column {
+            AppendColumn::Integer(v) => {
+                put_varint(&mut out, (v.len() * 4) as u64);
+                v.iter().for_each(|x| out.put_i32_le(*x));
+            }
+            AppendColumn::BigInt(v) => {
+                put_varint(&mut out, (v.len() * 8) as u64);
+                v.iter().for_each(|x| out.put_i64_le(*x));
+            }
+            AppendColumn::Varchar(v) => {
+                put_varint(&mut out, v.len() as u64);
+                for s in v {
+                    put_varint(&mut out, s.len() as u64);
+                    out.put_slice(s.as_bytes());
+                }
+            }
+        }
+        out.put_u16_le(END);
+    }
+    out.put_u16_le(END); // the DataChunk
+    out.put_u16_le(END); // the chunk holder
+    out.put_u16_le(END); // the body
     out.freeze()
 }
 
@@ -137,6 +214,19 @@ mod tests {
             fixture("prepare_request_select42.bin")
         );
         assert_eq!(encode_disconnect(CID), fixture("disconnect_request.bin"));
+        assert_eq!(
+            append_request(
+                CID,
+                10,
+                "main",
+                "t",
+                &[
+                    AppendColumn::Integer(vec![1, 2]),
+                    AppendColumn::Varchar(vec!["a".into(), "b".into()]),
+                ]
+            ),
+            fixture("append_request.bin")
+        );
         // The captured FETCH carries its own result's uuid: rebuild it from that uuid.
         let captured = fixture("fetch_request.bin");
         // Header (43 bytes), then field 1 (`01 00`), the uuid, and `FF FF`.

@@ -18,8 +18,8 @@ pub mod server_errors;
 mod wire;
 
 pub use client::{
-    connection_request, fetch_is_last, fetch_request, parse_prepare_response, prepare_request,
-    Prepared,
+    append_request, connection_request, fetch_is_last, fetch_request, parse_prepare_response,
+    prepare_request, AppendColumn, Prepared,
 };
 pub use decode::{
     decode_connection_request, decode_header, error_message, prepare_sql, validate_request,
