@@ -122,11 +122,13 @@ fn attach(
 fn maintain(conn: &Connection, retention_secs: u64) -> Result<(), WorkerError> {
     let step = |step| move |source| WorkerError::DuckDb { step, source };
     // An absolute time: `now() - INTERVAL` needs ICU for TIMESTAMPTZ, which is not loaded.
-    let cutoff = std::time::SystemTime::now()
+    // To the microsecond: whole seconds made a run within a second of the one that scheduled
+    // files for deletion keep them, whatever the retention.
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        .saturating_sub(retention_secs);
-    let older = format!("to_timestamp({cutoff})");
+        .map_or(0.0, |d| d.as_secs_f64());
+    let cutoff = (now - retention_secs as f64).max(0.0);
+    let older = format!("to_timestamp({cutoff:.6})");
     conn.execute_batch("CALL ducklake_flush_inlined_data('lake');")
         .map_err(step("flushing inlined data"))?;
     conn.execute_batch("CALL ducklake_merge_adjacent_files('lake');")
