@@ -54,6 +54,12 @@ const EXPECTED: &[(&str, &str)] = &[
         "worker lost mid-request",
     ),
     ("could not reach the DuckDB worker", "worker unreachable"),
+    // An answer that was streaming when its worker died: the status and headers were sent,
+    // so the gateway can only cut the connection (no close_notify over TLS).
+    (
+        "error reading a body from connection",
+        "answer cut off: its worker died while it streamed",
+    ),
     (
         "which holds this session, is unreachable",
         "owner node unreachable",
