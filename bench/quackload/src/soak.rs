@@ -469,6 +469,27 @@ fn proc_columns(watch: &[u32]) -> (String, Vec<Option<(u64, usize)>>) {
     (text, samples)
 }
 
+/// Prints the interval's `SOAKROW` line (ends it) and returns the processes' sample.
+fn print_row(
+    stats: &Shared,
+    watch: &[u32],
+    begin: Instant,
+    suffix: &str,
+) -> Vec<Option<(u64, usize)>> {
+    let iv = take_interval(stats);
+    let (procs, sample) = proc_columns(watch);
+    println!(
+        "SOAKROW t={:>5.0}s ok={:>6} errors={:>4} p50={:>7.1}ms p99={:>7.1}ms max={:>8.1}ms{procs}{suffix}",
+        begin.elapsed().as_secs_f64(),
+        iv.ok,
+        iv.errors,
+        iv.hist.value_at_quantile(0.5) as f64 / 1000.0,
+        iv.hist.value_at_quantile(0.99) as f64 / 1000.0,
+        iv.hist.max() as f64 / 1000.0,
+    );
+    sample
+}
+
 fn take_interval(stats: &Shared) -> Interval {
     std::mem::replace(&mut stats.lock().unwrap().interval, Interval::new())
 }
@@ -500,7 +521,6 @@ pub async fn run(plan: SoakPlan) -> Result<bool> {
     }
     let mut tick =
         tokio::time::interval_at(tokio::time::Instant::now() + plan.interval, plan.interval);
-    let mut row = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -509,34 +529,10 @@ pub async fn run(plan: SoakPlan) -> Result<bool> {
                 continue;
             }
         }
-        row += 1;
-        let iv = take_interval(&stats);
-        let (procs, sample) = proc_columns(&plan.watch);
-        samples.push(sample);
-        println!(
-            "SOAKROW t={:>5.0}s ok={:>6} errors={:>4} p50={:>7.1}ms p99={:>7.1}ms max={:>8.1}ms{procs}",
-            begin.elapsed().as_secs_f64(),
-            iv.ok,
-            iv.errors,
-            iv.hist.value_at_quantile(0.5) as f64 / 1000.0,
-            iv.hist.value_at_quantile(0.99) as f64 / 1000.0,
-            iv.hist.max() as f64 / 1000.0,
-        );
-        let _ = row;
+        samples.push(print_row(&stats, &plan.watch, begin, ""));
     }
     // The last, partial interval.
-    let iv = take_interval(&stats);
-    let (procs, last) = proc_columns(&plan.watch);
-    samples.push(last);
-    println!(
-        "SOAKROW t={:>5.0}s ok={:>6} errors={:>4} p50={:>7.1}ms p99={:>7.1}ms max={:>8.1}ms{procs} (partial)",
-        begin.elapsed().as_secs_f64(),
-        iv.ok,
-        iv.errors,
-        iv.hist.value_at_quantile(0.5) as f64 / 1000.0,
-        iv.hist.value_at_quantile(0.99) as f64 / 1000.0,
-        iv.hist.max() as f64 / 1000.0,
-    );
+    samples.push(print_row(&stats, &plan.watch, begin, " (partial)"));
 
     let s = stats.lock().unwrap();
     let mut pass = true;
