@@ -176,6 +176,21 @@ pub fn init(
         })?
         .port();
     let catalog_config = dir.join("catalog.toml");
+    // A folder of its own: the catalog's worker may read its database's folder, and `dir`
+    // holds the stack's secrets. A stack made before keeps its lake (the file moves in).
+    let catalog_dir = dir.join("catalog");
+    let io = |source| DevInitError::Io {
+        path: catalog_dir.clone(),
+        source,
+    };
+    if !catalog_dir.is_dir() {
+        std::fs::create_dir_all(&catalog_dir).map_err(io)?;
+        for name in ["catalog.duckdb", "catalog.duckdb.wal"] {
+            if dir.join(name).is_file() {
+                std::fs::rename(dir.join(name), catalog_dir.join(name)).map_err(io)?;
+            }
+        }
+    }
     let catalog_text = format!(
         r#"# Written by `quackgate dev-init` for the local stack; safe to delete.
 [gateway]
@@ -202,7 +217,7 @@ file = "{catalog_file}"
         catalog_hash = hash_token(&catalog_token),
         catalog_reader_hash = hash_token(&catalog_reader_token),
         ext = extension_dir.display(),
-        catalog_file = dir.join("catalog.duckdb").display(),
+        catalog_file = catalog_dir.join("catalog.duckdb").display(),
     );
     write(&catalog_config, catalog_text.as_bytes())?;
 

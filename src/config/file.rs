@@ -116,6 +116,8 @@ pub(super) struct FileWorkers {
     pub(super) health_interval_ms: Option<u64>,
     pub(super) isolation: Option<String>,
     pub(super) max_per_principal: Option<usize>,
+    pub(super) readable_dirs: Option<Vec<PathBuf>>,
+    pub(super) writable_dirs: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,7 @@ mod cluster;
 mod file;
 mod gateway;
 mod problems;
+mod secret_reach;
 mod workers;
 
 pub use auth::{
@@ -349,6 +350,20 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
             ));
         }
     }
+    let mut secrets: Vec<(&str, &Path)> = Vec::new();
+    if let Some(tls) = &gateway.tls {
+        secrets.push(("tls.key", &tls.key));
+    }
+    if let Some(files) = &gateway.id_secret_files {
+        secrets.push(("gateway.id_secret_file", &files.current));
+        for file in &files.previous {
+            secrets.push(("gateway.previous_id_secret_files", file));
+        }
+    }
+    if let Some((file, _)) = &static_tokens_file {
+        secrets.push(("auth.static_tokens_file", file));
+    }
+    secret_reach::check(&secrets, &workers, catalog_file.as_deref(), &mut problems);
     let log_filter = file.log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
     let audit_file = file.log.audit_file.map(&resolve);
     let audit_on_file = audit_file.is_some();
@@ -472,6 +487,29 @@ mod tests {
                 .workers
                 .external_access
         );
+    }
+
+    #[test]
+    fn a_secret_inside_a_folder_workers_may_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        let secret = shared.join("id-secret");
+        std::fs::write(&secret, "ab".repeat(32)).unwrap();
+        let env = format!("\"{}\"", secret.display());
+        let env = [("QUACKGATE__GATEWAY__ID_SECRET_FILE", env.as_str())];
+        let text = base(dir.path()) + &format!("readable_dirs = [\"{}\"]\n", shared.display());
+        let err = load(&text, dir.path(), &env).unwrap_err().to_string();
+        assert!(
+            err.contains("gateway.id_secret_file") && err.contains("workers.readable_dirs"),
+            "{err}"
+        );
+        let elsewhere = base(dir.path())
+            + &format!(
+                "readable_dirs = [\"{}\"]\n",
+                dir.path().join("ext").display()
+            );
+        assert!(load(&elsewhere, dir.path(), &env).is_ok());
     }
 
     #[test]

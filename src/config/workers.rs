@@ -225,7 +225,7 @@ pub(super) fn validate(
     let external_access = w.external_access.unwrap_or(false);
     if external_access && w.accept_external_access_risk != Some(true) {
         problems.push(
-            "workers.external_access = true lets every read-write client read and write any file and URL this process's user can reach (the id secret, the TLS key, the catalog token), and change DuckDB's settings; add workers.accept_external_access_risk = true to run that way".into(),
+            "workers.external_access = true lets every read-write client fetch and send to any URL the worker can reach, read and write the files the worker may touch (its lake, workers.readable_dirs and workers.writable_dirs; Landlock keeps the rest out of reach where the kernel enforces it), and change DuckDB's settings; add workers.accept_external_access_risk = true to run that way".into(),
         );
     }
     let isolation = match w.isolation.as_deref() {
@@ -240,6 +240,18 @@ pub(super) fn validate(
     if let Some(n) = w.max_per_principal {
         problems.positive("workers.max_per_principal", n as u64);
     }
+    let mut dirs = |key: &str, dirs: Option<Vec<PathBuf>>| -> Vec<PathBuf> {
+        let dirs: Vec<PathBuf> = dirs.unwrap_or_default().into_iter().map(resolve).collect();
+        for dir in &dirs {
+            // Landlock rules name existing folders; a missing one would silently grant nothing.
+            if !dir.is_dir() {
+                problems.push(format!("{key}: {} is not a folder", dir.display()));
+            }
+        }
+        dirs
+    };
+    let readable_dirs = dirs("workers.readable_dirs", w.readable_dirs);
+    let writable_dirs = dirs("workers.writable_dirs", w.writable_dirs);
     WorkersConfig {
         count,
         read_only_count,
@@ -250,6 +262,8 @@ pub(super) fn validate(
         init_sql: w.init_sql.unwrap_or_default(),
         fetch_batch_chunks,
         external_access,
+        readable_dirs,
+        writable_dirs,
         token,
         ducklake,
         database_file: None,
@@ -269,6 +283,8 @@ pub(super) fn none(w: FileWorkers, problems: &mut Problems) -> WorkersConfig {
         || w.ducklake.is_some()
         || w.isolation.is_some()
         || w.max_per_principal.is_some()
+        || w.readable_dirs.is_some()
+        || w.writable_dirs.is_some()
     {
         problems.push(
             "workers: an edge runs no workers (they run on the nodes it places sessions on); remove [workers]".into(),
@@ -284,6 +300,8 @@ pub(super) fn none(w: FileWorkers, problems: &mut Problems) -> WorkersConfig {
         init_sql: Vec::new(),
         fetch_batch_chunks: DEFAULT_FETCH_BATCH_CHUNKS,
         external_access: false,
+        readable_dirs: Vec::new(),
+        writable_dirs: Vec::new(),
         token: None,
         ducklake: None,
         database_file: None,

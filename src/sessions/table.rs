@@ -641,6 +641,40 @@ mod tests {
     }
 
     #[test]
+    fn a_process_freed_for_one_principal_is_not_freed_again_for_a_third_before_it_places() {
+        let set = WorkerSet::new(1, 0, "n0");
+        let w = set.get(0).unwrap();
+        w.set_serving(1000);
+        let table = SessionTable::new();
+        let (alice, bob, carol): (Arc<str>, Arc<str>, Arc<str>) =
+            ("alice".into(), "bob".into(), "carol".into());
+        match table.place_for(&set, Access::ReadWrite, Some(&alice)) {
+            Placement::Placed(c) => drop(c),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&bob)),
+            Placement::Freeing(_)
+        ));
+        w.set_serving(1001);
+        assert_eq!(w.owner().as_deref(), Some("bob"));
+        // Carol arrives between Bob's new process serving and Bob's connect placing.
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&carol)),
+            Placement::Taken
+        ));
+        match table.place_for(&set, Access::ReadWrite, Some(&bob)) {
+            Placement::Placed(c) => drop(c),
+            other => panic!("{other:?}"),
+        }
+        // Placed and idle again: now it can go to Carol.
+        assert!(matches!(
+            table.place_for(&set, Access::ReadWrite, Some(&carol)),
+            Placement::Freeing(_)
+        ));
+    }
+
+    #[test]
     fn a_worker_with_a_connect_in_flight_is_not_freed() {
         let set = WorkerSet::new(1, 0, "n0");
         set.get(0).unwrap().set_serving(1000);

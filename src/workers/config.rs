@@ -75,9 +75,15 @@ pub struct WorkersConfig {
     /// DuckDB chunks (2,048 rows each) per PREPARE or FETCH answer. Default 48, against
     /// Quack's 12: DuckDB 1.5 clients open a connection per FETCH.
     pub fetch_batch_chunks: u64,
-    /// Whether client SQL may read and write files and URLs as the gateway's OS user and
-    /// change DuckDB settings. Default false: workers lock this down once they serve.
+    /// Whether client SQL may read and write files and URLs and change DuckDB settings.
+    /// Default false: workers lock this down once they serve. Files stay confined to what the
+    /// worker needs and the folders below either way.
     pub external_access: bool,
+    /// Folders client SQL may also read (Landlock): files `init_sql` attaches, or that
+    /// clients read with `workers.external_access`.
+    pub readable_dirs: Vec<PathBuf>,
+    /// Folders client SQL may also read and write (Landlock).
+    pub writable_dirs: Vec<PathBuf>,
     /// A fixed internal worker token, for benchmarks and debugging that talk to a worker
     /// directly. Default `None`: a random token made at every start.
     pub token: Option<WorkerToken>,

@@ -88,6 +88,7 @@ impl Worker {
             return None;
         }
         *owner = Some(principal.clone());
+        self.owner.claimed();
         Some(self.connecting())
     }
 
@@ -98,7 +99,8 @@ impl Worker {
         let mut owner = self.owner.lock();
         let idle = self.is_ready()
             && self.sessions.load(Ordering::Acquire) == 0
-            && self.connecting.load(Ordering::Acquire) == 0;
+            && self.connecting.load(Ordering::Acquire) == 0
+            && !self.owner.is_reserved(std::time::Instant::now());
         if !idle || owner.as_ref().is_none_or(|o| o == principal) {
             return false;
         }

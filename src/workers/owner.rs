@@ -13,8 +13,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+/// How long a process freed for a principal stays theirs before it can be freed for another.
+/// The connect that asked for it is woken as soon as it serves and places within
+/// milliseconds; without this, a third principal arriving in between would find the new
+/// process idle and have it freed again, and the first would wait on.
+pub(crate) const FREED_RESERVATION: Duration = Duration::from_secs(10);
 
 /// A worker slot's owner, and the restart that frees it for another principal.
 #[derive(Debug, Default)]
@@ -27,6 +34,8 @@ pub(crate) struct Owner {
     restart: Notify,
     /// Wakes connects that wait for the slot's new process.
     serving: Notify,
+    /// Until when a process freed for its owner may not be freed for another principal.
+    reserved_until: Mutex<Option<Instant>>,
 }
 
 impl Owner {
@@ -53,12 +62,33 @@ impl Owner {
     /// can see the new process with the old owner.
     pub(crate) fn new_process(&self, publish: impl FnOnce()) {
         let mut owner = self.lock();
-        if !self.freeing.swap(false, Ordering::AcqRel) {
+        let reserved = if self.freeing.swap(false, Ordering::AcqRel) {
+            Some(Instant::now() + FREED_RESERVATION)
+        } else {
             *owner = None;
-        }
+            None
+        };
+        *self.reservation() = reserved;
         publish();
         drop(owner);
         self.serving.notify_waiters();
+    }
+
+    fn reservation(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.reserved_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the process was freed for its owner, who has not placed a session on it yet,
+    /// less than [`FREED_RESERVATION`] ago.
+    pub(crate) fn is_reserved(&self, now: Instant) -> bool {
+        self.reservation().is_some_and(|until| now < until)
+    }
+
+    /// The owner placed a session: the reservation has served its purpose.
+    pub(crate) fn claimed(&self) {
+        *self.reservation() = None;
     }
 
     /// Resolves when the supervisor is asked to replace the process.

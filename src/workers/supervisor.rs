@@ -120,6 +120,8 @@ impl Launcher {
                 .then(|| self.read_only_token.expose().to_string()),
             lake_commits: self.config.lake_commits,
             maintenance: self.config.maintenance,
+            readable_dirs: self.config.readable_dirs.clone(),
+            writable_dirs: self.config.writable_dirs.clone(),
             ducklake: self.config.ducklake.as_ref().map(|lake| DuckLakeSpec {
                 catalog: lake.catalog.clone(),
                 // Read-only workers reach the catalog with its read-only token.

@@ -20,7 +20,8 @@
 //! - `sql_checks`: the catalog's checks on the SQL text of its sessions.
 //! - `ducklake`: DuckLake as a worker's default database, and the watch on its catalog.
 //! - `sandbox`: the seccomp filter that stops client SQL from opening servers, and the Landlock
-//!   rules that keep a read-only worker from writing files.
+//!   ruleset that confines a worker's file access.
+//! - `file_access`: which files a worker needs, and so may touch.
 //! - `private_dir`: the worker's private folder.
 //! - `session_roles`: read-only sessions on the catalog, told apart by their token.
 //! - `session_settings`: the settings client SQL may change once a worker is locked.
@@ -34,6 +35,8 @@ mod commit_batches;
 mod ducklake;
 #[cfg(feature = "engine")]
 mod error;
+#[cfg(feature = "engine")]
+mod file_access;
 #[cfg(feature = "engine")]
 mod maintenance;
 #[cfg(feature = "engine")]

@@ -1,7 +1,7 @@
 //! The worker's private folder: mode 0700, named after the worker and its pid, removed when the
 //! worker ends. It holds the catalog secret for as long as the lake takes to open, a read-only
-//! worker's identity database, and a read-only worker's spill files: the only place a
-//! read-only worker may write at all.
+//! worker's identity database, and the worker's spill files: the only place a read-only
+//! worker may write at all.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

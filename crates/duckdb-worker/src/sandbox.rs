@@ -7,16 +7,21 @@
 //! so a seccomp filter makes `listen(2)` fail with EPERM for every thread of the process, and
 //! `quack_serve` then fails with DuckDB's own "Failed to bind" error.
 //!
-//! A read-only worker must also write no file: DuckDB's `allowed_directories` lets a locked-down
-//! worker read the lake's data folder, but it grants writing there too (`COPY ... TO` over a
-//! Parquet file of the lake). So before DuckDB starts, a read-only worker confines itself with
-//! Landlock to writing only below its private folder; every thread DuckDB starts inherits that.
+//! Client SQL runs in the worker as the gateway's OS user. `enable_external_access = false`
+//! stops `read_text` and `COPY`, but one DuckDB escape, or `workers.external_access = true`,
+//! would read whatever that user can: the id secret, the TLS key, the gateway's files. And
+//! `allowed_directories`, which lets a locked-down worker reach the lake's data folder, grants
+//! writing there too (`COPY ... TO` over a lake Parquet file from a read-only session). So
+//! before DuckDB starts, every worker confines its own file access with Landlock to what
+//! [`crate::file_access`] says it needs; every thread DuckDB starts inherits that.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+
+use crate::file_access::FileRules;
 
 use landlock::{
-    path_beneath_rules, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, ABI,
+    path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    ABI,
 };
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
@@ -42,28 +47,41 @@ pub fn deny_listen() -> Result<(), String> {
         .map_err(|e| format!("installing the seccomp filter: {e}"))
 }
 
-/// Lets this thread, and every thread it starts from now on, write only below `dir`.
+/// How much of a Landlock ruleset the kernel enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enforcement {
+    Full,
+    /// Enforced, but some kinds of access stay open on this kernel; the reason says which.
+    Partial(String),
+    /// Not enforced at all; the reason says what the kernel lacks.
+    None(String),
+}
+
+/// Lets this thread, and every thread it starts from now on, read only below `rules.read` and
+/// `rules.write`, write only below `rules.write`, and execute nothing.
+///
+/// Landlock restricts the calling thread and its future children only, so this must run before
+/// DuckDB starts any thread.
 ///
 /// # Errors
-/// A description of what failed, including a kernel that does not enforce Landlock, or
-/// enforces only part of it.
-pub fn confine_writes(dir: &Path) -> Result<(), String> {
-    let write = AccessFs::from_write(ABI::V3);
+/// A description of a ruleset the kernel refused to build or apply.
+pub fn confine_files(rules: &FileRules) -> Result<Enforcement, String> {
+    let abi = ABI::V3;
+    let read = AccessFs::ReadFile | AccessFs::ReadDir;
     let status = Ruleset::default()
-        .handle_access(write)
+        .handle_access(AccessFs::from_all(abi))
         .and_then(|r| r.create())
-        .and_then(|r| r.add_rules(path_beneath_rules([dir], write)))
+        .and_then(|r| r.add_rules(path_beneath_rules(&rules.read, read)))
+        .and_then(|r| r.add_rules(path_beneath_rules(&rules.write, AccessFs::from_all(abi))))
         .and_then(|r| r.restrict_self())
         .map_err(|e| format!("Landlock: {e}"))?;
-    match status.ruleset {
-        RulesetStatus::NotEnforced => {
-            Err("the kernel does not enforce Landlock (Linux 5.13 or later, with landlock in the lsm= list)".into())
-        }
-        // Part of the rules would leave some kinds of write (truncation, on kernels before
-        // 6.2) open to client SQL: a read-only worker does not start on such a kernel.
-        RulesetStatus::PartiallyEnforced => {
-            Err("the kernel enforces Landlock only in part (ABI v3, Linux 6.2 or later, is needed to confine every kind of file write)".into())
-        }
-        RulesetStatus::FullyEnforced => Ok(()),
-    }
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => Enforcement::Full,
+        RulesetStatus::PartiallyEnforced => Enforcement::Partial(
+            "the kernel enforces Landlock only in part (ABI v3, Linux 6.2 or later, is needed to confine every kind of file write, truncation included)".into(),
+        ),
+        RulesetStatus::NotEnforced => Enforcement::None(
+            "the kernel does not enforce Landlock (Linux 5.13 or later, with landlock in the lsm= list)".into(),
+        ),
+    })
 }

@@ -89,6 +89,13 @@ pub struct WorkerSpec {
     /// Run the lake's maintenance from here (the catalog), on this schedule.
     #[serde(default)]
     pub maintenance: Option<MaintenanceSpec>,
+    /// Folders client SQL may read beyond what the worker needs (`workers.readable_dirs`).
+    #[serde(default)]
+    pub readable_dirs: Vec<PathBuf>,
+    /// Folders client SQL may read and write beyond what the worker needs
+    /// (`workers.writable_dirs`).
+    #[serde(default)]
+    pub writable_dirs: Vec<PathBuf>,
 }
 
 impl fmt::Debug for WorkerSpec {
@@ -112,6 +119,8 @@ impl fmt::Debug for WorkerSpec {
             )
             .field("lake_commits", &self.lake_commits)
             .field("maintenance", &self.maintenance)
+            .field("readable_dirs", &self.readable_dirs)
+            .field("writable_dirs", &self.writable_dirs)
             .finish()
     }
 }

@@ -2,11 +2,13 @@
 //! local folder, serve on loopback, and live exactly as long as the supervisor does.
 
 use std::io::{BufRead, Write};
+use std::path::Path;
 
 use duckdb::{Config, Connection};
 
 use crate::ducklake;
 use crate::error::WorkerError;
+use crate::file_access;
 use crate::maintenance;
 use crate::private_dir::PrivateDir;
 use crate::sandbox;
@@ -38,11 +40,32 @@ pub fn run_worker() -> Result<(), WorkerError> {
             "stdin closed before the spec arrived".into(),
         )),
     };
+    // The catalog's maintenance thread starts before the worker confines its file access, so
+    // the maintenance instance it opens may write the lake's data folder, which the catalog
+    // learns only from the lake's metadata. It runs only the catalog's own statements; client
+    // SQL runs in the serving instance, whose threads all start after the confinement.
+    let mut maintenance_start = None;
+    let maintain = match &spec {
+        Ok(spec) => spec.maintenance.map(|schedule| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (start_tx, start_rx) = std::sync::mpsc::channel::<Connection>();
+            maintenance_start = Some(start_tx);
+            let spec = spec.clone();
+            std::thread::spawn(move || {
+                // Gone unsent: the worker did not start.
+                let Ok(local) = start_rx.recv() else { return };
+                let config = || maintenance_config(&spec);
+                maintenance::run(schedule, local, config, spec.port, &spec.token, rx)
+            });
+            tx
+        }),
+        Err(_) => None,
+    };
     let served = spec.and_then(|spec| {
         // DuckDB errors may quote the statement, which names a token: scrub both.
         serve(&spec).map_err(|e| WorkerError::Start(scrub(&e.to_string(), &spec)))
     });
-    let (conn, private, maintain) = match served {
+    let (conn, private) = match served {
         Ok(Served {
             conn,
             private,
@@ -56,15 +79,11 @@ pub fn run_worker() -> Result<(), WorkerError> {
             }
             std::thread::spawn(move || watch_server(server_watch, port));
             report(&WorkerStatus::Ready { port })?;
-            let maintain = maintenance.map(|(schedule, local, spec)| {
-                let (tx, rx) = std::sync::mpsc::channel();
-                std::thread::spawn(move || {
-                    let config = || maintenance_config(&spec);
-                    maintenance::run(schedule, local, config, port, &spec.token, rx)
-                });
-                tx
-            });
-            (conn, private, maintain)
+            if let (Some(local), Some(start)) = (maintenance, maintenance_start) {
+                // The thread waits for nothing else; it cannot have ended.
+                let _ = start.send(local);
+            }
+            (conn, private)
         }
         Err(e) => {
             report(&WorkerStatus::Failed(e.to_string()))?;
@@ -116,13 +135,13 @@ fn report(status: &WorkerStatus) -> Result<(), WorkerError> {
 /// lake, what the catalog watch needs.
 struct Served {
     conn: Connection,
-    /// Kept until the worker ends: a read-only worker spills into it.
+    /// Kept until the worker ends: the worker spills into it.
     private: PrivateDir,
     port: u16,
     watch: Option<(Connection, String, String)>,
     server_watch: Connection,
-    /// The catalog's: its schedule, a connection to its database, and the spec.
-    maintenance: Option<(crate::spec::MaintenanceSpec, Connection, WorkerSpec)>,
+    /// The catalog's: a connection to its database, for the maintenance counts.
+    maintenance: Option<Connection>,
 }
 
 /// The maintenance instance's DuckDB configuration: the worker's extensions and threads.
@@ -160,6 +179,51 @@ fn watch_server(conn: Connection, port: u16) -> ! {
     }
 }
 
+/// Confines this process's file access to what the worker needs. A read-only worker does not
+/// start without full enforcement; a read-write one runs on with a warning where the kernel
+/// enforces less, as it was before confinement existed.
+fn confine(spec: &WorkerSpec, private: &PrivateDir) -> Result<(), WorkerError> {
+    let rules = file_access::rules(spec, private.path());
+    // A folder that does not exist yet gets no rule, and DuckDB could then never create it.
+    let mut made = spec
+        .database
+        .iter()
+        .filter_map(|db| db.parent())
+        .map(Path::to_path_buf)
+        .collect::<Vec<_>>();
+    if let Some(folder) = spec
+        .ducklake
+        .as_ref()
+        .and_then(|l| file_access::local_data_folder(&l.data_path))
+    {
+        made.push(folder);
+    }
+    for folder in made.iter().filter(|f| !f.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|source| WorkerError::Io {
+            what: "creating the worker's data folder",
+            source,
+        })?;
+    }
+    let refused = |why: String| {
+        WorkerError::Start(format!(
+            "a read-only worker confines its file access with Landlock and cannot start without it: {why}"
+        ))
+    };
+    match sandbox::confine_files(&rules) {
+        Ok(sandbox::Enforcement::Full) => Ok(()),
+        Ok(sandbox::Enforcement::Partial(why) | sandbox::Enforcement::None(why))
+            if spec.read_only =>
+        {
+            Err(refused(why))
+        }
+        Err(why) if spec.read_only => Err(refused(why)),
+        Ok(sandbox::Enforcement::Partial(why) | sandbox::Enforcement::None(why)) | Err(why) => {
+            eprintln!("quackgate worker: {why}; client SQL on this worker is not confined to the files it needs");
+            Ok(())
+        }
+    }
+}
+
 fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     let lake_extensions = match &spec.ducklake {
         Some(lake) => ducklake::extensions(lake),
@@ -181,21 +245,11 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
         source,
     })?;
     // Before DuckDB starts any thread, so that all of them inherit it.
-    if spec.read_only {
-        sandbox::confine_writes(private.path()).map_err(|e| {
-            WorkerError::Start(format!(
-                "a read-only worker confines its file writes with Landlock and cannot start without it: {e}"
-            ))
-        })?;
-    }
-    let spill = if spec.read_only {
-        Some(private.subdir("tmp").map_err(|source| WorkerError::Io {
-            what: "creating the spill folder",
-            source,
-        })?)
-    } else {
-        None
-    };
+    confine(spec, &private)?;
+    let spill = private.subdir("tmp").map_err(|source| WorkerError::Io {
+        what: "creating the spill folder",
+        source,
+    })?;
     let config = || -> Result<Config, WorkerError> {
         let mut config = Config::default()
             .with("extension_directory", spec.extension_dir.to_string_lossy())
@@ -212,9 +266,10 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
                 .with("memory_limit", limit)
                 .map_err(step("setting memory_limit"))?;
         }
-        if let Some(dir) = &spill {
+        // Spilling goes where the worker may write, not to DuckDB's default `.tmp` folder.
+        if spec.database.is_none() {
             config = config
-                .with("temp_directory", dir.to_string_lossy())
+                .with("temp_directory", spill.to_string_lossy())
                 .map_err(step("setting temp_directory"))?;
         }
         Ok(config)
@@ -333,12 +388,10 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
         None => None,
     };
     let maintenance = match spec.maintenance {
-        Some(schedule) => Some((
-            schedule,
+        Some(_) => Some(
             conn.try_clone()
                 .map_err(step("opening the maintenance counts connection"))?,
-            spec.clone(),
-        )),
+        ),
         None => None,
     };
     Ok(Served {
