@@ -102,6 +102,10 @@ pub enum GatewayError {
     /// The worker answered something that is not a valid Quack response.
     #[error("invalid response from worker: {0}")]
     BadWorkerResponse(String),
+    /// The worker answered with an HTTP error status instead of a Quack answer (its server
+    /// failed while handling the request).
+    #[error("the worker answered HTTP {status}")]
+    WorkerStatus { status: u16 },
 }
 
 impl GatewayError {
@@ -130,6 +134,7 @@ impl GatewayError {
             GatewayError::Upstream(e) if e.may_have_reached_worker() => "upstream_exchange",
             GatewayError::Upstream(_) => "upstream_connect",
             GatewayError::BadWorkerResponse(_) => "bad_worker_response",
+            GatewayError::WorkerStatus { .. } => "worker_status",
             GatewayError::PeerAuth(_) => "peer_auth",
             GatewayError::OwnerUnreachable { .. } => "owner_unreachable",
             GatewayError::OwnerUnknown(_) => "owner_unknown",
@@ -159,6 +164,7 @@ impl GatewayError {
             | GatewayError::PeerAuth(_) => Side::Client,
             GatewayError::Upstream(_)
             | GatewayError::BadWorkerResponse(_)
+            | GatewayError::WorkerStatus { .. }
             | GatewayError::OwnerUnreachable { .. }
             | GatewayError::OwnerUnknown(_)
             | GatewayError::PeerIngress { .. }
@@ -249,6 +255,11 @@ impl GatewayError {
             GatewayError::BadWorkerResponse(_) => {
                 ClientReply::Quack("quackgate: the DuckDB worker sent an invalid response")
             }
+            // A Quack client would show only the status phrase, with no hint that the
+            // statement may have run.
+            GatewayError::WorkerStatus { status } => ClientReply::QuackText(format!(
+                "quackgate: the DuckDB worker failed while handling this request (it answered                  HTTP {status}, not a Quack answer); it was not retried and may or may not have run"
+            )),
             GatewayError::PeerAuth(_) => {
                 ClientReply::Status(StatusCode::FORBIDDEN, "not a quackgate peer\n")
             }

@@ -264,6 +264,16 @@ pub async fn pinned(
     };
     abandoned.id = None;
     let response = response.map_err(|e| streamed_body_failure(e, state.max_body_bytes))?;
+    if !response.status().is_success() {
+        warn!(
+            worker.id = %to.worker.id,
+            status = response.status().as_u16(),
+            "the worker answered an HTTP error status instead of a Quack answer"
+        );
+        return Err(GatewayError::WorkerStatus {
+            status: response.status().as_u16(),
+        });
+    }
     if header.msg_type == msg_type::DISCONNECT {
         state.sessions.closed(&to.id, &state.workers);
     }

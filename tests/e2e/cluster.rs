@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::ducklake::{data_dir, start_catalog};
+use crate::support::gate::Gate;
 use crate::support::{
     https_attach_sql, python_attach, random_hex, run_cli, wait_until, Gateway, GatewayOptions,
     Toolchain,
@@ -133,10 +134,23 @@ pub(crate) struct Cluster {
     pub(crate) shared: tempfile::TempDir,
     pub(crate) token: String,
     pub(crate) ca: PathBuf,
+    /// With [`Cluster::start_gated`]: the gate node `from` reaches node `to` through.
+    pub(crate) gates: Vec<(usize, usize, Gate)>,
 }
 
 impl Cluster {
     pub(crate) fn start() -> Cluster {
+        Cluster::start_inner(false)
+    }
+
+    /// Each node reaches each peer through a [`Gate`] of its own (and a peers file of its
+    /// own), so a test can cut any node off from its peers in both directions while clients
+    /// still reach it.
+    pub(crate) fn start_gated() -> Cluster {
+        Cluster::start_inner(true)
+    }
+
+    fn start_inner(gated: bool) -> Cluster {
         let shared = tempfile::tempdir().unwrap();
         let s = shared.path();
         let catalog_token = format!("cat-{}", random_hex());
@@ -146,7 +160,10 @@ impl Cluster {
             random_hex() + &random_hex() + &random_hex()[..16],
         )
         .unwrap();
-        std::fs::write(s.join("peers.toml"), "").unwrap();
+        let peers_file = |n: usize| s.join(format!("peers-{n}.toml"));
+        for n in 0..3 {
+            std::fs::write(peers_file(n), "").unwrap();
+        }
         let catalog = start_catalog(s, &catalog_token, None);
         let token = format!("tok-{}", random_hex());
         let mut nodes = Vec::new();
@@ -165,18 +182,26 @@ impl Cluster {
                 ),
                 extra_toml: format!(
                     "[cluster]\npeer_listen = \"127.0.0.1:0\"\npeers_file = \"{}\"\n",
-                    s.join("peers.toml").display()
+                    peers_file(n).display()
                 ),
                 ..Default::default()
             }));
         }
         // The membership arrives after start, as a mounted ConfigMap would.
-        let peers: String = nodes
-            .iter()
-            .enumerate()
-            .map(|(n, gw)| format!("n{n} = \"{}\"\n", gw.peer.expect("peer listener")))
-            .collect();
-        std::fs::write(s.join("peers.toml"), peers).unwrap();
+        let mut gates = Vec::new();
+        for (from, _) in nodes.iter().enumerate() {
+            let mut peers = String::new();
+            for (to, gw) in nodes.iter().enumerate() {
+                let mut addr = gw.peer.expect("peer listener");
+                if gated && from != to {
+                    let gate = Gate::open_to(addr);
+                    addr.set_port(gate.port());
+                    gates.push((from, to, gate));
+                }
+                peers.push_str(&format!("n{to} = \"{addr}\"\n"));
+            }
+            std::fs::write(peers_file(from), peers).unwrap();
+        }
         for gw in &nodes {
             wait_until(
                 "every node to know its two peers",
@@ -194,6 +219,7 @@ impl Cluster {
             shared,
             token,
             ca: tls.ca_cert,
+            gates,
         }
     }
 

@@ -341,9 +341,17 @@ impl Azurite {
     }
 
     pub(crate) fn connection_string(&self) -> String {
+        Azurite::connection_string_via(self.port)
+    }
+
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The connection string for reaching Azurite through `port` (a [`crate::support::gate::Gate`]).
+    pub(crate) fn connection_string_via(port: u16) -> String {
         format!(
-            "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{}/{AZURITE_ACCOUNT};",
-            self.port
+            "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
         )
     }
 

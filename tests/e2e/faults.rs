@@ -50,10 +50,72 @@ fn under_load(
         "the fault outlasted the load: make the run longer"
     );
     let (passed, out, ledger) = run.finish(Duration::from_secs(secs + 120));
-    assert!(passed, "quackload's verdict is a failure:\n{out}");
+    assert!(
+        passed,
+        "quackload's verdict is a failure:\n{out}\nwarnings of the nodes and the catalog:\n{}",
+        warnings(stack)
+    );
     let problems = check_ledger(stack, &ledger, "soak");
     assert!(problems.is_empty(), "{problems:?}");
     Seen { out, recovery }
+}
+
+/// A tmpfs of `size` mounted at a folder for as long as this lives: a data disk a test can
+/// fill.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs at {at:?} (needs root)");
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes `path` until the file system it is on is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    for block in [1 << 20, 4096, 1] {
+        let bytes = vec![0u8; block];
+        while f.write_all(&bytes).is_ok() {}
+    }
+    let _ = f.sync_all();
+}
+
+/// The last warnings and errors in the logs of the stack's processes (workers' included).
+fn warnings(stack: &LakeStack) -> String {
+    let mut out = String::new();
+    for (name, log) in stack
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("node {i}"), n.log()))
+        .chain([("catalog".to_string(), stack.catalog.log())])
+    {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("worker:"))
+            .collect();
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            out.push_str(&format!("{name}: {line}\n"));
+        }
+    }
+    out
 }
 
 /// `SOAKSESSIONS hit=<n> of=<m>` from quackload's output.
@@ -135,6 +197,152 @@ fn sigstop_of_a_worker_for_30_s_delays_its_sessions_and_fails_none() {
         "no request waited for the stopped worker (max {max_ms} ms): the fault missed\n{}",
         seen.out
     );
+}
+
+#[test]
+fn a_full_data_disk_fails_bulk_writes_with_a_clear_error_and_they_resume_once_freed() {
+    let shared = tempfile::tempdir().unwrap();
+    let data = crate::ducklake::data_dir(shared.path());
+    // Declared first, so it is unmounted after the stack's processes have ended.
+    let _disk = Tmpfs::mount(&data, "64m");
+    let mut stack = LakeStack::one_node_in(2, shared);
+    stack.cli_ok("FROM r.query('CREATE TABLE disk_probe (k BIGINT)');");
+    // The soak's one-row writes are inlined into the catalog (DuckLake's inlining limit is 10
+    // rows) and never touch the data disk, so they must go on; a bulk write, which writes a
+    // Parquet file, must fail with the reason, and work again once the disk has room.
+    let bulk = |s: &LakeStack| {
+        let toolchain = crate::support::Toolchain::get();
+        crate::support::run_cli(
+            &toolchain,
+            &format!(
+                ".output /dev/null\n{}.output\nINSERT INTO r.disk_probe SELECT range FROM range(10000);",
+                crate::support::https_attach_sql(&toolchain, s.port, &s.ca, &s.token)
+            ),
+        )
+    };
+    let seen = under_load(&mut stack, "data disk full 15 s", 24, 100, |s| {
+        let filler = data.join("filler");
+        fill(&filler);
+        let out = bulk(s);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success() && said.contains("No space left on device"),
+            "a bulk write on a full disk: {said}"
+        );
+        s.cli_ok("FROM r.query('SELECT count(*) FROM soak');");
+        // The fault's length, not a wait for a condition.
+        std::thread::sleep(Duration::from_secs(15));
+        std::fs::remove_file(&filler).unwrap();
+        let start = Instant::now();
+        crate::support::wait_until("a bulk write to succeed", Duration::from_secs(60), || {
+            bulk(s).status.success()
+        });
+        start.elapsed()
+    });
+    let (hit, of) = sessions_hit(&seen.out);
+    eprintln!("full disk: sessions hit {hit} of {of}");
+    assert_eq!(
+        stack.cli_ok("FROM r.query('SELECT count(*) FROM disk_probe');"),
+        vec!["10000"],
+        "the bulk write after the disk was freed, exactly once"
+    );
+    assert!(seen.recovery < Duration::from_secs(60));
+}
+
+#[test]
+fn azure_blob_storage_away_for_20_s_fails_only_what_needs_it_and_recovers() {
+    use crate::ducklake::Azurite;
+    use crate::support::gate::Gate;
+    let toolchain = crate::support::Toolchain::get();
+    let azurite = Azurite::start(&toolchain);
+    azurite.create_container(&toolchain, "lake");
+    let mut gate = Gate::open_to(azurite.addr());
+    let shared = tempfile::tempdir().unwrap();
+    let cs_file = shared.path().join("azure-connection-string");
+    std::fs::write(&cs_file, Azurite::connection_string_via(gate.port())).unwrap();
+    let mut stack = LakeStack::one_node_on(
+        2,
+        shared,
+        "az://lake/data/",
+        &format!(
+            "[workers.ducklake.azure]\nconnection_string_file = \"{}\"\n",
+            cs_file.display()
+        ),
+    );
+    stack.cli_ok("FROM r.query('CREATE TABLE blob_probe (k BIGINT)');");
+    let seen = under_load(&mut stack, "Azure Blob storage away 20 s", 24, 80, |s| {
+        gate.close();
+        // The outage's length, not a wait for a condition.
+        std::thread::sleep(Duration::from_secs(20));
+        gate.open();
+        let start = Instant::now();
+        let toolchain = crate::support::Toolchain::get();
+        crate::support::wait_until("a write to succeed", Duration::from_secs(60), || {
+            let out = crate::support::run_cli(
+                &toolchain,
+                &format!(
+                    ".output /dev/null\n{}.output\nINSERT INTO r.blob_probe VALUES (1);",
+                    crate::support::https_attach_sql(&toolchain, s.port, &s.ca, &s.token)
+                ),
+            );
+            out.status.success()
+        });
+        start.elapsed()
+    });
+    let (hit, of) = sessions_hit(&seen.out);
+    eprintln!(
+        "Azure away: {} expected errors, sessions hit {hit} of {of}",
+        expected_errors(&seen.out)
+    );
+    assert!(
+        expected_errors(&seen.out) > 0,
+        "nothing failed while the storage was away: the fault missed\n{}",
+        seen.out
+    );
+    assert!(seen.recovery < Duration::from_secs(60));
+}
+
+#[test]
+fn a_node_cut_off_from_its_peers_for_20_s_fails_only_cross_node_requests_and_rejoins() {
+    let mut stack = LakeStack::cluster_gated();
+    let seen = under_load(&mut stack, "node n2 partitioned 20 s", 24, 80, |s| {
+        s.partition(2, false);
+        // The partition's length, not a wait for a condition.
+        std::thread::sleep(Duration::from_secs(20));
+        s.partition(2, true);
+        let start = Instant::now();
+        // Sessions opened on each node and used through the others (round-robin nginx).
+        crate::support::wait_until(
+            "requests across every node",
+            Duration::from_secs(60),
+            || {
+                let toolchain = crate::support::Toolchain::get();
+                let out = crate::support::run_cli(
+                    &toolchain,
+                    &format!(
+                        ".output /dev/null\n{}.output\n{}",
+                        crate::support::https_attach_sql(&toolchain, s.port, &s.ca, &s.token),
+                        "FROM r.query('SELECT 1');\n".repeat(6)
+                    ),
+                );
+                out.status.success()
+            },
+        );
+        start.elapsed()
+    });
+    let (hit, of) = sessions_hit(&seen.out);
+    eprintln!(
+        "partition: {} expected errors, sessions hit {hit} of {of}",
+        expected_errors(&seen.out)
+    );
+    assert!(
+        seen.out.contains("owner node unreachable"),
+        "no request crossed the partition: the fault missed\n{}",
+        seen.out
+    );
+    // Behind round-robin nginx every session's requests cross every node, so every session
+    // may meet the partition: what must hold is that each failure says so, and nothing is lost.
+    assert!(seen.recovery < Duration::from_secs(60));
 }
 
 /// Fails today: during the restart some statements get a bare `Authorization failed` (and a

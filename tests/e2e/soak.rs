@@ -36,22 +36,40 @@ pub(crate) struct LakeStack {
     /// The client-facing HTTPS port (the node's, or nginx's in front of the cluster).
     pub(crate) port: u16,
     _nginx: Option<Nginx>,
+    /// With [`LakeStack::cluster_gated`]: the gate node `from` reaches node `to` through.
+    gates: Vec<(usize, usize, crate::support::gate::Gate)>,
 }
 
 impl LakeStack {
     /// One gateway node with `workers` workers on a DuckLake served by a catalog.
     pub(crate) fn one_node(workers: usize) -> LakeStack {
-        let shared = tempfile::tempdir().unwrap();
+        LakeStack::one_node_in(workers, tempfile::tempdir().unwrap())
+    }
+
+    /// [`LakeStack::one_node`] with the catalog, the token and the lake's data below `shared`
+    /// (its `data` folder may be a mount of the test's own).
+    pub(crate) fn one_node_in(workers: usize, shared: tempfile::TempDir) -> LakeStack {
+        let data = data_dir(shared.path()).display().to_string();
+        LakeStack::one_node_on(workers, shared, &data, "")
+    }
+
+    /// [`LakeStack::one_node_in`] with the lake's data at `data_path`, and more
+    /// `[workers.ducklake]` TOML (an `[workers.ducklake.azure]` table).
+    pub(crate) fn one_node_on(
+        workers: usize,
+        shared: tempfile::TempDir,
+        data_path: &str,
+        extra_lake_toml: &str,
+    ) -> LakeStack {
         let catalog_token = format!("cat-{}", random_hex());
         std::fs::write(shared.path().join("catalog-token"), &catalog_token).unwrap();
         let catalog = start_catalog(shared.path(), &catalog_token, None);
         let gateway = Gateway::start_with(GatewayOptions {
             workers,
             extra_workers_toml: format!(
-                "[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\ndata_path = \"{data}\"\n",
+                "[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\ndata_path = \"{data_path}\"\n{extra_lake_toml}",
                 port = catalog.plain.port(),
                 token = shared.path().join("catalog-token").display(),
-                data = data_dir(shared.path()).display(),
             ),
             ..Default::default()
         });
@@ -63,12 +81,35 @@ impl LakeStack {
             catalog,
             shared,
             _nginx: None,
+            gates: Vec::new(),
         }
     }
 
     /// Three nodes (two workers each) behind round-robin nginx, on one lake.
     pub(crate) fn cluster() -> LakeStack {
-        let c = Cluster::start();
+        LakeStack::from_cluster(Cluster::start())
+    }
+
+    /// [`LakeStack::cluster`] where each node reaches each peer through a gate of its own.
+    pub(crate) fn cluster_gated() -> LakeStack {
+        LakeStack::from_cluster(Cluster::start_gated())
+    }
+
+    /// Cuts node `n` off from its peers in both directions (clients still reach it), or,
+    /// with `heal`, joins it again.
+    pub(crate) fn partition(&mut self, n: usize, heal: bool) {
+        for (from, to, gate) in &mut self.gates {
+            if *from == n || *to == n {
+                if heal {
+                    gate.open();
+                } else {
+                    gate.close();
+                }
+            }
+        }
+    }
+
+    fn from_cluster(c: Cluster) -> LakeStack {
         LakeStack {
             port: c.nginx.port,
             nodes: c.nodes,
@@ -77,6 +118,7 @@ impl LakeStack {
             token: c.token,
             ca: c.ca,
             _nginx: Some(c.nginx),
+            gates: c.gates,
         }
     }
 

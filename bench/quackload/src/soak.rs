@@ -80,6 +80,15 @@ const EXPECTED: &[(&str, &str)] = &[
         "Failed to send message: IO Error: Could not connect to server",
         "lake catalog unreachable",
     ),
+    // A write while the lake's data disk is full: DuckDB's own text for the failed file
+    // write; nothing is committed.
+    ("No space left on device", "data disk full"),
+    // A statement that needed the lake's object storage while it was unreachable: the text
+    // of DuckDB's HTTP client, naming the storage endpoint.
+    (
+        "Fail to get a new connection for: http",
+        "object storage unreachable",
+    ),
 ];
 
 /// The kind of an error and whether it is one of the documented, expected answers.

@@ -66,6 +66,9 @@ fn stand_in_extensions(dir: &Path) -> std::path::PathBuf {
     ext
 }
 
+/// SQL that makes the fake worker answer HTTP 500.
+const FAIL_500: &[u8] = b"fail with http 500";
+
 /// A worker that knows one session (the captured one) and records every message it gets.
 #[derive(Clone, Default)]
 struct FakeWorker {
@@ -85,6 +88,12 @@ impl FakeWorker {
                         async move {
                             let body = req.into_body().collect().await?.to_bytes();
                             worker.received.lock().unwrap().push(body.clone());
+                            // A DuckDB server whose handler throws answers 500, empty.
+                            if body.windows(FAIL_500.len()).any(|w| w == FAIL_500) {
+                                let mut failed = Response::new(Full::new(Bytes::new()));
+                                *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                                return Ok::<_, hyper::Error>(failed);
+                            }
                             Ok::<_, hyper::Error>(Response::new(Full::new(worker.answer(&body))))
                         }
                     });
@@ -370,6 +379,23 @@ async fn a_worker_gone_is_a_quack_error_that_says_nothing_was_sent() {
     assert_eq!(error_text(&answer), "Invalid connection id");
     let (_, answer) = h.post(connection_request(CLIENT_TOKEN)).await;
     assert!(error_text(&answer).contains("no DuckDB worker is ready"));
+}
+
+#[tokio::test]
+async fn a_worker_answering_http_500_is_a_quack_error_that_says_it_may_have_run() {
+    let h = Harness::start("").await;
+    let id = h.open_session().await;
+    let sql = std::str::from_utf8(FAIL_500).unwrap();
+    let (status, answer) = h.post(codec::prepare_request(&id, 1, sql)).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = error_text(&answer);
+    assert!(
+        text.contains("HTTP 500") && text.contains("may or may not have run"),
+        "{text:?}"
+    );
+    // The session goes on.
+    let (_, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
+    assert_eq!(error_text_or_empty(&answer), "");
 }
 
 #[tokio::test]
