@@ -105,7 +105,12 @@ pub enum GatewayError {
     /// The worker answered with an HTTP error status instead of a Quack answer (its server
     /// failed while handling the request).
     #[error("the worker answered HTTP {status}")]
-    WorkerStatus { status: u16 },
+    WorkerStatus {
+        status: u16,
+        /// The exception the worker's HTTP server caught, from its `EXCEPTION_WHAT` header:
+        /// the worker's error about the client's own request.
+        what: Option<String>,
+    },
 }
 
 impl GatewayError {
@@ -257,8 +262,11 @@ impl GatewayError {
             }
             // A Quack client would show only the status phrase, with no hint that the
             // statement may have run.
-            GatewayError::WorkerStatus { status } => ClientReply::QuackText(format!(
-                "quackgate: the DuckDB worker failed while handling this request (it answered                  HTTP {status}, not a Quack answer); it was not retried and may or may not have run"
+            GatewayError::WorkerStatus { status, what } => ClientReply::QuackText(format!(
+                "quackgate: the DuckDB worker failed while handling this request (it answered \
+                 HTTP {status}, not a Quack answer{}); it was not retried and may or may not have \
+                 run",
+                what.as_deref().map(|w| format!(": {w}")).unwrap_or_default()
             )),
             GatewayError::PeerAuth(_) => {
                 ClientReply::Status(StatusCode::FORBIDDEN, "not a quackgate peer\n")

@@ -265,13 +265,18 @@ pub async fn pinned(
     abandoned.id = None;
     let response = response.map_err(|e| streamed_body_failure(e, state.max_body_bytes))?;
     if !response.status().is_success() {
+        let what = exception_what(response.headers());
         warn!(
             worker.id = %to.worker.id,
             status = response.status().as_u16(),
+            has_exception = what.is_some(),
             "the worker answered an HTTP error status instead of a Quack answer"
         );
+        // Its text may quote the client's SQL: not at warn.
+        debug!(exception = ?what, "the worker's exception");
         return Err(GatewayError::WorkerStatus {
             status: response.status().as_u16(),
+            what,
         });
     }
     if header.msg_type == msg_type::DISCONNECT {
@@ -312,6 +317,19 @@ impl Drop for AbandonGuard<'_> {
         self.state.metrics.error("abandoned");
         self.state.ender().end(id.into(), "abandoned");
     }
+}
+
+/// The exception text cpp-httplib (DuckDB's HTTP server) puts in `EXCEPTION_WHAT` when a
+/// handler throws, made printable and cut to a length a client error can carry.
+fn exception_what(headers: &http::HeaderMap) -> Option<String> {
+    const MAX_CHARS: usize = 500;
+    let raw = headers.get("exception_what")?.as_bytes();
+    let text: String = String::from_utf8_lossy(raw)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_CHARS)
+        .collect();
+    (!text.trim().is_empty()).then_some(text)
 }
 
 /// An upstream answer passed on as it streams in, with the headers a Quack client reads.

@@ -92,6 +92,10 @@ impl FakeWorker {
                             if body.windows(FAIL_500.len()).any(|w| w == FAIL_500) {
                                 let mut failed = Response::new(Full::new(Bytes::new()));
                                 *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                                failed.headers_mut().insert(
+                                    "EXCEPTION_WHAT",
+                                    http::HeaderValue::from_static("std::bad_alloc"),
+                                );
                                 return Ok::<_, hyper::Error>(failed);
                             }
                             Ok::<_, hyper::Error>(Response::new(Full::new(worker.answer(&body))))
@@ -390,7 +394,9 @@ async fn a_worker_answering_http_500_is_a_quack_error_that_says_it_may_have_run(
     assert_eq!(status, StatusCode::OK);
     let text = error_text(&answer);
     assert!(
-        text.contains("HTTP 500") && text.contains("may or may not have run"),
+        text.contains("HTTP 500")
+            && text.contains("std::bad_alloc")
+            && text.contains("may or may not have run"),
         "{text:?}"
     );
     // The session goes on.
