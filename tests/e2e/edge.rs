@@ -1488,7 +1488,7 @@ fn topology_harness_serves_a_node_through_its_ingress() {
     let cat_ns = net.add_ns("cat", CATALOG_HOST, "");
     let cat_config = write_file(s, "catalog.toml", &format!(
         "[gateway]\nlisten = \"{ip}:{CATALOG_PORT}\"\nadmin_listen = \"{ip}:{ADMIN_PORT}\"\n[tls]\ncert = \"{c}\"\nkey = \"{k}\"\n[[auth.static_tokens]]\nname = \"lake\"\nsha256 = \"{h}\"\n[workers]\ncount = 1\nextension_dir = \"{e}\"\n[catalog]\nfile = \"{f}\"\n",
-        ip = cat_ns.ip, c = tls.cert.display(), k = tls.key.display(), h = quackgate::auth::hash_token(&catalog_token), e = toolchain.ext_dir().display(), f = s.join("cat.duckdb").display()));
+        ip = cat_ns.ip, c = tls.cert.display(), k = tls.key.display(), h = quackgate::auth::hash_token(&catalog_token), e = toolchain.ext_dir().display(), f = s.join("cat").join("cat.duckdb").display()));
     let mut catalog = spawn_quackgate("catalog", &cat_ns, "catalog", &cat_config);
     catalog.wait_ready(Duration::from_secs(60));
     let n1 = net.add_ns(
@@ -1498,7 +1498,7 @@ fn topology_harness_serves_a_node_through_its_ingress() {
     );
     let cfg = write_file(s, "n1.toml", &format!(
         "[gateway]\nplain_listen = \"127.0.0.1:{PEER_PORT}\"\nadmin_listen = \"{ip}:{ADMIN_PORT}\"\n[[auth.static_tokens]]\nname = \"t\"\nsha256 = \"{h}\"\n[workers]\ncount = 1\nextension_dir = \"{e}\"\n[workers.ducklake]\ncatalog = \"catalog.internal:{CATALOG_PORT}\"\ncatalog_ca_file = \"{ca}\"\ncatalog_token_file = \"{ct}\"\ndata_path = \"{d}/\"\n",
-        ip = n1.ip, h = quackgate::auth::hash_token("client-tok"), e = toolchain.ext_dir().display(), ct = s.join("catalog-token").display(), ca = tls.ca_cert.display(), d = s.display()));
+        ip = n1.ip, h = quackgate::auth::hash_token("client-tok"), e = toolchain.ext_dir().display(), ct = s.join("catalog-token").display(), ca = tls.ca_cert.display(), d = s.join("data").display()));
     let _ingress = Nginx::start(NginxSpec {
         name: "n1 ingress",
         ns: Some(&n1),

@@ -97,6 +97,22 @@ fn fill(path: &std::path::Path) {
     let _ = f.sync_all();
 }
 
+/// Keeps a fault up for `secs` (its length, not a wait for a condition), ends it with `end`,
+/// and returns how long from then until `works` holds.
+fn outage(
+    s: &mut LakeStack,
+    secs: u64,
+    end: impl FnOnce(&mut LakeStack),
+    what: &str,
+    mut works: impl FnMut(&LakeStack) -> bool,
+) -> Duration {
+    std::thread::sleep(Duration::from_secs(secs));
+    end(s);
+    let start = Instant::now();
+    crate::support::wait_until(what, Duration::from_secs(60), || works(s));
+    start.elapsed()
+}
+
 /// The last warnings and errors in the logs of the stack's processes (workers' included).
 fn warnings(stack: &LakeStack) -> String {
     let mut out = String::new();
@@ -210,16 +226,7 @@ fn a_full_data_disk_fails_bulk_writes_with_a_clear_error_and_they_resume_once_fr
     // The soak's one-row writes are inlined into the catalog (DuckLake's inlining limit is 10
     // rows) and never touch the data disk, so they must go on; a bulk write, which writes a
     // Parquet file, must fail with the reason, and work again once the disk has room.
-    let bulk = |s: &LakeStack| {
-        let toolchain = crate::support::Toolchain::get();
-        crate::support::run_cli(
-            &toolchain,
-            &format!(
-                ".output /dev/null\n{}.output\nINSERT INTO r.disk_probe SELECT range FROM range(10000);",
-                crate::support::https_attach_sql(&toolchain, s.port, &s.ca, &s.token)
-            ),
-        )
-    };
+    let bulk = |s: &LakeStack| s.cli("INSERT INTO r.disk_probe SELECT range FROM range(10000);");
     let seen = under_load(&mut stack, "data disk full 15 s", 24, 100, |s| {
         let filler = data.join("filler");
         fill(&filler);
@@ -230,14 +237,13 @@ fn a_full_data_disk_fails_bulk_writes_with_a_clear_error_and_they_resume_once_fr
             "a bulk write on a full disk: {said}"
         );
         s.cli_ok("FROM r.query('SELECT count(*) FROM soak');");
-        // The fault's length, not a wait for a condition.
-        std::thread::sleep(Duration::from_secs(15));
-        std::fs::remove_file(&filler).unwrap();
-        let start = Instant::now();
-        crate::support::wait_until("a bulk write to succeed", Duration::from_secs(60), || {
-            bulk(s).status.success()
-        });
-        start.elapsed()
+        outage(
+            s,
+            15,
+            |_| std::fs::remove_file(&filler).unwrap(),
+            "a bulk write to succeed",
+            |s| bulk(s).status.success(),
+        )
     });
     let (hit, of) = sessions_hit(&seen.out);
     eprintln!("full disk: sessions hit {hit} of {of}");
@@ -272,22 +278,17 @@ fn azure_blob_storage_away_for_20_s_fails_only_what_needs_it_and_recovers() {
     stack.cli_ok("FROM r.query('CREATE TABLE blob_probe (k BIGINT)');");
     let seen = under_load(&mut stack, "Azure Blob storage away 20 s", 24, 80, |s| {
         gate.close();
-        // The outage's length, not a wait for a condition.
-        std::thread::sleep(Duration::from_secs(20));
-        gate.open();
-        let start = Instant::now();
-        let toolchain = crate::support::Toolchain::get();
-        crate::support::wait_until("a write to succeed", Duration::from_secs(60), || {
-            let out = crate::support::run_cli(
-                &toolchain,
-                &format!(
-                    ".output /dev/null\n{}.output\nINSERT INTO r.blob_probe VALUES (1);",
-                    crate::support::https_attach_sql(&toolchain, s.port, &s.ca, &s.token)
-                ),
-            );
-            out.status.success()
-        });
-        start.elapsed()
+        outage(
+            s,
+            20,
+            |_| gate.open(),
+            "a write to succeed",
+            |s| {
+                s.cli("INSERT INTO r.blob_probe VALUES (1);")
+                    .status
+                    .success()
+            },
+        )
     });
     let (hit, of) = sessions_hit(&seen.out);
     eprintln!(
@@ -307,28 +308,15 @@ fn a_node_cut_off_from_its_peers_for_20_s_fails_only_cross_node_requests_and_rej
     let mut stack = LakeStack::cluster_gated();
     let seen = under_load(&mut stack, "node n2 partitioned 20 s", 24, 80, |s| {
         s.partition(2, false);
-        // The partition's length, not a wait for a condition.
-        std::thread::sleep(Duration::from_secs(20));
-        s.partition(2, true);
-        let start = Instant::now();
         // Sessions opened on each node and used through the others (round-robin nginx).
-        crate::support::wait_until(
+        let six = "FROM r.query('SELECT 1');\n".repeat(6);
+        outage(
+            s,
+            20,
+            |s| s.partition(2, true),
             "requests across every node",
-            Duration::from_secs(60),
-            || {
-                let toolchain = crate::support::Toolchain::get();
-                let out = crate::support::run_cli(
-                    &toolchain,
-                    &format!(
-                        ".output /dev/null\n{}.output\n{}",
-                        crate::support::https_attach_sql(&toolchain, s.port, &s.ca, &s.token),
-                        "FROM r.query('SELECT 1');\n".repeat(6)
-                    ),
-                );
-                out.status.success()
-            },
-        );
-        start.elapsed()
+            |s| s.cli(&six).status.success(),
+        )
     });
     let (hit, of) = sessions_hit(&seen.out);
     eprintln!(

@@ -126,16 +126,21 @@ impl LakeStack {
         format!("https://localhost:{}", self.port)
     }
 
-    /// Runs `sql` in the DuckDB CLI attached as `r`; stdout lines, or the test fails.
-    pub(crate) fn cli_ok(&self, sql: &str) -> Vec<String> {
+    /// Runs `sql` in the DuckDB CLI attached as `r`.
+    pub(crate) fn cli(&self, sql: &str) -> std::process::Output {
         let toolchain = Toolchain::get();
-        let out = run_cli(
+        run_cli(
             &toolchain,
             &format!(
                 ".output /dev/null\n{}.output\n{sql}",
                 https_attach_sql(&toolchain, self.port, &self.ca, &self.token)
             ),
-        );
+        )
+    }
+
+    /// [`LakeStack::cli`]'s stdout lines, or the test fails.
+    pub(crate) fn cli_ok(&self, sql: &str) -> Vec<String> {
+        let out = self.cli(sql);
         assert!(
             out.status.success(),
             "duckdb CLI failed: {}\nnode 0 log:\n{}",
