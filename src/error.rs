@@ -102,15 +102,13 @@ pub enum GatewayError {
     /// The worker answered something that is not a valid Quack response.
     #[error("invalid response from worker: {0}")]
     BadWorkerResponse(String),
-    /// The worker answered with an HTTP error status instead of a Quack answer (its server
-    /// failed while handling the request).
-    #[error("the worker answered HTTP {status}")]
-    WorkerStatus {
-        status: u16,
-        /// The exception the worker's HTTP server caught, from its `EXCEPTION_WHAT` header:
-        /// the worker's error about the client's own request.
-        what: Option<String>,
-    },
+    /// The worker answered a session's message with an HTTP error instead of a Quack answer:
+    /// its Quack server's handler threw. DuckDB 1.5.5 does so for an APPEND whose table the
+    /// lake cannot read while its catalog is away (HTTP 500, empty body, the exception in an
+    /// `EXCEPTION_WHAT` header). `what` is that exception, for the client only: it may quote
+    /// the statement, so it stays out of the logs above debug.
+    #[error("worker answered HTTP {status} instead of a Quack message")]
+    WorkerFailed { status: u16, what: Option<String> },
 }
 
 impl GatewayError {
@@ -139,7 +137,7 @@ impl GatewayError {
             GatewayError::Upstream(e) if e.may_have_reached_worker() => "upstream_exchange",
             GatewayError::Upstream(_) => "upstream_connect",
             GatewayError::BadWorkerResponse(_) => "bad_worker_response",
-            GatewayError::WorkerStatus { .. } => "worker_status",
+            GatewayError::WorkerFailed { .. } => "worker_http_error",
             GatewayError::PeerAuth(_) => "peer_auth",
             GatewayError::OwnerUnreachable { .. } => "owner_unreachable",
             GatewayError::OwnerUnknown(_) => "owner_unknown",
@@ -169,7 +167,7 @@ impl GatewayError {
             | GatewayError::PeerAuth(_) => Side::Client,
             GatewayError::Upstream(_)
             | GatewayError::BadWorkerResponse(_)
-            | GatewayError::WorkerStatus { .. }
+            | GatewayError::WorkerFailed { .. }
             | GatewayError::OwnerUnreachable { .. }
             | GatewayError::OwnerUnknown(_)
             | GatewayError::PeerIngress { .. }
@@ -260,12 +258,10 @@ impl GatewayError {
             GatewayError::BadWorkerResponse(_) => {
                 ClientReply::Quack("quackgate: the DuckDB worker sent an invalid response")
             }
-            // A Quack client would show only the status phrase, with no hint that the
-            // statement may have run.
-            GatewayError::WorkerStatus { status, what } => ClientReply::QuackText(format!(
-                "quackgate: the DuckDB worker failed while handling this request (it answered \
-                 HTTP {status}, not a Quack answer{}); it was not retried and may or may not have \
-                 run",
+            // A Quack client would show only `Failed to send message: Internal Server Error`.
+            GatewayError::WorkerFailed { status, what } => ClientReply::QuackText(format!(
+                "quackgate: the DuckDB worker failed this request (HTTP {status}){}; it was not \
+                 retried and may or may not have run",
                 what.as_deref().map(|w| format!(": {w}")).unwrap_or_default()
             )),
             GatewayError::PeerAuth(_) => {
@@ -447,6 +443,38 @@ mod tests {
             big.client_reply(),
             ClientReply::Status(StatusCode::PAYLOAD_TOO_LARGE, _)
         ));
+    }
+
+    #[test]
+    fn a_worker_s_http_error_is_a_quack_error_with_its_exception() {
+        let e = GatewayError::WorkerFailed {
+            status: 500,
+            what: Some("IO Error: Failed to query most recent snapshot for DuckLake".into()),
+        };
+        assert_eq!(e.side(), Side::Upstream);
+        // The log line does not carry the exception (it may quote the statement).
+        assert!(!e.to_string().contains("DuckLake"));
+        let ClientReply::QuackText(text) = e.client_reply() else {
+            panic!("expected a Quack error");
+        };
+        assert!(
+            text.contains(
+                "(HTTP 500): IO Error: Failed to query most recent snapshot for DuckLake;"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("not retried and may or may not have run"),
+            "{text}"
+        );
+        let bare = GatewayError::WorkerFailed {
+            status: 500,
+            what: None,
+        };
+        let ClientReply::QuackText(text) = bare.client_reply() else {
+            panic!("expected a Quack error");
+        };
+        assert!(text.contains("(HTTP 500); it was not retried"), "{text}");
     }
 
     #[test]

@@ -7,13 +7,16 @@
 //! id` is byte for byte what client SQL gets from `SELECT error('Invalid connection id')`, so
 //! reading it would let a client drop its own session from the limits. Sessions leave the
 //! table on DISCONNECT, when their worker's process ends, or when they idle out.
+//!
+//! A worker's HTTP error (its Quack server threw instead of answering) is not passed on: a
+//! Quack client shows only its status phrase, so the client gets a Quack error instead.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::Response;
+use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use tracing::{debug, info, warn};
 
@@ -264,23 +267,18 @@ pub async fn pinned(
     };
     abandoned.id = None;
     let response = response.map_err(|e| streamed_body_failure(e, state.max_body_bytes))?;
-    if !response.status().is_success() {
+    if header.msg_type == msg_type::DISCONNECT {
+        state.sessions.closed(&to.id, &state.workers);
+    }
+    if response.status() != StatusCode::OK {
+        // The worker's Quack server threw instead of answering: a Quack client would show only
+        // the status phrase, so it gets a Quack error with the worker's exception instead.
         let what = exception_what(response.headers());
-        warn!(
-            worker.id = %to.worker.id,
-            status = response.status().as_u16(),
-            has_exception = what.is_some(),
-            "the worker answered an HTTP error status instead of a Quack answer"
-        );
-        // Its text may quote the client's SQL: not at warn.
-        debug!(exception = ?what, "the worker's exception");
-        return Err(GatewayError::WorkerStatus {
+        debug!(worker.id = %to.worker.id, status = %response.status(), msg_type = header.msg_type, exception = ?what, "worker answered an HTTP error");
+        return Err(GatewayError::WorkerFailed {
             status: response.status().as_u16(),
             what,
         });
-    }
-    if header.msg_type == msg_type::DISCONNECT {
-        state.sessions.closed(&to.id, &state.workers);
     }
     debug!(worker.id = %to.worker.id, "forwarded");
     Ok(stream_back(response))
@@ -319,17 +317,29 @@ impl Drop for AbandonGuard<'_> {
     }
 }
 
-/// The exception text cpp-httplib (DuckDB's HTTP server) puts in `EXCEPTION_WHAT` when a
-/// handler throws, made printable and cut to a length a client error can carry.
-fn exception_what(headers: &http::HeaderMap) -> Option<String> {
-    const MAX_CHARS: usize = 500;
-    let raw = headers.get("exception_what")?.as_bytes();
-    let text: String = String::from_utf8_lossy(raw)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_CHARS)
-        .collect();
-    (!text.trim().is_empty()).then_some(text)
+/// Longest exception text passed on from a worker's HTTP error.
+const MAX_EXCEPTION_CHARS: usize = 2000;
+
+/// The exception an HTTP error of the worker's Quack server names: cpp-httplib puts what the
+/// handler threw in an `EXCEPTION_WHAT` header, which DuckDB fills with JSON
+/// (`{"exception_type":"IO","exception_message":"..."}`), rendered here as DuckDB words it
+/// (`IO Error: ...`). Other text is passed on as it is; either is cut at
+/// [`MAX_EXCEPTION_CHARS`].
+fn exception_what(headers: &HeaderMap) -> Option<String> {
+    let raw = String::from_utf8_lossy(headers.get("exception_what")?.as_bytes()).into_owned();
+    let text = match serde_json::from_str::<serde_json::Value>(&raw) {
+        Ok(json) => match (
+            json.get("exception_type").and_then(|t| t.as_str()),
+            json.get("exception_message").and_then(|m| m.as_str()),
+        ) {
+            (Some(kind), Some(message)) => format!("{kind} Error: {message}"),
+            (None, Some(message)) => message.to_string(),
+            _ => raw,
+        },
+        Err(_) => raw,
+    };
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.chars().take(MAX_EXCEPTION_CHARS).collect())
 }
 
 /// An upstream answer passed on as it streams in, with the headers a Quack client reads.
@@ -344,4 +354,34 @@ fn stream_back(response: Response<LeasedBody>) -> Response<ResponseBody> {
     out.header("access-control-allow-origin", "*")
         .body(body.boxed())
         .expect("headers copied from a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("exception_what", value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn a_worker_exception_is_read_as_duckdb_words_it() {
+        let h = with(
+            r#"{"exception_type":"Invalid Input","exception_message":"Failed to query most recent snapshot for DuckLake: Invalid connection id"}"#,
+        );
+        assert_eq!(
+            exception_what(&h).as_deref(),
+            Some("Invalid Input Error: Failed to query most recent snapshot for DuckLake: Invalid connection id")
+        );
+        assert_eq!(exception_what(&with("boom")).as_deref(), Some("boom"));
+        assert_eq!(exception_what(&with(" ")), None);
+        assert_eq!(exception_what(&HeaderMap::new()), None);
+        let long = "x".repeat(MAX_EXCEPTION_CHARS + 10);
+        assert_eq!(
+            exception_what(&with(&long)).map(|t| t.len()),
+            Some(MAX_EXCEPTION_CHARS)
+        );
+    }
 }

@@ -9,8 +9,8 @@
 //! `scripts/test` a short one: `QUACKGATE_SOAK_SECS` (30), `QUACKGATE_SOAK_SESSIONS` (200),
 //! `QUACKGATE_SOAK_THINK_MS` (5000: the pause between a session's requests),
 //! `QUACKGATE_SOAK_INTERVAL_SECS` (a table row every so often; 60, or 10 below 3 minutes),
-//! `QUACKGATE_SOAK_FAULTS` (1: both faults; `kill` or `catalog`: that one only; 0: none;
-//! unset: `kill`, see `soak`).
+//! `QUACKGATE_SOAK_FAULTS` (1, the default: both faults; `kill` or `catalog`: that one only;
+//! 0: none).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -402,10 +402,8 @@ fn soak(mut stack: LakeStack) {
         ),
         request_timeout_secs: 120,
     };
-    // 1: both faults; "kill" or "catalog": only that one; 0: none. Unset (scripts/test): the
-    // worker kill only, until the catalog restart stops answering some statements with a bare
-    // `Authorization failed` (soak/RESULTS.md); bench/soak sets 1.
-    let faults = std::env::var("QUACKGATE_SOAK_FAULTS").unwrap_or_else(|_| "kill".into());
+    // 1 (also when unset): both faults; "kill" or "catalog": only that one; 0: none.
+    let faults = std::env::var("QUACKGATE_SOAK_FAULTS").unwrap_or_else(|_| "1".into());
     let (kill_worker, catalog) = (
         faults == "1" || faults == "kill",
         faults == "1" || faults == "catalog",

@@ -373,6 +373,12 @@ async fn session(plan: Arc<SoakPlan>, stats: Shared, n: usize, until: Instant) {
         if !lost {
             conn = Some(c);
         } else {
+            // Given up as a DuckDB client gives up an ATTACH: DETACH sends DISCONNECT. A session
+            // given up on an error that did not end it (a lake statement failing while the
+            // worker's catalog session is gone says `Invalid connection id` too) would
+            // otherwise stay open at the gateway, and reopening every few hundred
+            // milliseconds until the worker restarts ran into the principal's session limit.
+            c.disconnect(&plan).await;
             stats.lock().unwrap().reopened += 1;
         }
         if !plan.think.is_zero() {

@@ -313,6 +313,9 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     }
     if let Some(token) = &spec.read_only_token {
         session_roles::install(&conn, token).map_err(step("installing the session role hooks"))?;
+    } else if spec.ducklake.is_some() {
+        ducklake::qualify_quack_hooks(&conn)
+            .map_err(step("naming Quack's hooks by their system catalog"))?;
     }
     if let Some(chunks) = spec.fetch_batch_chunks {
         // Each FETCH of a DuckDB 1.5 client is a new TCP (and TLS) connection, so fewer,
