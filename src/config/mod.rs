@@ -513,6 +513,16 @@ mod tests {
     }
 
     #[test]
+    fn a_database_file_per_slot_is_refused_with_isolated_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base(dir.path()) + "database_dir = \"db\"\n";
+        let err = load(&text, dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("workers.database_dir"), "{err}");
+        let shared = text + "isolation = \"shared\"\n";
+        assert!(load(&shared, dir.path(), &[]).is_ok());
+    }
+
+    #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let text = base(dir.path()) + "count_of_things = 3\n";

@@ -237,6 +237,11 @@ pub(super) fn validate(
             Isolation::default()
         }),
     };
+    if w.database_dir.is_some() && isolation == Isolation::Principal {
+        problems.push(
+            "workers.database_dir: a worker slot's database file outlives the principal it served, so with workers.isolation = \"principal\" (the default) the next principal on a freed slot would open the previous one's tables; use [workers.ducklake] or in-memory workers, or set workers.isolation = \"shared\" for a single principal".into(),
+        );
+    }
     if let Some(n) = w.max_per_principal {
         problems.positive("workers.max_per_principal", n as u64);
     }
