@@ -362,8 +362,17 @@ fn ro_stack() -> RoStack {
     ro_stack_on(|shared| (data_dir(shared).display().to_string(), String::new()))
 }
 
-/// `lake(shared folder)` gives the data path and TOML appended to `[workers.ducklake]`.
 fn ro_stack_on(lake: impl FnOnce(&Path) -> (String, String)) -> RoStack {
+    lake_stack(1, "", lake)
+}
+
+/// `lake(shared folder)` gives the data path and TOML appended to `[workers.ducklake]`;
+/// `workers_toml` goes into `[workers]`.
+fn lake_stack(
+    read_only_count: usize,
+    workers_toml: &str,
+    lake: impl FnOnce(&Path) -> (String, String),
+) -> RoStack {
     let shared = tempfile::tempdir().unwrap();
     let (data_path, extra_lake_toml) = lake(shared.path());
     let catalog_token = format!("cat-{}", random_hex());
@@ -387,14 +396,21 @@ fn ro_stack_on(lake: impl FnOnce(&Path) -> (String, String)) -> RoStack {
     let gateway = Gateway::start_with(GatewayOptions {
         workers: 1,
         extra_workers_toml: format!(
-            "read_only_count = 1\n[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\nread_only_catalog_token_file = \"{ro_token}\"\ndata_path = \"{data_path}\"\n{extra_lake_toml}",
+            "{workers_toml}read_only_count = {read_only_count}\n[workers.ducklake]\ncatalog = \"127.0.0.1:{port}\"\ncatalog_token_file = \"{token}\"\nread_only_catalog_token_file = \"{ro_token}\"\ndata_path = \"{data_path}\"\n{extra_lake_toml}",
             port = catalog.plain.port(),
             token = shared.path().join("catalog-token").display(),
             ro_token = shared.path().join("catalog-ro-token").display(),
         ),
         extra_toml: format!(
-            "[[auth.static_tokens]]\nname = \"reader\"\nsha256 = \"{}\"\nrole = \"read_only\"\n{}",
-            quackgate::auth::hash_token(&reader),
+            "{}{}",
+            if read_only_count > 0 {
+                format!(
+                    "[[auth.static_tokens]]\nname = \"reader\"\nsha256 = \"{}\"\nrole = \"read_only\"\n",
+                    quackgate::auth::hash_token(&reader)
+                )
+            } else {
+                String::new()
+            },
             keys.jwt_toml("")
         ),
         ..Default::default()
@@ -549,14 +565,74 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
          FROM r.query('DROP TABLE scratch');",
     );
     assert_eq!(gw.cli_ok(census), vec!["100,4950"]);
+    // Client SQL may not name the lake's metadata database nor call Quack's functions: the
+    // worker refuses the text, and says why.
+    let catalog_port = stack.catalog.plain.port();
+    for (sql, why) in [
+        (
+            format!("FROM r.query('SELECT * FROM quack_query(''quack:127.0.0.1:{catalog_port}'', ''SELECT 1'')');"),
+            "it calls one of Quack's functions",
+        ),
+        (
+            "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''SELECT listen_uri FROM quack_server_list()'')');".into(),
+            "it names the lake's metadata database",
+        ),
+        (
+            "FROM r.query('SELECT count(*) FROM \"__ducklake_metadata_quack:127\".main.ducklake_snapshot');".into(),
+            "it names the lake's metadata database",
+        ),
+        (
+            "FROM r.query('SET search_path = ''__duck'' || ''lake_metadata_quack:127.main''');".into(),
+            "the search path and schema may be set only to plain names",
+        ),
+        (
+            "FROM r.query('FROM query_table(''__duck'' || ''lake_metadata_quack:127.main.ducklake_snapshot'')');".into(),
+            "it runs SQL from a string",
+        ),
+        (
+            format!("FROM r.query('CALL quack_serve(''quack:127.0.0.1:{port}'', token => ''abcd1234'')');"),
+            "it calls one of Quack's functions",
+        ),
+    ] {
+        let out = gw.cli(&sql);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && said.contains(&format!("quackgate: this statement was refused: {why}")),
+            "{sql}: {said}"
+        );
+    }
+    assert_eq!(
+        gw.cli_ok(census),
+        vec!["100,4950"],
+        "the catalog still serves the lake"
+    );
+}
+
+/// What holds behind the workers' check on client SQL, were a way past it found: operator-made
+/// macros (`workers.init_sql`, which the check does not see into) stand in for one.
+#[test]
+fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
+    let stand_ins = r#"init_sql = [
+  "CREATE MACRO quackgate.main.catalog_sql(s) AS TABLE FROM \"__ducklake_metadata_quack:127\".query(s)",
+  "CREATE MACRO quackgate.main.remote_query_here(u, s) AS TABLE FROM quack_query(u, s)",
+  "CREATE MACRO quackgate.main.serve_here(u) AS TABLE FROM quack_serve(u, token => 'abcd1234')",
+]
+"#;
+    let stack = lake_stack(0, stand_ins, |shared| {
+        (data_dir(shared).display().to_string(), String::new())
+    });
+    let gw = &stack.gateway;
+    let census = "FROM r.query('SELECT count(*), sum(id) FROM facts');";
+    gw.cli_ok("FROM r.query('CREATE TABLE facts AS SELECT range AS id FROM range(100)');");
     // The catalog's token is not in the worker's secrets once the lake is open, so a
-    // read-write session cannot run SQL on the catalog through quack_query either.
+    // read-write session cannot run SQL on the catalog through quack_query.
     assert_eq!(
         gw.cli_ok("FROM r.query('SELECT count(*) FROM duckdb_secrets()');"),
         vec!["0"]
     );
     let out = gw.cli(&format!(
-        "FROM r.query('SELECT * FROM quack_query(''quack:127.0.0.1:{}'', ''SELECT listen_uri FROM quack_server_list()'')');",
+        "FROM r.query('FROM quackgate.remote_query_here(''quack:127.0.0.1:{}'', ''SELECT 1'')');",
         stack.catalog.plain.port()
     ));
     assert!(
@@ -567,9 +643,10 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Nor through the lake's own metadata connection: the catalog lets the workers' sessions
-    // run nothing of Quack's (here: find its listener, which quack_stop would then stop).
+    // run nothing of Quack's (here: find its listener, which quack_stop would then stop), with
+    // the names put together where the worker's check cannot see them.
     let out = gw.cli(
-        "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''SELECT listen_uri FROM quack_server_list()'')');",
+        "FROM r.query('FROM quackgate.catalog_sql(''SELECT listen_uri FROM quack'' || ''_server_list()'')');",
     );
     let said = format!(
         "{}{}",
@@ -581,7 +658,7 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         "{said}"
     );
     let out = gw.cli(&format!(
-        "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''CALL quack_stop(quack:127.0.0.1:{})'')');",
+        "FROM r.query('FROM quackgate.catalog_sql(''CALL quack'' || ''_stop(quack:127.0.0.1:{})'')');",
         stack.catalog.plain.port()
     ));
     assert!(!out.status.success());
@@ -592,7 +669,7 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         "SET GLOBAL pivot_limit = 5",
     ] {
         let out = gw.cli(&format!(
-            "FROM r.query('SELECT * FROM \"__ducklake_metadata_quack:127\".query(''{set}'')');"
+            "FROM r.query('FROM quackgate.catalog_sql(''{set}'')');"
         ));
         assert!(!out.status.success(), "{set} was accepted by the catalog");
     }
@@ -601,9 +678,10 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         vec!["100,4950"],
         "the catalog still serves the lake"
     );
-    // A read-write session is not allowed to open servers either (seccomp in every worker).
+    // Nor open a server (seccomp in every worker).
+    let port = free_port();
     let out = gw.cli(&format!(
-        "FROM r.query('CALL quack_serve(''quack:127.0.0.1:{port}'', token => ''abcd1234'')');"
+        "FROM r.query('FROM quackgate.serve_here(''quack:127.0.0.1:{port}'')');"
     ));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Failed to bind"),
@@ -996,12 +1074,32 @@ fn no_jwt_appears_in_the_log_even_at_debug() {
 fn a_client_that_stops_its_workers_server_gets_a_fresh_worker() {
     let gw = Gateway::start_with(GatewayOptions {
         workers: 1,
+        // Quack's functions under names the client check lets through: a stand-in for a way
+        // past that check, so that the supervisor's answer to a stopped server is tested.
+        extra_workers_toml: r#"init_sql = [
+  "CREATE MACRO listener_here() AS TABLE SELECT listen_uri FROM quack_server_list()",
+  "CREATE MACRO stop_here(u) AS TABLE SELECT * FROM quack_stop(u)",
+]
+"#
+        .into(),
         ..Default::default()
     });
-    let uri = gw.cli_ok("FROM r.query('SELECT listen_uri FROM quack_server_list()');");
+    for direct in [
+        "FROM r.query('SELECT listen_uri FROM quack_server_list()');",
+        "FROM r.query('CALL quack_stop(''quack:127.0.0.1:1'')');",
+    ] {
+        let out = gw.cli(direct);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && said.contains("quackgate: this statement was refused: it calls one of Quack"),
+            "{direct}: {said}"
+        );
+    }
+    let uri = gw.cli_ok("FROM r.query('FROM listener_here()');");
     assert_eq!(uri.len(), 1, "{uri:?}");
     // The answer may or may not arrive: the server stops under the request.
-    let _ = gw.cli(&format!("FROM r.query('CALL quack_stop(''{}'')');", uri[0]));
+    let _ = gw.cli(&format!("FROM r.query('FROM stop_here(''{}'')');", uri[0]));
     wait_until(
         "the supervisor to replace the worker",
         Duration::from_secs(30),

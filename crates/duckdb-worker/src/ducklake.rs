@@ -135,24 +135,6 @@ pub fn open(
     Ok(conn)
 }
 
-/// Makes Quack call its default authentication and authorization hooks by their full name.
-///
-/// Quack checks every CONNECTION_REQUEST with `SELECT <quack_authentication_function>(...)`
-/// and every PREPARE and APPEND with `SELECT <quack_authorization_function>(...)`, each on a
-/// new connection of the worker, and answers a bare `Authentication failed` or `Authorization
-/// failed` when that query fails, whatever the error. On a lake worker a new connection's
-/// default database is the lake, so a bare function name is looked up in the lake first, which
-/// asks the catalog: while the catalog is away or restarted (the worker's catalog session gone
-/// with it), the hook's own query failed and clients got those texts for what was the lake's
-/// error. Named in the system catalog, the hooks never touch the lake; the statement itself
-/// then runs and fails with DuckLake's error, which says what happened.
-pub fn qualify_quack_hooks(conn: &Connection) -> duckdb::Result<()> {
-    conn.execute_batch(
-        "SET quack_authentication_function = 'system.main.quack_check_token';
-         SET quack_authorization_function = 'system.main.quack_nop_authorization';",
-    )
-}
-
 /// Places a locked-down worker must still reach: the lake's data path (a folder or a blob
 /// prefix).
 pub fn allowed_directories(lake: &DuckLakeSpec) -> Vec<String> {

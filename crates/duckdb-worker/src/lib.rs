@@ -18,6 +18,9 @@
 //! - `error`: why a worker fails.
 //! - `sql`: quoting values into SQL text.
 //! - `sql_checks`: the catalog's checks on the SQL text of its sessions.
+//! - `client_sql`: the check on clients' SQL text: nothing may reach the lake's metadata
+//!   database or Quack's functions.
+//! - `client_hook`: Quack's hooks on a worker that serves clients, which run that check.
 //! - `ducklake`: DuckLake as a worker's default database, and the watch on its catalog.
 //! - `sandbox`: the seccomp filter that stops client SQL from opening servers, and the Landlock
 //!   ruleset that confines a worker's file access.
@@ -29,6 +32,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "engine")]
+mod client_hook;
+mod client_sql;
 #[cfg(feature = "engine")]
 mod commit_batches;
 #[cfg(feature = "engine")]
@@ -53,6 +59,7 @@ mod sql_checks;
 #[cfg(feature = "engine")]
 mod worker;
 
+pub use client_sql::{check_client_sql, ClientSqlRefusal};
 #[cfg(feature = "engine")]
 pub use commit_batches::is_commit_batch;
 #[cfg(feature = "engine")]

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use duckdb::{Config, Connection};
 
+use crate::client_hook;
 use crate::ducklake;
 use crate::error::WorkerError;
 use crate::file_access;
@@ -313,9 +314,8 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     }
     if let Some(token) = &spec.read_only_token {
         session_roles::install(&conn, token).map_err(step("installing the session role hooks"))?;
-    } else if spec.ducklake.is_some() {
-        ducklake::qualify_quack_hooks(&conn)
-            .map_err(step("naming Quack's hooks by their system catalog"))?;
+    } else {
+        client_hook::install(&conn).map_err(step("installing the client SQL hook"))?;
     }
     if let Some(chunks) = spec.fetch_batch_chunks {
         // Each FETCH of a DuckDB 1.5 client is a new TCP (and TLS) connection, so fewer,

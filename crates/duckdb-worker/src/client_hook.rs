@@ -1,0 +1,107 @@
+//! Quack's hooks on a worker that serves clients: the token check, and the authorization hook
+//! that runs [`check_client_sql`] on every statement and APPEND.
+//!
+//! Quack checks every CONNECTION_REQUEST with `SELECT <quack_authentication_function>(...)`
+//! and every PREPARE and APPEND with `SELECT <quack_authorization_function>(sid, sql)`, each on
+//! a new connection of the worker. On a lake worker a new connection's default database is the
+//! lake, so a bare function name would be looked up in the lake first, which asks the catalog:
+//! while the catalog is away, the hook's own query would fail and clients would read a bare
+//! `Authentication failed` or `Authorization failed` for what was the lake's error. Both hooks
+//! are therefore named in the system catalog, where functions registered here live.
+//!
+//! A refused statement is rewritten to `SELECT error('quackgate: ...')`, which Quack runs
+//! instead (the hook may answer VARCHAR since Quack 1.5.3), so the client reads why. An APPEND
+//! (which Quack shows the hook as `INSERT INTO <schema>.<table> VALUES (NULL)`) has no SQL to
+//! rewrite: a refused one gets NULL, Quack's `Authorization failed`.
+
+use std::sync::Arc;
+
+use duckdb::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use duckdb::arrow::datatypes::DataType;
+use duckdb::vscalar::{ArrowFunctionSignature, VArrowScalar};
+use duckdb::Connection;
+
+use crate::client_sql::check_client_sql;
+use crate::sql::sql_literal;
+
+/// The SQL Quack runs for a client's `sql`: the same text, or one that fails with the reason.
+fn authorize(sql: &str) -> Option<String> {
+    match check_client_sql(sql) {
+        Ok(()) => Some(sql.to_string()),
+        Err(_) if is_append(sql) => None,
+        Err(why) => Some(format!(
+            "SELECT error({})",
+            sql_literal(&format!("quackgate: this statement was refused: {why}"))
+        )),
+    }
+}
+
+/// Whether `sql` is what Quack shows the hook for an APPEND.
+fn is_append(sql: &str) -> bool {
+    let upper = sql.trim().to_ascii_uppercase();
+    upper.starts_with("INSERT INTO ") && upper.ends_with(" VALUES (NULL)")
+}
+
+struct ClientAuthorize;
+
+impl VArrowScalar for ClientAuthorize {
+    type State = ();
+
+    fn invoke(_: &(), input: RecordBatch) -> Result<ArrayRef, Box<dyn std::error::Error>> {
+        let sql = input
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or("quackgate hook: expected VARCHAR arguments")?;
+        let out: StringArray = (0..input.num_rows())
+            .map(|i| (!sql.is_null(i)).then(|| authorize(sql.value(i))).flatten())
+            .collect();
+        Ok(Arc::new(out))
+    }
+
+    fn signatures() -> Vec<ArrowFunctionSignature> {
+        vec![ArrowFunctionSignature::exact(
+            vec![DataType::Utf8, DataType::Utf8],
+            DataType::Utf8,
+        )]
+    }
+
+    fn volatile() -> bool {
+        true
+    }
+}
+
+/// Registers the authorization hook and names both hooks by their system catalog. Runs before
+/// the server starts and before the configuration is locked.
+pub fn install(conn: &Connection) -> duckdb::Result<()> {
+    conn.register_scalar_function_with_state::<ClientAuthorize>("quackgate_client_authorize", &())?;
+    conn.execute_batch(
+        "SET quack_authentication_function = 'system.main.quack_check_token';
+         SET quack_authorization_function = 'system.main.quackgate_client_authorize';",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allowed_statement_runs_as_sent_and_a_refused_one_fails_with_its_reason() {
+        assert_eq!(authorize("SELECT 42").as_deref(), Some("SELECT 42"));
+        let refused = authorize("CALL quack_stop('quack:127.0.0.1:1')").unwrap();
+        assert!(
+            refused.starts_with(
+                "SELECT error('quackgate: this statement was refused: it calls one of Quack"
+            ),
+            "{refused}"
+        );
+        assert_eq!(
+            authorize("INSERT INTO main.t VALUES (NULL)").as_deref(),
+            Some("INSERT INTO main.t VALUES (NULL)")
+        );
+        assert_eq!(
+            authorize("INSERT INTO main.__ducklake_metadata_x VALUES (NULL)"),
+            None
+        );
+    }
+}
