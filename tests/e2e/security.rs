@@ -593,6 +593,21 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             format!("FROM r.query('CALL quack_serve(''quack:127.0.0.1:{port}'', token => ''abcd1234'')');"),
             "it calls one of Quack's functions",
         ),
+        // Found by a hostile review: DuckDB's histogram_values table macro runs query_table on
+        // its argument, and with the optimizer off Quack's guard against a second scan of a
+        // remote table does not run.
+        (
+            "FROM r.query('PRAGMA disable_optimizer');".into(),
+            "this PRAGMA could change the session past the configuration lock",
+        ),
+        (
+            "FROM r.query('FROM histogram_values(''__duck'' || ''lake_metadata_'' || current_database() || ''.main.ducklake_snapshot'', snapshot_id, technique := ''sample'')');".into(),
+            "it runs SQL from a string",
+        ),
+        (
+            "FROM r.query('FROM histogram(''__duck'' || ''lake_metadata_'' || current_database() || ''.main.ducklake_snapshot'', snapshot_id)');".into(),
+            "it runs SQL from a string",
+        ),
     ] {
         let out = gw.cli(&sql);
         let said = String::from_utf8_lossy(&out.stderr);
@@ -602,6 +617,17 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "{sql}: {said}"
         );
     }
+    // What the check must not refuse: the histogram aggregate and table macro on a table of
+    // the lake, a table whose name starts like Quack's functions, a text with `u&` in it.
+    assert_eq!(
+        gw.cli_ok(
+            "FROM r.query('CREATE TABLE quack_events (id INT)');\n\
+             FROM r.query('INSERT INTO quack_events VALUES (1), (2)');\n\
+             FROM r.query('SELECT cardinality(histogram(id)), ''tofu&n'' FROM quack_events');\n\
+             FROM r.query('SELECT count(*) FROM histogram(''quack_events'', id)');"
+        ),
+        vec!["2", "2,tofu&n", "2"]
+    );
     assert_eq!(
         gw.cli_ok(census),
         vec!["100,4950"],

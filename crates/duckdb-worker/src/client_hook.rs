@@ -21,12 +21,12 @@ use duckdb::arrow::datatypes::DataType;
 use duckdb::vscalar::{ArrowFunctionSignature, VArrowScalar};
 use duckdb::Connection;
 
-use crate::client_sql::check_client_sql;
+use crate::client_sql::{check_client_sql, FunctionRow, RefusedCalls};
 use crate::sql::sql_literal;
 
 /// The SQL Quack runs for a client's `sql`: the same text, or one that fails with the reason.
-fn authorize(sql: &str) -> Option<String> {
-    match check_client_sql(sql) {
+fn authorize(sql: &str, refused: &RefusedCalls) -> Option<String> {
+    match check_client_sql(sql, refused) {
         Ok(()) => Some(sql.to_string()),
         Err(_) if is_append(sql) => None,
         Err(why) => Some(format!(
@@ -45,16 +45,23 @@ fn is_append(sql: &str) -> bool {
 struct ClientAuthorize;
 
 impl VArrowScalar for ClientAuthorize {
-    type State = ();
+    type State = RefusedCalls;
 
-    fn invoke(_: &(), input: RecordBatch) -> Result<ArrayRef, Box<dyn std::error::Error>> {
+    fn invoke(
+        refused: &RefusedCalls,
+        input: RecordBatch,
+    ) -> Result<ArrayRef, Box<dyn std::error::Error>> {
         let sql = input
             .column(1)
             .as_any()
             .downcast_ref::<StringArray>()
             .ok_or("quackgate hook: expected VARCHAR arguments")?;
         let out: StringArray = (0..input.num_rows())
-            .map(|i| (!sql.is_null(i)).then(|| authorize(sql.value(i))).flatten())
+            .map(|i| {
+                (!sql.is_null(i))
+                    .then(|| authorize(sql.value(i), refused))
+                    .flatten()
+            })
             .collect();
         Ok(Arc::new(out))
     }
@@ -72,9 +79,25 @@ impl VArrowScalar for ClientAuthorize {
 }
 
 /// Registers the authorization hook and names both hooks by their system catalog. Runs before
-/// the server starts and before the configuration is locked.
+/// the server starts and before the configuration is locked, once every extension is loaded,
+/// so that the refused calls are found among all the functions clients can reach.
 pub fn install(conn: &Connection) -> duckdb::Result<()> {
-    conn.register_scalar_function_with_state::<ClientAuthorize>("quackgate_client_authorize", &())?;
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT function_name, function_type, macro_definition FROM duckdb_functions()",
+    )?;
+    let rows: Vec<(String, String, Option<String>)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<duckdb::Result<_>>()?;
+    let refused =
+        RefusedCalls::from_functions(rows.iter().map(|(name, kind, definition)| FunctionRow {
+            name,
+            kind,
+            definition: definition.as_deref(),
+        }));
+    conn.register_scalar_function_with_state::<ClientAuthorize>(
+        "quackgate_client_authorize",
+        &refused,
+    )?;
     conn.execute_batch(
         "SET quack_authentication_function = 'system.main.quack_check_token';
          SET quack_authorization_function = 'system.main.quackgate_client_authorize';",
@@ -87,6 +110,12 @@ mod tests {
 
     #[test]
     fn an_allowed_statement_runs_as_sent_and_a_refused_one_fails_with_its_reason() {
+        let calls = RefusedCalls::from_functions([FunctionRow {
+            name: "quack_stop",
+            kind: "table",
+            definition: None,
+        }]);
+        let authorize = |sql| authorize(sql, &calls);
         assert_eq!(authorize("SELECT 42").as_deref(), Some("SELECT 42"));
         let refused = authorize("CALL quack_stop('quack:127.0.0.1:1')").unwrap();
         assert!(

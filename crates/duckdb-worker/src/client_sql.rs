@@ -1,5 +1,5 @@
-//! The check a lake worker's authorization hook runs on its clients' statements: client SQL
-//! must not reach the lake's metadata database, nor Quack's functions.
+//! The check a worker's authorization hook runs on its clients' statements: client SQL must
+//! not reach the lake's metadata database, nor Quack's functions.
 //!
 //! A lake worker attaches the lake's metadata as a database of its own
 //! (`__ducklake_metadata_<lake>`, served by the catalog over Quack), and every connection of the
@@ -9,21 +9,28 @@
 //! database or a function:
 //!
 //! - in the text itself: the name is refused wherever it appears, in code, in a literal or in
-//!   a comment, so this check never has to agree with DuckDB's lexer on what is code, and
-//!   `U&` (names spelt with Unicode escapes) is refused wherever it appears;
-//! - from a string computed at run time: only SQL run from a string (`query`, `query_table`,
-//!   `json_execute_serialized_sql`), the search path and the default schema turn a string into
-//!   a name that is looked up. The first are refused as calls, whatever their arguments; the
-//!   search path and schema may be set only to plain names or literals;
+//!   a comment, so this check never has to agree with DuckDB's lexer on what is code; and
+//!   `U&'` / `U&"` (strings and names spelt with Unicode escapes) wherever they appear;
+//! - from a string computed at run time: SQL run from a string (`query`, `query_table`,
+//!   `json_execute_serialized_sql`) and every built-in macro that calls one of them (DuckDB's
+//!   `histogram_values` table macro runs `query_table` on its argument), found in the worker's
+//!   own function list at start ([`RefusedCalls`]); a macro whose name is also an ordinary
+//!   function (`histogram`, an aggregate too) only with arguments computed at run time; and the
+//!   search path and default schema, which may be set only to plain names or literals;
 //! - from SQL read at run time rather than sent: `IMPORT DATABASE` runs the SQL files of a
-//!   folder, so it is refused.
+//!   folder, so it is refused;
+//! - `PRAGMA`s other than a list that only read: `PRAGMA disable_optimizer` and its kind change
+//!   a session past DuckDB's configuration lock.
 //!
 //! Quack's functions (`quack_stop`, `quack_active_connections`, `quack_query_by_name`, ...) are
 //! refused as calls on the same grounds: with no SQL run from strings, their names must appear
 //! in the text. Judging calls needs no lexer either: a word is a call when a `(` follows it past
 //! spaces, quotes and comments, read generously, so a word in a literal may be refused but no
 //! call can be missed. Statements that stored SQL runs later (views, macros) passed this check
-//! when they were created.
+//! when they were created. Found by a hostile review and closed: `histogram_values` with a
+//! computed table name after `PRAGMA disable_optimizer` read the metadata tables.
+
+use std::collections::HashMap;
 
 /// Why a client statement is refused; the text is what the client reads after
 /// `quackgate: this statement was refused: `.
@@ -32,9 +39,12 @@
 pub enum ClientSqlRefusal {
     #[error("it names the lake's metadata database (__ducklake_metadata_...)")]
     MetadataDatabase,
-    #[error("it spells a name with Unicode escapes (U&)")]
+    #[error("it spells a string or a name with Unicode escapes (U&)")]
     UnicodeEscape,
-    #[error("it runs SQL from a string (query, query_table, json_execute_serialized_sql)")]
+    #[error(
+        "it runs SQL from a string (query, query_table, json_execute_serialized_sql, or a \
+         macro that calls one, such as histogram_values)"
+    )]
     SqlFromString,
     #[error("it calls one of Quack's functions, which are the gateway's")]
     QuackFunction,
@@ -45,45 +55,205 @@ pub enum ClientSqlRefusal {
          (SET search_path = 'a,b.c')"
     )]
     ComputedSearchPath,
+    #[error("this PRAGMA could change the session past the configuration lock")]
+    Pragma,
 }
 
 const METADATA_DATABASE: &str = "__ducklake_metadata";
 
-/// Whether a client may run `sql` on a lake worker.
-pub fn check_client_sql(sql: &str) -> Result<(), ClientSqlRefusal> {
+/// Functions that run SQL from a string.
+const SQL_FROM_STRING: &[&str] = &["query", "query_table", "json_execute_serialized_sql"];
+
+/// PRAGMAs a client may run: each only reads, or changes nothing but its own session's
+/// progress bar.
+const PRAGMAS: &[&str] = &[
+    "table_info",
+    "show",
+    "show_tables",
+    "show_tables_expanded",
+    "show_databases",
+    "database_list",
+    "database_size",
+    "storage_info",
+    "metadata_info",
+    "functions",
+    "collations",
+    "version",
+    "platform",
+    "user_agent",
+    "extension_versions",
+    "enable_progress_bar",
+    "disable_progress_bar",
+];
+
+/// The functions client SQL may not call, by lower-case name, with the reason.
+#[derive(Debug, Clone, Default)]
+pub struct RefusedCalls {
+    names: HashMap<String, Refused>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Refused {
+    why: ClientSqlRefusal,
+    /// The name is also an ordinary function: refused only with computed arguments.
+    shared: bool,
+}
+
+/// One row of DuckDB's `duckdb_functions()`: its name, its type (`macro`, `table_macro`,
+/// `scalar`, ...) and a macro's definition.
+pub struct FunctionRow<'a> {
+    /// `function_name`.
+    pub name: &'a str,
+    /// `function_type`.
+    pub kind: &'a str,
+    /// `macro_definition`, for macros.
+    pub definition: Option<&'a str>,
+}
+
+impl RefusedCalls {
+    /// From the functions a worker's DuckDB offers: SQL run from strings, every function whose
+    /// name starts with `quack`, and every macro whose definition calls a refused function
+    /// (to a fixpoint, so macros that call such macros too).
+    pub fn from_functions<'a>(functions: impl IntoIterator<Item = FunctionRow<'a>>) -> Self {
+        let functions: Vec<FunctionRow> = functions.into_iter().collect();
+        let lower = |s: &str| s.to_ascii_lowercase();
+        let mut names: HashMap<String, Refused> = SQL_FROM_STRING
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    Refused {
+                        why: ClientSqlRefusal::SqlFromString,
+                        shared: false,
+                    },
+                )
+            })
+            .collect();
+        for f in &functions {
+            if lower(f.name).starts_with("quack") {
+                names.insert(
+                    lower(f.name),
+                    Refused {
+                        why: ClientSqlRefusal::QuackFunction,
+                        shared: false,
+                    },
+                );
+            }
+        }
+        loop {
+            let mut grew = false;
+            for f in functions.iter().filter(|f| f.kind.contains("macro")) {
+                let name = lower(f.name);
+                if names.contains_key(&name) {
+                    continue;
+                }
+                let definition = lower(f.definition.unwrap_or(""));
+                let bytes = definition.as_bytes();
+                let calls = words(bytes).into_iter().find_map(|(s, e)| {
+                    names
+                        .get(&definition[s..e])
+                        .filter(|_| called(bytes, e))
+                        .copied()
+                });
+                if let Some(callee) = calls {
+                    let shared = functions
+                        .iter()
+                        .any(|g| lower(g.name) == name && !g.kind.contains("macro"));
+                    names.insert(
+                        name,
+                        Refused {
+                            why: callee.why,
+                            shared,
+                        },
+                    );
+                    grew = true;
+                }
+            }
+            if !grew {
+                return RefusedCalls { names };
+            }
+        }
+    }
+}
+
+/// Whether a client may run `sql`, given the calls refused on its worker.
+pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientSqlRefusal> {
     let lower = sql.to_ascii_lowercase();
     if lower.contains(METADATA_DATABASE) {
         return Err(ClientSqlRefusal::MetadataDatabase);
     }
-    if lower.contains("u&") {
+    if lower.contains("u&'") || lower.contains("u&\"") {
         return Err(ClientSqlRefusal::UnicodeEscape);
     }
     let bytes = lower.as_bytes();
-    let words = words(bytes);
-    let has = |w: &str| words.iter().any(|&(s, e)| &lower[s..e] == w);
-    for &(start, end) in &words {
+    for (start, end) in words(bytes) {
         let word = &lower[start..end];
-        if matches!(word, "query_table" | "json_execute_serialized_sql")
-            || (word == "query" && called(bytes, end))
-        {
-            return Err(ClientSqlRefusal::SqlFromString);
-        }
-        if word.starts_with("quack") && called(bytes, end) {
-            return Err(ClientSqlRefusal::QuackFunction);
+        if let Some(r) = refused.names.get(word) {
+            if called(bytes, end) && !(r.shared && plain_arguments(bytes, end)) {
+                return Err(r.why);
+            }
         }
         if word == "import_database"
             || (word == "import" && next_word(bytes, end).is_some_and(|w| w == b"database"))
         {
             return Err(ClientSqlRefusal::Import);
         }
-    }
-    if (has("search_path") || has("schema"))
-        && (has("set") || has("reset") || has("pragma"))
-        && !is_plain_search_path_setting(&lower)
-    {
-        return Err(ClientSqlRefusal::ComputedSearchPath);
+        if word == "pragma"
+            && next_word(bytes, end)
+                .is_none_or(|w| !PRAGMAS.contains(&std::str::from_utf8(w).unwrap_or("")))
+        {
+            return Err(ClientSqlRefusal::Pragma);
+        }
+        if matches!(word, "set" | "reset")
+            && setting_named(bytes, end).is_some_and(|w| w == b"search_path" || w == b"schema")
+            && !is_plain_search_path_setting(&lower)
+        {
+            return Err(ClientSqlRefusal::ComputedSearchPath);
+        }
     }
     Ok(())
+}
+
+/// The setting a `SET` or `RESET` ending at `end` names, past `SESSION`, `LOCAL` or `GLOBAL`.
+fn setting_named(bytes: &[u8], end: usize) -> Option<&[u8]> {
+    let word = next_word(bytes, end)?;
+    if matches!(word, b"session" | b"local" | b"global") {
+        let at = skip_gap(bytes, end)? + word.len();
+        return next_word(bytes, at);
+    }
+    Some(word)
+}
+
+/// Whether the arguments of the call whose name ends at `end` are only literals, numbers and
+/// names (nothing is computed at run time): no nested call, operator or subquery.
+fn plain_arguments(bytes: &[u8], end: usize) -> bool {
+    let Some(open) = skip_gap(bytes, end) else {
+        return false;
+    };
+    let mut i = open + 1;
+    while let Some(&c) = bytes.get(i) {
+        match c {
+            b')' => return true,
+            b'\'' => {
+                i += 1;
+                while bytes.get(i).is_some_and(|&c| c != b'\'') {
+                    i += 1;
+                }
+                if bytes.get(i).is_none() || bytes.get(i + 1) == Some(&b'\'') {
+                    return false;
+                }
+                i += 1;
+            }
+            c if c.is_ascii_alphanumeric()
+                || c.is_ascii_whitespace()
+                || matches!(c, b'_' | b'.' | b',' | b'"') =>
+            {
+                i += 1
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The spans of `bytes`' words: runs of ASCII letters, digits and `_`. Every other byte,
@@ -211,6 +381,36 @@ mod tests {
     use super::*;
     use ClientSqlRefusal::*;
 
+    /// Functions as a worker's DuckDB 1.5.5 lists them (the ones that matter here).
+    fn refused() -> RefusedCalls {
+        let row = |name, kind, definition| FunctionRow {
+            name,
+            kind,
+            definition,
+        };
+        RefusedCalls::from_functions([
+            row("quack_stop", "table", None),
+            row("quack_active_connections", "table", None),
+            row("quack_server_list", "table", None),
+            row("quack_query_by_name", "table", None),
+            row("quack_serve", "table", None),
+            row("quack_query", "table", None),
+            row("sum", "aggregate", None),
+            row(
+                "histogram_values",
+                "table_macro",
+                Some("SELECT * FROM query_table(CAST(source AS VARCHAR))"),
+            ),
+            row("histogram", "aggregate", None),
+            row(
+                "histogram",
+                "table_macro",
+                Some("FROM histogram_values(source, col_name)"),
+            ),
+            row("my_sum", "macro", Some("sum(x) + 1")),
+        ])
+    }
+
     #[test]
     fn ordinary_client_sql_passes() {
         for sql in [
@@ -237,8 +437,18 @@ mod tests {
             "BEGIN TRANSACTION",
             "COMMIT",
             "SELECT 'école', naïve FROM t",
+            "INSERT INTO kv VALUES ('https://x/?q=tofu&n=1', 1)",
+            "CREATE TABLE quack_events (id INT)",
+            "INSERT INTO quack_events (id) VALUES (1)",
+            "UPDATE kv SET v = 1 WHERE schema = 'a'",
+            "SELECT histogram(x), my_sum(y) FROM t",
+            "SELECT histogram(t.\"x\") FROM t",
+            "FROM histogram('events', id)",
+            "PRAGMA table_info('events')",
+            "pragma show_tables",
+            "SELECT * FROM pragma_table_info('events')",
         ] {
-            assert_eq!(check_client_sql(sql), Ok(()), "{sql}");
+            assert_eq!(check_client_sql(sql, &refused()), Ok(()), "{sql}");
         }
     }
 
@@ -296,17 +506,17 @@ mod tests {
             ("FROM \"QUACK_STOP\"('x')", QuackFunction),
             ("IMPORT DATABASE '/tmp/x'", Import),
             ("import /* x */ database 'x'", Import),
-            ("PRAGMA import_database('/tmp/x')", Import),
+            ("PRAGMA import_database('/tmp/x')", Pragma),
             ("SET search_path = '__duck' || 'lake'", ComputedSearchPath),
             ("SET search_path = getvariable('p')", ComputedSearchPath),
             ("SET GLOBAL search_path = 'main'", ComputedSearchPath),
             ("SET schema = concat('a', 'b')", ComputedSearchPath),
             ("SET /**/ search_path = 'x'", ComputedSearchPath),
-            ("PRAGMA search_path = 'x'", ComputedSearchPath),
+            ("PRAGMA search_path = 'x'", Pragma),
             ("SET search_path = 'a'; SELECT 1", ComputedSearchPath),
             ("SET search_path = 'a''b'", ComputedSearchPath),
         ] {
-            assert_eq!(check_client_sql(sql), Err(why), "{sql}");
+            assert_eq!(check_client_sql(sql, &refused()), Err(why), "{sql}");
         }
     }
 }

@@ -59,7 +59,7 @@ mod sql_checks;
 #[cfg(feature = "engine")]
 mod worker;
 
-pub use client_sql::{check_client_sql, ClientSqlRefusal};
+pub use client_sql::{check_client_sql, ClientSqlRefusal, FunctionRow, RefusedCalls};
 #[cfg(feature = "engine")]
 pub use commit_batches::is_commit_batch;
 #[cfg(feature = "engine")]
