@@ -262,6 +262,8 @@ pub(crate) struct SoakShape {
     pub(crate) think_ms: u64,
     pub(crate) interval_secs: u64,
     pub(crate) request_timeout_secs: u64,
+    /// Error texts counted as expected besides quackload's documented ones.
+    pub(crate) expect: &'static [&'static str],
 }
 
 impl SoakRun {
@@ -278,6 +280,7 @@ impl SoakRun {
             .args(["--think-ms", &shape.think_ms.to_string()])
             .args(["--interval", &shape.interval_secs.to_string()])
             .args(["--request-timeout", &shape.request_timeout_secs.to_string()])
+            .args(shape.expect.iter().flat_map(|e| ["--expect", e]))
             .arg("--keys-out")
             .arg(&keys)
             .stdout(Stdio::piped())
@@ -401,6 +404,7 @@ fn soak(mut stack: LakeStack) {
             if secs < 180 { 10 } else { 60 },
         ),
         request_timeout_secs: 120,
+        expect: &[],
     };
     // 1 (also when unset): both faults; "kill" or "catalog": only that one; 0: none.
     let faults = std::env::var("QUACKGATE_SOAK_FAULTS").unwrap_or_else(|_| "1".into());

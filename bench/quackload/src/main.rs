@@ -91,6 +91,10 @@ struct Args {
     /// A soak request with no answer after this many seconds counts as a hang.
     #[arg(long, default_value_t = 120.0)]
     request_timeout: f64,
+    /// Text of an error that this soak run counts as expected besides the documented ones
+    /// (repeat): the answer a fault test allows for its fault.
+    #[arg(long = "expect")]
+    expect: Vec<String>,
     /// Free-form label echoed in the result line.
     #[arg(long, default_value = "run")]
     label: String,
@@ -279,6 +283,7 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?;
         let passed = runtime.block_on(async {
+            soak::expect_also(args.expect.clone());
             let plan = soak::SoakPlan {
                 endpoint: Arc::new(Endpoint::new(&args.url, args.ca_file.as_deref(), false)?),
                 token: args.token.clone(),
