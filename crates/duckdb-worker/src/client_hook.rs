@@ -14,13 +14,9 @@
 //! (which Quack shows the hook as `INSERT INTO <schema>.<table> VALUES (NULL)`) has no SQL to
 //! rewrite: a refused one gets NULL, Quack's `Authorization failed`.
 
-use std::sync::Arc;
-
-use duckdb::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
-use duckdb::arrow::datatypes::DataType;
-use duckdb::vscalar::{ArrowFunctionSignature, VArrowScalar};
 use duckdb::Connection;
 
+use crate::authorization_hook::{self, Authorizer};
 use crate::client_sql::{check_client_sql, FunctionRow, RefusedCalls};
 use crate::sql::sql_literal;
 
@@ -42,39 +38,9 @@ fn is_append(sql: &str) -> bool {
     upper.starts_with("INSERT INTO ") && upper.ends_with(" VALUES (NULL)")
 }
 
-struct ClientAuthorize;
-
-impl VArrowScalar for ClientAuthorize {
-    type State = RefusedCalls;
-
-    fn invoke(
-        refused: &RefusedCalls,
-        input: RecordBatch,
-    ) -> Result<ArrayRef, Box<dyn std::error::Error>> {
-        let sql = input
-            .column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or("quackgate hook: expected VARCHAR arguments")?;
-        let out: StringArray = (0..input.num_rows())
-            .map(|i| {
-                (!sql.is_null(i))
-                    .then(|| authorize(sql.value(i), refused))
-                    .flatten()
-            })
-            .collect();
-        Ok(Arc::new(out))
-    }
-
-    fn signatures() -> Vec<ArrowFunctionSignature> {
-        vec![ArrowFunctionSignature::exact(
-            vec![DataType::Utf8, DataType::Utf8],
-            DataType::Utf8,
-        )]
-    }
-
-    fn volatile() -> bool {
-        true
+impl Authorizer for RefusedCalls {
+    fn authorize(&self, _sid: &str, sql: &str) -> Option<String> {
+        authorize(sql, self)
     }
 }
 
@@ -94,10 +60,7 @@ pub fn install(conn: &Connection) -> duckdb::Result<()> {
             kind,
             definition: definition.as_deref(),
         }));
-    conn.register_scalar_function_with_state::<ClientAuthorize>(
-        "quackgate_client_authorize",
-        &refused,
-    )?;
+    authorization_hook::register(conn, "quackgate_client_authorize", &refused)?;
     conn.execute_batch(
         "SET quack_authentication_function = 'system.main.quack_check_token';
          SET quack_authorization_function = 'system.main.quackgate_client_authorize';",

@@ -15,8 +15,10 @@
 //!   `json_execute_serialized_sql`) and every built-in macro that calls one of them (DuckDB's
 //!   `histogram_values` table macro runs `query_table` on its argument), found in the worker's
 //!   own function list at start ([`RefusedCalls`]); a macro whose name is also an ordinary
-//!   function (`histogram`, an aggregate too) only with arguments computed at run time; and the
-//!   search path and default schema, which may be set only to plain names or literals;
+//!   function (`histogram`, an aggregate too) only when called with more than one argument,
+//!   which the aggregate's common form never is (judging the arguments themselves would not
+//!   hold: a client's own macro can pass any expression in for a plain parameter name); and
+//!   the search path and default schema, which may be set only to a plain name or literal;
 //! - from SQL read at run time rather than sent: `IMPORT DATABASE` runs the SQL files of a
 //!   folder, so it is refused;
 //! - `PRAGMA`s other than a list that only read: `PRAGMA disable_optimizer` and its kind change
@@ -27,8 +29,9 @@
 //! in the text. Judging calls needs no lexer either: a word is a call when a `(` follows it past
 //! spaces, quotes and comments, read generously, so a word in a literal may be refused but no
 //! call can be missed. Statements that stored SQL runs later (views, macros) passed this check
-//! when they were created. Found by a hostile review and closed: `histogram_values` with a
-//! computed table name after `PRAGMA disable_optimizer` read the metadata tables.
+//! when they were created. Found by hostile reviews and closed: `histogram_values` with a
+//! computed table name after `PRAGMA disable_optimizer`, and `histogram` inside a client's
+//! macro whose parameters carried the computed name, read the metadata tables.
 
 use std::collections::HashMap;
 
@@ -95,7 +98,7 @@ pub struct RefusedCalls {
 #[derive(Debug, Clone, Copy)]
 struct Refused {
     why: ClientSqlRefusal,
-    /// The name is also an ordinary function: refused only with computed arguments.
+    /// The name is also an ordinary function: refused only with more than one argument.
     shared: bool,
 }
 
@@ -189,7 +192,7 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
     for (start, end) in words(bytes) {
         let word = &lower[start..end];
         if let Some(r) = refused.names.get(word) {
-            if called(bytes, end) && !(r.shared && plain_arguments(bytes, end)) {
+            if called(bytes, end) && !(r.shared && single_argument(bytes, end)) {
                 return Err(r.why);
             }
         }
@@ -204,54 +207,119 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
         {
             return Err(ClientSqlRefusal::Pragma);
         }
-        if matches!(word, "set" | "reset")
-            && setting_named(bytes, end).is_some_and(|w| w == b"search_path" || w == b"schema")
-            && !is_plain_search_path_setting(&lower)
-        {
+        if matches!(word, "set" | "reset") && !plain_search_path(bytes, end) {
             return Err(ClientSqlRefusal::ComputedSearchPath);
         }
     }
     Ok(())
 }
 
-/// The setting a `SET` or `RESET` ending at `end` names, past `SESSION`, `LOCAL` or `GLOBAL`.
-fn setting_named(bytes: &[u8], end: usize) -> Option<&[u8]> {
-    let word = next_word(bytes, end)?;
-    if matches!(word, b"session" | b"local" | b"global") {
-        let at = skip_gap(bytes, end)? + word.len();
-        return next_word(bytes, at);
+/// Whether the `SET` or `RESET` ending at `end`, if it sets the search path or the default
+/// schema (`SET [SESSION|LOCAL] search_path|schema =|TO <value>`, or an UPDATE's `SET schema =`),
+/// sets it to one literal or one dotted name, with nothing computed after it. `GLOBAL` is
+/// refused: it would reach the worker's own connections.
+fn plain_search_path(bytes: &[u8], end: usize) -> bool {
+    let Some(mut at) = skip_gap(bytes, end) else {
+        return false;
+    };
+    let mut name = next_word(bytes, end);
+    if matches!(name, Some(b"session" | b"local" | b"global")) {
+        let scope = name.unwrap_or_default();
+        let after = at + scope.len();
+        name = next_word(bytes, after);
+        if !matches!(name, Some(b"search_path" | b"schema")) {
+            return true;
+        }
+        if scope == b"global" {
+            return false;
+        }
+        let Some(next) = skip_gap(bytes, after) else {
+            return false;
+        };
+        at = next;
     }
-    Some(word)
+    let Some(setting) = name.filter(|n| matches!(*n, b"search_path" | b"schema")) else {
+        return true;
+    };
+    // RESET: nothing may follow but the statement's end.
+    let Some(mut i) = skip_gap(bytes, at + setting.len()) else {
+        return false;
+    };
+    match bytes.get(i) {
+        Some(b'=') => i += 1,
+        Some(b't') if bytes[i..].starts_with(b"to") => i += 2,
+        None | Some(b';') => return true,
+        _ => return false,
+    }
+    let Some(start) = skip_gap(bytes, i) else {
+        return false;
+    };
+    let mut j = start;
+    if bytes.get(j) == Some(&b'\'') {
+        j += 1;
+        while bytes.get(j).is_some_and(|&c| c != b'\'') {
+            j += 1;
+        }
+        if bytes.get(j).is_none() || bytes.get(j + 1) == Some(&b'\'') {
+            return false;
+        }
+        j += 1;
+    } else {
+        while bytes
+            .get(j)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
+        {
+            j += 1;
+        }
+        if j == start {
+            return false;
+        }
+    }
+    // What follows the value: the statement's end, or an UPDATE's next clause.
+    match skip_gap(bytes, j) {
+        None => false,
+        Some(k) => match bytes.get(k) {
+            None | Some(b';' | b',' | b')') => true,
+            Some(_) => {
+                next_word(bytes, j).is_some_and(|w| matches!(w, b"where" | b"returning" | b"from"))
+            }
+        },
+    }
 }
 
-/// Whether the arguments of the call whose name ends at `end` are only literals, numbers and
-/// names (nothing is computed at run time): no nested call, operator or subquery.
-fn plain_arguments(bytes: &[u8], end: usize) -> bool {
+/// Whether the call whose name ends at `end` has exactly one argument: no `,` outside quotes
+/// and brackets before its `)`. Backslashes, dollar quotes and comments, where this reading of
+/// quotes could part from DuckDB's, count as more than one.
+fn single_argument(bytes: &[u8], end: usize) -> bool {
     let Some(open) = skip_gap(bytes, end) else {
         return false;
     };
+    let mut depth = 0usize;
     let mut i = open + 1;
     while let Some(&c) = bytes.get(i) {
         match c {
-            b')' => return true,
-            b'\'' => {
+            b'\'' | b'"' => {
                 i += 1;
-                while bytes.get(i).is_some_and(|&c| c != b'\'') {
-                    i += 1;
+                loop {
+                    match bytes.get(i) {
+                        None => return false,
+                        Some(&q) if q == c && bytes.get(i + 1) == Some(&c) => i += 2,
+                        Some(&q) if q == c => break,
+                        Some(b'\\') => return false,
+                        Some(_) => i += 1,
+                    }
                 }
-                if bytes.get(i).is_none() || bytes.get(i + 1) == Some(&b'\'') {
-                    return false;
-                }
-                i += 1;
             }
-            c if c.is_ascii_alphanumeric()
-                || c.is_ascii_whitespace()
-                || matches!(c, b'_' | b'.' | b',' | b'"') =>
-            {
-                i += 1
-            }
-            _ => return false,
+            b'\\' | b'$' => return false,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => return false,
+            b'/' if bytes.get(i + 1) == Some(&b'*') => return false,
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' if depth == 0 => return true,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 0 => return false,
+            _ => {}
         }
+        i += 1;
     }
     false
 }
@@ -329,53 +397,6 @@ fn next_word(bytes: &[u8], end: usize) -> Option<&[u8]> {
     (len > 0).then(|| &bytes[start..start + len])
 }
 
-/// Whether `lower` is exactly one `SET [SESSION|LOCAL] search_path|schema =|TO <value>` or
-/// `RESET [SESSION|LOCAL] search_path|schema`, with a value that is one literal (no doubled
-/// quotes) or one dotted name: nothing in it is computed.
-fn is_plain_search_path_setting(lower: &str) -> bool {
-    let text = lower.trim().trim_end_matches(';').trim_end();
-    let mut tokens = text.split_ascii_whitespace().peekable();
-    let reset = match tokens.next() {
-        Some("set") => false,
-        Some("reset") => true,
-        _ => return false,
-    };
-    if matches!(tokens.peek(), Some(&"session" | &"local")) {
-        tokens.next();
-    }
-    let rest: Vec<&str> = tokens.collect();
-    let rest = rest.join(" ");
-    let Some(rest) = rest
-        .strip_prefix("search_path")
-        .or_else(|| rest.strip_prefix("schema"))
-    else {
-        return false;
-    };
-    if reset {
-        return rest.is_empty();
-    }
-    let rest = rest.trim_start();
-    let Some(value) = rest
-        .strip_prefix('=')
-        .or_else(|| rest.strip_prefix("to "))
-        .map(str::trim)
-    else {
-        return false;
-    };
-    let name = |s: &str| {
-        s.split('.').all(|part| {
-            part.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        })
-    };
-    match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
-        Some(inner) => !inner.contains('\''),
-        None => name(value),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,7 +464,11 @@ mod tests {
             "UPDATE kv SET v = 1 WHERE schema = 'a'",
             "SELECT histogram(x), my_sum(y) FROM t",
             "SELECT histogram(t.\"x\") FROM t",
-            "FROM histogram('events', id)",
+            "UPDATE kv SET schema = 'x' WHERE id = 1",
+            "INSERT INTO kv VALUES (1) ON CONFLICT DO UPDATE SET schema = 'y'",
+            "SET /**/ search_path = 'x'",
+            "SET search_path = 'a'; SELECT 1",
+            "SELECT histogram(id % 10), histogram(x::VARCHAR || ',') FROM t",
             "PRAGMA table_info('events')",
             "pragma show_tables",
             "SELECT * FROM pragma_table_info('events')",
@@ -478,6 +503,33 @@ mod tests {
                 UnicodeEscape,
             ),
             ("SELECT u&'x'", UnicodeEscape),
+            ("FROM histogram_values('__duck' || 'x', c)", SqlFromString),
+            ("FROM histogram_values ('events', id)", SqlFromString),
+            (
+                "FROM histogram('__duck' || 'lake_x', c, technique := 'sample')",
+                SqlFromString,
+            ),
+            ("FROM histogram('events', id)", SqlFromString),
+            (
+                "CREATE TEMP MACRO m2(s, c) AS TABLE FROM histogram(s, c)",
+                SqlFromString,
+            ),
+            ("SELECT histogram(s /* ' */, c /* ' */)", SqlFromString),
+            ("SELECT histogram($$'$$, s, c, $$'$$)", SqlFromString),
+            ("SELECT histogram(E'x\\'', s, c, ' ')", SqlFromString),
+            ("SELECT histogram(s -- x\n, c)", SqlFromString),
+            ("PRAGMA disable_optimizer", Pragma),
+            ("pragma /* x */ disable_optimizer", Pragma),
+            ("PRAGMA enable_profiling = 'json'", Pragma),
+            ("PRAGMA", Pragma),
+            (
+                "SET SESSION search_path = getvariable('p')",
+                ComputedSearchPath,
+            ),
+            ("RESET GLOBAL schema", ComputedSearchPath),
+            ("SELECT 1; SET search_path = 'a' || 'b'", ComputedSearchPath),
+            ("UPDATE t SET schema = upper(x)", ComputedSearchPath),
+            ("SET search_path = 'a' -- x\n || 'b'", ComputedSearchPath),
             ("FROM query('SELECT 1')", SqlFromString),
             ("FROM QUERY ('SELECT 1')", SqlFromString),
             ("FROM \"query\"('SELECT 1')", SqlFromString),
@@ -511,9 +563,7 @@ mod tests {
             ("SET search_path = getvariable('p')", ComputedSearchPath),
             ("SET GLOBAL search_path = 'main'", ComputedSearchPath),
             ("SET schema = concat('a', 'b')", ComputedSearchPath),
-            ("SET /**/ search_path = 'x'", ComputedSearchPath),
             ("PRAGMA search_path = 'x'", Pragma),
-            ("SET search_path = 'a'; SELECT 1", ComputedSearchPath),
             ("SET search_path = 'a''b'", ComputedSearchPath),
         ] {
             assert_eq!(check_client_sql(sql, &refused()), Err(why), "{sql}");

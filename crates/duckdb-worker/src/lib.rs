@@ -21,6 +21,7 @@
 //! - `client_sql`: the check on clients' SQL text: nothing may reach the lake's metadata
 //!   database or Quack's functions.
 //! - `client_hook`: Quack's hooks on a worker that serves clients, which run that check.
+//! - `authorization_hook`: Quack's authorization hook as a DuckDB function, around a policy.
 //! - `ducklake`: DuckLake as a worker's default database, and the watch on its catalog.
 //! - `sandbox`: the seccomp filter that stops client SQL from opening servers, and the Landlock
 //!   ruleset that confines a worker's file access.
@@ -32,6 +33,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "engine")]
+mod authorization_hook;
 #[cfg(feature = "engine")]
 mod client_hook;
 mod client_sql;

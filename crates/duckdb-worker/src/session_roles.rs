@@ -27,12 +27,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use duckdb::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use duckdb::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use duckdb::arrow::datatypes::DataType;
 use duckdb::vscalar::{ArrowFunctionSignature, VArrowScalar};
 use duckdb::Connection;
 use subtle::ConstantTimeEq;
 
+use crate::authorization_hook::{self, strings, Authorizer};
 use crate::commit_batches::CommitBatches;
 use crate::sql_checks::{is_read_only_sql, is_worker_sql};
 
@@ -99,8 +100,9 @@ impl SessionRoles {
         }
         read_write || read_only
     }
+}
 
-    /// The SQL to run for `sql`, or `None` when session `sid` may not run it.
+impl Authorizer for SessionRoles {
     fn authorize(&self, sid: &str, sql: &str) -> Option<String> {
         let mut guard = self.sessions();
         let (sessions, clock) = &mut *guard;
@@ -118,14 +120,6 @@ impl SessionRoles {
             }
         }
     }
-}
-
-fn strings(batch: &RecordBatch, column: usize) -> Result<&StringArray, Box<dyn std::error::Error>> {
-    batch
-        .column(column)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| "quackgate hook: expected VARCHAR arguments".into())
 }
 
 struct Authenticate;
@@ -166,46 +160,12 @@ impl VArrowScalar for Authenticate {
     }
 }
 
-struct Authorize;
-
-impl VArrowScalar for Authorize {
-    type State = SessionRoles;
-
-    fn invoke(
-        state: &SessionRoles,
-        input: RecordBatch,
-    ) -> Result<ArrayRef, Box<dyn std::error::Error>> {
-        let (sid, sql) = (strings(&input, 0)?, strings(&input, 1)?);
-        // Quack runs a VARCHAR answer instead of the client's SQL, and refuses NULL.
-        let out: StringArray = (0..input.num_rows())
-            .map(|i| {
-                if sid.is_null(i) || sql.is_null(i) {
-                    return None;
-                }
-                state.authorize(sid.value(i), sql.value(i))
-            })
-            .collect();
-        Ok(Arc::new(out))
-    }
-
-    fn signatures() -> Vec<ArrowFunctionSignature> {
-        vec![ArrowFunctionSignature::exact(
-            vec![DataType::Utf8, DataType::Utf8],
-            DataType::Utf8,
-        )]
-    }
-
-    fn volatile() -> bool {
-        true
-    }
-}
-
 /// Registers the hooks and makes Quack use them. Runs before the server starts and before
 /// the configuration is locked.
 pub fn install(conn: &Connection, read_only_token: &str) -> duckdb::Result<()> {
     let roles = SessionRoles::new(read_only_token.to_string());
     conn.register_scalar_function_with_state::<Authenticate>("quackgate_authenticate", &roles)?;
-    conn.register_scalar_function_with_state::<Authorize>("quackgate_authorize", &roles)?;
+    authorization_hook::register(conn, "quackgate_authorize", &roles)?;
     CommitBatches::install(conn)?;
     conn.execute_batch(
         "SET quack_authentication_function = 'quackgate_authenticate';
