@@ -608,6 +608,16 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('FROM histogram(''__duck'' || ''lake_metadata_'' || current_database() || ''.main.ducklake_snapshot'', snapshot_id)');".into(),
             "it runs SQL from a string",
         ),
+        // Found by a third review: logging switched on by function (the configuration lock
+        // does not cover it) showed every statement of the worker, DuckLake's included.
+        (
+            "FROM r.query('CALL enable_logging(level := ''trace'')');".into(),
+            "it reads or switches the worker's logs",
+        ),
+        (
+            "FROM r.query('SELECT count(*) FROM duckdb_logs()');".into(),
+            "it reads or switches the worker's logs",
+        ),
         // Found by a second review: a client's macro passed the computed name to histogram
         // through a plain parameter name.
         (

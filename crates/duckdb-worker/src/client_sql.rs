@@ -22,7 +22,11 @@
 //! - from SQL read at run time rather than sent: `IMPORT DATABASE` runs the SQL files of a
 //!   folder, so it is refused;
 //! - `PRAGMA`s other than a list that only read: `PRAGMA disable_optimizer` and its kind change
-//!   a session past DuckDB's configuration lock.
+//!   a session past DuckDB's configuration lock;
+//! - the worker's logs and profiling, which every connection of the process shares and which
+//!   DuckDB's configuration lock does not cover when they are switched by function:
+//!   `CALL enable_logging(...)` then `duckdb_logs()` showed every statement of the worker,
+//!   DuckLake's writes to the catalog and the worker's catalog session id among them.
 //!
 //! Quack's functions (`quack_stop`, `quack_active_connections`, `quack_query_by_name`, ...) are
 //! refused as calls on the same grounds: with no SQL run from strings, their names must appear
@@ -31,7 +35,8 @@
 //! call can be missed. Statements that stored SQL runs later (views, macros) passed this check
 //! when they were created. Found by hostile reviews and closed: `histogram_values` with a
 //! computed table name after `PRAGMA disable_optimizer`, and `histogram` inside a client's
-//! macro whose parameters carried the computed name, read the metadata tables.
+//! macro whose parameters carried the computed name, read the metadata tables; the worker's
+//! logs, switched on by a client, showed them and everyone's SQL.
 
 use std::collections::HashMap;
 
@@ -60,12 +65,29 @@ pub enum ClientSqlRefusal {
     ComputedSearchPath,
     #[error("this PRAGMA could change the session past the configuration lock")]
     Pragma,
+    #[error(
+        "it reads or switches the worker's logs or profiling, which every session of the \
+         worker shares"
+    )]
+    WorkerLogs,
 }
 
 const METADATA_DATABASE: &str = "__ducklake_metadata";
 
 /// Functions that run SQL from a string.
 const SQL_FROM_STRING: &[&str] = &["query", "query_table", "json_execute_serialized_sql"];
+
+/// Functions over the worker's logs and profiling; macros over them follow (`duckdb_logs_parsed`).
+const WORKER_LOGS: &[&str] = &[
+    "enable_logging",
+    "disable_logging",
+    "truncate_duckdb_logs",
+    "write_log",
+    "duckdb_logs",
+    "duckdb_log_contexts",
+    "enable_profiling",
+    "disable_profiling",
+];
 
 /// PRAGMAs a client may run: each only reads, or changes nothing but its own session's
 /// progress bar.
@@ -132,6 +154,15 @@ impl RefusedCalls {
                 )
             })
             .collect();
+        for name in WORKER_LOGS {
+            names.insert(
+                name.to_string(),
+                Refused {
+                    why: ClientSqlRefusal::WorkerLogs,
+                    shared: false,
+                },
+            );
+        }
         for f in &functions {
             if lower(f.name).starts_with("quack") {
                 names.insert(
@@ -429,6 +460,11 @@ mod tests {
                 Some("FROM histogram_values(source, col_name)"),
             ),
             row("my_sum", "macro", Some("sum(x) + 1")),
+            row(
+                "duckdb_logs_parsed",
+                "table_macro",
+                Some("SELECT * FROM duckdb_logs() WHERE type = log_type"),
+            ),
         ])
     }
 
@@ -519,6 +555,11 @@ mod tests {
             ("SELECT histogram(E'x\\'', s, c, ' ')", SqlFromString),
             ("SELECT histogram(s -- x\n, c)", SqlFromString),
             ("PRAGMA disable_optimizer", Pragma),
+            ("CALL enable_logging(level := 'trace')", WorkerLogs),
+            ("SELECT message FROM duckdb_logs()", WorkerLogs),
+            ("FROM duckdb_logs_parsed('QueryLog')", WorkerLogs),
+            ("SELECT write_log('x')", WorkerLogs),
+            ("CALL enable_profiling()", WorkerLogs),
             ("pragma /* x */ disable_optimizer", Pragma),
             ("PRAGMA enable_profiling = 'json'", Pragma),
             ("PRAGMA", Pragma),
