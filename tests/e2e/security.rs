@@ -618,6 +618,31 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('SELECT count(*) FROM duckdb_logs()');".into(),
             "it reads or switches the worker's logs",
         ),
+        // Found by a fourth review: what changes the whole worker or the whole lake.
+        (
+            "FROM r.query('DETACH \"quack:127\"');".into(),
+            "ATTACH and DETACH change the databases of every session",
+        ),
+        (
+            "FROM r.query('ATTACH '':memory:'' AS evil');".into(),
+            "ATTACH and DETACH change the databases of every session",
+        ),
+        (
+            "FROM r.query('CALL ducklake_delete_orphaned_files(current_database(), cleanup_all => true)');".into(),
+            "the lake's maintenance and options are the catalog's",
+        ),
+        (
+            "FROM r.query('CALL ducklake_set_option(current_database(), ''require_commit_message'', true)');".into(),
+            "the lake's maintenance and options are the catalog's",
+        ),
+        (
+            "FROM r.query('CHECKPOINT');".into(),
+            "the lake's maintenance and options are the catalog's",
+        ),
+        (
+            "FROM r.query('CREATE SECRET s (TYPE s3, KEY_ID ''a'', SECRET ''b'')');".into(),
+            "secrets are shared by every session",
+        ),
         // Found by a second review: a client's macro passed the computed name to histogram
         // through a plain parameter name.
         (

@@ -13,7 +13,11 @@ def run(sql):
         con.execute(f"FROM r.query('{{sql}}')").fetchall()
         return "ok"
     except Exception as e:
-        return "locked" if "configuration has been locked" in str(e) else "error: " + str(e).splitlines()[0]
+        if "configuration has been locked" in str(e):
+            return "locked"
+        if "SET GLOBAL and RESET GLOBAL reach every session" in str(e):
+            return "refused global"
+        return "error: " + str(e).splitlines()[0]
 for sql in [
     "SET TimeZone = ''America/New_York''",
     "SET Calendar = ''gregorian''",
@@ -32,6 +36,10 @@ for sql in [
     "SET allowed_directories = [''/'']",
     "SET profiling_output = ''/tmp/quackgate-profile''",
     "SET enable_http_logging = true",
+    "SET catalog_error_max_schemas = 7",
+    "SET GLOBAL TimeZone = ''Asia/Tokyo''",
+    "SET GLOBAL Calendar = ''japanese''",
+    "RESET GLOBAL pivot_limit",
 ]:
     print(sql.replace("''", "'"), "->", run(sql))
 print("zone", con.execute("FROM r.query('SELECT current_setting(''TimeZone'')')").fetchone()[0])
@@ -77,8 +85,18 @@ print("other zone", other.execute("FROM r.query('SELECT current_setting(''TimeZo
         "SET allowed_directories = ['/']",
         "SET profiling_output = '/tmp/quackgate-profile'",
         "SET enable_http_logging = true",
+        // It has no session value: a plain SET of it reached every session of the worker.
+        "SET catalog_error_max_schemas = 7",
     ] {
         assert_eq!(answer(sql), "locked", "{sql}: {lines:?}");
+    }
+    // A global time zone or calendar silently changed what other sessions computed.
+    for sql in [
+        "SET GLOBAL TimeZone = 'Asia/Tokyo'",
+        "SET GLOBAL Calendar = 'japanese'",
+        "RESET GLOBAL pivot_limit",
+    ] {
+        assert_eq!(answer(sql), "refused global", "{sql}: {lines:?}");
     }
     assert!(lines.contains(&"var 7".to_string()), "{lines:?}");
     assert!(

@@ -26,7 +26,14 @@
 //! - the worker's logs and profiling, which every connection of the process shares and which
 //!   DuckDB's configuration lock does not cover when they are switched by function:
 //!   `CALL enable_logging(...)` then `duckdb_logs()` showed every statement of the worker,
-//!   DuckLake's writes to the catalog and the worker's catalog session id among them.
+//!   DuckLake's writes to the catalog and the worker's catalog session id among them;
+//! - what changes the whole worker or the whole lake rather than the session: `ATTACH` and
+//!   `DETACH` (a client detached the lake and attached a database of its own under its name,
+//!   which later sessions then read and wrote), `SET GLOBAL` / `RESET GLOBAL`, secrets (shared
+//!   by every connection), `CHECKPOINT` (which runs DuckLake's maintenance), and every
+//!   `ducklake_*` function but those that only read or name the commit (deleting orphaned
+//!   files removed the files of another session's open transaction; a lake option made every
+//!   commit on every node fail). The lake's maintenance belongs to the catalog.
 //!
 //! Quack's functions (`quack_stop`, `quack_active_connections`, `quack_query_by_name`, ...) are
 //! refused as calls on the same grounds: with no SQL run from strings, their names must appear
@@ -70,6 +77,17 @@ pub enum ClientSqlRefusal {
          worker shares"
     )]
     WorkerLogs,
+    #[error("ATTACH and DETACH change the databases of every session of the worker")]
+    AttachDetach,
+    #[error("SET GLOBAL and RESET GLOBAL reach every session of the worker")]
+    GlobalSetting,
+    #[error("secrets are shared by every session of the worker")]
+    Secrets,
+    #[error(
+        "the lake's maintenance and options are the catalog's (POST /lake/maintenance on its \
+         admin listener)"
+    )]
+    LakeMaintenance,
 }
 
 const METADATA_DATABASE: &str = "__ducklake_metadata";
@@ -87,6 +105,22 @@ const WORKER_LOGS: &[&str] = &[
     "duckdb_log_contexts",
     "enable_profiling",
     "disable_profiling",
+];
+
+/// The `ducklake_*` functions a client may call: each reads, or names its own commit.
+const DUCKLAKE_READS: &[&str] = &[
+    "ducklake_current_snapshot",
+    "ducklake_last_committed_snapshot",
+    "ducklake_list_files",
+    "ducklake_options",
+    "ducklake_scan",
+    "ducklake_set_commit_message",
+    "ducklake_settings",
+    "ducklake_snapshots",
+    "ducklake_table_changes",
+    "ducklake_table_deletions",
+    "ducklake_table_info",
+    "ducklake_table_insertions",
 ];
 
 /// PRAGMAs a client may run: each only reads, or changes nothing but its own session's
@@ -154,6 +188,14 @@ impl RefusedCalls {
                 )
             })
             .collect();
+        for (name, why) in [
+            ("duckdb_secrets", ClientSqlRefusal::Secrets),
+            ("which_secret", ClientSqlRefusal::Secrets),
+            ("checkpoint", ClientSqlRefusal::LakeMaintenance),
+            ("force_checkpoint", ClientSqlRefusal::LakeMaintenance),
+        ] {
+            names.insert(name.to_string(), Refused { why, shared: false });
+        }
         for name in WORKER_LOGS {
             names.insert(
                 name.to_string(),
@@ -164,6 +206,16 @@ impl RefusedCalls {
             );
         }
         for f in &functions {
+            let name = lower(f.name);
+            if name.starts_with("ducklake_") && !DUCKLAKE_READS.contains(&name.as_str()) {
+                names.insert(
+                    name.clone(),
+                    Refused {
+                        why: ClientSqlRefusal::LakeMaintenance,
+                        shared: false,
+                    },
+                );
+            }
             if lower(f.name).starts_with("quack") {
                 names.insert(
                     lower(f.name),
@@ -220,12 +272,25 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
         return Err(ClientSqlRefusal::UnicodeEscape);
     }
     let bytes = lower.as_bytes();
-    for (start, end) in words(bytes) {
+    let words = words(bytes);
+    let has_create_or_drop = words
+        .iter()
+        .any(|&(s, e)| matches!(&lower[s..e], "create" | "drop"));
+    for (start, end) in words {
         let word = &lower[start..end];
         if let Some(r) = refused.names.get(word) {
             if called(bytes, end) && !(r.shared && single_argument(bytes, end)) {
                 return Err(r.why);
             }
+        }
+        match word {
+            "attach" | "detach" => return Err(ClientSqlRefusal::AttachDetach),
+            "checkpoint" => return Err(ClientSqlRefusal::LakeMaintenance),
+            "secret" | "secrets" if has_create_or_drop => return Err(ClientSqlRefusal::Secrets),
+            "set" | "reset" if next_word(bytes, end) == Some(b"global") => {
+                return Err(ClientSqlRefusal::GlobalSetting)
+            }
+            _ => {}
         }
         if word == "import_database"
             || (word == "import" && next_word(bytes, end).is_some_and(|w| w == b"database"))
@@ -448,6 +513,10 @@ mod tests {
             row("quack_serve", "table", None),
             row("quack_query", "table", None),
             row("sum", "aggregate", None),
+            row("ducklake_delete_orphaned_files", "table", None),
+            row("ducklake_expire_snapshots", "table", None),
+            row("ducklake_set_option", "table", None),
+            row("ducklake_snapshots", "table", None),
             row(
                 "histogram_values",
                 "table_macro",
@@ -508,6 +577,9 @@ mod tests {
             "PRAGMA table_info('events')",
             "pragma show_tables",
             "SELECT * FROM pragma_table_info('events')",
+            "FROM ducklake_snapshots('lake')",
+            "CALL ducklake_set_commit_message('me', 'loaded')",
+            "SET TimeZone = 'UTC'",
         ] {
             assert_eq!(check_client_sql(sql, &refused()), Ok(()), "{sql}");
         }
@@ -556,6 +628,30 @@ mod tests {
             ("SELECT histogram(s -- x\n, c)", SqlFromString),
             ("PRAGMA disable_optimizer", Pragma),
             ("CALL enable_logging(level := 'trace')", WorkerLogs),
+            ("ATTACH ':memory:' AS evil", AttachDetach),
+            ("DETACH \"quack:127\"", AttachDetach),
+            ("detach quackgate", AttachDetach),
+            ("SET GLOBAL TimeZone = 'Asia/Tokyo'", GlobalSetting),
+            ("RESET /* x */ GLOBAL Calendar", GlobalSetting),
+            ("CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')", Secrets),
+            ("CREATE OR REPLACE TEMPORARY SECRET s (TYPE s3)", Secrets),
+            ("DROP SECRET s", Secrets),
+            ("FROM duckdb_secrets()", Secrets),
+            ("CHECKPOINT", LakeMaintenance),
+            ("FORCE CHECKPOINT", LakeMaintenance),
+            ("CALL checkpoint('lake')", LakeMaintenance),
+            (
+                "CALL ducklake_delete_orphaned_files('lake', cleanup_all => true)",
+                LakeMaintenance,
+            ),
+            (
+                "CALL ducklake_expire_snapshots('lake', older_than => now())",
+                LakeMaintenance,
+            ),
+            (
+                "CALL ducklake_set_option('lake', 'require_commit_message', true)",
+                LakeMaintenance,
+            ),
             ("SELECT message FROM duckdb_logs()", WorkerLogs),
             ("FROM duckdb_logs_parsed('QueryLog')", WorkerLogs),
             ("SELECT write_log('x')", WorkerLogs),
@@ -567,7 +663,7 @@ mod tests {
                 "SET SESSION search_path = getvariable('p')",
                 ComputedSearchPath,
             ),
-            ("RESET GLOBAL schema", ComputedSearchPath),
+            ("RESET GLOBAL schema", GlobalSetting),
             ("SELECT 1; SET search_path = 'a' || 'b'", ComputedSearchPath),
             ("UPDATE t SET schema = upper(x)", ComputedSearchPath),
             ("SET search_path = 'a' -- x\n || 'b'", ComputedSearchPath),
@@ -602,7 +698,7 @@ mod tests {
             ("PRAGMA import_database('/tmp/x')", Pragma),
             ("SET search_path = '__duck' || 'lake'", ComputedSearchPath),
             ("SET search_path = getvariable('p')", ComputedSearchPath),
-            ("SET GLOBAL search_path = 'main'", ComputedSearchPath),
+            ("SET GLOBAL search_path = 'main'", GlobalSetting),
             ("SET schema = concat('a', 'b')", ComputedSearchPath),
             ("PRAGMA search_path = 'x'", Pragma),
             ("SET search_path = 'a''b'", ComputedSearchPath),

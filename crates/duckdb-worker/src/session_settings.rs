@@ -19,7 +19,12 @@
 //!   included, goes to the worker's stderr, which is the gateway's log (`EXPLAIN ANALYZE`
 //!   returns it to the client instead);
 //! - `enable_progress_bar_print`: prints to the worker's status pipe; `profiling_output`,
-//!   `enable_http_logging`: write files.
+//!   `enable_http_logging`: write files;
+//! - `catalog_error_max_schemas`: it has no session value, so a plain `SET` of it reaches every
+//!   session (found by a hostile review).
+//!
+//! `SET GLOBAL` of any of them is refused by the check on client SQL (`client_sql`): a time
+//! zone or calendar set globally silently changed what other sessions computed.
 //!
 //! The catalog's worker allows none of them (`worker.rs`).
 
@@ -32,6 +37,5 @@ pub const SESSION_SETTINGS: &[&str] = &[
     "explain_output",
     "search_path",
     "schema",
-    "catalog_error_max_schemas",
     "pivot_limit",
 ];
