@@ -643,6 +643,16 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('CREATE SECRET s (TYPE s3, KEY_ID ''a'', SECRET ''b'')');".into(),
             "secrets are shared by every session",
         ),
+        // Found by a fifth review: a lake macro named like a built-in (duckdb_functions, which
+        // the worker read its list of refused calls from), and DuckLake's own aliases.
+        (
+            "FROM r.query('CREATE MACRO duckdb_functions() AS TABLE SELECT 1 AS function_name');".into(),
+            "a macro may not take the name of a built-in function",
+        ),
+        (
+            "FROM r.query('CALL set_option(''require_commit_message'', true)');".into(),
+            "the lake's maintenance and options are the catalog's",
+        ),
         // Found by a second review: a client's macro passed the computed name to histogram
         // through a plain parameter name.
         (
@@ -658,6 +668,15 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "{sql}: {said}"
         );
     }
+    // The worker's identity database is READ_ONLY (a fifth review rewrote worker_id() for the
+    // worker's other sessions, and kept tables there that every session shared).
+    let out =
+        gw.cli("FROM r.query('CREATE OR REPLACE MACRO quackgate.main.worker_id() AS ''pwned''');");
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("read-only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // What the check must not refuse: the histogram aggregate, a table whose name starts like
     // Quack's functions, a text with `u&` in it.
     assert_eq!(
@@ -681,9 +700,11 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
 #[test]
 fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
     let stand_ins = r#"init_sql = [
-  "CREATE MACRO quackgate.main.catalog_sql(s) AS TABLE FROM \"__ducklake_metadata_quack:127\".query(s)",
-  "CREATE MACRO quackgate.main.remote_query_here(u, s) AS TABLE FROM quack_query(u, s)",
-  "CREATE MACRO quackgate.main.serve_here(u) AS TABLE FROM quack_serve(u, token => 'abcd1234')",
+  "ATTACH ':memory:' AS standins",
+  "CREATE MACRO standins.main.catalog_sql(s) AS TABLE FROM \"__ducklake_metadata_quack:127\".query(s)",
+  "CREATE MACRO standins.main.remote_query_here(u, s) AS TABLE FROM quack_query(u, s)",
+  "CREATE MACRO standins.main.serve_here(u) AS TABLE FROM quack_serve(u, token => 'abcd1234')",
+  "CREATE MACRO standins.main.secrets_here() AS TABLE FROM duckdb_secrets()",
 ]
 "#;
     let stack = lake_stack(0, stand_ins, |shared| {
@@ -695,11 +716,11 @@ fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
     // The catalog's token is not in the worker's secrets once the lake is open, so a
     // read-write session cannot run SQL on the catalog through quack_query.
     assert_eq!(
-        gw.cli_ok("FROM r.query('SELECT count(*) FROM duckdb_secrets()');"),
+        gw.cli_ok("FROM r.query('SELECT count(*) FROM standins.secrets_here()');"),
         vec!["0"]
     );
     let out = gw.cli(&format!(
-        "FROM r.query('FROM quackgate.remote_query_here(''quack:127.0.0.1:{}'', ''SELECT 1'')');",
+        "FROM r.query('FROM standins.remote_query_here(''quack:127.0.0.1:{}'', ''SELECT 1'')');",
         stack.catalog.plain.port()
     ));
     assert!(
@@ -713,7 +734,7 @@ fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
     // run nothing of Quack's (here: find its listener, which quack_stop would then stop), with
     // the names put together where the worker's check cannot see them.
     let out = gw.cli(
-        "FROM r.query('FROM quackgate.catalog_sql(''SELECT listen_uri FROM quack'' || ''_server_list()'')');",
+        "FROM r.query('FROM standins.catalog_sql(''SELECT listen_uri FROM quack'' || ''_server_list()'')');",
     );
     let said = format!(
         "{}{}",
@@ -725,7 +746,7 @@ fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
         "{said}"
     );
     let out = gw.cli(&format!(
-        "FROM r.query('FROM quackgate.catalog_sql(''CALL quack'' || ''_stop(quack:127.0.0.1:{})'')');",
+        "FROM r.query('FROM standins.catalog_sql(''CALL quack'' || ''_stop(quack:127.0.0.1:{})'')');",
         stack.catalog.plain.port()
     ));
     assert!(!out.status.success());
@@ -736,7 +757,7 @@ fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
         "SET GLOBAL pivot_limit = 5",
     ] {
         let out = gw.cli(&format!(
-            "FROM r.query('FROM quackgate.catalog_sql(''{set}'')');"
+            "FROM r.query('FROM standins.catalog_sql(''{set}'')');"
         ));
         assert!(!out.status.success(), "{set} was accepted by the catalog");
     }
@@ -748,7 +769,7 @@ fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
     // Nor open a server (seccomp in every worker).
     let port = free_port();
     let out = gw.cli(&format!(
-        "FROM r.query('FROM quackgate.serve_here(''quack:127.0.0.1:{port}'')');"
+        "FROM r.query('FROM standins.serve_here(''quack:127.0.0.1:{port}'')');"
     ));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Failed to bind"),

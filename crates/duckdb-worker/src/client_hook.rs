@@ -49,7 +49,10 @@ impl Authorizer for RefusedCalls {
 /// so that the refused calls are found among all the functions clients can reach.
 pub fn install(conn: &Connection) -> duckdb::Result<()> {
     let mut stmt = conn.prepare(
-        "SELECT DISTINCT function_name, function_type, macro_definition FROM duckdb_functions()",
+        // Qualified and filtered: a lake macro named duckdb_functions, or any function a client
+        // made, must not shape the list.
+        "SELECT DISTINCT function_name, function_type, macro_definition
+         FROM system.main.duckdb_functions() WHERE database_name = 'system'",
     )?;
     let rows: Vec<(String, String, Option<String>)> = stmt
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?

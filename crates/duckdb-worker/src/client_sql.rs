@@ -45,7 +45,7 @@
 //! macro whose parameters carried the computed name, read the metadata tables; the worker's
 //! logs, switched on by a client, showed them and everyone's SQL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Why a client statement is refused; the text is what the client reads after
 /// `quackgate: this statement was refused: `.
@@ -88,6 +88,8 @@ pub enum ClientSqlRefusal {
          admin listener)"
     )]
     LakeMaintenance,
+    #[error("a macro may not take the name of a built-in function, which it would hide")]
+    ShadowsBuiltin,
 }
 
 const METADATA_DATABASE: &str = "__ducklake_metadata";
@@ -123,6 +125,19 @@ const DUCKLAKE_READS: &[&str] = &[
     "ducklake_table_insertions",
 ];
 
+/// The `ducklake_*` functions that change the lake, by the names DuckLake also gives them in
+/// the lake's own schema (`CALL set_option(...)` is `ducklake_set_option`).
+const DUCKLAKE_ALTERS: &[&str] = &[
+    "add_data_files",
+    "cleanup_old_files",
+    "delete_orphaned_files",
+    "expire_snapshots",
+    "flush_inlined_data",
+    "merge_adjacent_files",
+    "rewrite_data_files",
+    "set_option",
+];
+
 /// PRAGMAs a client may run: each only reads, or changes nothing but its own session's
 /// progress bar.
 const PRAGMAS: &[&str] = &[
@@ -149,6 +164,8 @@ const PRAGMAS: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct RefusedCalls {
     names: HashMap<String, Refused>,
+    /// Every built-in function's name: no client macro may take one.
+    builtins: HashSet<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -256,7 +273,8 @@ impl RefusedCalls {
                 }
             }
             if !grew {
-                return RefusedCalls { names };
+                let builtins = functions.iter().map(|f| lower(f.name)).collect();
+                return RefusedCalls { names, builtins };
             }
         }
     }
@@ -276,8 +294,18 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
     let has_create_or_drop = words
         .iter()
         .any(|&(s, e)| matches!(&lower[s..e], "create" | "drop"));
+    let has_create = words.iter().any(|&(s, e)| &lower[s..e] == "create");
     for (start, end) in words {
         let word = &lower[start..end];
+        if DUCKLAKE_ALTERS.contains(&word) && called(bytes, end) {
+            return Err(ClientSqlRefusal::LakeMaintenance);
+        }
+        if matches!(word, "macro" | "function")
+            && has_create
+            && shadows_builtin(&lower, end, &refused.builtins)
+        {
+            return Err(ClientSqlRefusal::ShadowsBuiltin);
+        }
         if let Some(r) = refused.names.get(word) {
             if called(bytes, end) && !(r.shared && single_argument(bytes, end)) {
                 return Err(r.why);
@@ -381,6 +409,22 @@ fn plain_search_path(bytes: &[u8], end: usize) -> bool {
             }
         },
     }
+}
+
+/// Whether the macro or function made by the `MACRO`/`FUNCTION` ending at `end` is named like
+/// a built-in: the last word before the first `(` after it. A comment there counts as yes.
+fn shadows_builtin(lower: &str, end: usize, builtins: &HashSet<String>) -> bool {
+    let rest = &lower[end..];
+    let Some(open) = rest.find('(') else {
+        return false;
+    };
+    let head = &rest[..open];
+    if head.contains("--") || head.contains("/*") {
+        return true;
+    }
+    words(head.as_bytes())
+        .last()
+        .is_some_and(|&(s, e)| builtins.contains(&head[s..e]))
 }
 
 /// Whether the call whose name ends at `end` has exactly one argument: no `,` outside quotes
@@ -513,6 +557,9 @@ mod tests {
             row("quack_serve", "table", None),
             row("quack_query", "table", None),
             row("sum", "aggregate", None),
+            row("upper", "scalar", None),
+            row("now", "scalar", None),
+            row("duckdb_functions", "table", None),
             row("ducklake_delete_orphaned_files", "table", None),
             row("ducklake_expire_snapshots", "table", None),
             row("ducklake_set_option", "table", None),
@@ -579,6 +626,8 @@ mod tests {
             "SELECT * FROM pragma_table_info('events')",
             "FROM ducklake_snapshots('lake')",
             "CALL ducklake_set_commit_message('me', 'loaded')",
+            "CREATE MACRO add_tax(x) AS x * 1.2",
+            "CREATE TABLE options (set_option INT)",
             "SET TimeZone = 'UTC'",
         ] {
             assert_eq!(check_client_sql(sql, &refused()), Ok(()), "{sql}");
@@ -652,6 +701,24 @@ mod tests {
                 "CALL ducklake_set_option('lake', 'require_commit_message', true)",
                 LakeMaintenance,
             ),
+            (
+                "CALL set_option('require_commit_message', true)",
+                LakeMaintenance,
+            ),
+            ("FROM \"quack:127\".merge_adjacent_files()", LakeMaintenance),
+            (
+                "CREATE MACRO \"quack:127\".main.upper(x) AS 'shadowed'",
+                ShadowsBuiltin,
+            ),
+            (
+                "CREATE OR REPLACE MACRO now() AS TIMESTAMP '2000-01-01'",
+                ShadowsBuiltin,
+            ),
+            (
+                "CREATE MACRO main.duckdb_functions() AS TABLE SELECT 1",
+                ShadowsBuiltin,
+            ),
+            ("CREATE MACRO upper /* x */ (x) AS x", ShadowsBuiltin),
             ("SELECT message FROM duckdb_logs()", WorkerLogs),
             ("FROM duckdb_logs_parsed('QueryLog')", WorkerLogs),
             ("SELECT write_log('x')", WorkerLogs),

@@ -148,7 +148,9 @@ pub fn allowed_directories(lake: &DuckLakeSpec) -> Vec<String> {
 /// saw no tables, and enough such probes in a row stopped a busy, healthy worker.
 pub fn catalog_probe(conn: &Connection) -> Result<String, WorkerError> {
     let database: String = conn
-        .query_row("SELECT current_database()", [], |row| row.get(0))
+        .query_row("SELECT system.main.current_database()", [], |row| {
+            row.get(0)
+        })
         .map_err(|source| WorkerError::DuckDb {
             step: "naming the lake",
             source,

@@ -164,7 +164,8 @@ fn maintenance_config(spec: &WorkerSpec) -> Result<Config, WorkerError> {
 /// DuckDB setting forbids that); exiting lets the supervisor start a fresh worker instead of
 /// leaving a process that serves nothing.
 fn watch_server(conn: Connection, port: u16) -> ! {
-    let sql = "SELECT count(*) FROM quack_server_list() WHERE port = ?";
+    // Named in the system catalog: a lake macro of the same name must not answer instead.
+    let sql = "SELECT count(*) FROM system.main.quack_server_list() WHERE port = ?";
     loop {
         std::thread::sleep(SERVER_WATCH_INTERVAL);
         match conn.query_row(sql, [port], |row| row.get::<_, i64>(0)) {
@@ -302,16 +303,10 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
         }
     }
     // In a database of its own, so it is per worker even when the default database is a lake
-    // that all workers share.
+    // that all workers share; READ_ONLY, so client SQL can neither rewrite worker_id() for the
+    // worker's other sessions nor keep tables there that every session shares.
     let macro_body = format!("worker_id() AS {}", sql_literal(&spec.worker_id));
-    if spec.read_only {
-        attach_read_only_identity(&conn, &private, &format!("CREATE MACRO {macro_body};"))?;
-    } else {
-        conn.execute_batch(&format!(
-            "ATTACH ':memory:' AS quackgate; CREATE MACRO quackgate.main.{macro_body};"
-        ))
-        .map_err(step("creating quackgate.worker_id()"))?;
-    }
+    attach_read_only_identity(&conn, &private, &format!("CREATE MACRO {macro_body};"))?;
     if let Some(token) = &spec.read_only_token {
         session_roles::install(&conn, token).map_err(step("installing the session role hooks"))?;
     } else {
@@ -330,7 +325,7 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     let uri = format!("quack:127.0.0.1:{}", spec.port);
     conn.query_row(
         &format!(
-            "SELECT listen_uri FROM quack_serve({}, token => {})",
+            "SELECT listen_uri FROM system.main.quack_serve({}, token => {})",
             sql_literal(&uri),
             sql_literal(&spec.token)
         ),
