@@ -220,7 +220,9 @@ impl Config {
 }
 
 impl Config {
-    /// The config of the catalog role: one worker that serves `[catalog] file`.
+    /// The config of the catalog role: one worker that serves `[catalog] file`, taking
+    /// statements up to [`CATALOG_MAX_PREPARE_BYTES`] unless `gateway.max_prepare_bytes` says
+    /// otherwise.
     ///
     /// # Errors
     /// When `[catalog] file` is missing or the config also asks for a lake.
@@ -250,6 +252,11 @@ impl Config {
         }
         self.workers.lake_commits = true;
         self.workers.maintenance = Some(self.catalog_maintenance);
+        // The catalog's clients are the lake's workers, and a commit carries a row for each data
+        // file it adds: one server transaction of a 10M-row client INSERT is a ~3 MB commit.
+        if self.max_prepare_bytes == gateway::DEFAULT_MAX_PREPARE_BYTES {
+            self.max_prepare_bytes = CATALOG_MAX_PREPARE_BYTES.min(self.max_body_bytes);
+        }
         problems.finish().map_err(ConfigError::Invalid)?;
         // One process owns the file; DuckDB's file lock refuses a second opener.
         self.workers.count = 1;
@@ -419,6 +426,9 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
     })
 }
 
+/// `gateway.max_prepare_bytes` of the catalog role, unless set: the lake's commits.
+pub const CATALOG_MAX_PREPARE_BYTES: u64 = 64 * 1024 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +520,27 @@ mod tests {
                 dir.path().join("ext").display()
             );
         assert!(load(&elsewhere, dir.path(), &env).is_ok());
+    }
+
+    #[test]
+    fn the_catalog_takes_commits_larger_than_a_clients_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = base(dir.path());
+        for name in quackgate_duckdb::LAKE_COMMIT_EXTENSIONS {
+            let ext = dir.path().join("ext");
+            std::fs::write(quackgate_duckdb::extension_path(&ext, name), b"").unwrap();
+        }
+        let catalog = format!("{text}[catalog]\nfile = \"c.duckdb\"\n");
+        let c = load(&catalog, dir.path(), &[]).unwrap();
+        assert_eq!(c.max_prepare_bytes, gateway::DEFAULT_MAX_PREPARE_BYTES);
+        let c = c.into_catalog_role().unwrap();
+        assert_eq!(c.max_prepare_bytes, CATALOG_MAX_PREPARE_BYTES);
+        let set = catalog.replace("[gateway]\n", "[gateway]\nmax_prepare_bytes = 5000\n");
+        let c = load(&set, dir.path(), &[])
+            .unwrap()
+            .into_catalog_role()
+            .unwrap();
+        assert_eq!(c.max_prepare_bytes, 5000);
     }
 
     #[test]
