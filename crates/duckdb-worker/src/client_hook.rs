@@ -63,6 +63,16 @@ pub fn install(conn: &Connection) -> duckdb::Result<()> {
             kind,
             definition: definition.as_deref(),
         }));
+    let names = |sql: &str| -> duckdb::Result<Vec<String>> {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        rows.collect()
+    };
+    let refused = refused.hiding(
+        names("SELECT view_name FROM system.main.duckdb_views() WHERE database_name = 'system'")?,
+        names("SELECT type_name FROM system.main.duckdb_types() WHERE database_name = 'system'")?,
+        names("SELECT database_name FROM system.main.duckdb_databases()")?,
+    );
     authorization_hook::register(conn, "quackgate_client_authorize", &refused)?;
     conn.execute_batch(
         "SET quack_authentication_function = 'system.main.quack_check_token';

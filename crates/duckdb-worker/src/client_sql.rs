@@ -88,7 +88,10 @@ pub enum ClientSqlRefusal {
          admin listener)"
     )]
     LakeMaintenance,
-    #[error("a macro may not take the name of a built-in function, which it would hide")]
+    #[error(
+        "it names something of the lake like a built-in function, view, type or database, \
+         which it would hide from every session (a macro's name must also be a plain name)"
+    )]
     ShadowsBuiltin,
 }
 
@@ -166,6 +169,11 @@ pub struct RefusedCalls {
     names: HashMap<String, Refused>,
     /// Every built-in function's name: no client macro may take one.
     builtins: HashSet<String>,
+    /// The system's views, types and attached databases: no table or view, type, or schema
+    /// of the lake may take their names ([`RefusedCalls::hiding`]).
+    views: HashSet<String>,
+    types: HashSet<String>,
+    databases: HashSet<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -274,9 +282,32 @@ impl RefusedCalls {
             }
             if !grew {
                 let builtins = functions.iter().map(|f| lower(f.name)).collect();
-                return RefusedCalls { names, builtins };
+                return RefusedCalls {
+                    names,
+                    builtins,
+                    ..RefusedCalls::default()
+                };
             }
         }
+    }
+}
+
+impl RefusedCalls {
+    /// Adds the names of the system's views, types and attached databases, which no object
+    /// of the lake may take: an unqualified name finds the lake's first, so a lake view named
+    /// `duckdb_tables`, or a schema named `quackgate`, would hide or break the system's for
+    /// every session.
+    pub fn hiding(
+        mut self,
+        views: impl IntoIterator<Item = String>,
+        types: impl IntoIterator<Item = String>,
+        databases: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let lower = |s: String| s.to_ascii_lowercase();
+        self.views = views.into_iter().map(lower).collect();
+        self.types = types.into_iter().map(lower).collect();
+        self.databases = databases.into_iter().map(lower).collect();
+        self
     }
 }
 
@@ -295,16 +326,37 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
         .iter()
         .any(|&(s, e)| matches!(&lower[s..e], "create" | "drop"));
     let has_create = words.iter().any(|&(s, e)| &lower[s..e] == "create");
+    // Where a comment could stand between CREATE and what it makes, every such word counts.
+    let has_comment = lower.contains("--") || lower.contains("/*");
+    let mut previous = "";
     for (start, end) in words {
         let word = &lower[start..end];
+        let after_create = has_comment
+            || matches!(
+                previous,
+                "create" | "replace" | "temp" | "temporary" | "persistent"
+            );
+        previous = word;
         if DUCKLAKE_ALTERS.contains(&word) && called(bytes, end) {
             return Err(ClientSqlRefusal::LakeMaintenance);
         }
-        if matches!(word, "macro" | "function")
-            && has_create
-            && shadows_builtin(&lower, end, &refused.builtins)
-        {
-            return Err(ClientSqlRefusal::ShadowsBuiltin);
+        if (has_create && after_create) || word == "rename" {
+            if let Some(name) = created_name(bytes, end, word) {
+                let hides = match word {
+                    // Operators are functions too (`"+"`, `"~~"` for LIKE): a macro's name must
+                    // be a plain one.
+                    "macro" | "function" => {
+                        !is_plain_name(&name) || refused.builtins.contains(&name)
+                    }
+                    "table" | "view" | "rename" => refused.views.contains(&name),
+                    "type" => refused.types.contains(&name),
+                    "schema" => refused.databases.contains(&name),
+                    _ => false,
+                };
+                if hides {
+                    return Err(ClientSqlRefusal::ShadowsBuiltin);
+                }
+            }
         }
         if let Some(r) = refused.names.get(word) {
             if called(bytes, end) && !(r.shared && single_argument(bytes, end)) {
@@ -411,20 +463,93 @@ fn plain_search_path(bytes: &[u8], end: usize) -> bool {
     }
 }
 
-/// Whether the macro or function made by the `MACRO`/`FUNCTION` ending at `end` is named like
-/// a built-in: the last word before the first `(` after it. A comment there counts as yes.
-fn shadows_builtin(lower: &str, end: usize, builtins: &HashSet<String>) -> bool {
-    let rest = &lower[end..];
-    let Some(open) = rest.find('(') else {
-        return false;
-    };
-    let head = &rest[..open];
-    if head.contains("--") || head.contains("/*") {
-        return true;
+/// The name of what the word ending at `end` creates or renames to, lower case, unquoted, last
+/// part of a dotted name: after `CREATE ... MACRO|FUNCTION|TABLE|VIEW|TYPE|SCHEMA [IF NOT
+/// EXISTS]`, or after `RENAME TO`. `None` for other words, and for a name it cannot read (a
+/// comment or an unterminated quote counts as a name nothing matches, so it is `Some("")`).
+fn created_name(bytes: &[u8], end: usize, word: &str) -> Option<String> {
+    let mut at = end;
+    match word {
+        "macro" | "function" | "table" | "view" | "type" | "schema" => {}
+        "rename" => {
+            if next_word(bytes, at)? != b"to" {
+                return None;
+            }
+            at = skip_gap(bytes, at)? + 2;
+        }
+        _ => return None,
     }
-    words(head.as_bytes())
-        .last()
-        .is_some_and(|&(s, e)| builtins.contains(&head[s..e]))
+    if next_word(bytes, at) == Some(b"if") {
+        for expected in [&b"if"[..], b"not", b"exists"] {
+            let start = skip_gap(bytes, at)?;
+            if next_word(bytes, at)? != expected {
+                return None;
+            }
+            at = start + expected.len();
+        }
+    }
+    // Dotted parts, each a quoted or a plain name; the last one is the object's.
+    let mut name = String::new();
+    loop {
+        let Some(start) = skip_gap_unquoted(bytes, at) else {
+            return Some(String::new());
+        };
+        match bytes.get(start) {
+            Some(b'"') => {
+                let mut i = start + 1;
+                let mut part = Vec::new();
+                loop {
+                    match bytes.get(i) {
+                        None => return Some(String::new()),
+                        Some(b'"') if bytes.get(i + 1) == Some(&b'"') => {
+                            part.push(b'"');
+                            i += 2;
+                        }
+                        Some(b'"') => break,
+                        Some(&c) => {
+                            part.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                name = String::from_utf8_lossy(&part).into_owned();
+                at = i + 1;
+            }
+            Some(&c) if c.is_ascii_alphanumeric() || c == b'_' => {
+                let len = bytes[start..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                    .count();
+                name = String::from_utf8_lossy(&bytes[start..start + len]).into_owned();
+                at = start + len;
+            }
+            _ => return Some(name),
+        }
+        match skip_gap_unquoted(bytes, at) {
+            Some(dot) if bytes.get(dot) == Some(&b'.') => at = dot + 1,
+            _ => return Some(name),
+        }
+    }
+}
+
+/// [`skip_gap`] without skipping double quotes, which start a quoted name here.
+fn skip_gap_unquoted(bytes: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        match bytes.get(i) {
+            Some(c) if c.is_ascii_whitespace() || *c >= 0x80 => i += 1,
+            Some(b'-') if bytes.get(i + 1) == Some(&b'-') => return None,
+            Some(b'/') if bytes.get(i + 1) == Some(&b'*') => return None,
+            _ => return Some(i),
+        }
+    }
+}
+
+/// Whether `name` is a plain SQL name: a letter or `_`, then letters, digits and `_`.
+fn is_plain_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Whether the call whose name ends at `end` has exactly one argument: no `,` outside quotes
@@ -542,8 +667,18 @@ mod tests {
     use super::*;
     use ClientSqlRefusal::*;
 
-    /// Functions as a worker's DuckDB 1.5.5 lists them (the ones that matter here).
+    /// Functions, views, types and databases as a worker's DuckDB 1.5.5 lists them (the ones
+    /// that matter here).
     fn refused() -> RefusedCalls {
+        let names = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        functions().hiding(
+            names(&["duckdb_tables", "duckdb_columns", "duckdb_settings"]),
+            names(&["VARCHAR", "INTEGER"]),
+            names(&["system", "temp", "quackgate", "quack:127"]),
+        )
+    }
+
+    fn functions() -> RefusedCalls {
         let row = |name, kind, definition| FunctionRow {
             name,
             kind,
@@ -557,6 +692,8 @@ mod tests {
             row("quack_serve", "table", None),
             row("quack_query", "table", None),
             row("sum", "aggregate", None),
+            row("~~", "scalar", None),
+            row("+", "scalar", None),
             row("upper", "scalar", None),
             row("now", "scalar", None),
             row("duckdb_functions", "table", None),
@@ -627,6 +764,14 @@ mod tests {
             "FROM ducklake_snapshots('lake')",
             "CALL ducklake_set_commit_message('me', 'loaded')",
             "CREATE MACRO add_tax(x) AS x * 1.2",
+            "CREATE TABLE version (v INT)",
+            "CREATE SCHEMA staging",
+            "CREATE VIEW recent AS FROM events",
+            "ALTER TABLE t RENAME TO t2",
+            "ALTER TABLE t RENAME COLUMN a TO duckdb_tables",
+            "CREATE MACRO m() AS TABLE SELECT 1",
+            "CREATE TABLE t (id INT, type VARCHAR, function VARCHAR, view INT)",
+            "CREATE OR REPLACE TEMP MACRO twice(x) AS 2 * x",
             "CREATE TABLE options (set_option INT)",
             "SET TimeZone = 'UTC'",
         ] {
@@ -719,6 +864,29 @@ mod tests {
                 ShadowsBuiltin,
             ),
             ("CREATE MACRO upper /* x */ (x) AS x", ShadowsBuiltin),
+            ("CREATE MACRO \"~~\"(a, b) AS 42", ShadowsBuiltin),
+            ("CREATE MACRO \"+\"(a, b) AS 7", ShadowsBuiltin),
+            (
+                "CREATE MACRO IF NOT EXISTS a.b.\"UPPER\"(x) AS x",
+                ShadowsBuiltin,
+            ),
+            ("CREATE SCHEMA quackgate", ShadowsBuiltin),
+            ("CREATE SCHEMA IF NOT EXISTS \"System\"", ShadowsBuiltin),
+            (
+                "CREATE VIEW duckdb_tables AS SELECT 'fake' AS table_name",
+                ShadowsBuiltin,
+            ),
+            (
+                "CREATE OR REPLACE TABLE main.duckdb_settings AS SELECT 1",
+                ShadowsBuiltin,
+            ),
+            ("ALTER VIEW v RENAME TO duckdb_columns", ShadowsBuiltin),
+            ("CREATE TYPE varchar AS ENUM ('x')", ShadowsBuiltin),
+            ("CREATE /* x */ MACRO upper(x) AS x", ShadowsBuiltin),
+            (
+                "SELECT 1; CREATE OR REPLACE TEMPORARY MACRO \"||\"(a, b) AS 'pwn'",
+                ShadowsBuiltin,
+            ),
             ("SELECT message FROM duckdb_logs()", WorkerLogs),
             ("FROM duckdb_logs_parsed('QueryLog')", WorkerLogs),
             ("SELECT write_log('x')", WorkerLogs),
