@@ -666,6 +666,16 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('CREATE VIEW duckdb_tables AS SELECT 1 AS table_name');".into(),
             "it names something of the lake like a built-in",
         ),
+        // And a seventh, past the first version of that rule: a comment or a literal for the
+        // name, or a word between CREATE and the kind.
+        (
+            "FROM r.query('CREATE SCHEMA /**/ quackgate');".into(),
+            "it names something of the lake like a built-in",
+        ),
+        (
+            "FROM r.query('CREATE UNLOGGED TABLE duckdb_views (view_name VARCHAR)');".into(),
+            "it names something of the lake like a built-in",
+        ),
         // Found by a second review: a client's macro passed the computed name to histogram
         // through a plain parameter name.
         (

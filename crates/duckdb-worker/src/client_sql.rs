@@ -328,31 +328,39 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
     let has_create = words.iter().any(|&(s, e)| &lower[s..e] == "create");
     // Where a comment could stand between CREATE and what it makes, every such word counts.
     let has_comment = lower.contains("--") || lower.contains("/*");
-    let mut previous = "";
+    // Where the last CREATE ended: a word is what it makes when only words and spaces stand
+    // between them (`CREATE OR REPLACE TEMP VIEW`, `CREATE RECURSIVE VIEW`), not a column's
+    // type after a `(`.
+    let mut create_end: Option<usize> = None;
     for (start, end) in words {
         let word = &lower[start..end];
         let after_create = has_comment
-            || matches!(
-                previous,
-                "create" | "replace" | "temp" | "temporary" | "persistent"
-            );
-        previous = word;
+            || create_end.is_some_and(|from| {
+                lower[from..start]
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c.is_ascii_whitespace())
+            });
+        if word == "create" {
+            create_end = Some(end);
+        }
         if DUCKLAKE_ALTERS.contains(&word) && called(bytes, end) {
             return Err(ClientSqlRefusal::LakeMaintenance);
         }
         if (has_create && after_create) || word == "rename" {
             if let Some(name) = created_name(bytes, end, word) {
-                let hides = match word {
-                    // Operators are functions too (`"+"`, `"~~"` for LIKE): a macro's name must
-                    // be a plain one.
-                    "macro" | "function" => {
-                        !is_plain_name(&name) || refused.builtins.contains(&name)
-                    }
-                    "table" | "view" | "rename" => refused.views.contains(&name),
-                    "type" => refused.types.contains(&name),
-                    "schema" => refused.databases.contains(&name),
-                    _ => false,
-                };
+                // A name this scanner cannot read (a comment, a literal) counts as hiding.
+                let hides = name.is_empty()
+                    || match word {
+                        // Operators are functions too (`"+"`, `"~~"` for LIKE): a macro's name must
+                        // be a plain one.
+                        "macro" | "function" => {
+                            !is_plain_name(&name) || refused.builtins.contains(&name)
+                        }
+                        "table" | "view" | "rename" => refused.views.contains(&name),
+                        "type" => refused.types.contains(&name),
+                        "schema" => refused.databases.contains(&name),
+                        _ => false,
+                    };
                 if hides {
                     return Err(ClientSqlRefusal::ShadowsBuiltin);
                 }
@@ -465,8 +473,8 @@ fn plain_search_path(bytes: &[u8], end: usize) -> bool {
 
 /// The name of what the word ending at `end` creates or renames to, lower case, unquoted, last
 /// part of a dotted name: after `CREATE ... MACRO|FUNCTION|TABLE|VIEW|TYPE|SCHEMA [IF NOT
-/// EXISTS]`, or after `RENAME TO`. `None` for other words, and for a name it cannot read (a
-/// comment or an unterminated quote counts as a name nothing matches, so it is `Some("")`).
+/// EXISTS]`, or after `RENAME TO`. `None` for other words; `Some("")` for a name it cannot read
+/// (a comment, a literal, an unterminated quote), which the caller refuses.
 fn created_name(bytes: &[u8], end: usize, word: &str) -> Option<String> {
     let mut at = end;
     match word {
@@ -672,7 +680,14 @@ mod tests {
     fn refused() -> RefusedCalls {
         let names = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         functions().hiding(
-            names(&["duckdb_tables", "duckdb_columns", "duckdb_settings"]),
+            names(&[
+                "duckdb_tables",
+                "duckdb_columns",
+                "duckdb_settings",
+                "duckdb_views",
+                "duckdb_databases",
+                "duckdb_schemas",
+            ]),
             names(&["VARCHAR", "INTEGER"]),
             names(&["system", "temp", "quackgate", "quack:127"]),
         )
@@ -883,6 +898,32 @@ mod tests {
             ("ALTER VIEW v RENAME TO duckdb_columns", ShadowsBuiltin),
             ("CREATE TYPE varchar AS ENUM ('x')", ShadowsBuiltin),
             ("CREATE /* x */ MACRO upper(x) AS x", ShadowsBuiltin),
+            (
+                "CREATE VIEW /**/ duckdb_tables AS SELECT 'fake' AS table_name",
+                ShadowsBuiltin,
+            ),
+            ("CREATE SCHEMA /**/ system", ShadowsBuiltin),
+            (
+                "ALTER VIEW v1 RENAME TO /**/ duckdb_databases",
+                ShadowsBuiltin,
+            ),
+            (
+                "CREATE VIEW main./**/duckdb_tables AS SELECT 1",
+                ShadowsBuiltin,
+            ),
+            (
+                "CREATE TABLE 'duckdb_settings'(name VARCHAR)",
+                ShadowsBuiltin,
+            ),
+            ("ALTER TABLE t1 RENAME TO 'duckdb_schemas'", ShadowsBuiltin),
+            (
+                "CREATE RECURSIVE VIEW duckdb_columns(column_name) AS SELECT 'fake'",
+                ShadowsBuiltin,
+            ),
+            (
+                "CREATE UNLOGGED TABLE duckdb_views(view_name VARCHAR)",
+                ShadowsBuiltin,
+            ),
             (
                 "SELECT 1; CREATE OR REPLACE TEMPORARY MACRO \"||\"(a, b) AS 'pwn'",
                 ShadowsBuiltin,
