@@ -676,6 +676,16 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('CREATE UNLOGGED TABLE duckdb_views (view_name VARCHAR)');".into(),
             "it names something of the lake like a built-in",
         ),
+        // Found by an eighth review: a table looked up by a computed string (the metadata
+        // tables' columns), and lake objects made with no CREATE for the name rules to see.
+        (
+            "FROM r.query('FROM pragma_table_info(''__duck'' || ''lake_metadata_'' || current_database() || ''.main.ducklake_snapshot'')');".into(),
+            "it names a table with a value computed at run time",
+        ),
+        (
+            "FROM r.query('COPY FROM DATABASE quackgate TO \"quack:127\"');".into(),
+            "COPY FROM DATABASE makes objects",
+        ),
         // Found by a second review: a client's macro passed the computed name to histogram
         // through a plain parameter name.
         (

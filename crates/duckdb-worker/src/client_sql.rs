@@ -88,6 +88,10 @@ pub enum ClientSqlRefusal {
          admin listener)"
     )]
     LakeMaintenance,
+    #[error("it names a table with a value computed at run time, not a literal")]
+    ComputedTableName,
+    #[error("COPY FROM DATABASE makes objects whose names this check does not see")]
+    CopyDatabase,
     #[error(
         "it names something of the lake like a built-in function, view, type or database, \
          which it would hide from every session (a macro's name must also be a plain name)"
@@ -139,6 +143,19 @@ const DUCKLAKE_ALTERS: &[&str] = &[
     "merge_adjacent_files",
     "rewrite_data_files",
     "set_option",
+];
+
+/// Functions that look a table up by a string: with a literal only, which this check reads.
+const TABLE_NAME_FUNCTIONS: &[&str] = &[
+    "pragma_table_info",
+    "pragma_show",
+    "pragma_storage_info",
+    "pragma_metadata_info",
+    "duckdb_table_sample",
+    "table_info",
+    "show",
+    "storage_info",
+    "metadata_info",
 ];
 
 /// PRAGMAs a client may run: each only reads, or changes nothing but its own session's
@@ -342,6 +359,20 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
             });
         if word == "create" {
             create_end = Some(end);
+        }
+        if TABLE_NAME_FUNCTIONS.contains(&word)
+            && called(bytes, end)
+            && !literal_argument(bytes, end)
+        {
+            return Err(ClientSqlRefusal::ComputedTableName);
+        }
+        if word == "copy"
+            && next_word(bytes, end) == Some(b"from")
+            && skip_gap(bytes, end)
+                .and_then(|at| next_word(bytes, at + 4))
+                .is_some_and(|w| w == b"database")
+        {
+            return Err(ClientSqlRefusal::CopyDatabase);
         }
         if DUCKLAKE_ALTERS.contains(&word) && called(bytes, end) {
             return Err(ClientSqlRefusal::LakeMaintenance);
@@ -560,6 +591,30 @@ fn is_plain_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Whether the call whose name ends at `end` has one argument, a string literal with no
+/// quote or backslash inside.
+fn literal_argument(bytes: &[u8], end: usize) -> bool {
+    let Some(open) = skip_gap(bytes, end) else {
+        return false;
+    };
+    let Some(start) = skip_gap_unquoted(bytes, open + 1) else {
+        return false;
+    };
+    if bytes.get(start) != Some(&b'\'') {
+        return false;
+    }
+    let Some(len) = bytes[start + 1..]
+        .iter()
+        .position(|&c| c == b'\'' || c == b'\\')
+    else {
+        return false;
+    };
+    let close = start + 1 + len;
+    bytes.get(close) == Some(&b'\'')
+        && bytes.get(close + 1) != Some(&b'\'')
+        && skip_gap_unquoted(bytes, close + 1).is_some_and(|i| bytes.get(i) == Some(&b')'))
+}
+
 /// Whether the call whose name ends at `end` has exactly one argument: no `,` outside quotes
 /// and brackets before its `)`. Backslashes, dollar quotes and comments, where this reading of
 /// quotes could part from DuckDB's, count as more than one.
@@ -683,7 +738,7 @@ mod tests {
             names(&[
                 "duckdb_tables",
                 "duckdb_columns",
-                "duckdb_settings",
+                "duckdb_indexes",
                 "duckdb_views",
                 "duckdb_databases",
                 "duckdb_schemas",
@@ -774,6 +829,9 @@ mod tests {
             "SET search_path = 'a'; SELECT 1",
             "SELECT histogram(id % 10), histogram(x::VARCHAR || ',') FROM t",
             "PRAGMA table_info('events')",
+            "FROM pragma_table_info( 'events' )",
+            "COPY events TO 'x.csv'",
+            "COPY events FROM 'x.csv'",
             "pragma show_tables",
             "SELECT * FROM pragma_table_info('events')",
             "FROM ducklake_snapshots('lake')",
@@ -892,7 +950,7 @@ mod tests {
                 ShadowsBuiltin,
             ),
             (
-                "CREATE OR REPLACE TABLE main.duckdb_settings AS SELECT 1",
+                "CREATE OR REPLACE TABLE main.duckdb_indexes AS SELECT 1",
                 ShadowsBuiltin,
             ),
             ("ALTER VIEW v RENAME TO duckdb_columns", ShadowsBuiltin),
@@ -924,6 +982,21 @@ mod tests {
                 "CREATE UNLOGGED TABLE duckdb_views(view_name VARCHAR)",
                 ShadowsBuiltin,
             ),
+            (
+                "FROM pragma_table_info(getvariable('x'))",
+                ComputedTableName,
+            ),
+            ("FROM pragma_show('__duck' || 'lake_x')", ComputedTableName),
+            ("PRAGMA table_info(concat('a', 'b'))", ComputedTableName),
+            (
+                "FROM duckdb_table_sample(getvariable('x'))",
+                ComputedTableName,
+            ),
+            (
+                "COPY FROM DATABASE quackgate TO \"quack:127\"",
+                CopyDatabase,
+            ),
+            ("copy /* x */ from database a to b", CopyDatabase),
             (
                 "SELECT 1; CREATE OR REPLACE TEMPORARY MACRO \"||\"(a, b) AS 'pwn'",
                 ShadowsBuiltin,
