@@ -676,6 +676,15 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('CREATE UNLOGGED TABLE duckdb_views (view_name VARCHAR)');".into(),
             "it names something of the lake like a built-in",
         ),
+        // Found by a ninth review: COPY over one of the lake's Parquet files destroyed a table
+        // at every snapshot (the worker may write the lake's folder for DuckLake's own writes).
+        (
+            format!(
+                "FROM r.query('COPY (SELECT 42 AS id) TO ''{}'' (FORMAT parquet)');",
+                lake_file.display()
+            ),
+            "COPY ... TO and EXPORT DATABASE write files",
+        ),
         // Found by an eighth review: a table looked up by a computed string (the metadata
         // tables' columns), and lake objects made with no CREATE for the name rules to see.
         (
@@ -1400,9 +1409,12 @@ fn a_read_only_worker_on_azure_reads_the_lake_but_cannot_write_blobs() {
         );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "a read-only session wrote {target}");
-        // Inside the lake's prefix the storage refuses; elsewhere DuckDB already does.
+        // The check on client SQL refuses COPY ... TO first; behind it, inside the lake's
+        // prefix the storage refuses the read-only credentials (seen before that check
+        // existed), and elsewhere DuckDB does.
         assert!(
-            err.contains("AuthorizationPermissionMismatch")
+            err.contains("COPY ... TO and EXPORT DATABASE write files")
+                || err.contains("AuthorizationPermissionMismatch")
                 || (!target.contains("/data/") && err.contains("disabled by configuration")),
             "{err}"
         );

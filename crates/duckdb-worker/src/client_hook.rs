@@ -44,10 +44,11 @@ impl Authorizer for RefusedCalls {
     }
 }
 
-/// Registers the authorization hook and names both hooks by their system catalog. Runs before
+/// Registers the authorization hook and names both hooks by their system catalog; with
+/// `external_access`, clients may write files where the confinement lets them. Runs before
 /// the server starts and before the configuration is locked, once every extension is loaded,
 /// so that the refused calls are found among all the functions clients can reach.
-pub fn install(conn: &Connection) -> duckdb::Result<()> {
+pub fn install(conn: &Connection, external_access: bool) -> duckdb::Result<()> {
     let mut stmt = conn.prepare(
         // Qualified and filtered: a lake macro named duckdb_functions, or any function a client
         // made, must not shape the list.
@@ -68,11 +69,17 @@ pub fn install(conn: &Connection) -> duckdb::Result<()> {
         let rows = stmt.query_map([], |row| row.get(0))?;
         rows.collect()
     };
-    let refused = refused.hiding(
-        names("SELECT view_name FROM system.main.duckdb_views() WHERE database_name = 'system'")?,
-        names("SELECT type_name FROM system.main.duckdb_types() WHERE database_name = 'system'")?,
-        names("SELECT database_name FROM system.main.duckdb_databases()")?,
-    );
+    let refused = refused
+        .hiding(
+            names(
+                "SELECT view_name FROM system.main.duckdb_views() WHERE database_name = 'system'",
+            )?,
+            names(
+                "SELECT type_name FROM system.main.duckdb_types() WHERE database_name = 'system'",
+            )?,
+            names("SELECT database_name FROM system.main.duckdb_databases()")?,
+        )
+        .writing_files(external_access);
     authorization_hook::register(conn, "quackgate_client_authorize", &refused)?;
     conn.execute_batch(
         "SET quack_authentication_function = 'system.main.quack_check_token';

@@ -93,6 +93,11 @@ pub enum ClientSqlRefusal {
     #[error("COPY FROM DATABASE makes objects whose names this check does not see")]
     CopyDatabase,
     #[error(
+        "COPY ... TO and EXPORT DATABASE write files on the worker, beside the lake's own \
+         (read the result instead)"
+    )]
+    WritesFiles,
+    #[error(
         "it names something of the lake like a built-in function, view, type or database, \
          which it would hide from every session (a macro's name must also be a plain name)"
     )]
@@ -191,6 +196,9 @@ pub struct RefusedCalls {
     views: HashSet<String>,
     types: HashSet<String>,
     databases: HashSet<String>,
+    /// `COPY ... TO` and `EXPORT DATABASE` allowed: the worker runs with external access,
+    /// whose risk the operator accepted ([`RefusedCalls::writing_files`]).
+    file_writes: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -328,6 +336,14 @@ impl RefusedCalls {
     }
 }
 
+impl RefusedCalls {
+    /// Lets `COPY ... TO` and `EXPORT DATABASE` through, for a worker with external access.
+    pub fn writing_files(mut self, allowed: bool) -> Self {
+        self.file_writes = allowed;
+        self
+    }
+}
+
 /// Whether a client may run `sql`, given the calls refused on its worker.
 pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientSqlRefusal> {
     let lower = sql.to_ascii_lowercase();
@@ -339,9 +355,7 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
     }
     let bytes = lower.as_bytes();
     let words = words(bytes);
-    let has_create_or_drop = words
-        .iter()
-        .any(|&(s, e)| matches!(&lower[s..e], "create" | "drop"));
+    let has_copy_to = words.iter().any(|&(s, e)| &lower[s..e] == "to");
     let has_create = words.iter().any(|&(s, e)| &lower[s..e] == "create");
     // Where a comment could stand between CREATE and what it makes, every such word counts.
     let has_comment = lower.contains("--") || lower.contains("/*");
@@ -405,7 +419,22 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
         match word {
             "attach" | "detach" => return Err(ClientSqlRefusal::AttachDetach),
             "checkpoint" => return Err(ClientSqlRefusal::LakeMaintenance),
-            "secret" | "secrets" if has_create_or_drop => return Err(ClientSqlRefusal::Secrets),
+            "secret" if has_create && after_create => return Err(ClientSqlRefusal::Secrets),
+            "drop"
+                if next_word(bytes, end)
+                    .is_some_and(|w| matches!(w, b"secret" | b"persistent" | b"temporary")) =>
+            {
+                return Err(ClientSqlRefusal::Secrets)
+            }
+            // Writing files: the worker may write into the lake's data folder (its Parquet
+            // files: a COPY over one destroyed a table at every snapshot) and its own spill
+            // folder (a read-only session could fill the disk).
+            "copy" if has_copy_to && !refused.file_writes => {
+                return Err(ClientSqlRefusal::WritesFiles)
+            }
+            "export" if next_word(bytes, end) == Some(b"database") && !refused.file_writes => {
+                return Err(ClientSqlRefusal::WritesFiles)
+            }
             "set" | "reset" if next_word(bytes, end) == Some(b"global") => {
                 return Err(ClientSqlRefusal::GlobalSetting)
             }
@@ -830,8 +859,9 @@ mod tests {
             "SELECT histogram(id % 10), histogram(x::VARCHAR || ',') FROM t",
             "PRAGMA table_info('events')",
             "FROM pragma_table_info( 'events' )",
-            "COPY events TO 'x.csv'",
             "COPY events FROM 'x.csv'",
+            "CREATE TABLE victim AS SELECT 'secret' || range AS b FROM range(5)",
+            "DROP TABLE secrets",
             "pragma show_tables",
             "SELECT * FROM pragma_table_info('events')",
             "FROM ducklake_snapshots('lake')",
@@ -997,6 +1027,13 @@ mod tests {
                 CopyDatabase,
             ),
             ("copy /* x */ from database a to b", CopyDatabase),
+            (
+                "COPY (SELECT 1 AS a) TO '/lake/main/t/x.parquet' (FORMAT parquet)",
+                WritesFiles,
+            ),
+            ("COPY t TO 'x.csv'", WritesFiles),
+            ("EXPORT DATABASE '/lake/exp'", WritesFiles),
+            ("DROP PERSISTENT SECRET s", Secrets),
             (
                 "SELECT 1; CREATE OR REPLACE TEMPORARY MACRO \"||\"(a, b) AS 'pwn'",
                 ShadowsBuiltin,

@@ -310,7 +310,8 @@ fn serve(spec: &WorkerSpec) -> Result<Served, WorkerError> {
     if let Some(token) = &spec.read_only_token {
         session_roles::install(&conn, token).map_err(step("installing the session role hooks"))?;
     } else {
-        client_hook::install(&conn).map_err(step("installing the client SQL hook"))?;
+        client_hook::install(&conn, spec.external_access)
+            .map_err(step("installing the client SQL hook"))?;
     }
     if let Some(chunks) = spec.fetch_batch_chunks {
         // Each FETCH of a DuckDB 1.5 client is a new TCP (and TLS) connection, so fewer,
