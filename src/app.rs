@@ -85,13 +85,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     };
     let exe = std::env::current_exe().map_err(AppError::Exe)?;
 
+    if let Some(cap) = server::kernel_backlog_cap().filter(|&cap| cap < config.listen_backlog) {
+        warn!(
+            gateway.listen_backlog = config.listen_backlog,
+            net.core.somaxconn = cap,
+            "the kernel caps every listen backlog below gateway.listen_backlog; a burst of new \
+             connections past it has its SYNs dropped and retried a second later"
+        );
+    }
     let mut listeners = Vec::new();
     let trusted = Arc::new(config.trusted_proxies.clone());
     let per_address = Arc::new(ConnectionCaps::new(
         config.limits.max_connections_per_address,
     ));
     if let (Some(addr), Some(tls)) = (config.listen, tls) {
-        let tcp = bind("https", addr).await?;
+        let tcp = bind("https", addr, config.listen_backlog)?;
         let acceptor = TlsAcceptor::from(tls);
         listeners.push(Listener {
             tcp,
@@ -104,7 +112,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     }
     if let Some(addr) = config.plain_listen {
         listeners.push(Listener {
-            tcp: bind("plain", addr).await?,
+            tcp: bind("plain", addr, config.listen_backlog)?,
             tls: None,
             name: "plain",
             trusted: trusted.clone(),
@@ -127,7 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
                 None => None,
             };
             Some(Listener {
-                tcp: bind("peer", addr).await?,
+                tcp: bind("peer", addr, config.listen_backlog)?,
                 tls: tls.map(|t| (TlsAcceptor::from(t), config.tls_handshake_timeout)),
                 name: "peer",
                 trusted: Arc::default(),
@@ -138,7 +146,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         None => None,
     };
     let admin = Listener {
-        tcp: bind("admin", config.admin_listen).await?,
+        tcp: bind("admin", config.admin_listen, config.listen_backlog)?,
         tls: None,
         name: "admin",
         trusted: Arc::default(),
@@ -147,7 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     };
     let health = match config.health_listen {
         Some(addr) => Some(Listener {
-            tcp: bind("health", addr).await?,
+            tcp: bind("health", addr, config.listen_backlog)?,
             tls: None,
             name: "health",
             trusted: Arc::default(),
@@ -364,8 +372,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     Ok(())
 }
 
-async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| AppError::Bind { name, addr, source })
+fn bind(name: &'static str, addr: SocketAddr, backlog: u32) -> Result<TcpListener, AppError> {
+    server::bind(addr, backlog).map_err(|source| AppError::Bind { name, addr, source })
 }

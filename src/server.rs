@@ -1,5 +1,10 @@
 //! The accept loops: they accept, and nothing more.
 //!
+//! Listeners are bound with `gateway.listen_backlog` (4096) rather than the 128 that
+//! `TcpListener::bind` asks for. v1.5 clients open a connection per request, so a burst can
+//! outrun the accept loop for a moment. When the kernel's accept queue is full it drops the SYN,
+//! and the client sends it again only a second later.
+//!
 //! Each accepted socket gets `TCP_NODELAY`, a permit from the connection limit, and its own
 //! task. The TLS handshake, HTTP parsing and everything after run inside that task, the
 //! handshake under `gateway.tls_handshake_timeout_secs`. Accept errors (such as running out of
@@ -21,7 +26,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +64,27 @@ pub struct Listener {
     /// Serve only `trusted` proxies: a plain listener off loopback, behind a proxy that
     /// terminates TLS.
     pub only_trusted: bool,
+}
+
+/// A listener on `addr` whose accept queue holds `backlog` connections (the kernel caps it at
+/// `net.core.somaxconn`). Like `TcpListener::bind`, it sets `SO_REUSEADDR`.
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// `net.core.somaxconn`, the kernel's cap on every listen backlog; `None` where it cannot be read.
+pub fn kernel_backlog_cap() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Accepts on `listener` until `drain` is cancelled, serving each connection with `handler`.
@@ -182,5 +208,30 @@ async fn serve_http<I, H, F>(
     };
     if let Err(e) = result {
         debug!(client.addr = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_connections_nobody_has_accepted_yet_is_queued_not_dropped() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 4096).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nothing accepts: every connection waits in the accept queue. With the 128 that
+        // `TcpListener::bind` asks for, the 130th SYN is dropped and its connect takes a second.
+        let burst = 400.min(kernel_backlog_cap().unwrap_or(4096) as usize);
+        let mut held = Vec::with_capacity(burst);
+        for i in 0..burst {
+            let connect =
+                tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr));
+            match connect.await {
+                Ok(Ok(s)) => held.push(s),
+                Ok(Err(e)) => panic!("connection {i}: {e}"),
+                Err(_) => panic!("connection {i} was not queued (its SYN was dropped)"),
+            }
+        }
+        assert_eq!(held.len(), burst);
     }
 }

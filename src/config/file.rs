@@ -81,6 +81,7 @@ pub(super) struct FileGateway {
     pub(super) id_secret_file: Option<PathBuf>,
     pub(super) previous_id_secret_files: Option<Vec<PathBuf>>,
     pub(super) max_connections: Option<usize>,
+    pub(super) listen_backlog: Option<u32>,
     pub(super) max_body_bytes: Option<u64>,
     pub(super) max_prepare_bytes: Option<u64>,
     pub(super) tls_handshake_timeout_secs: Option<u64>,

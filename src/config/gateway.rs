@@ -19,6 +19,9 @@ const MAX_PREVIOUS_ID_SECRETS: usize = 3;
 pub const DEFAULT_NODE_ID: &str = "n0";
 /// Default cap on concurrently open client TCP connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default listen backlog of the gateway's listeners; the kernel caps it at
+/// `net.core.somaxconn`.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 /// Default cap on a request body: the Quack docs' proxy recipes allow 256 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 * 1024 * 1024;
 /// A PREPARE carries SQL text, not data (data comes as APPEND, streamed), and is read whole.
@@ -42,6 +45,7 @@ pub(super) struct GatewaySection {
     pub(super) previous_id_secrets: Vec<IdSecret>,
     pub(super) id_secret_files: Option<IdSecretFiles>,
     pub(super) max_connections: usize,
+    pub(super) listen_backlog: u32,
     pub(super) max_body_bytes: u64,
     pub(super) max_prepare_bytes: u64,
     pub(super) tls_handshake_timeout: Duration,
@@ -190,6 +194,8 @@ pub(super) fn validate(
     }
     let max_connections = gateway.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     problems.positive("gateway.max_connections", max_connections as u64);
+    let listen_backlog = gateway.listen_backlog.unwrap_or(DEFAULT_LISTEN_BACKLOG);
+    problems.positive("gateway.listen_backlog", listen_backlog.into());
     let max_body_bytes = gateway.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     problems.positive("gateway.max_body_bytes", max_body_bytes);
     let max_prepare_bytes = gateway
@@ -222,6 +228,7 @@ pub(super) fn validate(
         previous_id_secrets,
         id_secret_files,
         max_connections,
+        listen_backlog,
         max_body_bytes,
         max_prepare_bytes,
         tls_handshake_timeout: Duration::from_secs(tls_handshake_timeout_secs),

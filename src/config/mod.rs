@@ -110,6 +110,9 @@ pub struct Config {
     pub id_secret_files: Option<IdSecretFiles>,
     /// Cap on concurrently open client TCP connections; more wait in the accept queue.
     pub max_connections: usize,
+    /// Connections each listener's kernel accept queue holds before new SYNs are dropped
+    /// (and retried by the client only a second later). Default 4096.
+    pub listen_backlog: u32,
     /// Cap on one request body. Default 256 MiB.
     pub max_body_bytes: u64,
     /// Cap on a PREPARE, which is read whole before forwarding. Default 1 MiB.
@@ -400,6 +403,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         previous_id_secrets: gateway.previous_id_secrets,
         id_secret_files: gateway.id_secret_files,
         max_connections: gateway.max_connections,
+        listen_backlog: gateway.listen_backlog,
         max_body_bytes: gateway.max_body_bytes,
         max_prepare_bytes: gateway.max_prepare_bytes,
         tls_handshake_timeout: gateway.tls_handshake_timeout,
