@@ -1,8 +1,9 @@
 //! Any bytes as a Quack message, through every decoder the gateway runs on a client's body and
 //! a worker's answer: the header, the full checks of the small request types, the text of an
 //! ERROR_RESPONSE, the client-side readers of the bench, and the connection-id rewrite that
-//! pins a session's messages to their worker (and the mint of a CONNECTION_RESPONSE). Nothing
-//! may panic, and a rewritten header must decode to what was written.
+//! pins a session's messages to their worker (and the mint of a CONNECTION_RESPONSE), and the
+//! audit's row counter. Nothing may panic, a rewritten header must decode to what was written,
+//! and the row counter must count the same however the answer is cut.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,6 +14,13 @@ const IDS: [&[u8]; 3] = [b"", b"A424FCD8ACB5D3BB949C46D82A8E0530", &[b'Z'; 200]]
 
 fuzz_target!(|data: &[u8]| {
     let _ = codec::error_message(data);
+    let mut whole = codec::RowCounter::new();
+    whole.feed(data);
+    let mut cut = codec::RowCounter::new();
+    let at = data.first().map_or(0, |b| usize::from(*b) % (data.len() + 1));
+    data[..at].chunks(3).for_each(|p| cut.feed(p));
+    cut.feed(&data[at..]);
+    assert_eq!(whole.finish(), cut.finish(), "the count depends on how the answer is cut");
     let Ok(header) = codec::decode_header(data) else {
         return;
     };

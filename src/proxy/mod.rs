@@ -27,7 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Limited;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
@@ -61,7 +61,7 @@ pub async fn handle(
         (&Method::POST, QUACK_PATH) => {
             let mut ctx = RequestContext::new(origin, &req);
             let result = forward(&state, &mut ctx, req).await;
-            let response = finish(&state, &ctx, result);
+            let response = finish(&state, &mut ctx, result);
             match &ctx.admitted {
                 Some(admitted) => peer::seal(&state, &admitted.nonce, response).await,
                 None => response,
@@ -84,26 +84,41 @@ pub async fn handle(
     Ok(response)
 }
 
-/// The last phase of every Quack message: metrics and the log, and an error turned into the
-/// client's answer.
+/// The last phase of every Quack message: metrics, the audit record and the log, and an error
+/// turned into the client's answer.
 fn finish(
     state: &AppState,
-    ctx: &RequestContext,
+    ctx: &mut RequestContext,
     result: Result<Response<ResponseBody>, GatewayError>,
 ) -> Response<ResponseBody> {
     if let Some(t) = ctx.msg_type {
         state.metrics.answered(t, ctx.started.elapsed());
-        audit::record(
-            state.audit,
-            &ctx.audit,
-            &audit::Outcome {
-                msg_type: t,
-                origin: ctx.origin.as_str(),
-                client: ctx.client_ip,
-                result: result.as_ref().map_or_else(|e| e.kind(), |_| "ok"),
-                duration_ms: ctx.started.elapsed().as_millis() as u64,
-            },
-        );
+        match result {
+            // Recorded when its answer has streamed to its end, with its rows.
+            Ok(response) if audit::counts_rows(state.audit, &ctx.audit, t) => {
+                let pending = audit::Pending {
+                    config: state.audit,
+                    facts: std::mem::take(&mut ctx.audit),
+                    msg_type: t,
+                    origin: ctx.origin.as_str(),
+                    client: ctx.client_ip,
+                    started: ctx.started,
+                };
+                return response.map(|body| audit::CountedAnswer::new(body, pending).boxed());
+            }
+            _ => audit::record(
+                state.audit,
+                &ctx.audit,
+                &audit::Outcome {
+                    msg_type: t,
+                    origin: ctx.origin.as_str(),
+                    client: ctx.client_ip,
+                    result: result.as_ref().map_or_else(|e| e.kind(), |_| "ok"),
+                    duration_ms: ctx.started.elapsed().as_millis() as u64,
+                    rows: None,
+                },
+            ),
+        }
     }
     let e = match result {
         Ok(response) => return response,
@@ -157,10 +172,7 @@ async fn forward(
                 return Err(too_large(header.msg_type, cap));
             }
             codec::validate_request(&message, &header)?;
-            if let Some(sql) = codec::prepare_sql(&message, &header).filter(|_| state.audit.enabled)
-            {
-                ctx.audit.statement(sql, state.audit);
-            }
+            ctx.audit.request(&message, &header, state.audit);
         }
         return match destination {
             Destination::Worker(to) => {
@@ -210,10 +222,7 @@ async fn forward(
                     e => e,
                 })?;
             codec::validate_request(&message, &header)?;
-            if let Some(sql) = codec::prepare_sql(&message, &header).filter(|_| state.audit.enabled)
-            {
-                ctx.audit.statement(sql, state.audit);
-            }
+            ctx.audit.request(&message, &header, state.audit);
             Outgoing::Whole(message)
         }
         None => Outgoing::Streamed {

@@ -81,3 +81,77 @@ fn sessions_and_statements_leave_one_record_each_in_the_audit_file() {
         "the log lost its own events beside the audit file"
     );
 }
+
+#[test]
+fn a_statement_and_the_fetches_of_its_result_record_every_row_the_client_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_toml: format!("[log]\naudit_file = \"{}\"\n", audit.display()),
+        ..GatewayOptions::default()
+    });
+    // Many answers (a PREPARE and several FETCHes, which the CLI sends in parallel), every
+    // kind of column the counter walks, and a statement that fails.
+    let big = "SELECT range AS i, range::VARCHAR AS s FROM range(300000)";
+    let types = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/quack/result_types_300_rows.sql"
+    ))
+    .unwrap();
+    // Workers load no JSON extension.
+    let types = types
+        .trim()
+        .replace(", '{\"a\":1}'::JSON AS js", "")
+        .replace("range(300)", "range(5000)")
+        .replace('\'', "''");
+    let failing = "SELECT 1 / 0 AS x FROM nowhere";
+    let out = gw.cli_ok(&format!(
+        "SELECT count(*) FROM r.query('{big}'); SELECT count(*) FROM r.query('{types}');"
+    ));
+    assert_eq!(out, ["300000", "5000"]);
+    let failed = gw.cli(&format!("FROM r.query('{failing}');"));
+    assert!(!failed.status.success());
+
+    let all = records(&audit);
+    let fields = |r: &serde_json::Value, k: &str| r["fields"][k].clone();
+    let statement = |sql: &str| {
+        let digest = hex::encode(Sha256::digest(sql.as_bytes()));
+        all.iter()
+            .find(|r| fields(r, "statement_sha256") == digest.as_str())
+            .unwrap_or_else(|| panic!("no statement record for {sql}: {all:?}"))
+            .clone()
+    };
+    let rows_read = |record: &serde_json::Value| {
+        let result = fields(record, "result");
+        assert!(result.is_string(), "no result fingerprint: {record}");
+        let fetches: Vec<_> = all
+            .iter()
+            .filter(|r| fields(r, "event") == "fetch" && fields(r, "result") == result)
+            .collect();
+        for f in &fetches {
+            assert_eq!(fields(f, "session"), fields(record, "session"));
+            assert_eq!(fields(f, "outcome"), "ok", "{f}");
+        }
+        let counted = |r: &serde_json::Value| {
+            fields(r, "rows")
+                .as_u64()
+                .unwrap_or_else(|| panic!("no row count: {r}"))
+        };
+        (
+            counted(record) + fetches.iter().map(|f| counted(f)).sum::<u64>(),
+            fetches.len(),
+        )
+    };
+    let (rows, fetches) = rows_read(&statement(big));
+    assert_eq!(rows, 300_000);
+    assert!(fetches >= 2, "{fetches} FETCHes");
+    let (rows, _) = rows_read(&statement(&types.replace("''", "'")));
+    assert_eq!(rows, 5000);
+    let failed = statement(failing);
+    assert_eq!(fields(&failed, "outcome"), "ok", "a SQL error is answered");
+    assert!(
+        fields(&failed, "rows").is_null(),
+        "a SQL error has no rows: {failed}"
+    );
+}

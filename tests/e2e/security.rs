@@ -1409,17 +1409,47 @@ fn a_read_only_worker_on_azure_reads_the_lake_but_cannot_write_blobs() {
         );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "a read-only session wrote {target}");
-        // The check on client SQL refuses COPY ... TO first; behind it, inside the lake's
-        // prefix the storage refuses the read-only credentials (seen before that check
-        // existed), and elsewhere DuckDB does.
+        // The check on client SQL refuses COPY ... TO first.
         assert!(
-            err.contains("COPY ... TO and EXPORT DATABASE write files")
-                || err.contains("AuthorizationPermissionMismatch")
-                || (!target.contains("/data/") && err.contains("disabled by configuration")),
+            err.contains("COPY ... TO and EXPORT DATABASE write files"),
             "{err}"
         );
     }
     assert_eq!(gw.cli_ok(census), vec!["1000,499500"]);
+    // Behind the check, the wall a way past it would meet: the secret a read-only worker makes
+    // (the same statement, from the same connection string) may read the lake's blobs and
+    // not write them. With the read-write string the same write succeeds, so the refusal is
+    // the storage's, not the statement's.
+    for (cs, may_write) in [(&ro, false), (&rw, true)] {
+        let out = crate::support::run_cli(
+            &toolchain,
+            &format!(
+                "SET extension_directory = '{}'; LOAD azure; \
+                 CREATE SECRET quackgate_azure (TYPE azure, CONNECTION_STRING '{cs}'); \
+                 SELECT count(*) FROM 'az://lake/data/**/*.parquet'; \
+                 COPY (SELECT 1 AS id) TO 'az://lake/data/planted.parquet';",
+                toolchain.ext_dir().display()
+            ),
+        );
+        let (stdout, err) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        // CREATE SECRET prints `true`, then the count.
+        assert_eq!(
+            stdout.lines().nth(1),
+            Some("1000"),
+            "reading the lake: {stdout} {err}"
+        );
+        if may_write {
+            assert!(out.status.success(), "the read-write string: {err}");
+        } else {
+            assert!(
+                err.contains("AuthorizationPermissionMismatch"),
+                "the read-only string wrote, or failed otherwise: {err}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -173,6 +173,21 @@ pub fn prepare_sql<'a>(buf: &'a [u8], header: &Header) -> Option<&'a [u8]> {
     buf.get(r.string().ok()?)
 }
 
+/// The result uuid a FETCH_REQUEST names (its field 1, as encoded), if it names one.
+pub fn fetch_result<'a>(buf: &'a [u8], header: &Header) -> Option<&'a [u8]> {
+    if header.msg_type != msg_type::FETCH_REQUEST {
+        return None;
+    }
+    let mut r = Reader::new(buf, header.len);
+    if r.field_id().ok()? != 1 {
+        return None;
+    }
+    let from = r.pos;
+    r.signed_varint().ok()?;
+    r.varint().ok()?;
+    Some(r.consumed_since(from))
+}
+
 /// The message text of an ERROR_RESPONSE, if `buf` is one.
 pub fn error_message(buf: &[u8]) -> Option<&[u8]> {
     let header = decode_header(buf).ok()?;

@@ -14,6 +14,7 @@ mod encode;
 mod endpoint;
 mod error;
 pub mod msg_type;
+mod rows;
 pub mod server_errors;
 mod wire;
 
@@ -22,12 +23,13 @@ pub use client::{
     prepare_request, AppendColumn, Prepared,
 };
 pub use decode::{
-    decode_connection_request, decode_header, error_message, prepare_sql, validate_request,
-    ConnectionRequest, Header,
+    decode_connection_request, decode_header, error_message, fetch_result, prepare_sql,
+    validate_request, ConnectionRequest, Header,
 };
 pub use encode::{encode_disconnect, encode_error_response, replace_token, rewrite_header};
 pub use endpoint::{BANNER, QUACK_PATH, REQUEST_CONTENT_TYPE, RESPONSE_CONTENT_TYPE};
 pub use error::CodecError;
+pub use rows::{ResultRows, RowCounter};
 
 #[cfg(test)]
 mod fixtures;

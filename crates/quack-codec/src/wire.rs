@@ -32,6 +32,16 @@ impl<'a> Reader<'a> {
         Ok(u16::from_le_bytes([bytes[0], bytes[1]]))
     }
 
+    /// The bytes from `from` to the cursor.
+    pub(crate) fn consumed_since(&self, from: usize) -> &'a [u8] {
+        &self.buf[from.min(self.pos)..self.pos]
+    }
+
+    /// The bytes from the cursor on.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos.min(self.buf.len())..]
+    }
+
     pub(crate) fn peek_field_id(&self) -> Result<u16, CodecError> {
         Reader::new(self.buf, self.pos).field_id()
     }
