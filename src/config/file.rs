@@ -111,6 +111,7 @@ pub(super) struct FileWorkers {
     pub(super) fetch_batch_chunks: Option<u64>,
     pub(super) external_access: Option<bool>,
     pub(super) accept_external_access_risk: Option<bool>,
+    pub(super) accept_unconfined_risk: Option<bool>,
     pub(super) token_file: Option<PathBuf>,
     pub(super) ducklake: Option<FileDuckLake>,
     pub(super) startup_timeout_secs: Option<u64>,

@@ -79,6 +79,10 @@ pub struct WorkersConfig {
     /// Default false: workers lock this down once they serve. Files stay confined to what the
     /// worker needs and the folders below either way.
     pub external_access: bool,
+    /// Whether a read-write worker may serve where the kernel enforces its Landlock
+    /// confinement only in part or not at all. Default false: it refuses to start, with the
+    /// reason. Read-only workers never serve unconfined.
+    pub accept_unconfined_risk: bool,
     /// Folders client SQL may also read (Landlock): files `init_sql` attaches, or that
     /// clients read with `workers.external_access`.
     pub readable_dirs: Vec<PathBuf>,

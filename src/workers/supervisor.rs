@@ -115,6 +115,8 @@ impl Launcher {
             // A read-only session must not write files or change settings either.
             external_access: self.config.external_access && worker.access == Access::ReadWrite,
             read_only: worker.access == Access::ReadOnly,
+            accept_unconfined: self.config.accept_unconfined_risk
+                && worker.access == Access::ReadWrite,
             read_only_token: self
                 .roles_share_workers
                 .then(|| self.read_only_token.expose().to_string()),

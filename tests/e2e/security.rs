@@ -701,6 +701,26 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('CREATE TEMP MACRO m2(s, c) AS TABLE FROM histogram(s, c)');".into(),
             "it runs SQL from a string",
         ),
+        // Found by a tenth review: DuckDB joins two literals split by a line break into one,
+        // and USE takes a literal; the session then stayed in the metadata database, where it
+        // read every table, inserted data files into another principal's table and dropped
+        // DuckLake's own tables (every commit on the lake failed after).
+        (
+            "FROM r.query('USE ''__duck''\n''lake_metadata_quack:127''');".into(),
+            "it names the lake's metadata database",
+        ),
+        (
+            "FROM r.query('USE ''__duck'' -- a comment\n''lake_metadata_quack:127''');".into(),
+            "it names the lake's metadata database",
+        ),
+        (
+            "FROM r.query('USE ''memory''');".into(),
+            "USE takes plain names",
+        ),
+        (
+            "FROM r.query('USE E''\\x5f_ducklake_metadata_quack:127''');".into(),
+            "it spells a string or a name with escapes",
+        ),
     ] {
         let out = gw.cli(&sql);
         let said = String::from_utf8_lossy(&out.stderr);

@@ -54,8 +54,10 @@ use std::collections::{HashMap, HashSet};
 pub enum ClientSqlRefusal {
     #[error("it names the lake's metadata database (__ducklake_metadata_...)")]
     MetadataDatabase,
-    #[error("it spells a string or a name with Unicode escapes (U&)")]
+    #[error("it spells a string or a name with escapes (U&'...', or E'...' with a backslash)")]
     UnicodeEscape,
+    #[error("USE takes plain names (USE lake.main), not a literal")]
+    UseLiteral,
     #[error(
         "it runs SQL from a string (query, query_table, json_execute_serialized_sql, or a \
          macro that calls one, such as histogram_values)"
@@ -347,11 +349,11 @@ impl RefusedCalls {
 /// Whether a client may run `sql`, given the calls refused on its worker.
 pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientSqlRefusal> {
     let lower = sql.to_ascii_lowercase();
-    if lower.contains(METADATA_DATABASE) {
-        return Err(ClientSqlRefusal::MetadataDatabase);
-    }
-    if lower.contains("u&'") || lower.contains("u&\"") {
+    if lower.contains("u&'") || lower.contains("u&\"") || escape_string_with_backslash(&lower) {
         return Err(ClientSqlRefusal::UnicodeEscape);
+    }
+    if lower.contains(METADATA_DATABASE) || joined(lower.as_bytes()).contains(METADATA_DATABASE) {
+        return Err(ClientSqlRefusal::MetadataDatabase);
     }
     let bytes = lower.as_bytes();
     let words = words(bytes);
@@ -454,8 +456,112 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
         if matches!(word, "set" | "reset") && !plain_search_path(bytes, end) {
             return Err(ClientSqlRefusal::ComputedSearchPath);
         }
+        // A literal target can be spelled in pieces (see `joined`), a name cannot; what this
+        // scanner cannot read (a comment) counts as a literal. Only where a statement may
+        // begin: the text before is empty, or ends a statement or a comment.
+        let statement_start = || {
+            has_comment
+                || matches!(
+                    lower[..start].trim_end().as_bytes().last(),
+                    None | Some(b';' | b'/')
+                )
+        };
+        if word == "use"
+            && statement_start()
+            && skip_gap_unquoted(bytes, end).is_none_or(|at| {
+                let target = &bytes[at..];
+                target.starts_with(b"'") || target.starts_with(b"$") || target.starts_with(b"e'")
+            })
+        {
+            return Err(ClientSqlRefusal::UseLiteral);
+        }
     }
     Ok(())
+}
+
+/// Whether `lower` has an escape string (`E'...'`, not preceded by a name's letter) with a
+/// backslash in it: `E'\x5f'` spells `_`, so a name could be hidden in escapes.
+fn escape_string_with_backslash(lower: &str) -> bool {
+    let bytes = lower.as_bytes();
+    bytes.windows(2).enumerate().any(|(i, w)| {
+        w == b"e'"
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'))
+            && bytes[i + 2..]
+                .iter()
+                .take_while(|&&c| c != b'\'')
+                .any(|&c| c == b'\\')
+    })
+}
+
+/// `lower` as one run of everything DuckDB could join into a name: the contents of literals,
+/// quoted names and dollar quotes, and everything else, with the quotes, whitespace, bytes
+/// outside ASCII and comments dropped. DuckDB joins two string literals with a line break
+/// between them, past `--` comments too (`'__duck'`, a line break, `'lake_metadata_x'` is one
+/// literal), so the metadata database's name is looked for in this as well as in the text.
+/// It joins far more than DuckDB does, which can only refuse more.
+fn joined(lower: &[u8]) -> String {
+    let mut out = Vec::with_capacity(lower.len());
+    let mut i = 0;
+    // Copies the contents of a quote that ends at the first `close` (a doubled one is part
+    // of the contents), returning where it ends.
+    let quoted = |out: &mut Vec<u8>, mut i: usize, close: &[u8]| -> usize {
+        while i < lower.len() {
+            if lower[i..].starts_with(close) {
+                if close.len() == 1 && lower.get(i + 1) == Some(&close[0]) {
+                    out.push(close[0]);
+                    i += 2;
+                    continue;
+                }
+                return i + close.len();
+            }
+            out.push(lower[i]);
+            i += 1;
+        }
+        i
+    };
+    while i < lower.len() {
+        match lower[i] {
+            b'\'' => i = quoted(&mut out, i + 1, b"'"),
+            b'"' => i = quoted(&mut out, i + 1, b"\""),
+            b'-' if lower.get(i + 1) == Some(&b'-') => {
+                while i < lower.len() && lower[i] != b'\n' && lower[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'/' if lower.get(i + 1) == Some(&b'*') => {
+                i = lower[i + 2..]
+                    .windows(2)
+                    .position(|w| w == b"*/")
+                    .map_or(lower.len(), |p| i + 2 + p + 2);
+            }
+            b'$' => {
+                // `$tag$ ... $tag$`; a `$` that opens none (a parameter, `$1`) is copied.
+                let tag_end = lower[i + 1..]
+                    .iter()
+                    .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
+                    .map(|p| i + 1 + p);
+                match tag_end {
+                    Some(t)
+                        if lower[t] == b'$'
+                            && !lower.get(i + 1).is_some_and(u8::is_ascii_digit) =>
+                    {
+                        let tag = lower[i..=t].to_vec();
+                        i = quoted(&mut out, t + 1, &tag);
+                    }
+                    _ => {
+                        out.push(b'$');
+                        i += 1;
+                    }
+                }
+            }
+            c if c.is_ascii_whitespace() || c >= 0x80 => i += 1,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether the `SET` or `RESET` ending at `end`, if it sets the search path or the default
@@ -877,6 +983,10 @@ mod tests {
             "CREATE OR REPLACE TEMP MACRO twice(x) AS 2 * x",
             "CREATE TABLE options (set_option INT)",
             "SET TimeZone = 'UTC'",
+            "USE lake.main",
+            "USE \"my lake\".main;",
+            "SELECT 'a'\n'b' AS joined, E'no backslash', $$dollar$$, $1",
+            "SELECT e'x' FROM t WHERE note = 'use ''this'' here'",
         ] {
             assert_eq!(check_client_sql(sql, &refused()), Ok(()), "{sql}");
         }
@@ -908,6 +1018,25 @@ mod tests {
                 UnicodeEscape,
             ),
             ("SELECT u&'x'", UnicodeEscape),
+            // A tenth review: DuckDB joins literals split by a line break (past `--`
+            // comments too), and USE takes a literal.
+            ("USE '__duck'\n'lake_metadata_quack:127'", MetadataDatabase),
+            (
+                "USE '__duck' -- x\n--y\r'lake_metadata_q'",
+                MetadataDatabase,
+            ),
+            (
+                "FROM pragma_table_info('__duck'\n'lake_metadata_q.main.ducklake_snapshot')",
+                MetadataDatabase,
+            ),
+            ("SELECT $t$__ducklake_metadata_q$t$", MetadataDatabase),
+            ("SELECT '__duck'\n\"lake_metadata\"", MetadataDatabase),
+            ("USE 'memory'", UseLiteral),
+            ("USE\n$$memory$$", UseLiteral),
+            ("use e'memory'", UseLiteral),
+            ("USE /* x */ memory", UseLiteral),
+            ("USE E'\\x5f_ducklake_metadata_q'", UnicodeEscape),
+            ("SELECT E'a\\'b'", UnicodeEscape),
             ("FROM histogram_values('__duck' || 'x', c)", SqlFromString),
             ("FROM histogram_values ('events', id)", SqlFromString),
             (
@@ -921,7 +1050,7 @@ mod tests {
             ),
             ("SELECT histogram(s /* ' */, c /* ' */)", SqlFromString),
             ("SELECT histogram($$'$$, s, c, $$'$$)", SqlFromString),
-            ("SELECT histogram(E'x\\'', s, c, ' ')", SqlFromString),
+            ("SELECT histogram(E'x\\'', s, c, ' ')", UnicodeEscape),
             ("SELECT histogram(s -- x\n, c)", SqlFromString),
             ("PRAGMA disable_optimizer", Pragma),
             ("CALL enable_logging(level := 'trace')", WorkerLogs),

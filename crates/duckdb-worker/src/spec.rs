@@ -89,6 +89,10 @@ pub struct WorkerSpec {
     /// Run the lake's maintenance from here (the catalog), on this schedule.
     #[serde(default)]
     pub maintenance: Option<MaintenanceSpec>,
+    /// Serve even where the kernel enforces the Landlock confinement only in part or not at
+    /// all (`workers.accept_unconfined_risk`; never for a read-only worker).
+    #[serde(default)]
+    pub accept_unconfined: bool,
     /// Folders client SQL may read beyond what the worker needs (`workers.readable_dirs`).
     #[serde(default)]
     pub readable_dirs: Vec<PathBuf>,
@@ -113,6 +117,7 @@ impl fmt::Debug for WorkerSpec {
             .field("external_access", &self.external_access)
             .field("ducklake", &self.ducklake)
             .field("read_only", &self.read_only)
+            .field("accept_unconfined", &self.accept_unconfined)
             .field(
                 "read_only_token",
                 &self.read_only_token.as_ref().map(|_| "<redacted>"),

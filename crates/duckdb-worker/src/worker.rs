@@ -206,23 +206,38 @@ fn confine(spec: &WorkerSpec, private: &PrivateDir) -> Result<(), WorkerError> {
             source,
         })?;
     }
-    let refused = |why: String| {
-        WorkerError::Start(format!(
-            "a read-only worker confines its file access with Landlock and cannot start without it: {why}"
-        ))
-    };
-    match sandbox::confine_files(&rules) {
-        Ok(sandbox::Enforcement::Full) => Ok(()),
-        Ok(sandbox::Enforcement::Partial(why) | sandbox::Enforcement::None(why))
-            if spec.read_only =>
-        {
-            Err(refused(why))
-        }
-        Err(why) if spec.read_only => Err(refused(why)),
-        Ok(sandbox::Enforcement::Partial(why) | sandbox::Enforcement::None(why)) | Err(why) => {
-            eprintln!("quackgate worker: {why}; client SQL on this worker is not confined to the files it needs");
+    match confinement_verdict(sandbox::confine_files(&rules), spec) {
+        Ok(None) => Ok(()),
+        Ok(Some(warning)) => {
+            eprintln!("quackgate worker: {warning}");
             Ok(())
         }
+        Err(refusal) => Err(WorkerError::Start(refusal)),
+    }
+}
+
+/// Whether a worker serves after confining its files: `Ok(None)` fully confined,
+/// `Ok(Some(warning))` unconfined with the risk accepted, `Err` the reason it may not start.
+fn confinement_verdict(
+    confined: Result<sandbox::Enforcement, String>,
+    spec: &WorkerSpec,
+) -> Result<Option<String>, String> {
+    let why = match confined {
+        Ok(sandbox::Enforcement::Full) => return Ok(None),
+        Ok(sandbox::Enforcement::Partial(why) | sandbox::Enforcement::None(why)) | Err(why) => why,
+    };
+    if spec.read_only {
+        Err(format!(
+            "a read-only worker confines its file access with Landlock and cannot start without it: {why}"
+        ))
+    } else if spec.accept_unconfined {
+        Ok(Some(format!(
+            "{why}; client SQL on this worker is not confined to the files it needs (workers.accept_unconfined_risk)"
+        )))
+    } else {
+        Err(format!(
+            "a worker confines its file access with Landlock and does not start without it: {why}; without it, one DuckDB escape reads the gateway's secrets. To run unconfined anyway, set workers.accept_unconfined_risk = true"
+        ))
     }
 }
 
@@ -430,4 +445,44 @@ fn attach_read_only_identity(
     })();
     std::fs::remove_dir_all(&dir).map_err(io("removing the identity folder"))?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandbox::Enforcement;
+
+    fn spec(read_only: bool, accept_unconfined: bool) -> WorkerSpec {
+        serde_json::from_value(serde_json::json!({
+            "worker_id": "n0.w0", "port": 1, "token": "t", "extension_dir": "/ext",
+            "database": null, "threads": null, "memory_limit": null, "init_sql": [],
+            "external_access": false, "ducklake": null,
+            "read_only": read_only, "accept_unconfined": accept_unconfined,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_worker_the_kernel_cannot_confine_serves_only_read_write_and_with_the_risk_accepted() {
+        let partial = || Ok(Enforcement::Partial("ABI v2".into()));
+        let none = || Ok(Enforcement::None("no landlock".into()));
+        let failed = || Err("Landlock: refused".to_string());
+        for kernel in [partial(), none(), failed()] {
+            let refusal = confinement_verdict(kernel.clone(), &spec(false, false)).unwrap_err();
+            assert!(
+                refusal.contains("workers.accept_unconfined_risk = true"),
+                "{refusal}"
+            );
+            let warning = confinement_verdict(kernel.clone(), &spec(false, true)).unwrap();
+            assert!(warning.is_some_and(|w| w.contains("not confined")));
+            for accepted in [false, true] {
+                let refusal = confinement_verdict(kernel.clone(), &spec(true, accepted));
+                assert!(refusal.unwrap_err().contains("a read-only worker"));
+            }
+        }
+        for (read_only, accepted) in [(false, false), (false, true), (true, false)] {
+            let verdict = confinement_verdict(Ok(Enforcement::Full), &spec(read_only, accepted));
+            assert_eq!(verdict, Ok(None));
+        }
+    }
 }
