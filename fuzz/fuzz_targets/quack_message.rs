@@ -17,10 +17,16 @@ fuzz_target!(|data: &[u8]| {
     let mut whole = codec::RowCounter::new();
     whole.feed(data);
     let mut cut = codec::RowCounter::new();
-    let at = data.first().map_or(0, |b| usize::from(*b) % (data.len() + 1));
+    let at = data
+        .first()
+        .map_or(0, |b| usize::from(*b) % (data.len() + 1));
     data[..at].chunks(3).for_each(|p| cut.feed(p));
     cut.feed(&data[at..]);
-    assert_eq!(whole.finish(), cut.finish(), "the count depends on how the answer is cut");
+    assert_eq!(
+        whole.finish(),
+        cut.finish(),
+        "the count depends on how the answer is cut"
+    );
     let Ok(header) = codec::decode_header(data) else {
         return;
     };

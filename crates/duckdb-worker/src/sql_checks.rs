@@ -84,7 +84,11 @@ pub fn is_read_only_sql(sql: &str) -> bool {
 /// `quack_stop`, `quack_serve`, `quack_query`, `quack_server_list`, ...), none that runs SQL
 /// from a string (`query`, `query_table`, `json_execute_serialized_sql`), no PREPARE or
 /// EXECUTE, and no view, macro or function made in the catalog (DuckLake keeps its own as
-/// rows; a stored object could call what is refused here). Names are judged in call position
+/// rows; a stored object could call what is refused here), no `DROP` or `ALTER` of a table
+/// but DuckLake's inlined-data ones (it drops those once flushed; it drops and alters its
+/// own tables only when it migrates a lake to a newer format, which the catalog's own
+/// DuckLake does when it attaches the lake), and no `CREATE TABLE` of a name not DuckLake's.
+/// Names are judged in call position
 /// only, since DuckLake writes users' column names bare (a column may be called `query`).
 /// String literals are skipped, since DuckLake writes users' values in them; what could make
 /// this scanner and DuckDB's lexer disagree on where a literal ends (an unterminated quote,
@@ -105,6 +109,34 @@ pub fn is_worker_sql(sql: &str) -> bool {
     if word(0).as_deref() == Some("CREATE")
         && (1..6).any(|i| matches!(word(i).as_deref(), Some("VIEW" | "MACRO" | "FUNCTION")))
     {
+        return false;
+    }
+    // DuckLake's statements name the metadata catalog before the table: skip the kind, `IF
+    // EXISTS` and every part that is not a `ducklake_` table.
+    let drops_its_own_table = names.iter().enumerate().any(|(i, (name, _))| {
+        matches!(name.to_ascii_uppercase().as_str(), "DROP" | "ALTER")
+            && !names[i + 1..]
+                .iter()
+                .map(|(n, _)| n.to_ascii_lowercase())
+                .find(|n| {
+                    !matches!(n.as_str(), "table" | "if" | "exists" | "main")
+                        && !n.starts_with("__ducklake_metadata")
+                })
+                .is_some_and(|n| n.starts_with("ducklake_inlined_"))
+    });
+    let creates_a_foreign_table = names.iter().enumerate().any(|(i, (name, _))| {
+        let mut rest = names[i + 1..]
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .filter(|n| {
+                !matches!(n.as_str(), "if" | "not" | "exists" | "main")
+                    && !n.starts_with("__ducklake_metadata")
+            });
+        name.eq_ignore_ascii_case("CREATE")
+            && rest.next().as_deref() == Some("table")
+            && !rest.next().is_some_and(|n| n.starts_with("ducklake_"))
+    });
+    if drops_its_own_table || creates_a_foreign_table {
         return false;
     }
     names.iter().filter(|(_, called)| *called).all(|(name, _)| {
