@@ -707,11 +707,17 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         // DuckLake's own tables (every commit on the lake failed after).
         (
             "FROM r.query('USE ''__duck''\n''lake_metadata_quack:127''');".into(),
-            "it names the lake's metadata database",
+            "it joins two string literals across a line break",
         ),
         (
             "FROM r.query('USE ''__duck'' -- a comment\n''lake_metadata_quack:127''');".into(),
-            "it names the lake's metadata database",
+            "it joins two string literals across a line break",
+        ),
+        // And an eleventh, past the first fix: a dollar quote whose tag is not ASCII turned
+        // that fix's reading of quotes inside out, and a zero-width space hid the USE.
+        (
+            "FROM r.query('SELECT $\u{e9}$''$\u{e9}$ AS x;\u{200b}USE ''__duck''\n''lake_metadata_quack:127''');".into(),
+            "it joins two string literals across a line break",
         ),
         (
             "FROM r.query('USE ''memory''');".into(),

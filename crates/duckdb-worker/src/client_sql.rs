@@ -59,6 +59,11 @@ pub enum ClientSqlRefusal {
     #[error("USE takes plain names (USE lake.main), not a literal")]
     UseLiteral,
     #[error(
+        "it joins two string literals across a line break, which spells one string in \
+         pieces (write it as one literal)"
+    )]
+    JoinedLiterals,
+    #[error(
         "it runs SQL from a string (query, query_table, json_execute_serialized_sql, or a \
          macro that calls one, such as histogram_values)"
     )]
@@ -352,8 +357,11 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
     if lower.contains("u&'") || lower.contains("u&\"") || escape_string_with_backslash(&lower) {
         return Err(ClientSqlRefusal::UnicodeEscape);
     }
-    if lower.contains(METADATA_DATABASE) || joined(lower.as_bytes()).contains(METADATA_DATABASE) {
+    if lower.contains(METADATA_DATABASE) {
         return Err(ClientSqlRefusal::MetadataDatabase);
+    }
+    if joins_literals(lower.as_bytes()) {
+        return Err(ClientSqlRefusal::JoinedLiterals);
     }
     let bytes = lower.as_bytes();
     let words = words(bytes);
@@ -456,18 +464,10 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
         if matches!(word, "set" | "reset") && !plain_search_path(bytes, end) {
             return Err(ClientSqlRefusal::ComputedSearchPath);
         }
-        // A literal target can be spelled in pieces (see `joined`), a name cannot; what this
-        // scanner cannot read (a comment) counts as a literal. Only where a statement may
-        // begin: the text before is empty, or ends a statement or a comment.
-        let statement_start = || {
-            has_comment
-                || matches!(
-                    lower[..start].trim_end().as_bytes().last(),
-                    None | Some(b';' | b'/')
-                )
-        };
+        // A literal target is where a name spelt in pieces went (see `joins_literals`); a
+        // name must stand as one. What this scanner cannot read (a comment) counts as a
+        // literal, and so does a literal that merely says `use '...'`.
         if word == "use"
-            && statement_start()
             && skip_gap_unquoted(bytes, end).is_none_or(|at| {
                 let target = &bytes[at..];
                 target.starts_with(b"'") || target.starts_with(b"$") || target.starts_with(b"e'")
@@ -493,75 +493,54 @@ fn escape_string_with_backslash(lower: &str) -> bool {
     })
 }
 
-/// `lower` as one run of everything DuckDB could join into a name: the contents of literals,
-/// quoted names and dollar quotes, and everything else, with the quotes, whitespace, bytes
-/// outside ASCII and comments dropped. DuckDB joins two string literals with a line break
-/// between them, past `--` comments too (`'__duck'`, a line break, `'lake_metadata_x'` is one
-/// literal), so the metadata database's name is looked for in this as well as in the text.
-/// It joins far more than DuckDB does, which can only refuse more.
-fn joined(lower: &[u8]) -> String {
-    let mut out = Vec::with_capacity(lower.len());
-    let mut i = 0;
-    // Copies the contents of a quote that ends at the first `close` (a doubled one is part
-    // of the contents), returning where it ends.
-    let quoted = |out: &mut Vec<u8>, mut i: usize, close: &[u8]| -> usize {
-        while i < lower.len() {
-            if lower[i..].starts_with(close) {
-                if close.len() == 1 && lower.get(i + 1) == Some(&close[0]) {
-                    out.push(close[0]);
-                    i += 2;
-                    continue;
+/// Whether `bytes` has two string literals DuckDB would join into one: a quote, then only
+/// spaces and comments with a line break among them, then a quote (`'__duck'`, a line break,
+/// `'lake_metadata_x'` is the one literal `'__ducklake_metadata_x'`, past `--` comments too).
+/// Every quote counts, whether it opens a literal, closes one or stands inside one, so no
+/// reading of where literals, dollar quotes or names end can hide a join; bytes outside ASCII
+/// count as spaces (DuckDB drops some, such as U+200B). The price: a literal holding only a
+/// line break (`'` newline `'`) is refused too.
+fn joins_literals(bytes: &[u8]) -> bool {
+    (0..bytes.len()).filter(|&i| bytes[i] == b'\'').any(|i| {
+        let mut j = i + 1;
+        let mut line_break = false;
+        loop {
+            match bytes.get(j) {
+                Some(b'\n' | b'\r') => {
+                    line_break = true;
+                    j += 1;
                 }
-                return i + close.len();
-            }
-            out.push(lower[i]);
-            i += 1;
-        }
-        i
-    };
-    while i < lower.len() {
-        match lower[i] {
-            b'\'' => i = quoted(&mut out, i + 1, b"'"),
-            b'"' => i = quoted(&mut out, i + 1, b"\""),
-            b'-' if lower.get(i + 1) == Some(&b'-') => {
-                while i < lower.len() && lower[i] != b'\n' && lower[i] != b'\r' {
-                    i += 1;
-                }
-            }
-            b'/' if lower.get(i + 1) == Some(&b'*') => {
-                i = lower[i + 2..]
-                    .windows(2)
-                    .position(|w| w == b"*/")
-                    .map_or(lower.len(), |p| i + 2 + p + 2);
-            }
-            b'$' => {
-                // `$tag$ ... $tag$`; a `$` that opens none (a parameter, `$1`) is copied.
-                let tag_end = lower[i + 1..]
-                    .iter()
-                    .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
-                    .map(|p| i + 1 + p);
-                match tag_end {
-                    Some(t)
-                        if lower[t] == b'$'
-                            && !lower.get(i + 1).is_some_and(u8::is_ascii_digit) =>
-                    {
-                        let tag = lower[i..=t].to_vec();
-                        i = quoted(&mut out, t + 1, &tag);
-                    }
-                    _ => {
-                        out.push(b'$');
-                        i += 1;
+                Some(c) if c.is_ascii_whitespace() || *c >= 0x80 => j += 1,
+                Some(b'-') if bytes.get(j + 1) == Some(&b'-') => {
+                    while bytes.get(j).is_some_and(|c| !matches!(c, b'\n' | b'\r')) {
+                        j += 1;
                     }
                 }
-            }
-            c if c.is_ascii_whitespace() || c >= 0x80 => i += 1,
-            c => {
-                out.push(c);
-                i += 1;
+                // Block comments nest, as DuckDB reads them.
+                Some(b'/') if bytes.get(j + 1) == Some(&b'*') => {
+                    let mut depth = 0usize;
+                    loop {
+                        if bytes[j..].starts_with(b"/*") {
+                            depth += 1;
+                            j += 2;
+                        } else if bytes[j..].starts_with(b"*/") {
+                            depth -= 1;
+                            j += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        } else if j < bytes.len() {
+                            j += 1;
+                        } else {
+                            return false;
+                        }
+                    }
+                }
+                Some(b'\'') => return line_break,
+                _ => return false,
             }
         }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    })
 }
 
 /// Whether the `SET` or `RESET` ending at `end`, if it sets the search path or the default
@@ -985,8 +964,8 @@ mod tests {
             "SET TimeZone = 'UTC'",
             "USE lake.main",
             "USE \"my lake\".main;",
-            "SELECT 'a'\n'b' AS joined, E'no backslash', $$dollar$$, $1",
-            "SELECT e'x' FROM t WHERE note = 'use ''this'' here'",
+            "SELECT 'a',\n'b' AS listed, E'no backslash', $$dollar$$, $1",
+            "INSERT INTO t VALUES ('it''s', 'two\nlines')",
         ] {
             assert_eq!(check_client_sql(sql, &refused()), Ok(()), "{sql}");
         }
@@ -1020,17 +999,31 @@ mod tests {
             ("SELECT u&'x'", UnicodeEscape),
             // A tenth review: DuckDB joins literals split by a line break (past `--`
             // comments too), and USE takes a literal.
-            ("USE '__duck'\n'lake_metadata_quack:127'", MetadataDatabase),
-            (
-                "USE '__duck' -- x\n--y\r'lake_metadata_q'",
-                MetadataDatabase,
-            ),
+            ("USE '__duck'\n'lake_metadata_quack:127'", JoinedLiterals),
+            ("USE '__duck' -- x\n--y\r'lake_metadata_q'", JoinedLiterals),
             (
                 "FROM pragma_table_info('__duck'\n'lake_metadata_q.main.ducklake_snapshot')",
-                MetadataDatabase,
+                JoinedLiterals,
             ),
             ("SELECT $t$__ducklake_metadata_q$t$", MetadataDatabase),
-            ("SELECT '__duck'\n\"lake_metadata\"", MetadataDatabase),
+            // An eleventh: a dollar quote whose tag is not ASCII, `$` inside names and nested
+            // comments turned a quote-tracking scanner inside out, and a zero-width space
+            // hid the start of a statement from the USE rule.
+            (
+                "SELECT $\u{e9}$'$\u{e9}$ AS x;\u{200b}USE '__duck'\n'lake_metadata_quack:127'",
+                JoinedLiterals,
+            ),
+            (
+                "SELECT 1 AS x$a$, '__duck'\n'lake_metadata_q' AS y, 2 AS z$a$",
+                JoinedLiterals,
+            ),
+            ("/* /* */ ' */ '__duck'\n'lake_metadata_q'", JoinedLiterals),
+            (
+                "SELECT '__duck' /* a /* b */ c */\n'lake_metadata_q'",
+                JoinedLiterals,
+            ),
+            ("SELECT 1;\u{200b}USE 'memory'", UseLiteral),
+            ("SELECT 'please use ''this'''", UseLiteral),
             ("USE 'memory'", UseLiteral),
             ("USE\n$$memory$$", UseLiteral),
             ("use e'memory'", UseLiteral),

@@ -232,7 +232,10 @@ def nginx(d, name, upstreams, port, timeout, host="127.0.0.1", ssl=True):
     n = d / "nginx" / name
     n.mkdir(parents=True, exist_ok=True)
     t = d / "tls"
-    servers = "".join(f"    server {u};\n" for u in upstreams)
+    # max_fails=0: ACA's ingress does not take a replica out of rotation because one request
+    # of it timed out; nginx's default (1 failure, 10 s out) would, and then a check of how
+    # requests spread over the replicas right after the long-statement check saw only one.
+    servers = "".join(f"    server {u} max_fails=0;\n" for u in upstreams)
     (n / "nginx.conf").write_text(f"""daemon off;
 user root;
 worker_processes 1;
@@ -394,7 +397,7 @@ def restart(args):
     p = spawn(d, args.node, argv, env)
     ready = await_ready(d, args.node, p)
     conf = d / "nginx" / args.node / "nginx.conf"
-    conf.write_text(re.sub(r"server 127\.0\.0\.1:\d+;", f"server {ready['peer']};", conf.read_text()))
+    conf.write_text(re.sub(r"server 127\.0\.0\.1:\d+ ", f"server {ready['peer']} ", conf.read_text()))
     pid_ng = pids[f"nginx-{args.node}"]
     os.kill(pid_ng, signal.SIGHUP)
     # The node's admin port changed too.
