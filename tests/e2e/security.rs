@@ -713,6 +713,13 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('USE ''__duck'' -- a comment\n''lake_metadata_quack:127''');".into(),
             "it joins two string literals across a line break",
         ),
+        // Found by a twelfth review: DuckLake 1.5.5 fills its {PLACEHOLDERS} in after the
+        // commit's author and message are in its metadata SQL, so `{AUTHOR}` in the message
+        // made the author code: it read and updated the metadata tables.
+        (
+            "FROM r.query('BEGIN; CALL ducklake_set_commit_message(''quack:127'', '', NULL); UPDATE {METADATA_CATALOG}.ducklake_snapshot_changes SET author = chr(80) WHERE snapshot_id = 1; SELECT ('', ''{AUTHOR}''); CREATE TABLE cm_t4 (i INT); COMMIT; SELECT 1 AS done');".into(),
+            "DuckLake 1.5.5 puts a commit's author and message into its metadata SQL",
+        ),
         // And an eleventh, past the first fix: a dollar quote whose tag is not ASCII turned
         // that fix's reading of quotes inside out, and a zero-width space hid the USE.
         (

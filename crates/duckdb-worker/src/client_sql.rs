@@ -59,6 +59,11 @@ pub enum ClientSqlRefusal {
     #[error("USE takes plain names (USE lake.main), not a literal")]
     UseLiteral,
     #[error(
+        "DuckLake 1.5.5 puts a commit's author and message into its metadata SQL unescaped, \
+         so they could run SQL on the lake's catalog"
+    )]
+    CommitMessage,
+    #[error(
         "it joins two string literals across a line break, which spells one string in \
          pieces (write it as one literal)"
     )]
@@ -135,7 +140,6 @@ const DUCKLAKE_READS: &[&str] = &[
     "ducklake_list_files",
     "ducklake_options",
     "ducklake_scan",
-    "ducklake_set_commit_message",
     "ducklake_settings",
     "ducklake_snapshots",
     "ducklake_table_changes",
@@ -397,6 +401,11 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
                 .is_some_and(|w| w == b"database")
         {
             return Err(ClientSqlRefusal::CopyDatabase);
+        }
+        if matches!(word, "ducklake_set_commit_message" | "set_commit_message")
+            && called(bytes, end)
+        {
+            return Err(ClientSqlRefusal::CommitMessage);
         }
         if DUCKLAKE_ALTERS.contains(&word) && called(bytes, end) {
             return Err(ClientSqlRefusal::LakeMaintenance);
@@ -950,7 +959,6 @@ mod tests {
             "pragma show_tables",
             "SELECT * FROM pragma_table_info('events')",
             "FROM ducklake_snapshots('lake')",
-            "CALL ducklake_set_commit_message('me', 'loaded')",
             "CREATE MACRO add_tax(x) AS x * 1.2",
             "CREATE TABLE version (v INT)",
             "CREATE SCHEMA staging",
@@ -1024,6 +1032,14 @@ mod tests {
             ),
             ("SELECT 1;\u{200b}USE 'memory'", UseLiteral),
             ("SELECT 'please use ''this'''", UseLiteral),
+            // A twelfth: DuckLake 1.5.5 fills its {PLACEHOLDERS} into its metadata SQL after
+            // the commit's author and message are in it as literals, so `{AUTHOR}` in a
+            // message turned the author into code that ran on the catalog.
+            (
+                "CALL ducklake_set_commit_message('lake', '', NULL); UPDATE x; ('', '{AUTHOR}')",
+                CommitMessage,
+            ),
+            ("CALL set_commit_message ('me', 'hi')", CommitMessage),
             ("USE 'memory'", UseLiteral),
             ("USE\n$$memory$$", UseLiteral),
             ("use e'memory'", UseLiteral),
