@@ -720,6 +720,13 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('BEGIN; CALL ducklake_set_commit_message(''quack:127'', '', NULL); UPDATE {METADATA_CATALOG}.ducklake_snapshot_changes SET author = chr(80) WHERE snapshot_id = 1; SELECT ('', ''{AUTHOR}''); CREATE TABLE cm_t4 (i INT); COMMIT; SELECT 1 AS done');".into(),
             "DuckLake 1.5.5 puts a commit's author and message into its metadata SQL",
         ),
+        // Found by a thirteenth: a remote table whose default is an expression makes every
+        // DuckDB 1.5.5 client's ATTACH fail ("Catalog does not exist"), so one such table
+        // locked every principal out of the lake.
+        (
+            "FROM r.query('CREATE TABLE t5 (n INT DEFAULT 1 + 2)');".into(),
+            "a column DEFAULT must be one constant",
+        ),
         // And an eleventh, past the first fix: a dollar quote whose tag is not ASCII turned
         // that fix's reading of quotes inside out, and a zero-width space hid the USE.
         (

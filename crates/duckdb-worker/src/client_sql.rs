@@ -59,6 +59,12 @@ pub enum ClientSqlRefusal {
     #[error("USE takes plain names (USE lake.main), not a literal")]
     UseLiteral,
     #[error(
+        "a column DEFAULT must be one constant (a number, a string, NULL, true or false): \
+         the DuckDB 1.5.5 Quack client cannot attach a server that has a table whose default \
+         is an expression, so one such table would lock every client out of the lake"
+    )]
+    ExpressionDefault,
+    #[error(
         "DuckLake 1.5.5 puts a commit's author and message into its metadata SQL unescaped, \
          so they could run SQL on the lake's catalog"
     )]
@@ -371,6 +377,7 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
     let words = words(bytes);
     let has_copy_to = words.iter().any(|&(s, e)| &lower[s..e] == "to");
     let has_create = words.iter().any(|&(s, e)| &lower[s..e] == "create");
+    let has_create_or_alter = has_create || words.iter().any(|&(s, e)| &lower[s..e] == "alter");
     // Where a comment could stand between CREATE and what it makes, every such word counts.
     let has_comment = lower.contains("--") || lower.contains("/*");
     // Where the last CREATE ended: a word is what it makes when only words and spaces stand
@@ -401,6 +408,9 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
                 .is_some_and(|w| w == b"database")
         {
             return Err(ClientSqlRefusal::CopyDatabase);
+        }
+        if word == "default" && has_create_or_alter && !constant_default(bytes, end) {
+            return Err(ClientSqlRefusal::ExpressionDefault);
         }
         if matches!(word, "ducklake_set_commit_message" | "set_commit_message")
             && called(bytes, end)
@@ -550,6 +560,62 @@ fn joins_literals(bytes: &[u8]) -> bool {
             }
         }
     })
+}
+
+/// Whether the `DEFAULT` ending at `end` is not a column's default, or is one constant: an
+/// unsigned number, a string literal, NULL, true or false, followed by the column's next
+/// clause or its end. (`DEFAULT VALUES` and a bare `DEFAULT` in a VALUES list pass too.)
+fn constant_default(bytes: &[u8], end: usize) -> bool {
+    let Some(mut at) = skip_gap_unquoted(bytes, end) else {
+        return false;
+    };
+    match bytes.get(at) {
+        None | Some(b',' | b')' | b';') => return true,
+        Some(b'\'') => {
+            at += 1;
+            loop {
+                match bytes.get(at) {
+                    None => return false,
+                    Some(b'\'') if bytes.get(at + 1) == Some(&b'\'') => at += 2,
+                    Some(b'\'') => {
+                        at += 1;
+                        break;
+                    }
+                    Some(_) => at += 1,
+                }
+            }
+        }
+        Some(c) if c.is_ascii_digit() => {
+            while bytes
+                .get(at)
+                .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
+            {
+                at += 1;
+            }
+        }
+        Some(_) => match next_word(bytes, end) {
+            Some(b"values") => return true,
+            Some(w @ (b"null" | b"true" | b"false")) => at += w.len(),
+            _ => return false,
+        },
+    }
+    match skip_gap_unquoted(bytes, at).map(|k| bytes.get(k)) {
+        Some(None | Some(b',' | b')' | b';')) => true,
+        Some(Some(_)) => next_word(bytes, at).is_some_and(|w| {
+            matches!(
+                w,
+                b"not"
+                    | b"null"
+                    | b"primary"
+                    | b"unique"
+                    | b"check"
+                    | b"references"
+                    | b"collate"
+                    | b"constraint"
+            )
+        }),
+        None => false,
+    }
 }
 
 /// Whether the `SET` or `RESET` ending at `end`, if it sets the search path or the default
@@ -974,6 +1040,12 @@ mod tests {
             "USE \"my lake\".main;",
             "SELECT 'a',\n'b' AS listed, E'no backslash', $$dollar$$, $1",
             "INSERT INTO t VALUES ('it''s', 'two\nlines')",
+            "CREATE TABLE d (a INT DEFAULT 1, b VARCHAR DEFAULT 'x''y' NOT NULL, c BOOL DEFAULT true)",
+            "CREATE TABLE d2 (a DOUBLE DEFAULT 1.5, b INT DEFAULT NULL)",
+            "INSERT INTO t DEFAULT VALUES",
+            "INSERT INTO t VALUES (DEFAULT, 1)",
+            "ALTER TABLE t ALTER COLUMN a SET DEFAULT 3",
+            "SELECT 'the default is an expression' AS note",
         ] {
             assert_eq!(check_client_sql(sql, &refused()), Ok(()), "{sql}");
         }
@@ -1040,6 +1112,25 @@ mod tests {
                 CommitMessage,
             ),
             ("CALL set_commit_message ('me', 'hi')", CommitMessage),
+            // A thirteenth: a remote table with an expression default makes every DuckDB
+            // 1.5.5 client's ATTACH fail, so one such table locked everyone out.
+            ("CREATE TABLE t5 (n INT DEFAULT 1 + 2)", ExpressionDefault),
+            (
+                "CREATE TABLE t (ts TIMESTAMP DEFAULT now())",
+                ExpressionDefault,
+            ),
+            (
+                "ALTER TABLE t ADD COLUMN x INT DEFAULT -1",
+                ExpressionDefault,
+            ),
+            (
+                "ALTER TABLE t ALTER COLUMN a SET DEFAULT random()",
+                ExpressionDefault,
+            ),
+            (
+                "CREATE TABLE t (s VARCHAR DEFAULT 'a' || 'b')",
+                ExpressionDefault,
+            ),
             ("USE 'memory'", UseLiteral),
             ("USE\n$$memory$$", UseLiteral),
             ("use e'memory'", UseLiteral),
