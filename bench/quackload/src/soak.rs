@@ -80,6 +80,12 @@ const EXPECTED: &[(&str, &str)] = &[
         "Failed to send message: IO Error: Could not connect to server",
         "lake catalog unreachable",
     ),
+    // The same, for a request of the worker's that was in flight when the catalog went
+    // down (seen once in a cluster soak's catalog restart): nothing was acknowledged.
+    (
+        "Failed to send message: IO Error: Failure when receiving data from the peer",
+        "lake catalog unreachable",
+    ),
     // A write while the lake's data disk is full: DuckDB's own text for the failed file
     // write; nothing is committed.
     ("No space left on device", "data disk full"),
