@@ -282,14 +282,15 @@ mod read_only_sql_tests {
     fn single_reads_pass() {
         for sql in [
             "SELECT 1",
-            "  select * from ducklake_snapshot WHERE snapshot_id = 3;",
+            "  select * from \"main\".ducklake_snapshot WHERE snapshot_id = 3;",
             "FROM t",
             "(SELECT 1)",
             "WITH x AS (SELECT 1) SELECT * FROM x",
             "SELECT 'it''s; fine' AS s",
             "SELECT \"odd;name\" FROM t",
             "DESCRIBE t",
-            "SELECT begin_snapshot, end_snapshot FROM ducklake_data_file",
+            "SELECT begin_snapshot, end_snapshot FROM \"main\".ducklake_data_file",
+            "SELECT ducklake_tag.key FROM \"main\".ducklake_tag",
             "SELECT 1;  ",
         ] {
             assert!(is_read_only_sql(sql), "{sql}");
@@ -327,6 +328,12 @@ mod read_only_sql_tests {
             "SELECT 1 --\r; DELETE FROM ducklake_snapshot",
             "/* /* */ SELECT ' */ DELETE FROM ducklake_snapshot -- '",
             "SELECT 1 -- comment",
+            // DuckLake's tables as the Quack client names them, not as DuckLake does.
+            "SELECT #2, #6 FROM ducklake_data_file",
+            "SELECT * FROM main.ducklake_snapshot",
+            "SELECT * FROM \"ducklake_snapshot\"",
+            "SELECT * FROM \"main\".ducklake_staged_commit",
+            "SELECT * FROM ducklake_staged_commit",
             // Names and SQL built at run time, and side effects inside a SELECT.
             "SELECT * FROM query('SELECT * FROM quack' || chr(95) || 'stop(1)')",
             "SELECT * FROM query_table('t')",
@@ -349,22 +356,22 @@ mod worker_sql_tests {
     #[test]
     fn what_ducklake_sends_passes_with_any_name_or_value_in_its_literals() {
         for sql in [
-            "SELECT * FROM ducklake_snapshot WHERE snapshot_id = 3",
-            "INSERT INTO ducklake_table VALUES (7, 'quack_orders', 'it''s -- /* $$')",
-            "INSERT INTO ducklake_inlined_data_1_1 VALUES ('quack_stop(''x'')', 2)",
+            "SELECT * FROM \"main\".ducklake_snapshot WHERE snapshot_id = 3",
+            "INSERT INTO \"main\".ducklake_table VALUES (7, 'quack_orders', 'it''s -- /* $$')",
+            "INSERT INTO \"main\".ducklake_inlined_data_1_1 VALUES ('quack_stop(''x'')', 2)",
             // Users' column names, bare, in DuckLake's inlined-data tables (found in review).
-            "CREATE TABLE IF NOT EXISTS ducklake_inlined_data_1_1(row_id BIGINT, begin_snapshot BIGINT, end_snapshot BIGINT, query VARCHAR, execute INT, quack_count INT)",
-            "SELECT query AS col1, execute, quack_count FROM ducklake_inlined_data_1_1",
+            "CREATE TABLE IF NOT EXISTS \"main\".ducklake_inlined_data_1_1(row_id BIGINT, begin_snapshot BIGINT, end_snapshot BIGINT, query VARCHAR, execute INT, quack_count INT)",
+            "SELECT query AS col1, execute, quack_count FROM \"main\".ducklake_inlined_data_1_1",
             "INSERT INTO t VALUES ('prénom', 'naïve')",
             "INSERT INTO t VALUES ('SELECT quack_stop(''x'')', $1)",
-            "CREATE TABLE IF NOT EXISTS ducklake_metadata(key VARCHAR NOT NULL, value VARCHAR NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS \"main\".ducklake_metadata(key VARCHAR NOT NULL, value VARCHAR NOT NULL)",
             "BEGIN TRANSACTION",
             "COMMIT",
-            "UPDATE ducklake_table SET end_snapshot = 4 WHERE table_id = 1",
-            "DELETE FROM ducklake_data_file WHERE data_file_id IN (1, 2)",
+            "UPDATE \"main\".ducklake_table SET end_snapshot = 4 WHERE table_id = 1",
+            "DELETE FROM \"main\".ducklake_data_file WHERE data_file_id IN (1, 2)",
             // DuckLake drops inlined-data tables once flushed.
-            "DELETE FROM \"__ducklake_metadata_quack:127\".ducklake_inlined_data_tables WHERE table_id=1 AND schema_version=2;DROP TABLE IF EXISTS \"__ducklake_metadata_quack:127\".\"ducklake_inlined_data_1_2\";",
-            "DROP TABLE ducklake_inlined_delete_3",
+            "DROP TABLE IF EXISTS \"main\".ducklake_inlined_data_2_4",
+            "CREATE TEMPORARY TABLE IF NOT EXISTS ducklake_staged_commit(commit_author VARCHAR);TRUNCATE ducklake_staged_commit;INSERT INTO ducklake_staged_commit VALUES (NULL, NULL, NULL, 2, '', '', 3, 0);SELECT * FROM ducklake_commit('', 2, max_retry_count => 10)",
         ] {
             assert!(is_worker_sql(sql), "{sql}");
         }
@@ -423,9 +430,58 @@ mod worker_sql_tests {
             "CREATE TABLE review_table_in_catalog AS SELECT 42 AS v",
             "CREATE TABLE IF NOT EXISTS \"__ducklake_metadata_quack:127\".planted(x INT)",
             "drop view ducklake_inlined_data_1_1",
+            // DuckLake's tables as the Quack client names them when SQL on a worker names the
+            // metadata database: never as DuckLake does.
+            "SELECT * FROM main.ducklake_snapshot",
+            "SELECT * FROM \"__ducklake_metadata_quack:127\".ducklake_snapshot",
+            "SELECT * FROM \"main\" . ducklake_snapshot",
+            "INSERT INTO \"ducklake_tag\" VALUES (1, 1, NULL, 'k', 'v')",
+            "CREATE TABLE ducklake_staged_commit AS SELECT 1",
+            "INSERT INTO \"main\".ducklake_staged_commit VALUES (1)",
+            "SELECT * FROM ducklake_commit",
+            "CALL ducklake_cleanup_old_files('lake', cleanup_all => true)",
+            "SELECT * FROM ducklake_expire_snapshots('lake', older_than => now())",
         ] {
             assert!(!is_worker_sql(sql), "{sql}");
         }
+    }
+
+    /// Every statement DuckLake 1.5.5 sent a catalog that serves `ducklake_commit`, recorded
+    /// by the catalog's authorization hook over a workload of DDL, inserts large and small,
+    /// updates, deletes, partitions, sorting, views, macros, comments, time travel,
+    /// flushing, compaction, expiry and cleanup, and a READ_ONLY attach (`session`).
+    #[test]
+    fn every_statement_ducklake_sent_in_a_recorded_workload_passes() {
+        let recorded = include_str!("../../tests/data/ducklake/catalog_statements.jsonl");
+        let mut seen = 0;
+        for line in recorded.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let sql = record["sql"].as_str().expect("sql");
+            match record["session"].as_str() {
+                Some("read_write") => assert!(is_worker_sql(sql), "{sql}"),
+                Some("read_only") => assert!(quackgate_duckdb::is_read_only_sql(sql), "{sql}"),
+                other => panic!("session {other:?}"),
+            }
+            seen += 1;
+        }
+        assert!(seen > 300, "{seen} statements");
+    }
+
+    /// What the Quack client sent the same catalog for SQL that names the attached metadata
+    /// database (`FROM __ducklake_metadata_lake.ducklake_data_file`, `INSERT INTO` one of
+    /// its tables (an APPEND), `DROP TABLE`, `CREATE TABLE`), recorded the same way.
+    #[test]
+    fn what_the_quack_client_sends_for_the_metadata_database_is_refused() {
+        let recorded = include_str!("../../tests/data/ducklake/quack_client_statements.jsonl");
+        let mut seen = 0;
+        for line in recorded.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let sql = record["sql"].as_str().expect("sql");
+            assert!(!is_worker_sql(sql), "{sql}");
+            assert!(!quackgate_duckdb::is_read_only_sql(sql), "{sql}");
+            seen += 1;
+        }
+        assert_eq!(seen, 8);
     }
 }
 

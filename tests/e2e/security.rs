@@ -718,7 +718,27 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         // made the author code: it read and updated the metadata tables.
         (
             "FROM r.query('BEGIN; CALL ducklake_set_commit_message(''quack:127'', '', NULL); UPDATE {METADATA_CATALOG}.ducklake_snapshot_changes SET author = chr(80) WHERE snapshot_id = 1; SELECT ('', ''{AUTHOR}''); CREATE TABLE cm_t4 (i INT); COMMIT; SELECT 1 AS done');".into(),
+            "it holds a word in braces",
+        ),
+        (
+            "FROM r.query('CALL ducklake_set_commit_message(''quack:127'', ''me'', ''hi'')');".into(),
             "DuckLake 1.5.5 puts a commit's author and message into its metadata SQL",
+        ),
+        // Found by a fourteenth: DuckLake stores a view as DuckDB writes it back out, which
+        // leaves a star's quoted qualifier bare, and fills its placeholders into it. The
+        // qualifier then ran as code for everyone who read the view: the metadata tables
+        // read and written, Quack's functions called (a read-only principal stopped a worker).
+        (
+            "FROM r.query('CREATE VIEW pv2 AS SELECT \"s.* FROM {METADATA_CATALOG_NAME_IDENTIFIER}.main.ducklake_snapshot AS s --\".* FROM (SELECT 1) AS \"s.* FROM {METADATA_CATALOG_NAME_IDENTIFIER}.main.ducklake_snapshot AS s --\"');".into(),
+            "it holds a word in braces",
+        ),
+        (
+            "FROM r.query('CREATE VIEW qf_conns AS SELECT \"q.* FROM quack_active_connections /*\".* -- /*\n, \"*/ () AS q --\".* FROM (SELECT 1) AS \"q.* FROM quack_active_connections /*\" -- /*\n, (SELECT 1) AS \"*/ () AS q --\" -- */ */ */ */ */\n');".into(),
+            "a view, macro or sort key the lake stores may use only plain quoted names",
+        ),
+        (
+            "FROM r.query('CREATE VIEW qf_list AS SELECT \"q.* FROM range(3) AS q, (SELECT 1) AS x\".* FROM (SELECT 1) AS \"q.* FROM range(3) AS q, (SELECT 1) AS x\"');".into(),
+            "a view, macro or sort key the lake stores may use only plain quoted names",
         ),
         // Found by a thirteenth: a remote table whose default is an expression makes every
         // DuckDB 1.5.5 client's ATTACH fail ("Catalog does not exist"), so one such table
@@ -787,6 +807,7 @@ fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
   "CREATE MACRO standins.main.remote_query_here(u, s) AS TABLE FROM quack_query(u, s)",
   "CREATE MACRO standins.main.serve_here(u) AS TABLE FROM quack_serve(u, token => 'abcd1234')",
   "CREATE MACRO standins.main.secrets_here() AS TABLE FROM duckdb_secrets()",
+  "CREATE MACRO standins.main.metadata_files() AS TABLE FROM \"__ducklake_metadata_quack:127\".ducklake_data_file",
 ]
 "#;
     let stack = lake_stack(0, stand_ins, |shared| {
@@ -827,6 +848,18 @@ fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
         said.contains("Authorization failed") && out.stdout.is_empty(),
         "{said}"
     );
+    // Nor read the metadata tables as tables: the Quack client scans them in a form DuckLake
+    // never sends (`SELECT #1 FROM ducklake_data_file`).
+    let out = gw.cli("FROM r.query('SELECT count(*) FROM standins.metadata_files()');");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("Authorization failed") && out.stdout.is_empty(),
+        "{said}"
+    );
     let out = gw.cli(&format!(
         "FROM r.query('FROM standins.catalog_sql(''CALL quack'' || ''_stop(quack:127.0.0.1:{})'')');",
         stack.catalog.plain.port()
@@ -856,6 +889,61 @@ fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Failed to bind"),
         "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Client SQL that got past the worker's check could name the metadata database as a database
+/// (the tenth review did, with `USE`). The Quack client then reaches the catalog on the worker's
+/// catalog session in forms of its own: a scan, an APPEND, DDL. DuckLake never sends those, and
+/// the catalog refuses them, for the workers' token (a session here with it stands in for a
+/// worker's) and the read-only workers' alike; the lake serves on.
+#[test]
+fn the_catalog_refuses_the_metadata_tables_in_every_form_but_ducklakes_own() {
+    let stack = lake_stack(1, "", |shared| {
+        (data_dir(shared).display().to_string(), String::new())
+    });
+    let gw = &stack.gateway;
+    let census = "FROM r.query('SELECT count(*), sum(id) FROM facts');";
+    gw.cli_ok("FROM r.query('CREATE TABLE facts AS SELECT range AS id FROM range(100)');");
+    let lake_reader =
+        std::fs::read_to_string(stack._shared.path().join("catalog-ro-token")).unwrap();
+    for (token, whose) in [
+        (None, "workers'"),
+        (Some(lake_reader.as_str()), "read-only workers'"),
+    ] {
+        for sql in [
+            "SELECT count(*) FROM r.ducklake_data_file;",
+            "SELECT path FROM r.main.ducklake_data_file;",
+            "SELECT * FROM r.ducklake_snapshot;",
+            "INSERT INTO r.ducklake_tag VALUES (1, 1, NULL, 'planted', 'x');",
+            "INSERT INTO r.ducklake_tag SELECT 2, 1, NULL, 'planted', 'y';",
+            "DROP TABLE r.ducklake_snapshot_changes;",
+            "CREATE TABLE r.ducklake_planted (i INT);",
+        ] {
+            let out = match token {
+                None => stack.catalog.cli(sql),
+                Some(token) => stack.catalog.cli_with_token(token, sql),
+            };
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                !out.status.success() && said.contains("Authorization failed"),
+                "the catalog let the {whose} token run {sql}: {said}"
+            );
+        }
+    }
+    assert_eq!(gw.cli_ok(census), vec!["100,4950"]);
+    gw.cli_ok("INSERT INTO r.facts SELECT range + 100 FROM range(10);");
+    assert_eq!(gw.cli_ok(census), vec!["110,5995"]);
+    let out = gw.cli_with_token(&stack.reader, census);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "110,5995",
+        "the read-only worker still reads the lake: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

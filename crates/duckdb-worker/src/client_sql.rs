@@ -20,7 +20,11 @@
 //!   hold: a client's own macro can pass any expression in for a plain parameter name); and
 //!   the search path and default schema, which may be set only to a plain name or literal;
 //! - from SQL read at run time rather than sent: `IMPORT DATABASE` runs the SQL files of a
-//!   folder, so it is refused;
+//!   folder, so it is refused; and DuckLake keeps a view, a macro or a sort key as DuckDB
+//!   writes the parsed statement back out, with DuckLake's `{PLACEHOLDERS}` filled in, and
+//!   parses that text again for every session that uses it. Writing it out drops comments and
+//!   leaves a star's quoted qualifier bare, so such statements may hold only plain quoted
+//!   names and no comments, and a word in braces is refused in any statement;
 //! - `PRAGMA`s other than a list that only read: `PRAGMA disable_optimizer` and its kind change
 //!   a session past DuckDB's configuration lock;
 //! - the worker's logs and profiling, which every connection of the process shares and which
@@ -54,6 +58,17 @@ use std::collections::{HashMap, HashSet};
 pub enum ClientSqlRefusal {
     #[error("it names the lake's metadata database (__ducklake_metadata_...)")]
     MetadataDatabase,
+    #[error(
+        "it holds a word in braces ({{LIKE_THIS}}), which DuckLake 1.5.5 replaces in its \
+         metadata SQL, names and values alike"
+    )]
+    Placeholder,
+    #[error(
+        "a view, macro or sort key the lake stores may use only plain quoted names (\"total\", \
+         not \"total sales\") and no comments: DuckLake stores it as DuckDB writes it back \
+         out, which leaves some quoted names unquoted, and runs that text for every session"
+    )]
+    StoredSqlName,
     #[error("it spells a string or a name with escapes (U&'...', or E'...' with a backslash)")]
     UnicodeEscape,
     #[error("USE takes plain names (USE lake.main), not a literal")]
@@ -370,6 +385,9 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
     if lower.contains(METADATA_DATABASE) {
         return Err(ClientSqlRefusal::MetadataDatabase);
     }
+    if holds_placeholder(lower.as_bytes()) {
+        return Err(ClientSqlRefusal::Placeholder);
+    }
     if joins_literals(lower.as_bytes()) {
         return Err(ClientSqlRefusal::JoinedLiterals);
     }
@@ -380,6 +398,15 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
     let has_create_or_alter = has_create || words.iter().any(|&(s, e)| &lower[s..e] == "alter");
     // Where a comment could stand between CREATE and what it makes, every such word counts.
     let has_comment = lower.contains("--") || lower.contains("/*");
+    // DuckLake keeps a view's or a macro's SQL, and a sort key, as DuckDB writes the parsed
+    // statement back out, and every session that uses it parses that text again. Writing it
+    // out drops comments and leaves some quoted names bare: a star's qualifier
+    // (`"x FROM t --".*` is stored as `x FROM t --.*`), so a name this check read as a name
+    // was code there (the fourteenth review called Quack's functions so).
+    let stores_sql = has_create_or_alter
+        && words
+            .iter()
+            .any(|&(s, e)| matches!(&lower[s..e], "view" | "macro" | "function" | "sorted"));
     // Where the last CREATE ended: a word is what it makes when only words and spaces stand
     // between them (`CREATE OR REPLACE TEMP VIEW`, `CREATE RECURSIVE VIEW`), not a column's
     // type after a `(`.
@@ -494,6 +521,9 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
         {
             return Err(ClientSqlRefusal::UseLiteral);
         }
+    }
+    if stores_sql && (has_comment || !quoted_names_are_plain(bytes)) {
+        return Err(ClientSqlRefusal::StoredSqlName);
     }
     Ok(())
 }
@@ -772,6 +802,36 @@ fn skip_gap_unquoted(bytes: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
+/// Whether `bytes` holds a word in braces, `{like_this}`: DuckLake 1.5.5 fills its
+/// placeholders (`{METADATA_CATALOG_NAME_IDENTIFIER}`, `{SNAPSHOT_ID}`, ...) into its metadata
+/// SQL after the client's names and values are in it (a view's stored SQL too), so the
+/// twelfth and fourteenth reviews spelt the metadata database's name with one.
+fn holds_placeholder(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(open, &b)| {
+        b == b'{'
+            && bytes
+                .get(open + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+            && bytes[open + 1..]
+                .iter()
+                .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                .is_some_and(|len| bytes[open + 1 + len] == b'}')
+    })
+}
+
+/// Whether every `"..."` in `bytes` holds a plain name, reading every `"` as a quote (one in a
+/// string literal too): the parts between the 1st and 2nd, 3rd and 4th, ... must be plain
+/// names, with no doubled `""` (a quote inside a name), which also refuses a quote that does
+/// not close.
+fn quoted_names_are_plain(bytes: &[u8]) -> bool {
+    !bytes.windows(2).any(|pair| pair == b"\"\"")
+        && bytes
+            .split(|&b| b == b'"')
+            .skip(1)
+            .step_by(2)
+            .all(|name| std::str::from_utf8(name).is_ok_and(is_plain_name))
+}
+
 /// Whether `name` is a plain SQL name: a letter or `_`, then letters, digits and `_`.
 fn is_plain_name(name: &str) -> bool {
     name.chars()
@@ -1046,6 +1106,9 @@ mod tests {
             "INSERT INTO t VALUES (DEFAULT, 1)",
             "ALTER TABLE t ALTER COLUMN a SET DEFAULT 3",
             "SELECT 'the default is an expression' AS note",
+            "CREATE VIEW sales AS SELECT \"region\", sum(amount) AS \"total\" FROM t GROUP BY \"region\"",
+            "SELECT {'a': 1, 'b': [2]} AS s, format('{} and {0}', 1)",
+            "CREATE TABLE \"Total Sales\" AS SELECT 1 AS \"a b\" -- stored as names, not SQL",
         ] {
             assert_eq!(check_client_sql(sql, &refused()), Ok(()), "{sql}");
         }
@@ -1109,9 +1172,43 @@ mod tests {
             // message turned the author into code that ran on the catalog.
             (
                 "CALL ducklake_set_commit_message('lake', '', NULL); UPDATE x; ('', '{AUTHOR}')",
+                Placeholder,
+            ),
+            (
+                "CALL ducklake_set_commit_message('lake', '', NULL)",
                 CommitMessage,
             ),
             ("CALL set_commit_message ('me', 'hi')", CommitMessage),
+            // A fourteenth: DuckLake stores a view as DuckDB writes it back out, which leaves
+            // a star's quoted qualifier bare, and fills its placeholders into it; the view then
+            // ran, for whoever read it, what the qualifier held.
+            (
+                "CREATE VIEW pv2 AS SELECT \"s.* FROM {METADATA_CATALOG_NAME_IDENTIFIER}.main.ducklake_snapshot AS s --\".* FROM (SELECT 1) AS \"s.* FROM {METADATA_CATALOG_NAME_IDENTIFIER}.main.ducklake_snapshot AS s --\"",
+                Placeholder,
+            ),
+            (
+                "CREATE VIEW qf_conns AS SELECT \"q.* FROM quack_active_connections /*\".* -- /*\n, \"*/ () AS q --\".* FROM (SELECT 1) AS \"q.* FROM quack_active_connections /*\" -- /*\n, (SELECT 1) AS \"*/ () AS q --\" -- */ */ */ */ */\n",
+                StoredSqlName,
+            ),
+            (
+                "CREATE VIEW v AS SELECT \"q.* FROM quack_server_list() AS q, (SELECT 1) AS x\".* FROM (SELECT 1) AS \"q.* FROM quack_server_list() AS q, (SELECT 1) AS x\"",
+                QuackFunction,
+            ),
+            (
+                "CREATE VIEW v AS SELECT \"q.* FROM my_table AS q, (SELECT 1) AS x\".* FROM (SELECT 1) AS \"q.* FROM my_table AS q, (SELECT 1) AS x\"",
+                StoredSqlName,
+            ),
+            (
+                "CREATE OR REPLACE TEMP MACRO m() AS TABLE SELECT \"x y\".* FROM t AS \"x y\"",
+                StoredSqlName,
+            ),
+            ("CREATE VIEW v AS SELECT 'a\"b' AS s", StoredSqlName),
+            ("CREATE VIEW v AS SELECT \"a\"\"b\" FROM t", StoredSqlName),
+            ("CREATE VIEW v AS SELECT 1 -- a comment", StoredSqlName),
+            ("ALTER TABLE t SET SORTED BY (\"a b\")", StoredSqlName),
+            ("SELECT '{snapshot_id}'", Placeholder),
+            ("INSERT INTO t VALUES ('{AUTHOR}')", Placeholder),
+            ("CREATE TABLE \"{METADATA_CATALOG}\" (i INT)", Placeholder),
             // A thirteenth: a remote table with an expression default makes every DuckDB
             // 1.5.5 client's ATTACH fail, so one such table locked everyone out.
             ("CREATE TABLE t5 (n INT DEFAULT 1 + 2)", ExpressionDefault),

@@ -142,7 +142,9 @@ pub fn allowed_directories(lake: &DuckLakeSpec) -> Vec<String> {
 }
 
 /// A probe of constant cost: one row of the lake's small metadata table, asked of the catalog
-/// through the lake's own Quack connection (`quack_query_by_name`, as DuckLake asks it).
+/// through the lake's own Quack connection (`quack_query_by_name`, as DuckLake asks it), and
+/// named as DuckLake names it (`"main".ducklake_...`: the catalog refuses its tables in other
+/// forms).
 /// Reading the attached metadata database instead goes through the quack client's catalog
 /// cache, which DuckLake clears after every server-side commit: a probe landing in that gap
 /// saw no tables, and enough such probes in a row stopped a busy, healthy worker.
@@ -156,7 +158,7 @@ pub fn catalog_probe(conn: &Connection) -> Result<String, WorkerError> {
             source,
         })?;
     Ok(format!(
-        "SELECT count(*) FROM system.main.quack_query_by_name({}, 'SELECT 1 FROM ducklake_metadata LIMIT 1')",
+        "SELECT count(*) FROM system.main.quack_query_by_name({}, 'SELECT 1 FROM \"main\".ducklake_metadata LIMIT 1')",
         sql_literal(&format!("__ducklake_metadata_{database}"))
     ))
 }

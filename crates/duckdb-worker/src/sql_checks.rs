@@ -76,7 +76,10 @@ pub fn is_read_only_sql(sql: &str) -> bool {
         "EXECUTE",
         "DEALLOCATE",
     ];
-    READS.contains(&first.as_str()) && !words.iter().any(|w| REFUSED.contains(&w.as_str()))
+    READS.contains(&first.as_str())
+        && !words.iter().any(|w| REFUSED.contains(&w.as_str()))
+        && names_outside_literals(sql)
+            .is_some_and(|names| ducklake_names_as_ducklake_writes_them(sql, &names, false))
 }
 
 /// Whether `sql`, from a read-write session (a worker's metadata connection), calls nothing it
@@ -87,9 +90,10 @@ pub fn is_read_only_sql(sql: &str) -> bool {
 /// rows; a stored object could call what is refused here), no `DROP` or `ALTER` of a table
 /// but DuckLake's inlined-data ones (it drops those once flushed; it drops and alters its
 /// own tables only when it migrates a lake to a newer format, which the catalog's own
-/// DuckLake does when it attaches the lake), and no `CREATE TABLE` of a name not DuckLake's.
-/// Names are judged in call position
-/// only, since DuckLake writes users' column names bare (a column may be called `query`).
+/// DuckLake does when it attaches the lake), no `CREATE TABLE` of a name not DuckLake's, and
+/// DuckLake's tables and functions only as DuckLake writes them
+/// ([`ducklake_names_as_ducklake_writes_them`]). Other names are judged in call position only,
+/// since DuckLake writes users' column names bare (a column may be called `query`).
 /// String literals are skipped, since DuckLake writes users' values in them; what could make
 /// this scanner and DuckDB's lexer disagree on where a literal ends (an unterminated quote,
 /// escape strings, comments, dollar quotes, `U&` names) refuses the statement.
@@ -97,7 +101,10 @@ pub fn is_worker_sql(sql: &str) -> bool {
     let Some(names) = names_outside_literals(sql) else {
         return false;
     };
-    let word = |i: usize| names.get(i).map(|(n, _)| n.to_ascii_uppercase());
+    if !ducklake_names_as_ducklake_writes_them(sql, &names, true) {
+        return false;
+    }
+    let word = |i: usize| names.get(i).map(|n| n.text.to_ascii_uppercase());
     // Settings: DuckLake sends none, and a global one would reach the catalog's own
     // connections (its hooks included).
     if matches!(
@@ -113,38 +120,94 @@ pub fn is_worker_sql(sql: &str) -> bool {
     }
     // DuckLake's statements name the metadata catalog before the table: skip the kind, `IF
     // EXISTS` and every part that is not a `ducklake_` table.
-    let drops_its_own_table = names.iter().enumerate().any(|(i, (name, _))| {
-        matches!(name.to_ascii_uppercase().as_str(), "DROP" | "ALTER")
+    let drops_its_own_table = names.iter().enumerate().any(|(i, name)| {
+        matches!(name.text.to_ascii_uppercase().as_str(), "DROP" | "ALTER")
             && !names[i + 1..]
                 .iter()
-                .map(|(n, _)| n.to_ascii_lowercase())
+                .map(|n| n.text.to_ascii_lowercase())
                 .find(|n| {
                     !matches!(n.as_str(), "table" | "if" | "exists" | "main")
                         && !n.starts_with("__ducklake_metadata")
                 })
                 .is_some_and(|n| n.starts_with("ducklake_inlined_"))
     });
-    let creates_a_foreign_table = names.iter().enumerate().any(|(i, (name, _))| {
+    let creates_a_foreign_table = names.iter().enumerate().any(|(i, name)| {
         let mut rest = names[i + 1..]
             .iter()
-            .map(|(n, _)| n.to_ascii_lowercase())
+            .map(|n| n.text.to_ascii_lowercase())
             .filter(|n| {
                 !matches!(n.as_str(), "if" | "not" | "exists" | "main")
                     && !n.starts_with("__ducklake_metadata")
             });
-        name.eq_ignore_ascii_case("CREATE")
+        // DuckLake's staging tables are its sessions' own: TEMPORARY.
+        name.text.eq_ignore_ascii_case("CREATE")
             && rest.next().as_deref() == Some("table")
-            && !rest.next().is_some_and(|n| n.starts_with("ducklake_"))
+            && !rest
+                .next()
+                .is_some_and(|n| n.starts_with("ducklake_") && !n.starts_with(STAGED))
     });
     if drops_its_own_table || creates_a_foreign_table {
         return false;
     }
-    names.iter().filter(|(_, called)| *called).all(|(name, _)| {
-        let name = name.to_ascii_lowercase();
+    names.iter().filter(|n| n.called).all(|name| {
+        let name = name.text.to_ascii_lowercase();
         !(name.starts_with("quack")
             || ["query", "query_table"].contains(&name.as_str())
             || name.contains("execute_serialized"))
     })
+}
+
+/// What DuckLake's staging tables start with: its commits fill them in the session's own
+/// `TEMPORARY` tables, then call `ducklake_commit(...)`, which reads them.
+const STAGED: &str = "ducklake_staged_";
+
+/// Whether every name of DuckLake's in `sql` is written as DuckLake 1.5.5 writes it to its
+/// catalog: a table as `"main".ducklake_...`; a staging table (read-write sessions only) bare;
+/// `ducklake_commit(...)` (read-write only) as a call; and otherwise a bare `ducklake_...`
+/// only as a column's qualifier (`ducklake_tag.key`).
+///
+/// The Quack client writes the same tables its own way when a worker's SQL names the attached
+/// metadata database as a database: a scan is `SELECT #2 FROM ducklake_data_file`, an APPEND
+/// is authorized as `INSERT INTO main.ducklake_tag VALUES (NULL)`, DDL is `DROP TABLE
+/// ducklake_tag;`. DuckLake sends none of those, so refusing them keeps the metadata rows from
+/// client SQL that got past the worker's check on names, unless it also got a string of its
+/// own to the catalog as SQL (the metadata database's `.query(...)`), which the worker's check
+/// refuses apart from names. Every statement DuckLake sent the catalog in a recorded workload
+/// passes (`tests/data/ducklake/catalog_statements.jsonl`), and what the Quack client sent
+/// for such SQL does not (`quack_client_statements.jsonl` there).
+fn ducklake_names_as_ducklake_writes_them(sql: &str, names: &[Name], read_write: bool) -> bool {
+    let bytes = sql.as_bytes();
+    names.iter().all(|name| {
+        let lower = name.text.to_ascii_lowercase();
+        if !lower.starts_with("ducklake_") {
+            return true;
+        }
+        let before = &sql[..name.span.start];
+        if before.ends_with("\"main\".") {
+            return !lower.starts_with(STAGED);
+        }
+        if before.trim_end().ends_with('.') {
+            return false;
+        }
+        let mut next = name.span.end;
+        while next < bytes.len() && (bytes[next].is_ascii_whitespace() || bytes[next] >= 0x80) {
+            next += 1;
+        }
+        let qualifies_a_column = bytes.get(next) == Some(&b'.');
+        qualifies_a_column
+            || (read_write
+                && (lower.starts_with(STAGED) || (lower == "ducklake_commit" && name.called)))
+    })
+}
+
+/// One identifier of a statement, bare or double-quoted.
+struct Name {
+    /// Unquoted.
+    text: String,
+    /// Whether a `(` follows it, past spaces.
+    called: bool,
+    /// Where it stands in the statement, its quotes included.
+    span: std::ops::Range<usize>,
 }
 
 /// Every identifier of `sql`, bare or double-quoted, outside string literals, with whether a
@@ -152,7 +215,7 @@ pub fn is_worker_sql(sql: &str) -> bool {
 /// separators (DuckDB reads Unicode spaces as spaces). `None` when a quote does not end, and
 /// for comments, dollar quotes, escape strings (`E'...'`, whose backslashes and continuations
 /// two lexers may read apart) and `U&` (Unicode-escaped names).
-fn names_outside_literals(sql: &str) -> Option<Vec<(String, bool)>> {
+fn names_outside_literals(sql: &str) -> Option<Vec<Name>> {
     let bytes = sql.as_bytes();
     let mut names = Vec::new();
     let mut i = 0;
@@ -171,9 +234,12 @@ fn names_outside_literals(sql: &str) -> Option<Vec<(String, bool)>> {
             b'e' | b'E' if bytes.get(i + 1) == Some(&b'\'') => return None,
             b'u' | b'U' if bytes.get(i + 1) == Some(&b'&') => return None,
             b'"' => {
-                let start = i + 1;
                 let end = end_of_quote(bytes, i)?;
-                names.push((sql.get(start..end - 1)?.replace("\"\"", "\""), called(end)));
+                names.push(Name {
+                    text: sql.get(i + 1..end - 1)?.replace("\"\"", "\""),
+                    called: called(end),
+                    span: i..end,
+                });
                 i = end;
             }
             // `$1` is a parameter; a dollar-quoted string is refused, as are comments: DuckLake
@@ -191,7 +257,11 @@ fn names_outside_literals(sql: &str) -> Option<Vec<(String, bool)>> {
                 if matches!(bytes[i - 1], b'e' | b'E') && bytes.get(i) == Some(&b'\'') {
                     return None;
                 }
-                names.push((sql.get(start..i)?.to_string(), called(i)));
+                names.push(Name {
+                    text: sql.get(start..i)?.to_string(),
+                    called: called(i),
+                    span: start..i,
+                });
             }
             _ => i += 1,
         }
