@@ -740,6 +740,12 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('CREATE VIEW qf_list AS SELECT \"q.* FROM range(3) AS q, (SELECT 1) AS x\".* FROM (SELECT 1) AS \"q.* FROM range(3) AS q, (SELECT 1) AS x\"');".into(),
             "a view, macro or sort key the lake stores may use only plain quoted names",
         ),
+        // Found by a fifteenth: a sort key's subquery bound nowhere in the catalog's
+        // maintenance, so every maintenance run of the lake failed, for every principal.
+        (
+            "FROM r.query('ALTER TABLE sk SET SORTED BY ((SELECT count(*) FROM helper) + a)');".into(),
+            "a sort key may list only columns",
+        ),
         // Found by a thirteenth: a remote table whose default is an expression makes every
         // DuckDB 1.5.5 client's ATTACH fail ("Catalog does not exist"), so one such table
         // locked every principal out of the lake.

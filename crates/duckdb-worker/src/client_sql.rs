@@ -24,7 +24,10 @@
 //!   writes the parsed statement back out, with DuckLake's `{PLACEHOLDERS}` filled in, and
 //!   parses that text again for every session that uses it. Writing it out drops comments and
 //!   leaves a star's quoted qualifier bare, so such statements may hold only plain quoted
-//!   names and no comments, and a word in braces is refused in any statement;
+//!   names and no comments, and a word in braces is refused in any statement; a sort key
+//!   may list only columns, since DuckLake binds it again in the catalog's maintenance and
+//!   pastes it into SQL it runs on the catalog (a subquery there failed every maintenance
+//!   run of the lake);
 //! - `PRAGMA`s other than a list that only read: `PRAGMA disable_optimizer` and its kind change
 //!   a session past DuckDB's configuration lock;
 //! - the worker's logs and profiling, which every connection of the process shares and which
@@ -69,6 +72,12 @@ pub enum ClientSqlRefusal {
          out, which leaves some quoted names unquoted, and runs that text for every session"
     )]
     StoredSqlName,
+    #[error(
+        "a sort key may list only columns (SET SORTED BY (a, b DESC NULLS LAST)): DuckLake \
+         runs a sort key's expression in the lake's maintenance and in its SQL on the catalog, \
+         where a subquery or a name of the lake failed every maintenance run for everyone"
+    )]
+    SortKey,
     #[error("it spells a string or a name with escapes (U&'...', or E'...' with a backslash)")]
     UnicodeEscape,
     #[error("USE takes plain names (USE lake.main), not a literal")]
@@ -439,6 +448,9 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
         if word == "default" && has_create_or_alter && !constant_default(bytes, end) {
             return Err(ClientSqlRefusal::ExpressionDefault);
         }
+        if word == "sorted" && has_create_or_alter && !columns_only_sort_key(bytes, end) {
+            return Err(ClientSqlRefusal::SortKey);
+        }
         if matches!(word, "ducklake_set_commit_message" | "set_commit_message")
             && called(bytes, end)
         {
@@ -802,6 +814,42 @@ fn skip_gap_unquoted(bytes: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
+/// Whether the sort key after `sorted` (ending at `end`), if `BY` follows, lists only columns:
+/// plain names, quoted or not, each with `ASC`/`DESC` and `NULLS FIRST`/`LAST` at most, up to
+/// the statement's end.
+fn columns_only_sort_key(bytes: &[u8], end: usize) -> bool {
+    if next_word(bytes, end) != Some(b"by") {
+        return true;
+    }
+    let Some(by) = skip_gap(bytes, end) else {
+        return false;
+    };
+    let rest = &bytes[by + 2..];
+    let key = rest.split(|&b| b == b';').next().unwrap_or_default();
+    let Ok(key) = std::str::from_utf8(key) else {
+        return false;
+    };
+    let key = key.trim();
+    let key = match key.strip_prefix('(') {
+        Some(inner) => match inner.strip_suffix(')') {
+            Some(inner) => inner,
+            None => return false,
+        },
+        None => key,
+    };
+    key.trim().is_empty()
+        || key.split(',').all(|column| {
+            let mut words = column.split_ascii_whitespace();
+            words.next().is_some_and(|name| {
+                is_plain_name(
+                    name.strip_prefix('"')
+                        .and_then(|n| n.strip_suffix('"'))
+                        .unwrap_or(name),
+                )
+            }) && words.all(|w| matches!(w, "asc" | "desc" | "nulls" | "first" | "last"))
+        })
+}
+
 /// Whether `bytes` holds a word in braces, `{like_this}`: DuckLake 1.5.5 fills its
 /// placeholders (`{METADATA_CATALOG_NAME_IDENTIFIER}`, `{SNAPSHOT_ID}`, ...) into its metadata
 /// SQL after the client's names and values are in it (a view's stored SQL too), so the
@@ -1108,6 +1156,10 @@ mod tests {
             "SELECT 'the default is an expression' AS note",
             "CREATE VIEW sales AS SELECT \"region\", sum(amount) AS \"total\" FROM t GROUP BY \"region\"",
             "SELECT {'a': 1, 'b': [2]} AS s, format('{} and {0}', 1)",
+            "ALTER TABLE t SET SORTED BY (a, \"b\" DESC, c ASC NULLS LAST)",
+            "ALTER TABLE t SET SORTED BY ts;",
+            "ALTER TABLE t RESET SORTED BY",
+            "CREATE TABLE sorted (sorted INT)",
             "CREATE TABLE \"Total Sales\" AS SELECT 1 AS \"a b\" -- stored as names, not SQL",
         ] {
             assert_eq!(check_client_sql(sql, &refused()), Ok(()), "{sql}");
@@ -1205,7 +1257,15 @@ mod tests {
             ("CREATE VIEW v AS SELECT 'a\"b' AS s", StoredSqlName),
             ("CREATE VIEW v AS SELECT \"a\"\"b\" FROM t", StoredSqlName),
             ("CREATE VIEW v AS SELECT 1 -- a comment", StoredSqlName),
-            ("ALTER TABLE t SET SORTED BY (\"a b\")", StoredSqlName),
+            ("ALTER TABLE t SET SORTED BY (\"a b\")", SortKey),
+            // A fifteenth: a sort key's subquery failed the lake's maintenance for everyone.
+            (
+                "ALTER TABLE sk SET SORTED BY ((SELECT count(*) FROM helper) + a)",
+                SortKey,
+            ),
+            ("ALTER TABLE sk SET SORTED BY (mymacro(a))", SortKey),
+            ("ALTER TABLE sk SET SORTED BY a + 1", SortKey),
+            ("ALTER TABLE sk SET SORTED BY (a", SortKey),
             ("SELECT '{snapshot_id}'", Placeholder),
             ("INSERT INTO t VALUES ('{AUTHOR}')", Placeholder),
             ("CREATE TABLE \"{METADATA_CATALOG}\" (i INT)", Placeholder),
