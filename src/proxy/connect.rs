@@ -22,6 +22,7 @@ use crate::error::{quack_response, GatewayError};
 use crate::proxy::context::RequestContext;
 use crate::proxy::peer;
 use crate::proxy::read::MAX_CONNECT_MESSAGE_BYTES;
+use crate::proxy::session::exception_what;
 use crate::role::Role;
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
@@ -257,10 +258,12 @@ async fn exchange(
     let exchange = async {
         let (parts, body) = state.upstream.send(post).await?.into_parts();
         if parts.status != StatusCode::OK {
-            return Err(GatewayError::BadWorkerResponse(format!(
-                "HTTP {} to a CONNECTION_REQUEST",
-                parts.status
-            )));
+            // As for a session's messages: its Quack server threw (DuckDB 1.5.5 does while the
+            // lake's catalog is away), so the client reads the worker's exception.
+            return Err(GatewayError::WorkerFailed {
+                status: parts.status.as_u16(),
+                what: exception_what(&parts.headers),
+            });
         }
         Limited::new(body, MAX_CONNECT_MESSAGE_BYTES)
             .collect()

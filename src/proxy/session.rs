@@ -325,7 +325,7 @@ const MAX_EXCEPTION_CHARS: usize = 2000;
 /// (`{"exception_type":"IO","exception_message":"..."}`), rendered here as DuckDB words it
 /// (`IO Error: ...`). Other text is passed on as it is; either is cut at
 /// [`MAX_EXCEPTION_CHARS`].
-fn exception_what(headers: &HeaderMap) -> Option<String> {
+pub(super) fn exception_what(headers: &HeaderMap) -> Option<String> {
     let raw = String::from_utf8_lossy(headers.get("exception_what")?.as_bytes()).into_owned();
     let text = match serde_json::from_str::<serde_json::Value>(&raw) {
         Ok(json) => match (

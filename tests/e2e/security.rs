@@ -740,6 +740,18 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
             "FROM r.query('CREATE VIEW qf_list AS SELECT \"q.* FROM range(3) AS q, (SELECT 1) AS x\".* FROM (SELECT 1) AS \"q.* FROM range(3) AS q, (SELECT 1) AS x\"');".into(),
             "a view, macro or sort key the lake stores may use only plain quoted names",
         ),
+        // Found by a sixteenth: a lake macro whose stored text does not parse (a keyword as a
+        // star's qualifier, which DuckDB writes back out unquoted) locked every principal out
+        // of the lake and kept workers from starting; an inlined TIME_NS row failed every
+        // maintenance run of the lake.
+        (
+            "FROM r.query('CREATE MACRO tm() AS TABLE SELECT \"from\".* FROM range(3) AS \"from\"');".into(),
+            "a macro may only be TEMP",
+        ),
+        (
+            "FROM r.query('CREATE TABLE tn(a TIME_NS)');".into(),
+            "DuckLake 1.5.5 cannot write TIME_NS to Parquet",
+        ),
         // Found by a fifteenth: a sort key's subquery bound nowhere in the catalog's
         // maintenance, so every maintenance run of the lake failed, for every principal.
         (
@@ -778,8 +790,7 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
     }
     // The worker's identity database is READ_ONLY (a fifth review rewrote worker_id() for the
     // worker's other sessions, and kept tables there that every session shared).
-    let out =
-        gw.cli("FROM r.query('CREATE OR REPLACE MACRO quackgate.main.worker_id() AS ''pwned''');");
+    let out = gw.cli("FROM r.query('CREATE TABLE quackgate.main.kept AS SELECT ''pwned'' AS v');");
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("read-only"),
         "{}",

@@ -73,6 +73,16 @@ pub enum ClientSqlRefusal {
     )]
     StoredSqlName,
     #[error(
+        "a macro may only be TEMP (CREATE TEMP MACRO): DuckLake parses every macro of the lake \
+         whenever a session opens it, so one it cannot parse would lock every client out"
+    )]
+    LakeMacro,
+    #[error(
+        "DuckLake 1.5.5 cannot write TIME_NS to Parquet, and the error ends the DuckDB that \
+         tries (the lake's maintenance, for everyone); use TIME or TIMESTAMP_NS"
+    )]
+    TimeNs,
+    #[error(
         "a sort key may list only columns (SET SORTED BY (a, b DESC NULLS LAST)): DuckLake \
          runs a sort key's expression in the lake's maintenance and in its SQL on the catalog, \
          where a subquery or a name of the lake failed every maintenance run for everyone"
@@ -448,6 +458,9 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
         if word == "default" && has_create_or_alter && !constant_default(bytes, end) {
             return Err(ClientSqlRefusal::ExpressionDefault);
         }
+        if word == "time_ns" && has_create_or_alter {
+            return Err(ClientSqlRefusal::TimeNs);
+        }
         if word == "sorted" && has_create_or_alter && !columns_only_sort_key(bytes, end) {
             return Err(ClientSqlRefusal::SortKey);
         }
@@ -477,6 +490,15 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
                 if hides {
                     return Err(ClientSqlRefusal::ShadowsBuiltin);
                 }
+            }
+        }
+        if matches!(word, "macro" | "function") && has_create && after_create {
+            let made_by = create_end.map_or("", |from| &lower[from..start]);
+            if !made_by
+                .split_ascii_whitespace()
+                .any(|w| matches!(w, "temp" | "temporary"))
+            {
+                return Err(ClientSqlRefusal::LakeMacro);
             }
         }
         if let Some(r) = refused.names.get(word) {
@@ -869,15 +891,29 @@ fn holds_placeholder(bytes: &[u8]) -> bool {
 
 /// Whether every `"..."` in `bytes` holds a plain name, reading every `"` as a quote (one in a
 /// string literal too): the parts between the 1st and 2nd, 3rd and 4th, ... must be plain
-/// names, with no doubled `""` (a quote inside a name), which also refuses a quote that does
-/// not close.
+/// names, with no doubled `""` (a quote inside a name) and none qualifying a star, which also
+/// refuses a quote that does not close.
 fn quoted_names_are_plain(bytes: &[u8]) -> bool {
     !bytes.windows(2).any(|pair| pair == b"\"\"")
+        && !quoted_star_qualifier(bytes)
         && bytes
             .split(|&b| b == b'"')
             .skip(1)
             .step_by(2)
             .all(|name| std::str::from_utf8(name).is_ok_and(is_plain_name))
+}
+
+/// Whether a quoted name qualifies a star (`"t".*`, `"from" . *`): DuckDB 1.5.5 writes such a
+/// qualifier back out without its quotes, so a keyword there (`"from"`) makes the stored text
+/// one that no longer parses (the sixteenth review locked every client out with a macro so).
+fn quoted_star_qualifier(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'"'
+            && skip_gap(bytes, i + 1).is_some_and(|dot| {
+                bytes.get(dot) == Some(&b'.')
+                    && skip_gap(bytes, dot + 1).is_some_and(|star| bytes.get(star) == Some(&b'*'))
+            })
+    })
 }
 
 /// Whether `name` is a plain SQL name: a letter or `_`, then letters, digits and `_`.
@@ -1133,13 +1169,14 @@ mod tests {
             "pragma show_tables",
             "SELECT * FROM pragma_table_info('events')",
             "FROM ducklake_snapshots('lake')",
-            "CREATE MACRO add_tax(x) AS x * 1.2",
+            "CREATE TEMP MACRO add_tax(x) AS x * 1.2",
             "CREATE TABLE version (v INT)",
             "CREATE SCHEMA staging",
             "CREATE VIEW recent AS FROM events",
             "ALTER TABLE t RENAME TO t2",
             "ALTER TABLE t RENAME COLUMN a TO duckdb_tables",
-            "CREATE MACRO m() AS TABLE SELECT 1",
+            "CREATE TEMPORARY MACRO m() AS TABLE SELECT 1",
+            "CREATE VIEW v AS SELECT t.* FROM t",
             "CREATE TABLE t (id INT, type VARCHAR, function VARCHAR, view INT)",
             "CREATE OR REPLACE TEMP MACRO twice(x) AS 2 * x",
             "CREATE TABLE options (set_option INT)",
@@ -1264,6 +1301,26 @@ mod tests {
                 SortKey,
             ),
             ("ALTER TABLE sk SET SORTED BY (mymacro(a))", SortKey),
+            // A sixteenth: a lake macro whose stored text no longer parses (a keyword as a
+            // star's qualifier, written back out unquoted) locked every client out of the lake
+            // and kept workers from starting; an inlined TIME_NS row failed every maintenance
+            // run (DuckDB's Parquet writer has no TIME_NS, and its error ends the instance).
+            (
+                "CREATE MACRO tm() AS TABLE SELECT \"from\".* FROM range(3) AS \"from\"",
+                LakeMacro,
+            ),
+            ("CREATE OR REPLACE FUNCTION f(x) AS x + 1", LakeMacro),
+            (
+                "CREATE TEMP MACRO tm() AS TABLE SELECT \"from\".* FROM range(3) AS \"from\"",
+                StoredSqlName,
+            ),
+            (
+                "CREATE VIEW v AS SELECT \"t\" . * FROM range(3) AS \"t\"",
+                StoredSqlName,
+            ),
+            ("CREATE TABLE tn(a TIME_NS)", TimeNs),
+            ("CREATE TABLE tn AS SELECT '12:00'::time_ns AS a", TimeNs),
+            ("ALTER TABLE t ALTER a TYPE STRUCT(x TIME_NS)", TimeNs),
             ("ALTER TABLE sk SET SORTED BY a + 1", SortKey),
             ("ALTER TABLE sk SET SORTED BY (a", SortKey),
             ("SELECT '{snapshot_id}'", Placeholder),
@@ -1341,22 +1398,22 @@ mod tests {
             ),
             ("FROM \"quack:127\".merge_adjacent_files()", LakeMaintenance),
             (
-                "CREATE MACRO \"quack:127\".main.upper(x) AS 'shadowed'",
+                "CREATE TEMP MACRO \"quack:127\".main.upper(x) AS 'shadowed'",
                 ShadowsBuiltin,
             ),
             (
-                "CREATE OR REPLACE MACRO now() AS TIMESTAMP '2000-01-01'",
+                "CREATE OR REPLACE TEMP MACRO now() AS TIMESTAMP '2000-01-01'",
                 ShadowsBuiltin,
             ),
             (
-                "CREATE MACRO main.duckdb_functions() AS TABLE SELECT 1",
+                "CREATE TEMP MACRO main.duckdb_functions() AS TABLE SELECT 1",
                 ShadowsBuiltin,
             ),
-            ("CREATE MACRO upper /* x */ (x) AS x", ShadowsBuiltin),
-            ("CREATE MACRO \"~~\"(a, b) AS 42", ShadowsBuiltin),
-            ("CREATE MACRO \"+\"(a, b) AS 7", ShadowsBuiltin),
+            ("CREATE TEMP MACRO upper /* x */ (x) AS x", ShadowsBuiltin),
+            ("CREATE TEMP MACRO \"~~\"(a, b) AS 42", ShadowsBuiltin),
+            ("CREATE TEMP MACRO \"+\"(a, b) AS 7", ShadowsBuiltin),
             (
-                "CREATE MACRO IF NOT EXISTS a.b.\"UPPER\"(x) AS x",
+                "CREATE TEMP MACRO IF NOT EXISTS a.b.\"UPPER\"(x) AS x",
                 ShadowsBuiltin,
             ),
             ("CREATE SCHEMA quackgate", ShadowsBuiltin),
@@ -1454,7 +1511,7 @@ mod tests {
             ("FROM query_table(getvariable('t'))", SqlFromString),
             ("SELECT json_execute_serialized_sql('{}')", SqlFromString),
             (
-                "CREATE MACRO m(t) AS TABLE FROM query_table(t)",
+                "CREATE TEMP MACRO m(t) AS TABLE FROM query_table(t)",
                 SqlFromString,
             ),
             ("CALL quack_stop('quack:127.0.0.1:1')", QuackFunction),

@@ -129,25 +129,40 @@ fn maintain(conn: &Connection, retention_secs: u64) -> Result<(), WorkerError> {
         .map_or(0.0, |d| d.as_secs_f64());
     let cutoff = (now - retention_secs as f64).max(0.0);
     let older = format!("to_timestamp({cutoff:.6})");
-    conn.execute_batch("CALL ducklake_flush_inlined_data('lake');")
-        .map_err(step("flushing inlined data"))?;
-    conn.execute_batch("CALL ducklake_merge_adjacent_files('lake');")
-        .map_err(step("merging adjacent files"))?;
-    conn.execute_batch(&format!(
-        "CALL ducklake_expire_snapshots('lake', older_than => {older});"
-    ))
-    .map_err(step("expiring snapshots"))?;
-    conn.execute_batch(&format!(
-        "CALL ducklake_cleanup_old_files('lake', older_than => {older});"
-    ))
-    .map_err(step("deleting files of expired snapshots"))?;
-    // Files no snapshot has ever referenced, such as those of failed writes; the retention
-    // keeps the files of commits still under way.
-    conn.execute_batch(&format!(
-        "CALL ducklake_delete_orphaned_files('lake', older_than => {older});"
-    ))
-    .map_err(step("deleting orphaned files"))?;
-    Ok(())
+    // Every step runs even when one before it failed: one table that cannot be flushed
+    // (a sort key that no longer binds, a type Parquet cannot hold) must not stop the merging,
+    // expiry and cleanup of every other table. The first failure is the run's.
+    let steps = [
+        (
+            "flushing inlined data",
+            "CALL ducklake_flush_inlined_data('lake');".to_string(),
+        ),
+        (
+            "merging adjacent files",
+            "CALL ducklake_merge_adjacent_files('lake');".to_string(),
+        ),
+        (
+            "expiring snapshots",
+            format!("CALL ducklake_expire_snapshots('lake', older_than => {older});"),
+        ),
+        (
+            "deleting files of expired snapshots",
+            format!("CALL ducklake_cleanup_old_files('lake', older_than => {older});"),
+        ),
+        // Files no snapshot has ever referenced, such as those of failed writes; the retention
+        // keeps the files of commits still under way.
+        (
+            "deleting orphaned files",
+            format!("CALL ducklake_delete_orphaned_files('lake', older_than => {older});"),
+        ),
+    ];
+    let mut first_failure = None;
+    for (name, sql) in steps {
+        if let Err(e) = conn.execute_batch(&sql).map_err(step(name)) {
+            first_failure.get_or_insert(e);
+        }
+    }
+    first_failure.map_or(Ok(()), Err)
 }
 
 fn lake_exists(local: &Connection) -> bool {
