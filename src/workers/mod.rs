@@ -362,6 +362,9 @@ mod worker_sql_tests {
             // Users' column names, bare, in DuckLake's inlined-data tables (found in review).
             "CREATE TABLE IF NOT EXISTS \"main\".ducklake_inlined_data_1_1(row_id BIGINT, begin_snapshot BIGINT, end_snapshot BIGINT, query VARCHAR, execute INT, quack_count INT)",
             "SELECT query AS col1, execute, quack_count FROM \"main\".ducklake_inlined_data_1_1",
+            // A user's column may be called ducklake_... (a seventeenth review: refused before).
+            "CREATE TABLE IF NOT EXISTS \"main\".ducklake_inlined_data_2_1(row_id BIGINT, begin_snapshot BIGINT, end_snapshot BIGINT, ducklake_x INTEGER, b VARCHAR)",
+            "SELECT ducklake_x AS col1, b AS col2 FROM \"main\".ducklake_inlined_data_2_1 ORDER BY ducklake_x",
             "INSERT INTO t VALUES ('prénom', 'naïve')",
             "INSERT INTO t VALUES ('SELECT quack_stop(''x'')', $1)",
             "CREATE TABLE IF NOT EXISTS \"main\".ducklake_metadata(key VARCHAR NOT NULL, value VARCHAR NOT NULL)",
@@ -441,6 +444,11 @@ mod worker_sql_tests {
             "SELECT * FROM ducklake_commit",
             "CALL ducklake_cleanup_old_files('lake', cleanup_all => true)",
             "SELECT * FROM ducklake_expire_snapshots('lake', older_than => now())",
+            "SELECT ducklake_expire_snapshots('lake')",
+            "INSERT INTO ducklake_tag VALUES (1)",
+            "UPDATE ducklake_tag SET key = 'x'",
+            "TRUNCATE ducklake_snapshot",
+            "SELECT * FROM \"main\".ducklake_table JOIN ducklake_tag USING (table_id)",
         ] {
             assert!(!is_worker_sql(sql), "{sql}");
         }

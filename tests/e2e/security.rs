@@ -750,7 +750,12 @@ fn a_read_only_principal_cannot_change_anything_and_the_worker_enforces_it() {
         ),
         (
             "FROM r.query('CREATE TABLE tn(a TIME_NS)');".into(),
-            "DuckLake 1.5.5 cannot write TIME_NS to Parquet",
+            "TIME_NS is refused",
+        ),
+        // And a seventeenth carried the type in a variable past that first fix.
+        (
+            "FROM r.query('SET VARIABLE v = ''01:02:03''::TIME_NS');".into(),
+            "TIME_NS is refused",
         ),
         // Found by a fifteenth: a sort key's subquery bound nowhere in the catalog's
         // maintenance, so every maintenance run of the lake failed, for every principal.
@@ -956,6 +961,18 @@ fn the_catalog_refuses_the_metadata_tables_in_every_form_but_ducklakes_own() {
     assert_eq!(gw.cli_ok(census), vec!["100,4950"]);
     gw.cli_ok("INSERT INTO r.facts SELECT range + 100 FROM range(10);");
     assert_eq!(gw.cli_ok(census), vec!["110,5995"]);
+    // A user's column may still be called like DuckLake's tables (a seventeenth review found
+    // the first version of this wall refused it).
+    assert_eq!(
+        gw.cli_ok(
+            "FROM r.query('CREATE TABLE dl_cols (ducklake_x INTEGER, b VARCHAR)');\n\
+             FROM r.query('INSERT INTO dl_cols VALUES (7, ''a'')');\n\
+             FROM r.query('SELECT ducklake_x, b FROM dl_cols');"
+        )
+        .last()
+        .map(String::as_str),
+        Some("7,a")
+    );
     let out = gw.cli_with_token(&stack.reader, census);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

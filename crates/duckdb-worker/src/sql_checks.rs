@@ -164,7 +164,8 @@ const STAGED: &str = "ducklake_staged_";
 /// Whether every name of DuckLake's in `sql` is written as DuckLake 1.5.5 writes it to its
 /// catalog: a table as `"main".ducklake_...`; a staging table (read-write sessions only) bare;
 /// `ducklake_commit(...)` (read-write only) as a call; and otherwise a bare `ducklake_...`
-/// only as a column's qualifier (`ducklake_tag.key`).
+/// only where a table cannot stand (a column's qualifier, `ducklake_tag.key`, or a user's
+/// column of that name).
 ///
 /// The Quack client writes the same tables its own way when a worker's SQL names the attached
 /// metadata database as a database: a scan is `SELECT #2 FROM ducklake_data_file`, an APPEND
@@ -176,8 +177,7 @@ const STAGED: &str = "ducklake_staged_";
 /// passes (`tests/data/ducklake/catalog_statements.jsonl`), and what the Quack client sent
 /// for such SQL does not (`quack_client_statements.jsonl` there).
 fn ducklake_names_as_ducklake_writes_them(sql: &str, names: &[Name], read_write: bool) -> bool {
-    let bytes = sql.as_bytes();
-    names.iter().all(|name| {
+    names.iter().enumerate().all(|(i, name)| {
         let lower = name.text.to_ascii_lowercase();
         if !lower.starts_with("ducklake_") {
             return true;
@@ -189,14 +189,19 @@ fn ducklake_names_as_ducklake_writes_them(sql: &str, names: &[Name], read_write:
         if before.trim_end().ends_with('.') {
             return false;
         }
-        let mut next = name.span.end;
-        while next < bytes.len() && (bytes[next].is_ascii_whitespace() || bytes[next] >= 0x80) {
-            next += 1;
+        let staged = read_write && lower.starts_with(STAGED);
+        if name.called {
+            return staged || (read_write && lower == "ducklake_commit");
         }
-        let qualifies_a_column = bytes.get(next) == Some(&b'.');
-        qualifies_a_column
-            || (read_write
-                && (lower.starts_with(STAGED) || (lower == "ducklake_commit" && name.called)))
+        // Where a table stands; elsewhere a bare name is a column (a user's column may be
+        // called `ducklake_x`) or a column's qualifier (`ducklake_tag.key`).
+        let table_position = i.checked_sub(1).is_some_and(|prev| {
+            matches!(
+                names[prev].text.to_ascii_lowercase().as_str(),
+                "from" | "join" | "into" | "table" | "update" | "exists" | "truncate" | "call"
+            )
+        });
+        !table_position || staged
     })
 }
 
