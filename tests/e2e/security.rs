@@ -858,30 +858,24 @@ fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
     // Nor through the lake's own metadata connection: the catalog lets the workers' sessions
     // run nothing of Quack's (here: find its listener, which quack_stop would then stop), with
     // the names put together where the worker's check cannot see them.
-    let out = gw.cli(
+    let catalog_refuses = |sql: &str| {
+        let out = gw.cli(sql);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.contains("Authorization failed") && out.stdout.is_empty(),
+            "{sql}: {said}"
+        );
+    };
+    catalog_refuses(
         "FROM r.query('FROM standins.catalog_sql(''SELECT listen_uri FROM quack'' || ''_server_list()'')');",
-    );
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        said.contains("Authorization failed") && out.stdout.is_empty(),
-        "{said}"
     );
     // Nor read the metadata tables as tables: the Quack client scans them in a form DuckLake
     // never sends (`SELECT #1 FROM ducklake_data_file`).
-    let out = gw.cli("FROM r.query('SELECT count(*) FROM standins.metadata_files()');");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        said.contains("Authorization failed") && out.stdout.is_empty(),
-        "{said}"
-    );
+    catalog_refuses("FROM r.query('SELECT count(*) FROM standins.metadata_files()');");
     let out = gw.cli(&format!(
         "FROM r.query('FROM standins.catalog_sql(''CALL quack'' || ''_stop(quack:127.0.0.1:{})'')');",
         stack.catalog.plain.port()
