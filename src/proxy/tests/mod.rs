@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use crate::proxy::{self, Origin};
 use crate::server::{self, Listener};
 use crate::state::AppState;
 use quack_codec as codec;
+use quack_codec::msg_type;
 
 const CLIENT_TOKEN: &str = "the-client-token";
 
@@ -69,10 +71,16 @@ fn stand_in_extensions(dir: &Path) -> std::path::PathBuf {
 /// SQL that makes the fake worker answer HTTP 500.
 const FAIL_500: &[u8] = b"fail with http 500";
 
+/// What DuckDB 1.5.5 threw at a CONNECTION_REQUEST while the lake's catalog restarted.
+const CATALOG_AWAY: &str = "IO Error: Failed to query most recent snapshot for DuckLake";
+
 /// A worker that knows one session (the captured one) and records every message it gets.
 #[derive(Clone, Default)]
 struct FakeWorker {
     received: Arc<Mutex<Vec<Bytes>>>,
+    /// Answer CONNECTION_REQUESTs with HTTP 500, as DuckDB 1.5.5 does while the lake's catalog
+    /// is away.
+    connects_fail: Arc<AtomicBool>,
 }
 
 impl FakeWorker {
@@ -89,14 +97,21 @@ impl FakeWorker {
                             let body = req.into_body().collect().await?.to_bytes();
                             worker.received.lock().unwrap().push(body.clone());
                             // A DuckDB server whose handler throws answers 500, empty.
-                            if body.windows(FAIL_500.len()).any(|w| w == FAIL_500) {
+                            let failing = |what: &'static str| {
                                 let mut failed = Response::new(Full::new(Bytes::new()));
                                 *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                                failed.headers_mut().insert(
-                                    "EXCEPTION_WHAT",
-                                    http::HeaderValue::from_static("std::bad_alloc"),
-                                );
-                                return Ok::<_, hyper::Error>(failed);
+                                failed
+                                    .headers_mut()
+                                    .insert("EXCEPTION_WHAT", http::HeaderValue::from_static(what));
+                                Ok::<_, hyper::Error>(failed)
+                            };
+                            if body.windows(FAIL_500.len()).any(|w| w == FAIL_500) {
+                                return failing("std::bad_alloc");
+                            }
+                            let connect = codec::decode_header(&body)
+                                .is_ok_and(|h| h.msg_type == msg_type::CONNECTION_REQUEST);
+                            if connect && worker.connects_fail.load(Ordering::SeqCst) {
+                                return failing(CATALOG_AWAY);
                             }
                             Ok::<_, hyper::Error>(Response::new(Full::new(worker.answer(&body))))
                         }
@@ -400,6 +415,24 @@ async fn a_worker_answering_http_500_is_a_quack_error_that_says_it_may_have_run(
         "{text:?}"
     );
     // The session goes on.
+    let (_, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
+    assert_eq!(error_text_or_empty(&answer), "");
+}
+
+#[tokio::test]
+async fn a_worker_failing_a_connect_with_http_500_is_a_quack_error_with_its_exception() {
+    let h = Harness::start("").await;
+    h.worker.connects_fail.store(true, Ordering::SeqCst);
+    let (status, answer) = h.post(connection_request(CLIENT_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = error_text(&answer);
+    assert!(
+        text.contains("HTTP 500") && text.contains(CATALOG_AWAY),
+        "{text:?}"
+    );
+    // Nothing was left on the books: the next connect, once the worker takes it, opens.
+    h.worker.connects_fail.store(false, Ordering::SeqCst);
+    let id = h.open_session().await;
     let (_, answer) = h.post(with_id("prepare_request_select42.bin", &id)).await;
     assert_eq!(error_text_or_empty(&answer), "");
 }
