@@ -30,6 +30,14 @@ pub enum WorkerError {
         #[source]
         source: duckdb::Error,
     },
+    /// The lake's flush failed, and so did these tables' flushes, each on its own.
+    #[error("{whole}; flushed table by table, all but {}", .left.join(", "))]
+    TablesNotFlushed {
+        /// Why the flush of the whole lake failed.
+        whole: Box<WorkerError>,
+        /// `schema.table` of each table whose flush failed.
+        left: Vec<String>,
+    },
     /// Starting failed; the message has the token scrubbed from it.
     #[error("{0}")]
     Start(String),

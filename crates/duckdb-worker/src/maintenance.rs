@@ -45,7 +45,11 @@ pub fn run(
     requests: mpsc::Receiver<()>,
 ) {
     let (mut runs, mut failures) = (0u64, 0u64);
-    let mut lake: Option<Connection> = None;
+    let open = || attach(&config, port, token);
+    let mut lake = LakeInstance {
+        conn: None,
+        open: &open,
+    };
     let mut last_ms = 0u128;
     let mut told_remote = false;
     report(&local, runs, failures, last_ms);
@@ -74,14 +78,7 @@ pub fn run(
             continue;
         }
         let started = Instant::now();
-        let result = match &lake {
-            Some(conn) => maintain(conn, spec.retention_secs),
-            None => attach(&config, port, token).and_then(|conn| {
-                let result = maintain(&conn, spec.retention_secs);
-                lake = Some(conn);
-                result
-            }),
-        };
+        let result = maintain(&mut lake, spec.retention_secs);
         last_ms = started.elapsed().as_millis();
         runs += 1;
         if let Err(e) = result {
@@ -91,7 +88,7 @@ pub fn run(
                 e.to_string().replace('\n', " ")
             );
             // A fresh attach next time, in case the session is what broke.
-            lake = None;
+            lake.conn = None;
         }
         report(&local, runs, failures, last_ms);
     }
@@ -119,8 +116,83 @@ fn attach(
     Ok(conn)
 }
 
-fn maintain(conn: &Connection, retention_secs: u64) -> Result<(), WorkerError> {
-    let step = |step| move |source| WorkerError::DuckDb { step, source };
+/// The maintenance's own DuckDB with the lake attached, opened when a step needs it. DuckDB
+/// ends an instance at an internal error (its Parquet writer meeting a type it has no form for
+/// does), so a step that leaves it unusable takes it away, and the next step opens a new one.
+struct LakeInstance<'a> {
+    conn: Option<Connection>,
+    open: &'a dyn Fn() -> Result<Connection, WorkerError>,
+}
+
+impl LakeInstance<'_> {
+    fn execute(&mut self, step: &'static str, sql: &str) -> Result<(), WorkerError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => (self.open)()?,
+        };
+        let result = conn
+            .execute_batch(sql)
+            .map_err(|source| WorkerError::DuckDb { step, source });
+        if result.is_ok() || conn.execute_batch("SELECT 1").is_ok() {
+            self.conn = Some(conn);
+        }
+        result
+    }
+
+    /// Every table of the lake, as (schema, table).
+    fn tables(&mut self) -> Result<Vec<(String, String)>, WorkerError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => (self.open)()?,
+        };
+        let tables = conn
+            .prepare(
+                "SELECT schema_name, table_name FROM duckdb_tables()
+                 WHERE database_name = 'lake' ORDER BY ALL",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|source| WorkerError::DuckDb {
+                step: "listing the lake's tables",
+                source,
+            });
+        self.conn = Some(conn);
+        tables
+    }
+}
+
+/// Flushes every table's inlined rows in one call, as DuckLake does for a lake; when that
+/// fails, table by table, so that one table that cannot be flushed (a sort key that no longer
+/// binds, a type Parquet cannot hold) keeps only its own rows inlined. The error names the
+/// tables left; when every table flushes on its own, the run has lost nothing.
+fn flush(lake: &mut LakeInstance<'_>) -> Result<(), WorkerError> {
+    const STEP: &str = "flushing inlined data";
+    let Err(whole) = lake.execute(STEP, "CALL ducklake_flush_inlined_data('lake');") else {
+        return Ok(());
+    };
+    let mut left = Vec::new();
+    for (schema, table) in lake.tables()? {
+        let sql = format!(
+            "CALL ducklake_flush_inlined_data('lake', schema_name => {}, table_name => {});",
+            sql_literal(&schema),
+            sql_literal(&table)
+        );
+        if lake.execute(STEP, &sql).is_err() {
+            left.push(format!("{schema}.{table}"));
+        }
+    }
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(WorkerError::TablesNotFlushed {
+        whole: Box::new(whole),
+        left,
+    })
+}
+
+fn maintain(lake: &mut LakeInstance<'_>, retention_secs: u64) -> Result<(), WorkerError> {
     // An absolute time: `now() - INTERVAL` needs ICU for TIMESTAMPTZ, which is not loaded.
     // To the microsecond: whole seconds made a run within a second of the one that scheduled
     // files for deletion keep them, whatever the retention.
@@ -130,13 +202,10 @@ fn maintain(conn: &Connection, retention_secs: u64) -> Result<(), WorkerError> {
     let cutoff = (now - retention_secs as f64).max(0.0);
     let older = format!("to_timestamp({cutoff:.6})");
     // Every step runs even when one before it failed: one table that cannot be flushed
-    // (a sort key that no longer binds, a type Parquet cannot hold) must not stop the merging,
-    // expiry and cleanup of every other table. The first failure is the run's.
+    // must not stop the merging, expiry and cleanup of every other table. The first failure
+    // is the run's.
+    let mut first_failure = flush(lake).err();
     let steps = [
-        (
-            "flushing inlined data",
-            "CALL ducklake_flush_inlined_data('lake');".to_string(),
-        ),
         (
             "merging adjacent files",
             "CALL ducklake_merge_adjacent_files('lake');".to_string(),
@@ -156,9 +225,8 @@ fn maintain(conn: &Connection, retention_secs: u64) -> Result<(), WorkerError> {
             format!("CALL ducklake_delete_orphaned_files('lake', older_than => {older});"),
         ),
     ];
-    let mut first_failure = None;
     for (name, sql) in steps {
-        if let Err(e) = conn.execute_batch(&sql).map_err(step(name)) {
+        if let Err(e) = lake.execute(name, &sql) {
             first_failure.get_or_insert(e);
         }
     }
