@@ -292,6 +292,11 @@ mod read_only_sql_tests {
             "SELECT begin_snapshot, end_snapshot FROM \"main\".ducklake_data_file",
             "SELECT ducklake_tag.key FROM \"main\".ducklake_tag",
             "SELECT 1;  ",
+            // DuckLake writes a user's column bare when its name is not a DuckDB keyword; an
+            // eighteenth review's read-only principal could not read a table with a column
+            // called `query`.
+            "SELECT id, \"load\", query, quack_count, nextval, \"quack\" FROM \"main\".ducklake_inlined_data_5_1",
+            "SELECT t.query FROM t",
         ] {
             assert!(is_read_only_sql(sql), "{sql}");
         }
@@ -340,6 +345,16 @@ mod read_only_sql_tests {
             "SELECT * FROM U&\"quack!005fstop\" UESCAPE '!'",
             "SELECT * FROM force_checkpoint()",
             "SELECT nextval('seq')",
+            "SELECT 'seq'.nextval()",
+            "SELECT setval ('seq', 1)",
+            "SELECT * FROM \"query\"('SELECT 1')",
+            "SELECT 'x'.quack_stop()",
+            "SELECT * FROM query_table('quack_server_list')",
+            "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT * FROM quack' || '_server_list()'))",
+            "SELECT 'quack_server_list' AS s",
+            "FROM enable_logging(level := 'trace')",
+            "SELECT message FROM duckdb_logs()",
+            "FROM duckdb_logs_parsed('QueryLog')",
             "BEGIN TRANSACTION",
             "SELECT 1\0; DROP TABLE t",
         ] {
@@ -449,6 +464,14 @@ mod worker_sql_tests {
             "UPDATE ducklake_tag SET key = 'x'",
             "TRUNCATE ducklake_snapshot",
             "SELECT * FROM \"main\".ducklake_table JOIN ducklake_tag USING (table_id)",
+            // The process's logs: switched on in the catalog, they hold every worker's
+            // metadata SQL, other principals' inlined rows among it.
+            "CALL enable_logging(level := 'trace')",
+            "FROM enable_logging()",
+            "SELECT message FROM duckdb_logs()",
+            "FROM duckdb_logs_parsed('QueryLog')",
+            "CALL enable_profiling()",
+            "SELECT nextval('seq')",
         ] {
             assert!(!is_worker_sql(sql), "{sql}");
         }

@@ -881,6 +881,14 @@ fn behind_the_client_check_the_catalog_and_the_sandbox_still_hold() {
         stack.catalog.plain.port()
     ));
     assert!(!out.status.success());
+    // Nor switch on its logs, which would hold every worker's metadata SQL (other principals'
+    // inlined rows among it), nor read them.
+    catalog_refuses(
+        "FROM r.query('FROM standins.catalog_sql(''CALL enable_'' || ''logging()'')');",
+    );
+    catalog_refuses(
+        "FROM r.query('FROM standins.catalog_sql(''SELECT count(*) FROM duckdb_'' || ''logs()'')');",
+    );
     // Nor change a setting there: a global one would reach the catalog's own connections
     // (`max_expression_depth = 3` made every query on it fail, its hooks' included).
     for set in [
@@ -972,6 +980,20 @@ fn the_catalog_refuses_the_metadata_tables_in_every_form_but_ducklakes_own() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "110,5995",
         "the read-only worker still reads the lake: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // DuckLake reads inlined rows naming each column, bare when the name is no DuckDB keyword:
+    // a read-only principal still reads columns called like the functions the catalog refuses
+    // (an eighteenth review's could not read one called `query`).
+    gw.cli_ok(
+        "FROM r.query('CREATE TABLE meter (id INT, \"load\" DOUBLE, query VARCHAR, quack_n INT, nextval INT, \"execute\" INT, enable_logging INT)');\n\
+         FROM r.query('INSERT INTO meter VALUES (1, 2.5, ''x'', 3, 4, 5, 6)');",
+    );
+    let out = gw.cli_with_token(&stack.reader, "SELECT * FROM r.meter;");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1,2.5,x,3,4,5,6",
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

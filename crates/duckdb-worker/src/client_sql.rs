@@ -54,6 +54,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::sql_checks::LOGS_AND_PROFILING;
+
 /// Why a client statement is refused; the text is what the client reads after
 /// `quackgate: this statement was refused: `.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -160,18 +162,6 @@ const METADATA_DATABASE: &str = "__ducklake_metadata";
 
 /// Functions that run SQL from a string.
 const SQL_FROM_STRING: &[&str] = &["query", "query_table", "json_execute_serialized_sql"];
-
-/// Functions over the worker's logs and profiling; macros over them follow (`duckdb_logs_parsed`).
-const WORKER_LOGS: &[&str] = &[
-    "enable_logging",
-    "disable_logging",
-    "truncate_duckdb_logs",
-    "write_log",
-    "duckdb_logs",
-    "duckdb_log_contexts",
-    "enable_profiling",
-    "disable_profiling",
-];
 
 /// The `ducklake_*` functions a client may call: each reads, or names its own commit.
 const DUCKLAKE_READS: &[&str] = &[
@@ -297,7 +287,8 @@ impl RefusedCalls {
         ] {
             names.insert(name.to_string(), Refused { why, shared: false });
         }
-        for name in WORKER_LOGS {
+        // Macros over them follow from the function list (`duckdb_logs_parsed`).
+        for name in LOGS_AND_PROFILING {
             names.insert(
                 name.to_string(),
                 Refused {

@@ -5,20 +5,66 @@
 //! A file of its own because it is pure text scanning with no DuckDB in it: the gateway tests
 //! it, and builds it with the `engine` feature off (the fuzz crate), without linking DuckDB.
 
+/// Functions over DuckDB's logs and profiling, which every connection of a process shares:
+/// switched on in the catalog, its log holds every worker's metadata SQL, other principals'
+/// inlined rows among it. `duckdb_logs_parsed` is a macro over `duckdb_logs`.
+pub(crate) const LOGS_AND_PROFILING: &[&str] = &[
+    "enable_logging",
+    "disable_logging",
+    "truncate_duckdb_logs",
+    "write_log",
+    "duckdb_logs",
+    "duckdb_logs_parsed",
+    "duckdb_log_contexts",
+    "enable_profiling",
+    "disable_profiling",
+];
+
+/// Functions a catalog session may not call: they run SQL built at run time, change
+/// sequences, checkpoint, or reach the process's logs.
+fn refused_call(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("quack")
+        || name.contains("execute_serialized")
+        || [
+            "query",
+            "query_table",
+            "nextval",
+            "setval",
+            "force_checkpoint",
+        ]
+        .contains(&name.as_str())
+        || LOGS_AND_PROFILING.contains(&name.as_str())
+}
+
 /// Whether `sql` is one statement that only reads.
 ///
 /// Strict, because this scanner and DuckDB's lexer must never disagree on what is code: it
 /// refuses comments (`--`, `/*`; DuckDB nests block comments and ends line comments at `\r`),
 /// dollar quotes, backslashes (escape strings), `U&` (Unicode escapes in names), NUL, and any
 /// `;` before the end. Outside quotes, the first word must be SELECT, FROM, WITH, VALUES,
-/// TABLE, DESCRIBE, SHOW or SUMMARIZE, and no word may name a command that writes or a
-/// function with a side effect (`query()` and `query_table()` run SQL built at run time;
-/// checkpoints, sequences, and anything of Quack's, which could stop the catalog).
+/// TABLE, DESCRIBE, SHOW or SUMMARIZE, and no word may be a command that writes. Functions
+/// with a side effect ([`refused_call`]) are refused where they are called; `quack` is refused
+/// anywhere but in a name that is not called (a string could become a name at run time), since
+/// DuckLake writes a user's column bare when its name is not one of DuckDB's keywords, and a
+/// column may be called `query` or `quack_count`.
 pub fn is_read_only_sql(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
-    if ["--", "/*", "*/", "$", "\\", "u&", "\0", "quack"]
+    if ["--", "/*", "*/", "$", "\\", "u&", "\0"]
         .iter()
         .any(|bad| lower.contains(bad))
+    {
+        return false;
+    }
+    let Some(names) = names_outside_literals(sql) else {
+        return false;
+    };
+    let mut uncalled_names_blanked = lower.into_bytes();
+    for name in names.iter().filter(|n| !n.called) {
+        uncalled_names_blanked[name.span.clone()].fill(b' ');
+    }
+    if uncalled_names_blanked.windows(5).any(|w| w == b"quack")
+        || names.iter().any(|n| n.called && refused_call(&n.text))
     {
         return false;
     }
@@ -60,7 +106,6 @@ pub fn is_read_only_sql(sql: &str) -> bool {
         "IMPORT",
         "VACUUM",
         "CHECKPOINT",
-        "FORCE_CHECKPOINT",
         "USE",
         "INTO",
         "BEGIN",
@@ -68,24 +113,19 @@ pub fn is_read_only_sql(sql: &str) -> bool {
         "ROLLBACK",
         "ABORT",
         "END",
-        "QUERY",
-        "QUERY_TABLE",
-        "NEXTVAL",
-        "SETVAL",
         "PREPARE",
         "EXECUTE",
         "DEALLOCATE",
     ];
     READS.contains(&first.as_str())
         && !words.iter().any(|w| REFUSED.contains(&w.as_str()))
-        && names_outside_literals(sql)
-            .is_some_and(|names| ducklake_names_as_ducklake_writes_them(sql, &names, false))
+        && ducklake_names_as_ducklake_writes_them(sql, &names, false)
 }
 
 /// Whether `sql`, from a read-write session (a worker's metadata connection), calls nothing it
-/// must not: no function whose name (bare or quoted) starts with `quack` (every Quack function:
-/// `quack_stop`, `quack_serve`, `quack_query`, `quack_server_list`, ...), none that runs SQL
-/// from a string (`query`, `query_table`, `json_execute_serialized_sql`), no PREPARE or
+/// must not ([`refused_call`]: every Quack function, bare or quoted, such as `quack_stop`,
+/// `quack_serve`, `quack_query`, `quack_server_list`; what runs SQL from a string, `query`,
+/// `query_table`, `json_execute_serialized_sql`; the process's logs), no PREPARE or
 /// EXECUTE, and no view, macro or function made in the catalog (DuckLake keeps its own as
 /// rows; a stored object could call what is refused here), no `DROP` or `ALTER` of a table
 /// but DuckLake's inlined-data ones (it drops those once flushed; it drops and alters its
@@ -149,12 +189,7 @@ pub fn is_worker_sql(sql: &str) -> bool {
     if drops_its_own_table || creates_a_foreign_table {
         return false;
     }
-    names.iter().filter(|n| n.called).all(|name| {
-        let name = name.text.to_ascii_lowercase();
-        !(name.starts_with("quack")
-            || ["query", "query_table"].contains(&name.as_str())
-            || name.contains("execute_serialized"))
-    })
+    !names.iter().any(|n| n.called && refused_call(&n.text))
 }
 
 /// What DuckLake's staging tables start with: its commits fill them in the session's own
