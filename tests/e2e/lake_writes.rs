@@ -296,15 +296,18 @@ fn maintenance_merges_the_files_of_small_appends() {
     );
 }
 
-/// Tables that the maintenance cannot flush do not stop it for the others: every other table's
-/// inlined rows are flushed, and the later steps (merging, expiry, cleanup) still run. The
-/// stand-ins are set past the client check, through the lake's catalog with the workers'
+/// Tables that the maintenance cannot flush or merge do not stop it for the others: every
+/// other table's inlined rows are flushed and its files merged, and the later steps (expiry,
+/// cleanup) still run. The stand-ins are made through the lake's catalog with the workers'
 /// token, as a worker's session would: a sort key with a subquery, which binds where it was
-/// set but not in the catalog's maintenance (a fifteenth review set one from client SQL), and
-/// an inlined `TIME_NS` row, which DuckDB's Parquet writer meets with an internal error that
-/// ends the maintenance's DuckDB (a sixteenth review's; both are refused from client SQL).
+/// set but not in the catalog's maintenance (a fifteenth review set one from client SQL); an
+/// inlined `TIME_NS` row, which DuckDB's Parquet writer meets with an internal error that ends
+/// the maintenance's DuckDB (a sixteenth review's; both are refused from client SQL); and two
+/// that ordinary client SQL makes (an eighteenth review's): an inlined negative interval,
+/// which Parquet cannot hold, and HUGEINT files near the type's limit, which Parquet keeps as
+/// DOUBLEs that a merge cannot cast back.
 #[test]
-fn tables_that_cannot_be_flushed_do_not_stop_the_rest_of_maintenance() {
+fn tables_that_cannot_be_flushed_or_merged_do_not_stop_the_rest_of_maintenance() {
     let lake = Lake::start(1);
     let gw = &lake.gateway;
     let toolchain = Toolchain::get();
@@ -319,7 +322,11 @@ fn tables_that_cannot_be_flushed_do_not_stop_the_rest_of_maintenance() {
              ATTACH 'ducklake:quack:127.0.0.1:{port}' AS lake; USE lake;\n\
              CREATE TABLE helper (x INT); CREATE TABLE sk (a INT); INSERT INTO sk VALUES (1);\n\
              ALTER TABLE sk SET SORTED BY ((SELECT count(*) FROM helper) + a);\n\
-             CREATE TABLE tn (t TIME_NS); INSERT INTO tn VALUES ('01:02:03');\n",
+             CREATE TABLE tn (t TIME_NS); INSERT INTO tn VALUES ('01:02:03');\n\
+             CREATE TABLE iv (a INTERVAL); INSERT INTO iv VALUES (INTERVAL '-1 day');\n\
+             CREATE TABLE hi (a HUGEINT);\n\
+             INSERT INTO hi SELECT 170141183460469231731687303715884105727::HUGEINT FROM range(20);\n\
+             INSERT INTO hi SELECT 1 FROM range(20);\n",
             ext = toolchain.ext_dir().display(),
         ),
     );
@@ -341,14 +348,23 @@ fn tables_that_cannot_be_flushed_do_not_stop_the_rest_of_maintenance() {
     lake.run_maintenance();
     assert_eq!(lake.gauge("maintenance_failures"), 1);
     let log = lake.catalog.log();
+    let failed = |step: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("lake maintenance failed: {step}")))
+            .unwrap_or_else(|| panic!("no failure of {step}: {log}"))
+    };
     assert!(
-        log.contains("lake maintenance failed: flushing inlined data")
-            && log.contains("flushed table by table, all but main.sk, main.tn"),
+        failed("flushing inlined data")
+            .contains("run table by table, all but main.iv, main.sk, main.tn"),
+        "{log}"
+    );
+    assert!(
+        failed("merging adjacent files").contains("all but main.hi"),
         "{log}"
     );
     // The run went on past the DuckDB that TIME_NS ended, with a new one.
     assert_eq!(lake.files("small").len(), 1, "small's row is still inlined");
-    assert_eq!(lake.gauge("inlined_rows"), 2, "sk's and tn's rows");
+    assert_eq!(lake.gauge("inlined_rows"), 3, "sk's, tn's and iv's rows");
     let after = lake.files("events");
     assert!(
         after.len() <= 4,

@@ -30,12 +30,12 @@ pub enum WorkerError {
         #[source]
         source: duckdb::Error,
     },
-    /// The lake's flush failed, and so did these tables' flushes, each on its own.
-    #[error("{whole}; flushed table by table, all but {}", .left.join(", "))]
-    TablesNotFlushed {
-        /// Why the flush of the whole lake failed.
-        whole: Box<WorkerError>,
-        /// `schema.table` of each table whose flush failed.
+    /// A maintenance step failed for these tables, each on its own.
+    #[error("{first}; run table by table, all but {}", .left.join(", "))]
+    TablesLeft {
+        /// The first failure: of the whole lake's step, or of a table's.
+        first: Box<WorkerError>,
+        /// `schema.table` of each table the step failed for.
         left: Vec<String>,
     },
     /// Starting failed; the message has the token scrubbed from it.

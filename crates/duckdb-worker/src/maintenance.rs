@@ -15,6 +15,7 @@
 //! Each run ends with a report line on stdout (`QUACKGATE-WORKER LAKE ...`), which the
 //! supervisor turns into metrics; a `MAINTAIN` line on stdin asks for a run now.
 
+use std::collections::HashSet;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,7 @@ pub fn run(
     let mut lake = LakeInstance {
         conn: None,
         open: &open,
+        tables_left: HashSet::new(),
     };
     let mut last_ms = 0u128;
     let mut told_remote = false;
@@ -78,15 +80,17 @@ pub fn run(
             continue;
         }
         let started = Instant::now();
-        let result = maintain(&mut lake, spec.retention_secs);
+        let failed = maintain(&mut lake, spec.retention_secs);
         last_ms = started.elapsed().as_millis();
         runs += 1;
-        if let Err(e) = result {
-            failures += 1;
+        for e in &failed {
             eprintln!(
                 "quackgate catalog: lake maintenance failed: {}",
                 e.to_string().replace('\n', " ")
             );
+        }
+        if !failed.is_empty() {
+            failures += 1;
             // A fresh attach next time, in case the session is what broke.
             lake.conn = None;
         }
@@ -122,6 +126,8 @@ fn attach(
 struct LakeInstance<'a> {
     conn: Option<Connection>,
     open: &'a dyn Fn() -> Result<Connection, WorkerError>,
+    /// The [`TableStep`]s whose last run left tables behind.
+    tables_left: HashSet<&'static str>,
 }
 
 impl LakeInstance<'_> {
@@ -163,36 +169,71 @@ impl LakeInstance<'_> {
     }
 }
 
-/// Flushes every table's inlined rows in one call, as DuckLake does for a lake; when that
-/// fails, table by table, so that one table that cannot be flushed (a sort key that no longer
-/// binds, a type Parquet cannot hold) keeps only its own rows inlined. The error names the
-/// tables left; when every table flushes on its own, the run has lost nothing.
-fn flush(lake: &mut LakeInstance<'_>) -> Result<(), WorkerError> {
-    const STEP: &str = "flushing inlined data";
-    let Err(whole) = lake.execute(STEP, "CALL ducklake_flush_inlined_data('lake');") else {
-        return Ok(());
+/// A step DuckLake runs over the whole lake in one transaction, and over one table too.
+struct TableStep {
+    name: &'static str,
+    whole: &'static str,
+    /// The call for one table, from its schema's and its own name as SQL literals.
+    one: fn(&str, &str) -> String,
+}
+
+const FLUSH: TableStep = TableStep {
+    name: "flushing inlined data",
+    whole: "CALL ducklake_flush_inlined_data('lake');",
+    one: |schema, table| {
+        format!("CALL ducklake_flush_inlined_data('lake', schema_name => {schema}, table_name => {table});")
+    },
+};
+
+const MERGE: TableStep = TableStep {
+    name: "merging adjacent files",
+    whole: "CALL ducklake_merge_adjacent_files('lake');",
+    one: |schema, table| {
+        format!("CALL ducklake_merge_adjacent_files('lake', {table}, schema => {schema});")
+    },
+};
+
+/// Runs `step` over the whole lake; when that fails, table by table, so that one table it
+/// cannot process (a sort key that no longer binds, a value Parquet cannot hold: a negative
+/// interval, a partition value longer than a file name may be, a HUGEINT near its limit,
+/// which Parquet keeps as a DOUBLE) holds back only itself. The error names the tables left;
+/// when every table passes on its own, the run has lost nothing. A step that left tables goes
+/// table by table from the start next time, rather than redo, and roll back, the whole lake's
+/// work on every run.
+fn table_by_table(lake: &mut LakeInstance<'_>, step: &TableStep) -> Result<(), WorkerError> {
+    let mut first = if lake.tables_left.contains(step.name) {
+        None
+    } else {
+        match lake.execute(step.name, step.whole) {
+            Ok(()) => return Ok(()),
+            Err(e) => Some(e),
+        }
     };
     let mut left = Vec::new();
     for (schema, table) in lake.tables()? {
-        let sql = format!(
-            "CALL ducklake_flush_inlined_data('lake', schema_name => {}, table_name => {});",
-            sql_literal(&schema),
-            sql_literal(&table)
-        );
-        if lake.execute(STEP, &sql).is_err() {
+        let sql = (step.one)(&sql_literal(&schema), &sql_literal(&table));
+        if let Err(e) = lake.execute(step.name, &sql) {
             left.push(format!("{schema}.{table}"));
+            first.get_or_insert(e);
         }
     }
-    if left.is_empty() {
-        return Ok(());
+    match first {
+        Some(first) if !left.is_empty() => {
+            lake.tables_left.insert(step.name);
+            Err(WorkerError::TablesLeft {
+                first: Box::new(first),
+                left,
+            })
+        }
+        _ => {
+            lake.tables_left.remove(step.name);
+            Ok(())
+        }
     }
-    Err(WorkerError::TablesNotFlushed {
-        whole: Box::new(whole),
-        left,
-    })
 }
 
-fn maintain(lake: &mut LakeInstance<'_>, retention_secs: u64) -> Result<(), WorkerError> {
+/// Every step of a run; what failed, each step at most once.
+fn maintain(lake: &mut LakeInstance<'_>, retention_secs: u64) -> Vec<WorkerError> {
     // An absolute time: `now() - INTERVAL` needs ICU for TIMESTAMPTZ, which is not loaded.
     // To the microsecond: whole seconds made a run within a second of the one that scheduled
     // files for deletion keep them, whatever the retention.
@@ -202,14 +243,12 @@ fn maintain(lake: &mut LakeInstance<'_>, retention_secs: u64) -> Result<(), Work
     let cutoff = (now - retention_secs as f64).max(0.0);
     let older = format!("to_timestamp({cutoff:.6})");
     // Every step runs even when one before it failed: one table that cannot be flushed
-    // must not stop the merging, expiry and cleanup of every other table. The first failure
-    // is the run's.
-    let mut first_failure = flush(lake).err();
+    // must not stop the merging, expiry and cleanup of every other table.
+    let mut failed: Vec<WorkerError> = [FLUSH, MERGE]
+        .iter()
+        .filter_map(|step| table_by_table(lake, step).err())
+        .collect();
     let steps = [
-        (
-            "merging adjacent files",
-            "CALL ducklake_merge_adjacent_files('lake');".to_string(),
-        ),
         (
             "expiring snapshots",
             format!("CALL ducklake_expire_snapshots('lake', older_than => {older});"),
@@ -227,10 +266,10 @@ fn maintain(lake: &mut LakeInstance<'_>, retention_secs: u64) -> Result<(), Work
     ];
     for (name, sql) in steps {
         if let Err(e) = lake.execute(name, &sql) {
-            first_failure.get_or_insert(e);
+            failed.push(e);
         }
     }
-    first_failure.map_or(Ok(()), Err)
+    failed
 }
 
 fn lake_exists(local: &Connection) -> bool {
