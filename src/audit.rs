@@ -231,7 +231,7 @@ impl Body for CountedAnswer {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.counter.feed(data);
+                    self.counter.feed_bytes(data.clone());
                 }
                 // hyper stops polling a body whose length it has sent, so the end is seen here.
                 if self.inner.is_end_stream() {

@@ -2,8 +2,9 @@
 //! a worker's answer: the header, the full checks of the small request types, the text of an
 //! ERROR_RESPONSE, the client-side readers of the bench, and the connection-id rewrite that
 //! pins a session's messages to their worker (and the mint of a CONNECTION_RESPONSE), and the
-//! audit's row counter. Nothing may panic, a rewritten header must decode to what was written,
-//! and the row counter must count the same however the answer is cut.
+//! audit's row counter, which also checks an APPEND whole. Nothing may panic, a rewritten
+//! header must decode to what was written, and the row counter must count the same however the
+//! answer is cut.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -22,11 +23,16 @@ fuzz_target!(|data: &[u8]| {
         .map_or(0, |b| usize::from(*b) % (data.len() + 1));
     data[..at].chunks(3).for_each(|p| cut.feed(p));
     cut.feed(&data[at..]);
+    let whole = whole.finish();
     assert_eq!(
-        whole.finish(),
+        whole,
         cut.finish(),
         "the count depends on how the answer is cut"
     );
+    // An APPEND passes the gateway's check exactly when the walk counts it.
+    if let Ok(rows) = codec::check_append(data.to_vec()) {
+        assert_eq!(whole.map(|w| w.rows), Some(rows));
+    }
     let Ok(header) = codec::decode_header(data) else {
         return;
     };

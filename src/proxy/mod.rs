@@ -9,12 +9,14 @@
 //!    on an edge by placing it on a node;
 //! 4. any other message is **resolved** by its signed id to the worker or node that owns its
 //!    session and forwarded there once, never anywhere else and never twice (`session`).
-//!    Small request types are read and checked in full first; APPEND and unknown types stream
-//!    through to a worker with only their header checked (the peer leg reads them whole);
+//!    Small request types are read and checked in full first; APPEND streams through to a
+//!    worker, checked whole before its last piece goes (`append_check`), and unknown types
+//!    with only their header checked (the peer leg reads them whole);
 //! 5. on the peer listener, the answer is **sealed** for the sender (`peer`).
 //!
 //! `error` decides what the client sees when a phase fails.
 
+pub mod append_check;
 pub mod connect;
 pub mod context;
 pub mod peer;
@@ -167,6 +169,9 @@ async fn forward(
             return connect::connect(state, ctx, message, &header).await;
         }
         let destination = session::resolve(state, ctx.origin, &message, &header, &mut ctx.audit)?;
+        if header.msg_type == msg_type::APPEND_REQUEST {
+            codec::check_append(message.clone())?;
+        }
         if let Some(cap) = buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
             if message.len() as u64 > cap {
                 return Err(too_large(header.msg_type, cap));

@@ -17,6 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
 use crate::error::GatewayError;
+use crate::proxy::append_check::AppendNotWhole;
 use crate::upstream::UpstreamError;
 use quack_codec::msg_type;
 use quack_codec::{self as codec, CodecError, Header};
@@ -188,7 +189,7 @@ where
 }
 
 /// A failed exchange whose cause was the client's streamed body, not the worker: over
-/// `limit`, or too slow. The worker got an incomplete request, which it does not run.
+/// `limit`, too slow, or an APPEND that was not whole. The worker got an incomplete request, which it does not run.
 pub fn streamed_body_failure(e: UpstreamError, limit: u64) -> GatewayError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(c) = cause {
@@ -197,6 +198,9 @@ pub fn streamed_body_failure(e: UpstreamError, limit: u64) -> GatewayError {
         }
         if c.is::<BodyTimedOut>() {
             return GatewayError::ClientTimeout;
+        }
+        if let Some(AppendNotWhole(e)) = c.downcast_ref() {
+            return GatewayError::Malformed(e.clone());
         }
         cause = c.source();
     }

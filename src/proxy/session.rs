@@ -24,6 +24,7 @@ use crate::audit::AuditFacts;
 use crate::auth::Access;
 use crate::body::{loopback, PrefixedBody, ResponseBody};
 use crate::error::GatewayError;
+use crate::proxy::append_check::CheckedAppend;
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
 use crate::proxy::peer;
 use crate::proxy::read::{read_rest, streamed_body_failure, with_client_timeout, TimedBody};
@@ -228,11 +229,12 @@ pub async fn pinned(
                 .and_then(|d| d.checked_sub(header.len as u64))
                 .and_then(|d| d.checked_add(new_header.len() as u64));
             let tail = prefix.slice(header.len..);
-            QuackPost::streamed(
-                loopback(to.port),
-                PrefixedBody::new([new_header, tail], TimedBody::new(rest)).boxed(),
-                length,
-            )
+            let body = PrefixedBody::new([new_header, tail], TimedBody::new(rest));
+            let body = match header.msg_type {
+                msg_type::APPEND_REQUEST => CheckedAppend::new(body).boxed(),
+                _ => body.boxed(),
+            };
+            QuackPost::streamed(loopback(to.port), body, length)
         }
     };
     state.sessions.touched(&to.id, Instant::now());

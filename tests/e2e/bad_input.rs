@@ -271,7 +271,25 @@ fn table(gw: &Gateway, id: &[u8]) -> Vec<Row> {
     slow_body.resize(200, b'A');
     let slow_head =
         b"POST /quack HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000\r\n\r\n".to_vec();
-    let slow_append_head = slow_head.clone();
+    // APPENDs are walked as they stream, and garbage is refused as soon as it is seen, so the
+    // size and time limits on a streamed APPEND are tried with real ones: one a little over
+    // the limit, and the start of one whose 8,000-byte data blob then arrives a byte a second.
+    let over_limit_append = |rows: usize| {
+        codec::append_request(
+            id,
+            1,
+            "main",
+            "t",
+            &[codec::AppendColumn::BigInt(vec![0; rows])],
+        )
+    };
+    let big_append = over_limit_append(MAX_BODY / 8 + 1);
+    let slow_append = over_limit_append(1000);
+    let slow_append_head = [
+        &slow_head[..],
+        &slow_append[..slow_append.len() - 8000 + 10],
+    ]
+    .concat();
     let with_body = post("/quack", expect_continue, &cr);
     let continue_head = with_body[..with_body.len() - cr.len()].to_vec();
     let mut put = post("/quack", "", &cr);
@@ -316,7 +334,7 @@ fn table(gw: &Gateway, id: &[u8]) -> Vec<Row> {
         ),
         row(
             "chunked APPEND over gateway.max_body_bytes",
-            chunked("", &[&message(9, id, MAX_BODY)]),
+            chunked("", &[&big_append]),
             Expect::Status(413),
         ),
         row(
@@ -416,7 +434,7 @@ fn table(gw: &Gateway, id: &[u8]) -> Vec<Row> {
         },
         Row {
             send: Sending::Drip {
-                head: [&slow_append_head[..], &message(9, id, 0)].concat(),
+                head: slow_append_head,
                 drip: vec![0; 200],
             },
             at_least: BODY_TIMEOUT - Duration::from_secs(1),

@@ -83,6 +83,52 @@ fn malformed_messages_are_refused_before_any_worker_sees_them() {
     assert_eq!((status, msg_type(&body)), (200, 4));
 }
 
+/// An APPEND streams to its worker, but one that ends early or runs on past its end is cut
+/// off before the worker has it whole (the 1.5.5 server would read past the end of a short
+/// one): the client gets 400, the table holds only the rows of whole APPENDs, and the session
+/// goes on.
+#[test]
+fn an_append_cut_short_or_padded_never_reaches_the_worker() {
+    use quack_codec::{append_request, AppendColumn};
+    // One worker: the raw session and the CLI's share its in-memory database.
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        ..Default::default()
+    });
+    gw.cli_ok("FROM r.query('CREATE TABLE t (a BIGINT, s VARCHAR)');");
+    let id = open_session(&gw);
+    let append = |query_id, rows: i64| {
+        append_request(
+            &id,
+            query_id,
+            "main",
+            "t",
+            &[
+                AppendColumn::BigInt((0..rows).collect()),
+                AppendColumn::Varchar((0..rows).map(|i| format!("row {i}")).collect()),
+            ],
+        )
+        .to_vec()
+    };
+    let whole = append(1, 2048);
+    for cut in [30, whole.len() / 2, whole.len() - 3, whole.len() - 1] {
+        let (status, body) = quack_post(gw.plain, whole[..cut].to_vec());
+        assert_eq!(status, 400, "cut at {cut}: {body:?}");
+    }
+    let mut padded = whole.clone();
+    padded.extend_from_slice(&[0xff, 0xff]);
+    let (status, _) = quack_post(gw.plain, padded);
+    assert_eq!(status, 400, "padded");
+    let (status, body) = quack_post(gw.plain, whole);
+    assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
+    let (status, body) = quack_post(gw.plain, append(2, 3));
+    assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
+    assert_eq!(
+        gw.cli_ok("FROM r.query('SELECT count(*), sum(a) FROM t');"),
+        vec!["2051,2096131"]
+    );
+}
+
 #[test]
 fn banner_cors_and_unknown_paths_answer_like_the_duckdb_server() {
     let gw = Gateway::start();

@@ -643,7 +643,13 @@ fn constant_default(bytes: &[u8], end: usize) -> bool {
                 }
             }
         }
-        Some(c) if c.is_ascii_digit() => {
+        // A negative number is folded into a constant as DuckDB parses it (`DEFAULT -1`
+        // attaches; checked with the 1.5.5 client, as `DEFAULT 1 + 2` does not).
+        Some(c)
+            if c.is_ascii_digit()
+                || (*c == b'-' && bytes.get(at + 1).is_some_and(u8::is_ascii_digit)) =>
+        {
+            at += 1;
             while bytes
                 .get(at)
                 .is_some_and(|c| c.is_ascii_digit() || *c == b'.')
@@ -1180,6 +1186,9 @@ mod tests {
             "SELECT 'a',\n'b' AS listed, E'no backslash', $$dollar$$, $1",
             "INSERT INTO t VALUES ('it''s', 'two\nlines')",
             "CREATE TABLE d (a INT DEFAULT 1, b VARCHAR DEFAULT 'x''y' NOT NULL, c BOOL DEFAULT true)",
+            // An eighteenth review's false refusal: a negative number is a constant.
+            "CREATE TABLE neg (a INT DEFAULT -1, b DOUBLE DEFAULT -1.5)",
+            "ALTER TABLE t ADD COLUMN x INT DEFAULT -1",
             "CREATE TABLE d2 (a DOUBLE DEFAULT 1.5, b INT DEFAULT NULL)",
             "INSERT INTO t DEFAULT VALUES",
             "INSERT INTO t VALUES (DEFAULT, 1)",
@@ -1331,9 +1340,10 @@ mod tests {
                 ExpressionDefault,
             ),
             (
-                "ALTER TABLE t ADD COLUMN x INT DEFAULT -1",
+                "ALTER TABLE t ADD COLUMN x INT DEFAULT -1 - 1",
                 ExpressionDefault,
             ),
+            ("CREATE TABLE t (x INT DEFAULT - 1 + 2)", ExpressionDefault),
             (
                 "ALTER TABLE t ALTER COLUMN a SET DEFAULT random()",
                 ExpressionDefault,

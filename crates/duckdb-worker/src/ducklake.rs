@@ -212,7 +212,7 @@ pub fn watch_catalog(conn: Connection, probe: String, catalog: String) -> ! {
             "quackgate worker: DuckLake catalog {catalog} lost ({}); exiting so the supervisor restarts this worker once the catalog is back",
             why.replace('\n', " ")
         );
-        std::process::exit(EXIT_CATALOG_LOST);
+        crate::exit::exit_now(EXIT_CATALOG_LOST);
     }
 }
 

@@ -26,11 +26,13 @@
 //! - `sandbox`: the seccomp filter that stops client SQL from opening servers, and the Landlock
 //!   ruleset that confines a worker's file access.
 //! - `file_access`: which files a worker needs, and so may touch.
+//! - `exit`: leaving the process at once, without the exit handlers that race its serving threads.
 //! - `private_dir`: the worker's private folder.
 //! - `session_roles`: read-only sessions on the catalog, told apart by their token.
 //! - `session_settings`: the settings client SQL may change once a worker is locked.
 
-#![forbid(unsafe_code)]
+// One exception, `exit::exit_now`: the C library's `_exit`, which Rust does not wrap.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "engine")]
@@ -44,6 +46,8 @@ mod commit_batches;
 mod ducklake;
 #[cfg(feature = "engine")]
 mod error;
+#[cfg(feature = "engine")]
+mod exit;
 #[cfg(feature = "engine")]
 mod file_access;
 #[cfg(feature = "engine")]

@@ -173,7 +173,7 @@ fn watch_server(conn: Connection, port: u16) -> ! {
                 eprintln!(
                     "quackgate worker: its Quack server on port {port} was stopped (quack_stop); exiting so the supervisor starts a new worker"
                 );
-                std::process::exit(EXIT_SERVER_STOPPED);
+                crate::exit::exit_now(EXIT_SERVER_STOPPED);
             }
             Ok(_) => {}
             Err(e) => eprintln!("quackgate worker: checking the Quack server: {e}"),

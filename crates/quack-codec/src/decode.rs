@@ -134,7 +134,8 @@ pub fn decode_connection_request(
 }
 
 /// Checks the whole body of the request types whose layout is known and small. Other types
-/// (APPEND, and types newer than this codec) are streamed; only their header is checked.
+/// are streamed: APPEND is walked as it goes ([`crate::RowCounter`]), and of types newer than
+/// this codec only the header is checked.
 pub fn validate_request(buf: &[u8], header: &Header) -> Result<(), CodecError> {
     let mut r = Reader::new(buf, header.len);
     match header.msg_type {

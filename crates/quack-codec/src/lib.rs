@@ -16,6 +16,7 @@ mod error;
 pub mod msg_type;
 mod rows;
 pub mod server_errors;
+mod stream;
 mod wire;
 
 pub use client::{
@@ -29,7 +30,7 @@ pub use decode::{
 pub use encode::{encode_disconnect, encode_error_response, replace_token, rewrite_header};
 pub use endpoint::{BANNER, QUACK_PATH, REQUEST_CONTENT_TYPE, RESPONSE_CONTENT_TYPE};
 pub use error::CodecError;
-pub use rows::{ResultRows, RowCounter};
+pub use rows::{check_append, ResultRows, RowCounter};
 
 #[cfg(test)]
 mod fixtures;

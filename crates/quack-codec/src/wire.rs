@@ -11,7 +11,7 @@ use crate::error::CodecError;
 /// End-of-object marker.
 pub(crate) const END: u16 = 0xFFFF;
 /// Longest LEB128 encoding of a 64-bit value.
-const MAX_VARINT_BYTES: usize = 10;
+pub(crate) const MAX_VARINT_BYTES: usize = 10;
 /// Header field 3 (`client_query_id`) of responses, and of the client's DISCONNECT: an unset
 /// `optional_idx`.
 pub(crate) const NO_QUERY_ID: u64 = u64::MAX;
@@ -35,11 +35,6 @@ impl<'a> Reader<'a> {
     /// The bytes from `from` to the cursor.
     pub(crate) fn consumed_since(&self, from: usize) -> &'a [u8] {
         &self.buf[from.min(self.pos)..self.pos]
-    }
-
-    /// The bytes from the cursor on.
-    pub(crate) fn rest(&self) -> &'a [u8] {
-        &self.buf[self.pos.min(self.buf.len())..]
     }
 
     pub(crate) fn peek_field_id(&self) -> Result<u16, CodecError> {
