@@ -1,10 +1,10 @@
 //! Leaving the worker process at once, from a watch thread, while the Quack server's threads
 //! still serve. `std::process::exit` runs the C library's exit handlers and C++ static
-//! destructors first, OpenSSL's cleanup among them, and a thread that served a
-//! CONNECTION_REQUEST meanwhile met a deinitialised `RAND_bytes` (Quack draws session ids
-//! from it): the client got an HTTP 500 `INTERNAL Error: Failed to generate random data`
-//! during a catalog restart, where a cut connection is what the gateway reports as a worker
-//! lost. Nothing of the worker needs flushing: its status lines are written whole, and a
+//! destructors first, OpenSSL's cleanup among them, while other threads still serve. A
+//! catalog-restart soak saw one CONNECTION_REQUEST answered with an HTTP 500 `INTERNAL Error:
+//! Failed to generate random data from RAND_bytes` (Quack draws session ids from it) as
+//! workers exited, most likely that race (not proven); a cut connection is what the gateway
+//! reports as a worker lost. Nothing of the worker needs flushing: its status lines are written whole, and a
 //! DuckDB file is safe without a close (its WAL is replayed on the next open).
 
 /// Ends the process with `code`, running no exit handlers or destructors.
