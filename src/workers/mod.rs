@@ -355,6 +355,10 @@ mod read_only_sql_tests {
             "FROM enable_logging(level := 'trace')",
             "SELECT message FROM duckdb_logs()",
             "FROM duckdb_logs_parsed('QueryLog')",
+            // A nineteenth review: the log view, and DuckLake's functions after "main".
+            "SELECT count(*) FROM duckdb_logs",
+            "SELECT * FROM \"main\".ducklake_commit('main', 2)",
+            "FROM \"main\".ducklake_snapshots('lake')",
             "BEGIN TRANSACTION",
             "SELECT 1\0; DROP TABLE t",
         ] {
@@ -472,6 +476,9 @@ mod worker_sql_tests {
             "FROM duckdb_logs_parsed('QueryLog')",
             "CALL enable_profiling()",
             "SELECT nextval('seq')",
+            "SELECT count(*) FROM duckdb_logs",
+            "FROM \"main\".ducklake_set_option('lake', 'x', 1)",
+            "SELECT * FROM \"main\".ducklake_commit('main', 2)",
         ] {
             assert!(!is_worker_sql(sql), "{sql}");
         }

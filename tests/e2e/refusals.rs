@@ -119,6 +119,18 @@ fn an_append_cut_short_or_padded_never_reaches_the_worker() {
     padded.extend_from_slice(&[0xff, 0xff]);
     let (status, _) = quack_post(gw.plain, padded);
     assert_eq!(status, 400, "padded");
+    // Whole, but listing more strings than its rows: DuckDB would write them past the vector
+    // it sized for the rows (a nineteenth review crashed a worker so).
+    let three = append(3, 3);
+    let rows_at = three
+        .windows(5)
+        .position(|w| w == [0x2c, 0x01, 0x64, 0x00, 0x03])
+        .expect("the chunk's row count")
+        + 4;
+    let mut overflowing = three.clone();
+    overflowing[rows_at] = 1;
+    let (status, _) = quack_post(gw.plain, overflowing);
+    assert_eq!(status, 400, "strings past the rows");
     let (status, body) = quack_post(gw.plain, whole);
     assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
     let (status, body) = quack_post(gw.plain, append(2, 3));

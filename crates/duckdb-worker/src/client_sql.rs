@@ -54,7 +54,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::sql_checks::LOGS_AND_PROFILING;
+use crate::sql_checks::{LOGS_AND_PROFILING, LOG_VIEWS};
 
 /// Why a client statement is refused; the text is what the client reads after
 /// `quackgate: this statement was refused: `.
@@ -502,6 +502,8 @@ pub fn check_client_sql(sql: &str, refused: &RefusedCalls) -> Result<(), ClientS
         }
         match word {
             "attach" | "detach" => return Err(ClientSqlRefusal::AttachDetach),
+            // Views, read with no call (a nineteenth review's `FROM duckdb_logs`).
+            w if LOG_VIEWS.contains(&w) => return Err(ClientSqlRefusal::WorkerLogs),
             "checkpoint" => return Err(ClientSqlRefusal::LakeMaintenance),
             "secret" if has_create && after_create => return Err(ClientSqlRefusal::Secrets),
             "drop"
@@ -1489,6 +1491,8 @@ mod tests {
                 ShadowsBuiltin,
             ),
             ("SELECT message FROM duckdb_logs()", WorkerLogs),
+            ("SELECT count(*) FROM duckdb_logs", WorkerLogs),
+            ("FROM system.main.duckdb_log_contexts", WorkerLogs),
             ("FROM duckdb_logs_parsed('QueryLog')", WorkerLogs),
             ("SELECT write_log('x')", WorkerLogs),
             ("CALL enable_profiling()", WorkerLogs),

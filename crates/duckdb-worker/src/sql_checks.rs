@@ -20,8 +20,16 @@ pub(crate) const LOGS_AND_PROFILING: &[&str] = &[
     "disable_profiling",
 ];
 
-/// Functions a catalog session may not call: they run SQL built at run time, change
-/// sequences, checkpoint, or reach the process's logs.
+/// The views over the logs (`FROM duckdb_logs` reads them with no call).
+pub(crate) const LOG_VIEWS: &[&str] = &["duckdb_logs", "duckdb_log_contexts"];
+
+/// Whether a catalog session may not name `name` as it does: a call of what runs SQL built at
+/// run time, changes sequences, checkpoints or reaches the process's logs, or a log view.
+fn refused_name(name: &Name) -> bool {
+    let lower = name.text.to_ascii_lowercase();
+    (name.called && refused_call(&lower)) || LOG_VIEWS.contains(&lower.as_str())
+}
+
 fn refused_call(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     name.contains("quack")
@@ -63,9 +71,7 @@ pub fn is_read_only_sql(sql: &str) -> bool {
     for name in names.iter().filter(|n| !n.called) {
         uncalled_names_blanked[name.span.clone()].fill(b' ');
     }
-    if uncalled_names_blanked.windows(5).any(|w| w == b"quack")
-        || names.iter().any(|n| n.called && refused_call(&n.text))
-    {
+    if uncalled_names_blanked.windows(5).any(|w| w == b"quack") || names.iter().any(refused_name) {
         return false;
     }
     let Some(words) = words(sql) else {
@@ -189,7 +195,7 @@ pub fn is_worker_sql(sql: &str) -> bool {
     if drops_its_own_table || creates_a_foreign_table {
         return false;
     }
-    !names.iter().any(|n| n.called && refused_call(&n.text))
+    !names.iter().any(refused_name)
 }
 
 /// What DuckLake's staging tables start with: its commits fill them in the session's own
@@ -218,8 +224,16 @@ fn ducklake_names_as_ducklake_writes_them(sql: &str, names: &[Name], read_write:
             return true;
         }
         let before = &sql[..name.span.start];
+        // The name `back` places before this one.
+        let previous = |back: usize| {
+            i.checked_sub(back)
+                .map(|prev| names[prev].text.to_ascii_lowercase())
+        };
         if before.ends_with("\"main\".") {
-            return !lower.starts_with(STAGED);
+            // A `(` after it opens a column list (`CREATE TABLE "main".t (`, `INSERT INTO
+            // "main".t (`), never a call: a nineteenth review called `"main".ducklake_commit(`.
+            let column_list = matches!(previous(2).as_deref(), Some("table" | "exists" | "into"));
+            return !lower.starts_with(STAGED) && (!name.called || column_list);
         }
         if before.trim_end().ends_with('.') {
             return false;
@@ -230,12 +244,10 @@ fn ducklake_names_as_ducklake_writes_them(sql: &str, names: &[Name], read_write:
         }
         // Where a table stands; elsewhere a bare name is a column (a user's column may be
         // called `ducklake_x`) or a column's qualifier (`ducklake_tag.key`).
-        let table_position = i.checked_sub(1).is_some_and(|prev| {
-            matches!(
-                names[prev].text.to_ascii_lowercase().as_str(),
-                "from" | "join" | "into" | "table" | "update" | "exists" | "truncate" | "call"
-            )
-        });
+        let table_position = matches!(
+            previous(1).as_deref(),
+            Some("from" | "join" | "into" | "table" | "update" | "exists" | "truncate" | "call")
+        );
         !table_position || staged
     })
 }

@@ -50,6 +50,8 @@ pub(crate) struct Source {
     queue: Arc<Mutex<Queue>>,
     piece: Bytes,
     pos: usize,
+    /// Bytes of every piece taken from the queue.
+    taken: u64,
 }
 
 /// A feed and the source it fills.
@@ -61,6 +63,7 @@ pub(crate) fn pair() -> (Feed, Source) {
             queue,
             piece: Bytes::new(),
             pos: 0,
+            taken: 0,
         },
     )
 }
@@ -92,9 +95,14 @@ impl Feed {
 }
 
 impl Source {
+    /// Bytes read so far.
+    pub(crate) fn position(&self) -> u64 {
+        self.taken - (self.piece.len() - self.pos) as u64
+    }
+
     /// The next piece, once there is one; `Truncated` once the input has ended.
-    async fn next_piece(&self) -> Result<Bytes, Stop> {
-        poll_fn(|_| {
+    async fn next_piece(&mut self) -> Result<Bytes, Stop> {
+        let piece = poll_fn(|_| {
             let mut queue = lock(&self.queue);
             match queue.pieces.pop_front() {
                 Some(piece) => Poll::Ready(Ok(piece)),
@@ -102,7 +110,9 @@ impl Source {
                 None => Poll::Pending,
             }
         })
-        .await
+        .await?;
+        self.taken += piece.len() as u64;
+        Ok(piece)
     }
 
     /// Makes at least `n` unread bytes contiguous, joining pieces where needed (only a few
