@@ -537,9 +537,15 @@ fn vector<'a>(
         let mut count = count;
         let mut highest_index = None;
         let mut list_size = None;
+        // DuckDB reads a vector's fields in order, and the type first: a type after another
+        // field would change the count this walk checks against, not the one DuckDB uses.
+        let mut last = None;
         loop {
-            match (src.field_id().await?, shape) {
-                (90, _) => {
+            let field = src.field_id().await?;
+            let previous = last.replace(field);
+            match (field, shape) {
+                // A dictionary's own vector follows its size, and may say its type again.
+                (90, _) if previous.is_none() || (vector_type == 3 && previous == Some(92)) => {
                     vector_type = src.varint().await?;
                     match (vector_type, shape) {
                         (0 | 3, _) | (4, Shape::Fixed(_)) => {}
@@ -547,7 +553,7 @@ fn vector<'a>(
                         _ => return Err(Stop::Unknown),
                     }
                 }
-                (91, _) if vector_type == 3 => {
+                (91, _) if vector_type == 3 && previous == Some(90) => {
                     if src.varint().await? != count.saturating_mul(4) {
                         return Err(Stop::Unknown);
                     }
@@ -562,14 +568,14 @@ fn vector<'a>(
                         highest_index = highest_index.max(Some(index));
                     }
                 }
-                (92, _) if vector_type == 3 => {
+                (92, _) if vector_type == 3 && previous == Some(91) => {
                     let size = src.varint().await?;
                     if size > count || highest_index.is_some_and(|i| u64::from(i) >= size) {
                         return Err(Stop::Unknown);
                     }
                     count = size;
                 }
-                (91 | 92, _) if vector_type == 4 => {
+                (91, _) | (92, _) if vector_type == 4 && previous == Some(field - 1) => {
                     src.signed_varint().await?;
                 }
                 // The geometry format.
@@ -956,6 +962,19 @@ mod tests {
         );
         assert!(malformed(dictionary_chunk(&[0, 5, 1, 0], 2, &["x", "y"])));
         assert!(malformed(dictionary_chunk(&[0, 1], 3, &["x", "y", "z"])));
+        // The type after another field: DuckDB has read the vector as flat by then.
+        let late_constant = append_of(|out| {
+            put_varint_field(out, 100, 3);
+            put_varint_field(out, 101, 1);
+            plain_type(out, 25);
+            put_varint_field(out, 102, 1);
+            put_varint_field(out, 100, 0);
+            put_varint_field(out, 90, 2);
+            strings(out, 102, &["a"]);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+        });
+        assert!(malformed(late_constant));
         // A billion rows in a few bytes would have DuckDB allocate 8 GB for them.
         assert_eq!(check_append(sequence_chunk(2048)), Ok(2048));
         assert!(malformed(sequence_chunk(1_000_000_000)));
