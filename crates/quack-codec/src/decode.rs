@@ -45,7 +45,16 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, CodecError> {
             what: "message does not start with header field 1",
         });
     }
+    let at = r.pos;
     let msg_type = r.varint()?;
+    // DuckDB reads the type into one byte and drops the rest: 265 would be an APPEND (9) to
+    // the worker and something else to every check here.
+    if msg_type > u64::from(u8::MAX) {
+        return Err(CodecError::Malformed {
+            at,
+            what: "message type past one byte",
+        });
+    }
     let mut connection_id = None;
     let mut connection_id_field = None;
     let mut field = r.field_id()?;
@@ -336,5 +345,20 @@ mod tests {
         no_token.extend_from_slice(&buf[header.len + 2 + 1 + 7..]);
         let req = decode_connection_request(&no_token, &header).unwrap();
         assert_eq!(req.token, None);
+    }
+
+    #[test]
+    fn a_message_type_past_one_byte_is_malformed() {
+        // 0x89 0x02 is 265, which DuckDB reads as 9 (APPEND).
+        let disguised = [1, 0, 0x89, 0x02, 3, 0, 0, 0xff, 0xff];
+        assert!(matches!(
+            decode_header(&disguised),
+            Err(CodecError::Malformed { .. })
+        ));
+        let two_byte_but_small = [1, 0, 0x89, 0x00, 3, 0, 0, 0xff, 0xff];
+        assert_eq!(
+            decode_header(&two_byte_but_small).map(|h| h.msg_type),
+            Ok(9)
+        );
     }
 }

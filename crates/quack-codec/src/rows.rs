@@ -206,9 +206,11 @@ async fn message(mut src: Source) -> Result<ResultRows, Stop> {
         }
         _ => return Err(Stop::Unknown),
     };
+    // What a worker deserializes must be what its DuckDB reads safely; an answer only counts.
+    let strict = header.msg_type == msg_type::APPEND_REQUEST;
     let mut rows = 0u64;
     for _ in 0..chunks {
-        rows = rows.saturating_add(chunk(&mut src).await?);
+        rows = rows.saturating_add(chunk(&mut src, strict).await?);
     }
     let uuid = tail(&mut src, header.msg_type).await?;
     Ok(ResultRows { rows, uuid })
@@ -248,7 +250,7 @@ async fn chunk_list(src: &mut Source, field: u16) -> Result<u64, Stop> {
 }
 
 /// One chunk: a present flag, and the holder whose field 300 is the DataChunk. Its row count.
-async fn chunk(src: &mut Source) -> Result<u64, Stop> {
+async fn chunk(src: &mut Source, strict: bool) -> Result<u64, Stop> {
     match src.byte().await? {
         0 => return Ok(0),
         1 => {}
@@ -257,18 +259,21 @@ async fn chunk(src: &mut Source) -> Result<u64, Stop> {
     let mut rows = 0;
     loop {
         match src.field_id().await? {
-            300 => rows = data_chunk(src).await?,
+            300 => rows = data_chunk(src, strict).await?,
             END => return Ok(rows),
             _ => return Err(Stop::Unknown),
         }
     }
 }
 
-async fn data_chunk(src: &mut Source) -> Result<u64, Stop> {
+async fn data_chunk(src: &mut Source, strict: bool) -> Result<u64, Stop> {
     let from = src.position();
     let mut rows = 0;
     let mut shapes = Vec::new();
-    let mut budget = Budget::default();
+    let mut budget = Budget {
+        strict,
+        ..Budget::default()
+    };
     loop {
         match src.field_id().await? {
             // A `sel_t` in DuckDB.
@@ -321,9 +326,14 @@ const ALLOCATION_FLOOR: u64 = 64 << 20;
 /// gateway 611 MB in a review).
 const MAX_TYPES: u64 = 100_000;
 
-/// What a chunk's walk has counted against its bounds.
+/// What a chunk's walk has counted against its bounds, and how strict it is.
 #[derive(Default)]
 struct Budget {
+    /// A chunk a worker will deserialize (an APPEND's), not an answer only counted: its types
+    /// are only those whose values DuckDB reads with no index or offset it trusts, so not
+    /// ENUM (its values index its dictionary unchecked: a review read a worker's memory into
+    /// a table so), UNION, VARIANT or BIGNUM.
+    strict: bool,
     types: u64,
     /// Bytes DuckDB allocates as it reads the chunk: each column's capacity, each list's
     /// reservation.
@@ -350,7 +360,9 @@ impl Shape {
     fn bytes(&self, rows: u64) -> u64 {
         match self {
             Shape::Fixed(width) => rows.saturating_mul(*width),
-            Shape::Strings | Shape::List(_) => rows.saturating_mul(16),
+            Shape::Strings => rows.saturating_mul(16),
+            // The child starts with as many rows as the list (`VectorListBuffer`).
+            Shape::List(child) => rows.saturating_mul(16).saturating_add(child.bytes(rows)),
             Shape::Struct(fields) => fields
                 .iter()
                 .fold(0, |sum, f| sum.saturating_add(f.bytes(rows))),
@@ -365,6 +377,8 @@ type Step<'a, T> = Pin<Box<dyn Future<Output = Result<T, Stop>> + Send + Sync + 
 /// What an ExtraTypeInfo says that the layout depends on.
 #[derive(Default)]
 struct TypeInfo {
+    /// Its kind (DuckDB's `ExtraTypeInfoType`), which must be the type's own.
+    kind: Option<u64>,
     children: Vec<Option<Shape>>,
     /// DECIMAL's width.
     width: Option<u64>,
@@ -403,6 +417,31 @@ fn logical_type<'a>(
         let Some(id) = id else {
             return Err(Stop::Unknown);
         };
+        // DuckDB reads the info as the kind it names, whatever the type: a STRUCT with a
+        // GENERIC info crashed a worker in a review.
+        let kind_fits = match (info.kind, id) {
+            (None, 21 | 100..=102 | 104 | 107..=109) => false,
+            (None, _) => true,
+            (Some(kind), _) => {
+                kind == match id {
+                    21 => 2,
+                    24 | 25 if kind == 3 => 3,
+                    101 | 102 => 4,
+                    100 | 107 | 109 => 5,
+                    104 => 6,
+                    108 => 9,
+                    60 if kind == 13 => 13,
+                    _ => 1,
+                }
+            }
+        };
+        if !kind_fits
+            || (budget.strict && matches!(id, 39 | 104 | 107 | 109))
+            || info.width.is_some_and(|w| w > 38)
+            || info.size.is_some_and(|n| n > u64::from(u32::MAX))
+        {
+            return Err(Stop::Unknown);
+        }
         let mut children = info.children.into_iter();
         let mut child = || children.next().flatten().ok_or(Stop::Unknown);
         Ok(Some(match id {
@@ -435,6 +474,9 @@ fn logical_type<'a>(
                 for c in children.by_ref() {
                     fields.push(c.ok_or(Stop::Unknown)?);
                 }
+                if fields.is_empty() {
+                    return Err(Stop::Unknown);
+                }
                 Shape::Struct(fields)
             }
             // LIST, MAP.
@@ -457,9 +499,7 @@ fn type_info<'a>(
     Box::pin(async move {
         loop {
             match (src.field_id().await?, id) {
-                (100, _) => {
-                    src.varint().await?;
-                }
+                (100, _) => info.kind = Some(src.varint().await?),
                 // The alias; VARCHAR's collation.
                 (101, _) | (200, 24 | 25) => src.string().await?,
                 // Modifiers and extension info: values this walker does not read.
@@ -479,9 +519,13 @@ fn type_info<'a>(
                     src.varint().await?;
                 }
                 (200, 104) | (201, 108) => info.size = Some(src.varint().await?),
-                // ENUM's values.
+                // ENUM's values: DuckDB writes as many as are listed into a vector of the size.
                 (201, 104) => {
                     let n = src.varint().await?;
+                    if Some(n) != info.size {
+                        return Err(Stop::Unknown);
+                    }
+                    budget.allocate(n.saturating_mul(16));
                     src.strings(n).await?;
                 }
                 // LIST, MAP, ARRAY: the child type.
@@ -620,7 +664,10 @@ fn vector<'a>(
                 }
                 (104, Shape::List(child)) => {
                     let size = src.varint().await?;
-                    budget.allocate(child.bytes(size));
+                    // `Reserve` rounds up to a power of two.
+                    budget.allocate(
+                        child.bytes(size.checked_next_power_of_two().unwrap_or(u64::MAX)),
+                    );
                     list_size = Some(size);
                 }
                 (105, Shape::List(_)) => {
@@ -920,7 +967,7 @@ mod tests {
             put_varint_field(out, 100, 100);
             out.put_u16_le(101);
             out.put_u8(1);
-            put_varint_field(out, 100, 2);
+            put_varint_field(out, 100, 5);
             put_varint_field(out, 200, fields);
             for i in 0..fields {
                 put_string_field(out, 0, format!("f{i}").as_bytes());
@@ -981,5 +1028,43 @@ mod tests {
         // A type of 25 million fields cost the gateway 611 MB in that review.
         assert_eq!(check_append(wide_struct_chunk(1000)), Ok(0));
         assert!(malformed(wide_struct_chunk(200_000)));
+        // A twentieth review: a STRUCT whose info is of another kind (DuckDB read it as a
+        // STRUCT's, past its end), and ENUM data, whose values index its dictionary unchecked.
+        let struct_with_generic_info = append_of(|out| {
+            put_varint_field(out, 100, 0);
+            put_varint_field(out, 101, 1);
+            put_varint_field(out, 100, 100);
+            out.put_u16_le(101);
+            out.put_u8(1);
+            put_varint_field(out, 100, 1);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            put_varint_field(out, 102, 1);
+            put_varint_field(out, 100, 0);
+            put_varint_field(out, 103, 0);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+        });
+        assert!(malformed(struct_with_generic_info));
+        let enum_chunk = append_of(|out| {
+            put_varint_field(out, 100, 1);
+            put_varint_field(out, 101, 1);
+            put_varint_field(out, 100, 104);
+            out.put_u16_le(101);
+            out.put_u8(1);
+            put_varint_field(out, 100, 6);
+            put_varint_field(out, 200, 1);
+            strings(out, 201, &["a"]);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            put_varint_field(out, 102, 1);
+            put_varint_field(out, 100, 0);
+            out.put_u16_le(102);
+            put_varint(out, 1);
+            out.put_u8(200);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+        });
+        assert!(malformed(enum_chunk));
     }
 }

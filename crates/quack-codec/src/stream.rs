@@ -229,9 +229,12 @@ impl Source {
         Err(Stop::Unknown)
     }
 
-    /// A string or blob, skipped.
+    /// A string or blob, skipped. DuckDB reads a string's length as 32 bits.
     pub(crate) async fn string(&mut self) -> Result<(), Stop> {
         let len = self.varint().await?;
+        if len > u64::from(u32::MAX) {
+            return Err(Stop::Unknown);
+        }
         self.skip(len).await
     }
 
