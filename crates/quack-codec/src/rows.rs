@@ -37,13 +37,40 @@ const MAX_DEPTH: usize = 64;
 /// How field 102, 103 and 104 of a vector are laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Shape {
-    /// Bytes per row.
-    Fixed(u64),
+    /// Bytes per row, and what each value may be.
+    Fixed(u64, Values),
     Strings,
     Struct(Vec<Shape>),
     List(Box<Shape>),
     /// The child, and how many of it each row holds.
     Array(Box<Shape>, u64),
+}
+
+/// Which values of a fixed-size type DuckDB handles whatever their bits, and which it trusts
+/// to keep a rule (its casts index tables and divide by powers of ten taken from them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Values {
+    /// Every bit pattern, and a sequence may stand for them (the integer types).
+    Integer,
+    /// Every bit pattern, but no sequence.
+    Any,
+    /// Below 10^width in magnitude (DECIMAL).
+    Decimal(u64),
+    /// Microseconds within a day (TIME: a twenty-first review crashed a worker formatting
+    /// 2^62 of them).
+    TimeOfDay,
+}
+
+impl Values {
+    fn holds(self, value: i128) -> bool {
+        match self {
+            Values::Integer | Values::Any => true,
+            Values::Decimal(width) => {
+                value != i128::MIN && value.unsigned_abs() < 10u128.pow(width as u32)
+            }
+            Values::TimeOfDay => (0..=86_400_000_000).contains(&value),
+        }
+    }
 }
 
 /// What a whole message held.
@@ -359,7 +386,7 @@ impl Shape {
     /// are 16 bytes; a STRUCT has its fields' and an ARRAY its child's.
     fn bytes(&self, rows: u64) -> u64 {
         match self {
-            Shape::Fixed(width) => rows.saturating_mul(*width),
+            Shape::Fixed(width, _) => rows.saturating_mul(*width),
             Shape::Strings => rows.saturating_mul(16),
             // The child starts with as many rows as the list (`VectorListBuffer`).
             Shape::List(child) => rows.saturating_mul(16).saturating_add(child.bytes(rows)),
@@ -380,8 +407,9 @@ struct TypeInfo {
     /// Its kind (DuckDB's `ExtraTypeInfoType`), which must be the type's own.
     kind: Option<u64>,
     children: Vec<Option<Shape>>,
-    /// DECIMAL's width.
+    /// DECIMAL's width and scale.
     width: Option<u64>,
+    scale: Option<u64>,
     /// ENUM's number of values; ARRAY's size.
     size: Option<u64>,
 }
@@ -435,9 +463,13 @@ fn logical_type<'a>(
                 }
             }
         };
+        // TIME_TZ, TIME_NS, BIT, BIGNUM, ENUM, UNION, VARIANT: values DuckDB trusts to keep
+        // rules this walk does not check (a TIME_NS of -1 ended a worker's DuckDB; a BIT's
+        // padding byte sized a buffer written past).
         if !kind_fits
-            || (budget.strict && matches!(id, 39 | 104 | 107 | 109))
+            || (budget.strict && matches!(id, 34..=36 | 39 | 104 | 107 | 109))
             || info.width.is_some_and(|w| w > 38)
+            || info.scale.is_some_and(|s| s > info.width.unwrap_or(0))
             || info.size.is_some_and(|n| n > u64::from(u32::MAX))
         {
             return Err(Stop::Unknown);
@@ -445,27 +477,39 @@ fn logical_type<'a>(
         let mut children = info.children.into_iter();
         let mut child = || children.next().flatten().ok_or(Stop::Unknown);
         Ok(Some(match id {
-            // BOOLEAN, TINYINT, UTINYINT.
-            10 | 11 | 28 => Shape::Fixed(1),
-            // SMALLINT, USMALLINT.
-            12 | 29 => Shape::Fixed(2),
-            // SQLNULL (an INTEGER), INTEGER, DATE, FLOAT, UINTEGER.
-            1 | 13 | 15 | 22 | 30 => Shape::Fixed(4),
-            // BIGINT, TIME, the TIMESTAMPs, DOUBLE, UBIGINT, TIMESTAMP_TZ, TIME_TZ, TIME_NS.
-            14 | 16..=20 | 23 | 31 | 32 | 34 | 35 => Shape::Fixed(8),
-            // INTERVAL, UHUGEINT, HUGEINT, UUID.
-            27 | 49 | 50 | 54 => Shape::Fixed(16),
-            21 => Shape::Fixed(match info.width.ok_or(Stop::Unknown)? {
-                0..=4 => 2,
-                5..=9 => 4,
-                10..=18 => 8,
-                _ => 16,
-            }),
-            104 => Shape::Fixed(match info.size.ok_or(Stop::Unknown)? {
-                0..=0xFF => 1,
-                0x100..=0xFFFF => 2,
-                _ => 4,
-            }),
+            // TINYINT, UTINYINT; SMALLINT, USMALLINT; INTEGER, UINTEGER; BIGINT, UBIGINT;
+            // UHUGEINT, HUGEINT.
+            11 | 28 => Shape::Fixed(1, Values::Integer),
+            12 | 29 => Shape::Fixed(2, Values::Integer),
+            13 | 30 => Shape::Fixed(4, Values::Integer),
+            14 | 31 => Shape::Fixed(8, Values::Integer),
+            49 | 50 => Shape::Fixed(16, Values::Integer),
+            10 => Shape::Fixed(1, Values::Any),
+            // SQLNULL (an INTEGER), DATE, FLOAT.
+            1 | 15 | 22 => Shape::Fixed(4, Values::Any),
+            16 => Shape::Fixed(8, Values::TimeOfDay),
+            // The TIMESTAMPs, DOUBLE, TIMESTAMP_TZ, TIME_TZ, TIME_NS.
+            17..=20 | 23 | 32 | 34 | 35 => Shape::Fixed(8, Values::Any),
+            // INTERVAL, UUID.
+            27 | 54 => Shape::Fixed(16, Values::Any),
+            21 => {
+                let width = info.width.ok_or(Stop::Unknown)?;
+                let bytes = match width {
+                    0..=4 => 2,
+                    5..=9 => 4,
+                    10..=18 => 8,
+                    _ => 16,
+                };
+                Shape::Fixed(bytes, Values::Decimal(width))
+            }
+            104 => Shape::Fixed(
+                match info.size.ok_or(Stop::Unknown)? {
+                    0..=0xFF => 1,
+                    0x100..=0xFFFF => 2,
+                    _ => 4,
+                },
+                Values::Any,
+            ),
             // CHAR, VARCHAR, BLOB, BIT, BIGNUM, GEOMETRY (WKB).
             24..=26 | 36 | 39 | 60 => Shape::Strings,
             // STRUCT, UNION, VARIANT (a STRUCT of its own parts).
@@ -514,10 +558,7 @@ fn type_info<'a>(
                     }
                 }
                 (200, 21) => info.width = Some(src.varint().await?),
-                // DECIMAL's scale.
-                (201, 21) => {
-                    src.varint().await?;
-                }
+                (201, 21) => info.scale = Some(src.varint().await?),
                 (200, 104) | (201, 108) => info.size = Some(src.varint().await?),
                 // ENUM's values: DuckDB writes as many as are listed into a vector of the size.
                 (201, 104) => {
@@ -581,6 +622,7 @@ fn vector<'a>(
         let mut count = count;
         let mut highest_index = None;
         let mut list_size = None;
+        let mut validity: Option<Vec<u8>> = None;
         // DuckDB reads a vector's fields in order, and the type first: a type after another
         // field would change the count this walk checks against, not the one DuckDB uses.
         let mut last = None;
@@ -592,7 +634,7 @@ fn vector<'a>(
                 (90, _) if previous.is_none() || (vector_type == 3 && previous == Some(92)) => {
                     vector_type = src.varint().await?;
                     match (vector_type, shape) {
-                        (0 | 3, _) | (4, Shape::Fixed(_)) => {}
+                        (0 | 3, _) | (4, Shape::Fixed(_, Values::Integer)) => {}
                         (2, _) => count = count.min(1),
                         _ => return Err(Stop::Unknown),
                     }
@@ -629,14 +671,40 @@ fn vector<'a>(
                 (100, _) => {
                     src.byte().await?;
                 }
-                // The validity mask: DuckDB reads exactly the mask of `count` rows.
+                // The validity mask: DuckDB reads exactly the mask of `count` rows; kept where
+                // the values of valid rows are checked.
+                (101, Shape::Fixed(_, Values::Decimal(_) | Values::TimeOfDay)) if budget.strict => {
+                    let len = src.varint().await?;
+                    if len > count.div_ceil(8).saturating_add(8) {
+                        return Err(Stop::Unknown);
+                    }
+                    let mut mask = Vec::with_capacity(len as usize);
+                    for _ in 0..len {
+                        mask.push(src.byte().await?);
+                    }
+                    validity = Some(mask);
+                }
                 (101, _) => src.string().await?,
-                (102, Shape::Fixed(width)) => {
+                (102, Shape::Fixed(width, values)) => {
                     let len = src.varint().await?;
                     if len != count.saturating_mul(*width) {
                         return Err(Stop::Unknown);
                     }
-                    src.skip(len).await?;
+                    match values {
+                        Values::Decimal(_) | Values::TimeOfDay if budget.strict => {
+                            for row in 0..count {
+                                let value = src.signed_le(*width).await?;
+                                let valid = validity.as_ref().is_none_or(|mask| {
+                                    mask.get((row / 8) as usize)
+                                        .is_some_and(|byte| byte >> (row % 8) & 1 == 1)
+                                });
+                                if valid && !values.holds(value) {
+                                    return Err(Stop::Unknown);
+                                }
+                            }
+                        }
+                        _ => src.skip(len).await?,
+                    }
                 }
                 (102, Shape::Strings) => {
                     if src.varint().await? != count {
@@ -1066,5 +1134,75 @@ mod tests {
             out.put_u16_le(END);
         });
         assert!(malformed(enum_chunk));
+        // A twenty-first review: values DuckDB's casts trust to keep a rule.
+        assert_eq!(
+            check_append(fixed_chunk(16, None, &[1_000_000, 86_400_000_000])),
+            Ok(2)
+        );
+        assert!(malformed(fixed_chunk(16, None, &[1 << 62])));
+        assert!(malformed(fixed_chunk(16, None, &[-1])));
+        // A NULL row may hold anything: only valid rows are held to the rule.
+        assert_eq!(
+            check_append(fixed_chunk(16, Some(0b01), &[5, 1 << 62])),
+            Ok(2)
+        );
+        assert_eq!(
+            check_append(decimal_chunk(18, 0, &[999_999_999_999_999_999])),
+            Ok(1)
+        );
+        assert!(malformed(decimal_chunk(18, 0, &[i64::MIN])));
+        assert!(malformed(decimal_chunk(
+            18,
+            0,
+            &[1_000_000_000_000_000_000]
+        )));
+        assert!(malformed(decimal_chunk(4, 25, &[1])));
+        for id in [34, 35, 36] {
+            assert!(malformed(fixed_chunk(id, None, &[0])), "type {id}");
+        }
+    }
+
+    /// One column of type `id` (8-byte values), with a validity mask when given.
+    fn fixed_chunk(id: u64, validity: Option<u8>, values: &[i64]) -> Bytes {
+        append_of(|out| {
+            put_varint_field(out, 100, values.len() as u64);
+            put_varint_field(out, 101, 1);
+            plain_type(out, id);
+            put_varint_field(out, 102, 1);
+            fixed_vector(out, validity, values);
+            out.put_u16_le(END);
+        })
+    }
+
+    fn fixed_vector(out: &mut BytesMut, validity: Option<u8>, values: &[i64]) {
+        put_varint_field(out, 100, u64::from(validity.is_some()));
+        if let Some(mask) = validity {
+            out.put_u16_le(101);
+            put_varint(out, 8);
+            out.put_slice(&[mask, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        out.put_u16_le(102);
+        put_varint(out, 8 * values.len() as u64);
+        values.iter().for_each(|v| out.put_i64_le(*v));
+        out.put_u16_le(END);
+    }
+
+    /// One DECIMAL(`width`, `scale`) column stored as BIGINTs.
+    fn decimal_chunk(width: u64, scale: u64, values: &[i64]) -> Bytes {
+        append_of(|out| {
+            put_varint_field(out, 100, values.len() as u64);
+            put_varint_field(out, 101, 1);
+            put_varint_field(out, 100, 21);
+            out.put_u16_le(101);
+            out.put_u8(1);
+            put_varint_field(out, 100, 2);
+            put_varint_field(out, 200, width);
+            put_varint_field(out, 201, scale);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            put_varint_field(out, 102, 1);
+            fixed_vector(out, None, values);
+            out.put_u16_le(END);
+        })
     }
 }

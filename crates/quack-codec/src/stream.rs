@@ -216,6 +216,20 @@ impl Source {
         Err(Stop::Unknown)
     }
 
+    /// A little-endian signed integer of `width` bytes (at most 16).
+    pub(crate) async fn signed_le(&mut self, width: u64) -> Result<i128, Stop> {
+        let mut bytes = [0u8; 16];
+        for b in bytes.iter_mut().take(width as usize) {
+            *b = self.byte().await?;
+        }
+        // Sign-extend from the top byte read.
+        let width = width.clamp(1, 16) as usize;
+        if bytes[width - 1] & 0x80 != 0 {
+            bytes[width..].fill(0xFF);
+        }
+        Ok(i128::from_le_bytes(bytes))
+    }
+
     /// A signed LEB128 value, as its bytes.
     pub(crate) async fn signed_varint(&mut self) -> Result<Vec<u8>, Stop> {
         let mut bytes = Vec::new();
