@@ -59,6 +59,9 @@ enum Values {
     /// Microseconds within a day (TIME: a twenty-first review crashed a worker formatting
     /// 2^62 of them).
     TimeOfDay,
+    /// 0 or 1: DuckDB stores another byte as it is, and `v`, `v = true` and `NOT v` then
+    /// disagree (a twenty-second review's).
+    Boolean,
 }
 
 impl Values {
@@ -69,6 +72,7 @@ impl Values {
                 value != i128::MIN && value.unsigned_abs() < 10u128.pow(width as u32)
             }
             Values::TimeOfDay => (0..=86_400_000_000).contains(&value),
+            Values::Boolean => matches!(value, 0 | 1),
         }
     }
 }
@@ -484,7 +488,7 @@ fn logical_type<'a>(
             13 | 30 => Shape::Fixed(4, Values::Integer),
             14 | 31 => Shape::Fixed(8, Values::Integer),
             49 | 50 => Shape::Fixed(16, Values::Integer),
-            10 => Shape::Fixed(1, Values::Any),
+            10 => Shape::Fixed(1, Values::Boolean),
             // SQLNULL (an INTEGER), DATE, FLOAT.
             1 | 15 | 22 => Shape::Fixed(4, Values::Any),
             16 => Shape::Fixed(8, Values::TimeOfDay),
@@ -673,7 +677,10 @@ fn vector<'a>(
                 }
                 // The validity mask: DuckDB reads exactly the mask of `count` rows; kept where
                 // the values of valid rows are checked.
-                (101, Shape::Fixed(_, Values::Decimal(_) | Values::TimeOfDay)) if budget.strict => {
+                (
+                    101,
+                    Shape::Fixed(_, Values::Decimal(_) | Values::TimeOfDay | Values::Boolean),
+                ) if budget.strict => {
                     let len = src.varint().await?;
                     if len > count.div_ceil(8).saturating_add(8) {
                         return Err(Stop::Unknown);
@@ -691,7 +698,9 @@ fn vector<'a>(
                         return Err(Stop::Unknown);
                     }
                     match values {
-                        Values::Decimal(_) | Values::TimeOfDay if budget.strict => {
+                        Values::Decimal(_) | Values::TimeOfDay | Values::Boolean
+                            if budget.strict =>
+                        {
                             for row in 0..count {
                                 let value = src.signed_le(*width).await?;
                                 let valid = validity.as_ref().is_none_or(|mask| {
@@ -1157,6 +1166,22 @@ mod tests {
             &[1_000_000_000_000_000_000]
         )));
         assert!(malformed(decimal_chunk(4, 25, &[1])));
+        let booleans = |bytes: &[u8]| {
+            append_of(|out| {
+                put_varint_field(out, 100, bytes.len() as u64);
+                put_varint_field(out, 101, 1);
+                plain_type(out, 10);
+                put_varint_field(out, 102, 1);
+                put_varint_field(out, 100, 0);
+                out.put_u16_le(102);
+                put_varint(out, bytes.len() as u64);
+                out.put_slice(bytes);
+                out.put_u16_le(END);
+                out.put_u16_le(END);
+            })
+        };
+        assert_eq!(check_append(booleans(&[0, 1, 1])), Ok(3));
+        assert!(malformed(booleans(&[0, 0xff])));
         for id in [34, 35, 36] {
             assert!(malformed(fixed_chunk(id, None, &[0])), "type {id}");
         }
