@@ -36,6 +36,16 @@ impl<B> CheckedAppend<B> {
     }
 }
 
+impl<B> CheckedAppend<B> {
+    /// Ends the walk: the error to fail the body with when the message is not whole, its held
+    /// piece dropped unsent.
+    fn finish(&mut self) -> Option<BoxError> {
+        let e = self.counter.take()?.finish_checked().err()?;
+        self.held = None;
+        Some(Box::new(AppendNotWhole(e)))
+    }
+}
+
 impl<B> Body for CheckedAppend<B>
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
@@ -58,15 +68,11 @@ where
                     Ok(piece) if piece.is_empty() => {}
                     Ok(piece) => {
                         counter.feed_bytes(piece.clone());
+                        // Not DuckDB's layout: no need to wait for the end to say so.
                         if counter.has_failed() {
-                            // Not DuckDB's layout: no need to wait for the end to say so.
-                            let failed = this.counter.take().map(RowCounter::finish_checked);
-                            this.held = None;
-                            let e = match failed {
-                                Some(Err(e)) => e,
-                                _ => CodecError::Truncated(0),
-                            };
-                            return Poll::Ready(Some(Err(Box::new(AppendNotWhole(e)))));
+                            if let Some(e) = this.finish() {
+                                return Poll::Ready(Some(Err(e)));
+                            }
                         }
                         if let Some(earlier) = this.held.replace(piece) {
                             return Poll::Ready(Some(Ok(Frame::data(earlier))));
@@ -77,10 +83,8 @@ where
                 },
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => {
-                    let checked = this.counter.take().map(RowCounter::finish_checked);
-                    if let Some(Err(e)) = checked {
-                        this.held = None;
-                        return Poll::Ready(Some(Err(Box::new(AppendNotWhole(e)))));
+                    if let Some(e) = this.finish() {
+                        return Poll::Ready(Some(Err(e)));
                     }
                 }
             }
