@@ -133,6 +133,7 @@ impl GatewayError {
             GatewayError::Routing(RoutingError::NoWorkerReady) => "no_worker_ready",
             GatewayError::Routing(RoutingError::NoNodeReady) => "no_node_ready",
             GatewayError::Routing(RoutingError::WorkersTaken) => "workers_taken",
+            GatewayError::Routing(RoutingError::SessionElsewhere) => "session_elsewhere",
             GatewayError::Routing(_) => "invalid_connection_id",
             GatewayError::Upstream(e) if e.may_have_reached_worker() => "upstream_exchange",
             GatewayError::Upstream(_) => "upstream_connect",

@@ -21,6 +21,10 @@ pub enum RoutingError {
     /// The id verifies, but its session has ended here (or was never recorded).
     #[error("the session has ended")]
     SessionEnded,
+    /// The session is bound to the address that opened it, and the request came from
+    /// another.
+    #[error("the session belongs to another address")]
+    SessionElsewhere,
     /// The id's worker has no running process.
     #[error("worker {0} is not running")]
     WorkerDown(u16),

@@ -159,13 +159,19 @@ impl AppState {
                 config.workers.read_only_count,
                 &config.node_id,
             )),
-            sessions: Arc::new(
-                SessionTable::with_limits(
+            sessions: Arc::new({
+                let table = SessionTable::with_limits(
                     config.limits.max_sessions,
                     config.limits.max_sessions_per_principal,
                 )
-                .with_workers_per_principal(config.workers.max_per_principal.unwrap_or(usize::MAX)),
-            ),
+                .with_workers_per_principal(config.workers.max_per_principal.unwrap_or(usize::MAX));
+                // The catalog's clients are the lake's workers, whose addresses do not move.
+                if config.role == Role::Catalog && config.catalog_binds_sessions {
+                    table.binding_sessions_to_addresses()
+                } else {
+                    table
+                }
+            }),
             upstream,
             worker_token,
             read_only_worker_token,

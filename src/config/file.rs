@@ -45,6 +45,7 @@ pub(super) struct FileCatalog {
     pub(super) file: PathBuf,
     pub(super) maintenance_interval_secs: Option<u64>,
     pub(super) snapshot_retention_secs: Option<u64>,
+    pub(super) bind_sessions_to_address: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -149,6 +149,9 @@ pub struct Config {
     pub catalog_file: Option<PathBuf>,
     /// `[catalog]`: when the catalog runs the lake's maintenance.
     pub catalog_maintenance: MaintenanceSpec,
+    /// `[catalog] bind_sessions_to_address`: serve each catalog session only to the address
+    /// that opened it. Default true.
+    pub catalog_binds_sessions: bool,
     /// Which role this process plays.
     pub role: Role,
     /// Other gateway nodes this one forwards to. Default `None`: a single node.
@@ -337,6 +340,11 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
             .and_then(|c| c.snapshot_retention_secs)
             .unwrap_or(DEFAULT_SNAPSHOT_RETENTION_SECS),
     };
+    let catalog_binds_sessions = file
+        .catalog
+        .as_ref()
+        .and_then(|c| c.bind_sessions_to_address)
+        .unwrap_or(true);
     let catalog_file = file.catalog.map(|c| resolve(c.file));
     let cluster = cluster::validate(
         file.cluster,
@@ -425,6 +433,7 @@ fn validate(file: FileConfig, base: &Path, role: Role) -> Result<Config, ConfigE
         },
         catalog_file,
         catalog_maintenance,
+        catalog_binds_sessions,
         role,
         cluster,
     })

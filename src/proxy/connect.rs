@@ -59,7 +59,7 @@ pub async fn connect(
     if state.role == Role::Edge {
         return place_on_node(state, ctx, &message, header, &request, &principal).await;
     }
-    let reservation = state.sessions.reserve(&principal.name)?;
+    let reservation = state.sessions.reserve(&principal.name, ctx.client_ip)?;
     let placed = place(state, &principal).await?;
     ctx.audit.node = Some(state.node_id.clone());
     ctx.audit.worker = Some(placed.worker.index);

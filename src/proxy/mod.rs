@@ -168,7 +168,7 @@ async fn forward(
             }
             return connect::connect(state, ctx, message, &header).await;
         }
-        let destination = session::resolve(state, ctx.origin, &message, &header, &mut ctx.audit)?;
+        let destination = session::resolve(state, ctx, &message, &header)?;
         if header.msg_type == msg_type::APPEND_REQUEST {
             codec::check_append(message.clone())?;
         }
@@ -201,7 +201,7 @@ async fn forward(
         return connect::connect(state, ctx, message, &header).await;
     }
     // Route on the header alone, so nothing is buffered for a request that goes nowhere.
-    let destination = session::resolve(state, ctx.origin, &prefix, &header, &mut ctx.audit)?;
+    let destination = session::resolve(state, ctx, &prefix, &header)?;
     // Held while the body is read and the worker answers; DISCONNECT, which frees memory on
     // the worker, always passes.
     let _in_flight = match header.msg_type {

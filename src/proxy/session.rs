@@ -20,7 +20,6 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use tracing::{debug, info, warn};
 
-use crate::audit::AuditFacts;
 use crate::auth::Access;
 use crate::body::{loopback, PrefixedBody, ResponseBody};
 use crate::error::GatewayError;
@@ -31,6 +30,7 @@ use crate::proxy::read::{read_rest, streamed_body_failure, with_client_timeout, 
 use crate::role::Role;
 use crate::routable_id::Grant;
 use crate::routing::RoutingError;
+use crate::sessions::table::SessionRefused;
 use crate::state::AppState;
 use crate::upstream::{Endpoint, LeasedBody, QuackPost};
 use crate::workers::Worker;
@@ -80,11 +80,12 @@ pub struct PinnedWorker<'a> {
 /// peer node that owns it.
 pub fn resolve<'a>(
     state: &'a AppState,
-    origin: Origin,
+    ctx: &mut RequestContext,
     head: &[u8],
     header: &Header,
-    audit: &mut AuditFacts,
 ) -> Result<Destination<'a>, GatewayError> {
+    let origin = ctx.origin;
+    let audit = &mut ctx.audit;
     let id = header
         .connection_id(head)
         .ok_or(RoutingError::NoConnectionId)?;
@@ -115,8 +116,14 @@ pub fn resolve<'a>(
         }));
     }
     // An id outlives its session: it verifies forever, so the table decides.
-    let Some(principal) = state.sessions.principal(id) else {
-        return Err(RoutingError::SessionEnded.into());
+    let principal = match state.sessions.principal_for(id, ctx.client_ip) {
+        Ok(principal) => principal,
+        Err(refused @ SessionRefused::OtherAddress { .. }) => {
+            // Someone holds an id that is not theirs, or the opener's address changed.
+            warn!(client.ip = ?ctx.client_ip, error = %refused, "session refused");
+            return Err(RoutingError::SessionElsewhere.into());
+        }
+        Err(SessionRefused::Ended) => return Err(RoutingError::SessionEnded.into()),
     };
     audit.principal = Some(principal.clone());
     let worker = state

@@ -9,7 +9,12 @@
 //! A session counts against its principal's limit and the node's total from the moment its
 //! CONNECTION_REQUEST is admitted (a [`Reservation`]), so concurrent connects cannot overshoot,
 //! until the table forgets it.
+//!
+//! A table that binds sessions to addresses (the catalog's: its clients are the lake's workers,
+//! which do not move) serves a session only to the address that opened it, so that an id that
+//! leaks is of no use from anywhere else.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +36,21 @@ pub enum LimitError {
     Total(usize),
 }
 
+/// Why a message's session is not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionRefused {
+    /// The session has ended here, or was never recorded.
+    #[error("the session has ended")]
+    Ended,
+    /// The session is bound to the address that opened it, and this request came from
+    /// another.
+    #[error("session of {principal} opened from {opened_from} used from another address")]
+    OtherAddress {
+        principal: Arc<str>,
+        opened_from: IpAddr,
+    },
+}
+
 /// Where a new session goes.
 #[derive(Debug)]
 pub enum Placement<'w> {
@@ -50,6 +70,8 @@ struct Session {
     worker: u16,
     last_used: Instant,
     principal: Arc<str>,
+    /// The address that opened it, when the table binds sessions to addresses.
+    client: Option<IpAddr>,
 }
 
 /// Sessions open on this node, keyed by their routable id.
@@ -66,6 +88,7 @@ pub struct SessionTable {
     max_per_principal: usize,
     /// Isolated workers one principal may hold at once.
     max_workers_per_principal: usize,
+    bind_to_address: bool,
     /// Serialises isolated placements, so that a burst of one principal's connects cannot
     /// each count its workers before the others' claims and pass the cap together.
     isolated_placement: std::sync::Mutex<()>,
@@ -83,6 +106,7 @@ impl Default for SessionTable {
 pub struct Reservation<'t> {
     table: &'t SessionTable,
     principal: Option<Arc<str>>,
+    client: Option<IpAddr>,
 }
 
 impl Drop for Reservation<'_> {
@@ -90,6 +114,16 @@ impl Drop for Reservation<'_> {
         if let Some(principal) = self.principal.take() {
             self.table.release(&principal);
         }
+    }
+}
+
+/// One address per host for binding: an IPv4-mapped IPv6 address is its IPv4 one, and `::1`
+/// is `127.0.0.1`, since a client naming `localhost` may reach us over either.
+fn same_host(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.is_loopback() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
     }
 }
 
@@ -110,6 +144,7 @@ impl SessionTable {
             max_total,
             max_per_principal,
             max_workers_per_principal: usize::MAX,
+            bind_to_address: false,
             isolated_placement: std::sync::Mutex::new(()),
         }
     }
@@ -120,11 +155,22 @@ impl SessionTable {
         self
     }
 
-    /// Admits one more session of `principal`, or says which limit refuses it.
+    /// Serves each session only to the address that opened it.
+    pub fn binding_sessions_to_addresses(mut self) -> Self {
+        self.bind_to_address = true;
+        self
+    }
+
+    /// Admits one more session of `principal`, opened from `client`, or says which limit
+    /// refuses it.
     ///
     /// # Errors
     /// [`LimitError`] when the principal or the node is at its limit.
-    pub fn reserve(&self, principal: &Arc<str>) -> Result<Reservation<'_>, LimitError> {
+    pub fn reserve(
+        &self,
+        principal: &Arc<str>,
+        client: Option<IpAddr>,
+    ) -> Result<Reservation<'_>, LimitError> {
         // The entry's lock serialises the principal's own connects; the total is a CAS.
         let mut count = self.per_principal.entry(principal.clone()).or_insert(0);
         let admitted = if *count >= self.max_per_principal {
@@ -147,6 +193,7 @@ impl SessionTable {
         Ok(Reservation {
             table: self,
             principal: Some(principal.clone()),
+            client: client.filter(|_| self.bind_to_address).map(same_host),
         })
     }
 
@@ -270,6 +317,7 @@ impl SessionTable {
             worker: worker.index,
             last_used: now,
             principal,
+            client: reservation.client,
         };
         match self.sessions.insert(id.into(), session) {
             None => {
@@ -288,9 +336,26 @@ impl SessionTable {
         }
     }
 
-    /// The principal of session `id`, if it is open here.
-    pub fn principal(&self, id: &[u8]) -> Option<Arc<str>> {
-        self.sessions.get(id).map(|s| s.principal.clone())
+    /// The principal of session `id`, for a request from `client`.
+    ///
+    /// # Errors
+    /// [`SessionRefused`] when the session is not open here, or the table binds sessions to
+    /// addresses and `client` is not the one that opened it.
+    pub fn principal_for(
+        &self,
+        id: &[u8],
+        client: Option<IpAddr>,
+    ) -> Result<Arc<str>, SessionRefused> {
+        let session = self.sessions.get(id).ok_or(SessionRefused::Ended)?;
+        match session.client {
+            Some(opened_from) if client.map(same_host) != Some(opened_from) => {
+                Err(SessionRefused::OtherAddress {
+                    principal: session.principal.clone(),
+                    opened_from,
+                })
+            }
+            _ => Ok(session.principal.clone()),
+        }
     }
 
     /// Whether session `id` is open here: ended sessions (DISCONNECT, idle, abandoned, their
@@ -394,7 +459,7 @@ mod tests {
             first,
             first.generation(),
             now,
-            table.reserve(&p()).unwrap(),
+            table.reserve(&p(), None).unwrap(),
         );
         let second = table.place(&set, Access::ReadWrite).unwrap();
         assert_ne!(
@@ -402,7 +467,7 @@ mod tests {
             "second session must go to the idle worker"
         );
         for _ in 0..2 {
-            let reservation = table.reserve(&p()).unwrap();
+            let reservation = table.reserve(&p(), None).unwrap();
             table.opened(b"b", second, second.generation(), now, reservation);
         }
         assert_eq!(
@@ -425,6 +490,49 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_session_serves_only_the_address_that_opened_it() {
+        let set = ready_set();
+        let worker = set.get(0).unwrap();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let bound = SessionTable::new().binding_sessions_to_addresses();
+        let open = |table: &SessionTable, id: &[u8], from: Option<IpAddr>| {
+            let reservation = table.reserve(&p(), from).unwrap();
+            table.opened(id, worker, worker.generation(), Instant::now(), reservation);
+        };
+        open(&bound, b"v4", ip("10.1.2.3"));
+        assert_eq!(&*bound.principal_for(b"v4", ip("10.1.2.3")).unwrap(), "p");
+        assert_eq!(
+            &*bound.principal_for(b"v4", ip("::ffff:10.1.2.3")).unwrap(),
+            "p",
+            "an IPv4-mapped address is the same host"
+        );
+        for other in [ip("10.1.2.4"), ip("::1"), None] {
+            assert!(
+                matches!(
+                    bound.principal_for(b"v4", other),
+                    Err(SessionRefused::OtherAddress { ref principal, opened_from })
+                        if &**principal == "p" && opened_from == ip("10.1.2.3").unwrap()
+                ),
+                "{other:?}"
+            );
+        }
+        open(&bound, b"lo", ip("::1"));
+        assert!(
+            bound.principal_for(b"lo", ip("127.0.0.1")).is_ok(),
+            "localhost over IPv4 or IPv6 is one host"
+        );
+        assert_eq!(
+            bound.principal_for(b"gone", ip("10.1.2.3")),
+            Err(SessionRefused::Ended)
+        );
+
+        let unbound = SessionTable::new();
+        open(&unbound, b"v4", ip("10.1.2.3"));
+        assert!(unbound.principal_for(b"v4", ip("10.9.9.9")).is_ok());
+        assert!(unbound.principal_for(b"v4", None).is_ok());
+    }
+
+    #[test]
     fn idle_sessions_expire_and_restarted_workers_lose_theirs() {
         let set = ready_set();
         let table = SessionTable::new();
@@ -436,21 +544,21 @@ mod tests {
             w0,
             w0.generation(),
             t0,
-            table.reserve(&p()).unwrap(),
+            table.reserve(&p(), None).unwrap(),
         );
         table.opened(
             b"new",
             w0,
             w0.generation(),
             t0 + Duration::from_secs(50),
-            table.reserve(&p()).unwrap(),
+            table.reserve(&p(), None).unwrap(),
         );
         table.opened(
             b"other",
             w1,
             w1.generation(),
             t0,
-            table.reserve(&p()).unwrap(),
+            table.reserve(&p(), None).unwrap(),
         );
         table.touched(b"other", t0 + Duration::from_secs(90));
         let expired =
@@ -475,7 +583,7 @@ mod tests {
             w0,
             placed_at,
             Instant::now(),
-            table.reserve(&p()).unwrap(),
+            table.reserve(&p(), None).unwrap(),
         );
         assert_eq!(w0.session_count(), 0);
         assert!(table.is_empty());
@@ -510,11 +618,11 @@ mod tests {
             w0,
             w0.generation(),
             now,
-            table.reserve(&alice).unwrap(),
+            table.reserve(&alice, None).unwrap(),
         );
-        let pending = table.reserve(&alice).unwrap();
+        let pending = table.reserve(&alice, None).unwrap();
         assert_eq!(
-            table.reserve(&alice).unwrap_err(),
+            table.reserve(&alice, None).unwrap_err(),
             LimitError::Principal(2),
             "a connect in flight counts"
         );
@@ -524,20 +632,20 @@ mod tests {
             w0,
             w0.generation(),
             now,
-            table.reserve(&alice).unwrap(),
+            table.reserve(&alice, None).unwrap(),
         );
-        assert!(table.reserve(&alice).is_err());
+        assert!(table.reserve(&alice, None).is_err());
         table.opened(
             b"b1",
             w0,
             w0.generation(),
             now,
-            table.reserve(&bob).unwrap(),
+            table.reserve(&bob, None).unwrap(),
         );
-        assert_eq!(table.reserve(&bob).unwrap_err(), LimitError::Total(3));
+        assert_eq!(table.reserve(&bob, None).unwrap_err(), LimitError::Total(3));
         table.closed(b"a1", &set);
         assert_eq!(table.principal_sessions("alice"), 1);
-        assert!(table.reserve(&bob).is_ok());
+        assert!(table.reserve(&bob, None).is_ok());
         table.forget_worker(w0);
         assert_eq!(table.principal_sessions("alice"), 0);
         assert_eq!(table.principal_sessions("bob"), 0);
@@ -577,7 +685,7 @@ mod tests {
                     w,
                     w.generation(),
                     now,
-                    table.reserve(principal).unwrap(),
+                    table.reserve(principal, None).unwrap(),
                 );
                 w.index
             }
@@ -715,7 +823,7 @@ mod tests {
                 w,
                 w.generation(),
                 Instant::now(),
-                table.reserve(&alice).unwrap(),
+                table.reserve(&alice, None).unwrap(),
             );
             used.insert(w.index);
         }

@@ -1651,3 +1651,69 @@ fn a_token_with_a_new_kid_makes_the_gateway_fetch_the_jwks_early() {
     );
     assert!(gw.log().contains("JWKS changed"), "{}", gw.log());
 }
+
+/// A worker's session at the catalog is named by its id alone; the catalog serves it only to
+/// the address that opened it, so an id that leaks (the nineteenth review read one out of a
+/// worker's heap and then wrote the lake's metadata with it) is of no use from elsewhere.
+#[test]
+fn a_catalog_session_is_served_only_to_the_address_that_opened_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        subcommand: "catalog",
+        extra_toml: format!(
+            "[catalog]\nfile = \"{}\"\n",
+            dir.path().join("catalog.duckdb").display()
+        ),
+        ..Default::default()
+    });
+    let opened = quack_post_from(
+        "127.0.0.1",
+        catalog.plain,
+        &connection_request(&catalog.token),
+    );
+    let header = quack_codec::decode_header(&opened).unwrap();
+    assert_eq!(header.msg_type, 2, "{}", error_text(&opened));
+    let id = header.connection_id(&opened).unwrap().to_vec();
+
+    let stolen = quack_post_from(
+        "127.0.0.2",
+        catalog.plain,
+        &crate::support::prepare_with_id(&id),
+    );
+    assert_eq!(
+        error_text(&stolen),
+        "Invalid connection id",
+        "another address gets what an unknown id gets"
+    );
+    let own = quack_post_from(
+        "127.0.0.1",
+        catalog.plain,
+        &crate::support::prepare_with_id(&id),
+    );
+    assert_eq!(
+        crate::support::msg_type(&own),
+        4,
+        "the address that opened the session keeps it: {}",
+        error_text(&own)
+    );
+    let log = catalog.log();
+    assert!(
+        log.contains("session refused")
+            && log.contains("opened from 127.0.0.1 used from another address"),
+        "{log}"
+    );
+    let (_, metrics) = catalog.admin_get("/metrics");
+    assert!(metrics.contains("session_elsewhere"), "{metrics}");
+
+    // The gateway's own clients roam (NAT pools, mobile networks): it does not bind.
+    let gw = Gateway::start();
+    let id = crate::support::open_session(&gw);
+    let roamed = quack_post_from("127.0.0.2", gw.plain, &crate::support::prepare_with_id(&id));
+    assert_eq!(
+        crate::support::msg_type(&roamed),
+        4,
+        "{}",
+        error_text(&roamed)
+    );
+}

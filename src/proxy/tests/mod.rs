@@ -360,7 +360,7 @@ async fn an_answer_reading_invalid_connection_id_does_not_take_the_session_off_t
         worker,
         worker.generation(),
         std::time::Instant::now(),
-        h.state.sessions.reserve(&"alice".into()).unwrap(),
+        h.state.sessions.reserve(&"alice".into(), None).unwrap(),
     );
     let (_, answer) = h
         .post(with_id(
