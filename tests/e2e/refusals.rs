@@ -141,6 +141,71 @@ fn an_append_cut_short_or_padded_never_reaches_the_worker() {
     );
 }
 
+/// DuckDB 1.5.5 reads a compressed vector inside another with no limit, and generates a
+/// sequence it cannot hold with an internal error that ends its database: a twenty-third
+/// review crashed workers with both. The gateway refuses them; their plain twins land.
+#[test]
+fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_worker() {
+    use quack_codec::{append_request, AppendColumn};
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        ..Default::default()
+    });
+    gw.cli_ok(
+        "FROM r.query('CREATE TABLE d (v VARCHAR)');\nFROM r.query('CREATE TABLE q (n TINYINT)');",
+    );
+    let workers = gw.worker_pids();
+    let id = open_session(&gw);
+    // An APPEND of `rows` rows of one column of type `type_id`, whose vector is `vector`.
+    let append = |query_id, table: &str, rows: u8, type_id: u8, vector: &[u8]| {
+        let template = append_request(
+            &id,
+            query_id,
+            "main",
+            table,
+            &[AppendColumn::Integer(vec![])],
+        );
+        let chunk = template
+            .windows(4)
+            .position(|w| w == [0x2c, 0x01, 0x64, 0x00])
+            .expect("the chunk")
+            + 2;
+        let mut m = template[..chunk].to_vec();
+        m.extend_from_slice(&[
+            0x64, 0, rows, 0x65, 0, 1, 0x64, 0, type_id, 0xff, 0xff, 0x66, 0, 1,
+        ]);
+        m.extend_from_slice(vector);
+        m.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        m
+    };
+    // A dictionary of one row over one value, `levels` deep, over the flat value 'x'.
+    let dictionaries = |levels| {
+        let mut v = [0x5a, 0, 3, 0x5b, 0, 4, 0, 0, 0, 0, 0x5c, 0, 1].repeat(levels);
+        v.extend_from_slice(&[0x64, 0, 0, 0x66, 0, 1, 1, b'x', 0xff, 0xff]);
+        v
+    };
+    // A TINYINT sequence from `start` (signed LEB128) by 1.
+    let sequence = |start: &[u8]| {
+        let mut v = vec![0x5a, 0, 4, 0x5b, 0];
+        v.extend_from_slice(start);
+        v.extend_from_slice(&[0x5c, 0, 1, 0xff, 0xff]);
+        v
+    };
+    let (status, _) = quack_post(gw.plain, append(1, "d", 1, 25, &dictionaries(100_000)));
+    assert_eq!(status, 400, "dictionaries of dictionaries");
+    let (status, _) = quack_post(gw.plain, append(2, "q", 3, 11, &sequence(&[0xe8, 0x07])));
+    assert_eq!(status, 400, "a TINYINT sequence from 1000");
+    let (status, body) = quack_post(gw.plain, append(3, "d", 1, 25, &dictionaries(1)));
+    assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
+    let (status, body) = quack_post(gw.plain, append(4, "q", 3, 11, &sequence(&[1])));
+    assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
+    assert_eq!(
+        gw.cli_ok("FROM r.query('SELECT (SELECT string_agg(v) FROM d), (SELECT sum(n) FROM q)');"),
+        vec!["x,6"]
+    );
+    assert_eq!(gw.worker_pids(), workers, "no worker restarted");
+}
+
 #[test]
 fn banner_cors_and_unknown_paths_answer_like_the_duckdb_server() {
     let gw = Gateway::start();

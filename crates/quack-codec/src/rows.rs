@@ -50,8 +50,10 @@ enum Shape {
 /// to keep a rule (its casts index tables and divide by powers of ten taken from them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Values {
-    /// Every bit pattern, and a sequence may stand for them (the integer types).
-    Integer,
+    /// Every bit pattern, and a sequence within the type's range may stand for them
+    /// (TINYINT to BIGINT: DuckDB generates sequences of these alone, and a start or step
+    /// past the type's range is an internal error that ends its database).
+    Signed,
     /// Every bit pattern, but no sequence.
     Any,
     /// Below 10^width in magnitude (DECIMAL).
@@ -67,7 +69,7 @@ enum Values {
 impl Values {
     fn holds(self, value: i128) -> bool {
         match self {
-            Values::Integer | Values::Any => true,
+            Values::Signed | Values::Any => true,
             Values::Decimal(width) => {
                 value != i128::MIN && value.unsigned_abs() < 10u128.pow(width as u32)
             }
@@ -331,7 +333,7 @@ async fn data_chunk(src: &mut Source, strict: bool) -> Result<u64, Stop> {
                     budget.allocate(shape.bytes(capacity));
                 }
                 for shape in &shapes {
-                    vector(src, shape, rows, 0, &mut budget).await?;
+                    vector(src, shape, rows, true, 0, &mut budget).await?;
                 }
             }
             END => {
@@ -346,6 +348,26 @@ async fn data_chunk(src: &mut Source, strict: bool) -> Result<u64, Stop> {
             _ => return Err(Stop::Unknown),
         }
     }
+}
+
+/// A signed LEB128 value as DuckDB 1.5.5 decodes an `int64_t` (`DecodeSignedLEB128`): bits
+/// past the 64th are dropped, and a tenth byte's sign bit extends nothing.
+fn sleb128(bytes: &[u8]) -> Result<i64, Stop> {
+    let mut value: u64 = 0;
+    let mut shift = 0u32;
+    let mut last = 0u8;
+    for &byte in bytes {
+        if shift >= 64 {
+            return Err(Stop::Unknown);
+        }
+        value |= u64::from(byte & 0x7F) << shift;
+        shift += 7;
+        last = byte;
+    }
+    if shift < 64 && last & 0x40 != 0 {
+        value |= u64::MAX << shift;
+    }
+    Ok(value as i64)
 }
 
 /// DuckDB's `STANDARD_VECTOR_SIZE`.
@@ -481,13 +503,17 @@ fn logical_type<'a>(
         let mut children = info.children.into_iter();
         let mut child = || children.next().flatten().ok_or(Stop::Unknown);
         Ok(Some(match id {
-            // TINYINT, UTINYINT; SMALLINT, USMALLINT; INTEGER, UINTEGER; BIGINT, UBIGINT;
-            // UHUGEINT, HUGEINT.
-            11 | 28 => Shape::Fixed(1, Values::Integer),
-            12 | 29 => Shape::Fixed(2, Values::Integer),
-            13 | 30 => Shape::Fixed(4, Values::Integer),
-            14 | 31 => Shape::Fixed(8, Values::Integer),
-            49 | 50 => Shape::Fixed(16, Values::Integer),
+            // TINYINT, SMALLINT, INTEGER, BIGINT.
+            11 => Shape::Fixed(1, Values::Signed),
+            12 => Shape::Fixed(2, Values::Signed),
+            13 => Shape::Fixed(4, Values::Signed),
+            14 => Shape::Fixed(8, Values::Signed),
+            // UTINYINT, USMALLINT, UINTEGER, UBIGINT; UHUGEINT, HUGEINT.
+            28 => Shape::Fixed(1, Values::Any),
+            29 => Shape::Fixed(2, Values::Any),
+            30 => Shape::Fixed(4, Values::Any),
+            31 => Shape::Fixed(8, Values::Any),
+            49 | 50 => Shape::Fixed(16, Values::Any),
             10 => Shape::Fixed(1, Values::Boolean),
             // SQLNULL (an INTEGER), DATE, FLOAT.
             1 | 15 | 22 => Shape::Fixed(4, Values::Any),
@@ -611,10 +637,17 @@ fn type_info<'a>(
 /// then laid out as a flat vector of one row, a DICTIONARY (3) as its selection (91: a `u32`
 /// index per row) and size (92), then its flat dictionary of that size, and a SEQUENCE (4)
 /// of an integer type as its start and increment (91 and 92), and nothing else.
+///
+/// Only a vector that may be `packed` may be compressed: DuckDB writes a constant's value
+/// and a dictionary's values flat, children and all, and reads them with no limit on
+/// nesting. A dictionary of dictionaries recursed a worker off its stack in a review, and a
+/// constant STRUCT marks its children constant whatever they were read as (a dictionary read
+/// as a list crashed another).
 fn vector<'a>(
     src: &'a mut Source,
     shape: &'a Shape,
     count: u64,
+    packed: bool,
     depth: usize,
     budget: &'a mut Budget,
 ) -> Step<'a, ()> {
@@ -627,6 +660,7 @@ fn vector<'a>(
         let mut highest_index = None;
         let mut list_size = None;
         let mut validity: Option<Vec<u8>> = None;
+        let mut sequence_start = None;
         // DuckDB reads a vector's fields in order, and the type first: a type after another
         // field would change the count this walk checks against, not the one DuckDB uses.
         let mut last = None;
@@ -634,13 +668,20 @@ fn vector<'a>(
             let field = src.field_id().await?;
             let previous = last.replace(field);
             match (field, shape) {
-                // A dictionary's own vector follows its size, and may say its type again.
-                (90, _) if previous.is_none() || (vector_type == 3 && previous == Some(92)) => {
+                (90, _) if previous.is_none() && packed => {
                     vector_type = src.varint().await?;
                     match (vector_type, shape) {
-                        (0 | 3, _) | (4, Shape::Fixed(_, Values::Integer)) => {}
-                        (2, _) => count = count.min(1),
+                        (0 | 3, _) | (4, Shape::Fixed(_, Values::Signed)) => {}
+                        // DuckDB reads one row whatever the count; it writes a constant only
+                        // for one row or more.
+                        (2, _) if count > 0 => count = 1,
                         _ => return Err(Stop::Unknown),
+                    }
+                }
+                // A flat vector may say so; a dictionary's values follow its size.
+                (90, _) if previous.is_none() || (vector_type == 3 && previous == Some(92)) => {
+                    if src.varint().await? != 0 {
+                        return Err(Stop::Unknown);
                     }
                 }
                 (91, _) if vector_type == 3 && previous == Some(90) => {
@@ -665,8 +706,23 @@ fn vector<'a>(
                     }
                     count = size;
                 }
-                (91, _) | (92, _) if vector_type == 4 && previous == Some(field - 1) => {
-                    src.signed_varint().await?;
+                (91, _) if vector_type == 4 && previous == Some(90) => {
+                    sequence_start = Some(sleb128(&src.signed_varint().await?)?);
+                }
+                (92, Shape::Fixed(width, _)) if vector_type == 4 && previous == Some(91) => {
+                    let step = sleb128(&src.signed_varint().await?)?;
+                    let start = sequence_start.ok_or(Stop::Unknown)?;
+                    let last =
+                        i128::from(start) + i128::from(step) * i128::from(count.saturating_sub(1));
+                    let bits = (*width * 8) as u32;
+                    let range = -(1i128 << (bits - 1))..(1i128 << (bits - 1));
+                    if ![start, step]
+                        .iter()
+                        .all(|v| range.contains(&i128::from(*v)))
+                        || !range.contains(&last)
+                    {
+                        return Err(Stop::Unknown);
+                    }
                 }
                 // The geometry format.
                 (99, _) => {
@@ -731,7 +787,8 @@ fn vector<'a>(
                         return Err(Stop::Unknown);
                     }
                     for field in fields {
-                        vector(src, field, count, depth + 1, budget).await?;
+                        let packed = packed && vector_type == 0;
+                        vector(src, field, count, packed, depth + 1, budget).await?;
                     }
                 }
                 (103, Shape::Array(_, size)) => {
@@ -769,10 +826,13 @@ fn vector<'a>(
                 }
                 (106, Shape::List(child)) => {
                     let size = list_size.ok_or(Stop::Unknown)?;
-                    vector(src, child, size, depth + 1, budget).await?;
+                    let packed = packed && vector_type == 0;
+                    vector(src, child, size, packed, depth + 1, budget).await?;
                 }
                 (104, Shape::Array(child, size)) => {
-                    vector(src, child, count.saturating_mul(*size), depth + 1, budget).await?;
+                    let rows = count.saturating_mul(*size);
+                    let packed = packed && vector_type == 0;
+                    vector(src, child, rows, packed, depth + 1, budget).await?;
                 }
                 (END, _) => return Ok(()),
                 _ => return Err(Stop::Unknown),
@@ -1023,17 +1083,172 @@ mod tests {
 
     /// One BIGINT column of `rows` rows as a sequence: a few bytes, whatever `rows` is.
     fn sequence_chunk(rows: u64) -> Bytes {
+        sequence_of(14, rows, 0, 1)
+    }
+
+    /// One column of type `id` and `rows` rows as the sequence `start`, `start + step`, ...
+    fn sequence_of(id: u64, rows: u64, start: i64, step: i64) -> Bytes {
+        let sleb = |out: &mut BytesMut, field: u16, mut v: i64| {
+            out.put_u16_le(field);
+            loop {
+                let byte = (v & 0x7F) as u8;
+                v >>= 7;
+                if (v == 0 && byte & 0x40 == 0) || (v == -1 && byte & 0x40 != 0) {
+                    out.put_u8(byte);
+                    break;
+                }
+                out.put_u8(byte | 0x80);
+            }
+        };
         append_of(|out| {
             put_varint_field(out, 100, rows);
             put_varint_field(out, 101, 1);
-            plain_type(out, 14);
+            plain_type(out, id);
             put_varint_field(out, 102, 1);
             put_varint_field(out, 90, 4);
-            put_varint_field(out, 91, 0);
-            put_varint_field(out, 92, 1);
+            sleb(out, 91, start);
+            sleb(out, 92, step);
             out.put_u16_le(END);
             out.put_u16_le(END);
         })
+    }
+
+    /// One `STRUCT(s VARCHAR)` column of `rows` rows: `outer` writes the struct vector's
+    /// fields before its children, `child` the one child vector's fields.
+    fn struct_chunk(
+        rows: u64,
+        outer: impl FnOnce(&mut BytesMut),
+        child: impl FnOnce(&mut BytesMut),
+    ) -> Bytes {
+        append_of(|out| {
+            put_varint_field(out, 100, rows);
+            put_varint_field(out, 101, 1);
+            put_varint_field(out, 100, 100);
+            out.put_u16_le(101);
+            out.put_u8(1);
+            put_varint_field(out, 100, 5);
+            put_varint_field(out, 200, 1);
+            put_string_field(out, 0, b"s");
+            out.put_u16_le(1);
+            plain_type(out, 25);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            put_varint_field(out, 102, 1);
+            outer(out);
+            put_varint_field(out, 100, 0);
+            put_varint_field(out, 103, 1);
+            child(out);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+        })
+    }
+
+    /// A VARCHAR dictionary vector's fields: `rows` rows, all the one value `"x"`, whose
+    /// values say that they are of vector type `inner` when given.
+    fn dictionary_fields(out: &mut BytesMut, rows: u64, inner: Option<u64>) {
+        put_varint_field(out, 90, 3);
+        out.put_u16_le(91);
+        put_varint(out, 4 * rows);
+        (0..rows).for_each(|_| out.put_u32_le(0));
+        put_varint_field(out, 92, 1);
+        if let Some(inner) = inner {
+            put_varint_field(out, 90, inner);
+        }
+        put_varint_field(out, 100, 0);
+        strings(out, 102, &["x"]);
+    }
+
+    #[test]
+    fn compressed_vectors_pass_only_as_duckdb_writes_them() {
+        let malformed = |m: Bytes| matches!(check_append(m), Err(CodecError::Malformed { .. }));
+        // A twenty-third review: a sequence starting past TINYINT's range is an internal
+        // error that ends the worker's database; DuckDB generates only signed sequences.
+        assert_eq!(check_append(sequence_of(11, 3, 125, 1)), Ok(3));
+        assert!(malformed(sequence_of(11, 3, 1000, 1)));
+        assert!(malformed(sequence_of(11, 3, 126, 1)), "runs past 127");
+        assert!(malformed(sequence_of(12, 3, 1, 100_000)));
+        assert_eq!(check_append(sequence_of(13, 3, 1, 100_000)), Ok(3));
+        assert_eq!(check_append(sequence_of(14, 3, -5, -1)), Ok(3));
+        assert_eq!(check_append(sequence_of(14, 2, i64::MIN, 0)), Ok(2));
+        assert!(malformed(sequence_of(14, 2, i64::MAX, 1)));
+        for unsigned_or_huge in [28, 29, 30, 31, 49, 50] {
+            assert!(malformed(sequence_of(unsigned_or_huge, 3, 1, 1)));
+        }
+        // A dictionary's values and a constant's value are written flat: a dictionary of
+        // dictionaries recursed a worker off its stack.
+        let dictionary = |inner| {
+            append_of(|out| {
+                put_varint_field(out, 100, 3);
+                put_varint_field(out, 101, 1);
+                plain_type(out, 25);
+                put_varint_field(out, 102, 1);
+                dictionary_fields(out, 3, inner);
+                out.put_u16_le(END);
+                out.put_u16_le(END);
+            })
+        };
+        assert_eq!(check_append(dictionary(None)), Ok(3));
+        assert_eq!(check_append(dictionary(Some(0))), Ok(3));
+        assert!(malformed(dictionary(Some(3))));
+        assert!(malformed(dictionary(Some(2))));
+        let constant = |rows| {
+            append_of(|out| {
+                put_varint_field(out, 100, rows);
+                put_varint_field(out, 101, 1);
+                plain_type(out, 25);
+                put_varint_field(out, 102, 1);
+                put_varint_field(out, 90, 2);
+                put_varint_field(out, 100, 0);
+                strings(out, 102, &["a"]);
+                out.put_u16_le(END);
+                out.put_u16_le(END);
+            })
+        };
+        assert_eq!(check_append(constant(3)), Ok(3));
+        assert!(malformed(constant(0)), "DuckDB reads a row all the same");
+        // A flat STRUCT's children may be compressed; a constant STRUCT's may not, since
+        // DuckDB then marks them constant whatever they were read as.
+        let flat = |_: &mut BytesMut| {};
+        let const_struct = |out: &mut BytesMut| put_varint_field(out, 90, 2);
+        let flat_child = |out: &mut BytesMut| {
+            put_varint_field(out, 100, 0);
+            strings(out, 102, &["a"]);
+            out.put_u16_le(END);
+        };
+        let flat_child_of = |rows: usize| {
+            move |out: &mut BytesMut| {
+                put_varint_field(out, 100, 0);
+                strings(out, 102, &vec!["a"; rows]);
+                out.put_u16_le(END);
+            }
+        };
+        let dictionary_child = |out: &mut BytesMut| {
+            dictionary_fields(out, 3, None);
+            out.put_u16_le(END);
+        };
+        assert_eq!(
+            check_append(struct_chunk(3, const_struct, flat_child)),
+            Ok(3)
+        );
+        assert_eq!(check_append(struct_chunk(3, flat, dictionary_child)), Ok(3));
+        assert_eq!(check_append(struct_chunk(3, flat, flat_child_of(3))), Ok(3));
+        assert!(malformed(struct_chunk(
+            3,
+            const_struct,
+            |out: &mut BytesMut| {
+                dictionary_fields(out, 1, None);
+                out.put_u16_le(END);
+            }
+        )));
+        assert!(malformed(struct_chunk(
+            3,
+            const_struct,
+            |out: &mut BytesMut| {
+                put_varint_field(out, 90, 2);
+                flat_child(out);
+            }
+        )));
     }
 
     /// A STRUCT type of `fields` INTEGER fields, and no rows.
