@@ -554,7 +554,16 @@ fn logical_type<'a>(
                 Shape::Struct(fields)
             }
             // LIST, MAP.
-            101 | 102 => Shape::List(Box::new(child()?)),
+            101 => Shape::List(Box::new(child()?)),
+            // A MAP is a LIST of STRUCT(key, value): DuckDB's casts of a MAP read its second
+            // field unchecked, and one of another child (a twenty-third review's) was an
+            // internal error that ended a worker's database.
+            102 => match child()? {
+                Shape::Struct(fields) if fields.len() == 2 => {
+                    Shape::List(Box::new(Shape::Struct(fields)))
+                }
+                _ => return Err(Stop::Unknown),
+            },
             108 => Shape::Array(Box::new(child()?), info.size.ok_or(Stop::Unknown)?),
             _ => return Ok(None),
         }))
@@ -1157,6 +1166,67 @@ mod tests {
         }
         put_varint_field(out, 100, 0);
         strings(out, 102, &["x"]);
+    }
+
+    /// One MAP column, no rows, whose entries are a STRUCT of `fields` INTEGER fields, or a
+    /// bare INTEGER when `fields` is 0.
+    fn map_chunk(fields: u64) -> Bytes {
+        append_of(|out| {
+            put_varint_field(out, 100, 0);
+            put_varint_field(out, 101, 1);
+            put_varint_field(out, 100, 102);
+            out.put_u16_le(101);
+            out.put_u8(1);
+            put_varint_field(out, 100, 4);
+            out.put_u16_le(200);
+            if fields == 0 {
+                plain_type(out, 13);
+            } else {
+                put_varint_field(out, 100, 100);
+                out.put_u16_le(101);
+                out.put_u8(1);
+                put_varint_field(out, 100, 5);
+                put_varint_field(out, 200, fields);
+                for i in 0..fields {
+                    put_string_field(out, 0, format!("f{i}").as_bytes());
+                    out.put_u16_le(1);
+                    plain_type(out, 13);
+                    out.put_u16_le(END);
+                }
+                out.put_u16_le(END);
+                out.put_u16_le(END);
+            }
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            put_varint_field(out, 102, 1);
+            put_varint_field(out, 100, 0);
+            put_varint_field(out, 104, 0);
+            put_varint_field(out, 105, 0);
+            out.put_u16_le(106);
+            put_varint_field(out, 100, 0);
+            if fields == 0 {
+                put_varint_field(out, 102, 0);
+            } else {
+                put_varint_field(out, 103, fields);
+                for _ in 0..fields {
+                    put_varint_field(out, 100, 0);
+                    put_varint_field(out, 102, 0);
+                    out.put_u16_le(END);
+                }
+            }
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+        })
+    }
+
+    #[test]
+    fn a_map_is_a_list_of_key_value_structs() {
+        let malformed = |m: Bytes| matches!(check_append(m), Err(CodecError::Malformed { .. }));
+        assert_eq!(check_append(map_chunk(2)), Ok(0));
+        for fields in [0, 1, 3] {
+            assert!(malformed(map_chunk(fields)), "{fields} fields");
+        }
     }
 
     #[test]
