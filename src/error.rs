@@ -50,6 +50,10 @@ pub enum GatewayError {
     /// The principal has `limits.max_requests_per_principal` requests in flight already.
     #[error("{limit} requests of this principal in flight")]
     PrincipalBusy { limit: usize },
+    /// The principal's sessions ended workers in a loop (`workers::exits`); its new sessions
+    /// are refused for `secs` more.
+    #[error("principal's sessions ended workers in a loop; new sessions refused for {secs} s")]
+    PrincipalEndsWorkers { secs: u64 },
     /// Reading the client's body failed (it hung up, or sent a bad chunk).
     #[error("reading the request body: {0}")]
     ClientBody(#[source] BoxError),
@@ -119,6 +123,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::PrepareTooLarge { .. } => "prepare_too_large",
             GatewayError::PrincipalBusy { .. } => "principal_requests_limit",
+            GatewayError::PrincipalEndsWorkers { .. } => "principal_ends_workers",
             GatewayError::StatementTimeout { .. } => "statement_timeout",
             GatewayError::ClientBody(_) => "client_body",
             GatewayError::ClientTimeout => "client_timeout",
@@ -155,6 +160,7 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::PrepareTooLarge { .. }
             | GatewayError::PrincipalBusy { .. }
+            | GatewayError::PrincipalEndsWorkers { .. }
             | GatewayError::ClientBody(_)
             | GatewayError::ClientTimeout
             | GatewayError::Draining
@@ -212,6 +218,11 @@ impl GatewayError {
             GatewayError::Draining => ClientReply::Quack(
                 "quackgate: this gateway is shutting down and takes no new connections; connect again",
             ),
+            GatewayError::PrincipalEndsWorkers { secs } => ClientReply::QuackText(format!(
+                "quackgate: this principal's connections ended {} DuckDB workers within {} s (a crash, or quack_stop); its new connections are refused for {secs} s more",
+                crate::workers::exits::LIMIT,
+                crate::workers::exits::WINDOW.as_secs()
+            )),
             GatewayError::Auth(AuthError::Jwt(why)) => ClientReply::Quack(jwt_text(why)),
             GatewayError::Auth(_) => ClientReply::Quack(server_errors::AUTHENTICATION_FAILED),
             GatewayError::Throttled(_) => ClientReply::Quack(

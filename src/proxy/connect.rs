@@ -59,6 +59,15 @@ pub async fn connect(
     if state.role == Role::Edge {
         return place_on_node(state, ctx, &message, header, &request, &principal).await;
     }
+    if let Some(left) = state
+        .workers
+        .exits
+        .refused_for(&principal.name, Instant::now())
+    {
+        return Err(GatewayError::PrincipalEndsWorkers {
+            secs: left.as_secs().max(1),
+        });
+    }
     let reservation = state.sessions.reserve(&principal.name, ctx.client_ip)?;
     let placed = place(state, &principal).await?;
     ctx.audit.node = Some(state.node_id.clone());

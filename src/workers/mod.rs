@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod env;
+pub mod exits;
 pub mod health;
 pub mod lake;
 mod owner;
@@ -224,6 +225,8 @@ pub struct WorkerSet {
     workers: Vec<Worker>,
     /// The lake as the catalog last reported it (the catalog role only).
     pub lake: std::sync::Arc<lake::LakeStatus>,
+    /// Worker processes each principal's sessions ended.
+    pub exits: exits::WorkerExits,
 }
 
 impl WorkerSet {
@@ -243,6 +246,7 @@ impl WorkerSet {
                 })
                 .collect(),
             lake: std::sync::Arc::default(),
+            exits: exits::WorkerExits::default(),
         }
     }
 

@@ -30,7 +30,7 @@ use crate::auth::WorkerToken;
 use crate::sessions::table::SessionTable;
 use crate::workers::config::WorkersConfig;
 use crate::workers::lake::LakeStatus;
-use crate::workers::{Worker, WorkerSet};
+use crate::workers::{exits, Worker, WorkerSet};
 
 /// First restart delay.
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -308,8 +308,17 @@ pub async fn supervise(
                     Ended::Exited(status) => {
                         worker.set_down();
                         sessions.forget_worker(worker);
+                        let catalog_lost =
+                            matches!(&status, Ok(s) if s.code() == Some(EXIT_CATALOG_LOST));
                         let exit = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
                         warn!(worker.id = %worker.id, exit = %exit, served_secs = since.elapsed().as_secs(), "worker exited; its sessions are lost; restarting");
+                        // An isolated worker's end is its principal's doing, unless the lake's
+                        // catalog went away under it.
+                        if let Some(principal) = worker.owner().filter(|_| !catalog_lost) {
+                            if let Some(penalty) = workers.exits.ended(&principal, Instant::now()) {
+                                warn!(principal.name = %principal, workers_ended = exits::LIMIT, within_secs = exits::WINDOW.as_secs(), refused_secs = penalty.as_secs(), "a principal's sessions ended workers in a loop; its new sessions are refused for a while");
+                            }
+                        }
                         if since.elapsed() >= STABLE_AFTER {
                             backoff = BACKOFF_INITIAL;
                         }

@@ -194,3 +194,79 @@ except Exception as e:
     assert_eq!(gw.worker_pids().len(), 2, "{}", gw.log());
     assert!(gw.log().contains("worker replaced by a new process"));
 }
+
+/// A principal whose sessions end their workers in a loop (here `quack_stop`, standing in for
+/// a crash) would otherwise keep every slot restarting, each new session landing on the next
+/// free one; after three ends within a minute its new sessions are refused for a while, and
+/// another principal's are not.
+#[test]
+fn a_principal_that_ends_its_workers_in_a_loop_is_refused_new_sessions() {
+    let bob = format!("bob-{}", random_hex());
+    let gw = gateway(2, "principal", &bob);
+    let script = format!(
+        r#"{prelude}
+alice = connect("{alice}")
+print("alice_before", one(alice, "SELECT 1"))
+def connect_retrying(token):
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return connect(token), None
+        except Exception as e:
+            text = str(e).splitlines()[0]
+            if "refused for" in text or time.monotonic() > deadline:
+                return None, text
+            time.sleep(0.2)
+ended = 0
+for _ in range(3):
+    bob, text = connect_retrying("{bob}")
+    if bob is None:
+        print("bob_refused_early", text)
+        break
+    uri = one(bob, "FROM listener_here()")
+    try:
+        bob.execute(f"FROM r.query('FROM stop_here(''{{uri}}'')')").fetchall()
+    except Exception:
+        pass
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            one(bob, "SELECT 1")
+            time.sleep(0.1)
+        except Exception:
+            ended += 1
+            break
+print("bob_ended", ended)
+# The supervisor records the third end as it restarts the slot: retry until it says so.
+deadline = time.monotonic() + 30
+text = "none"
+while time.monotonic() < deadline:
+    bob, text = connect_retrying("{bob}")
+    if bob is None and "refused for" in text:
+        break
+    time.sleep(0.2)
+print("bob_after", text)
+print("alice_after", one(alice, "SELECT 42"))
+print("alice_new", one(connect("{alice}"), "SELECT 7"))
+"#,
+        prelude = prelude(&gw),
+        alice = gw.token,
+    );
+    let lines = gw.python_lines(&script, &[]);
+    assert_eq!(value(&lines, "alice_before"), "1", "{lines:?}");
+    assert_eq!(value(&lines, "bob_ended"), "3", "{lines:?}");
+    assert!(
+        value(&lines, "bob_after").contains(
+            "this principal's connections ended 3 DuckDB workers within 60 s (a crash, or quack_stop); its new connections are refused for"
+        ),
+        "{lines:?}"
+    );
+    assert_eq!(value(&lines, "alice_after"), "42", "{lines:?}");
+    assert_eq!(value(&lines, "alice_new"), "7", "{lines:?}");
+    assert!(
+        gw.log()
+            .contains("a principal's sessions ended workers in a loop"),
+        "{}",
+        gw.log()
+    );
+}
