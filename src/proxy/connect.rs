@@ -297,7 +297,9 @@ fn mint(
         .map_err(|e| GatewayError::BadWorkerResponse(e.to_string()))?;
     if answer_header.msg_type != msg_type::CONNECTION_RESPONSE {
         // For example a Quack version mismatch: the worker's own words are the clearest.
-        return Ok(quack_response(answer));
+        return Ok(quack_response(
+            codec::without_stack_trace(&answer).unwrap_or(answer),
+        ));
     }
     let inner_id = answer_header
         .connection_id(&answer)

@@ -21,8 +21,8 @@ use http_body_util::BodyExt;
 use tracing::{debug, info, warn};
 
 use crate::auth::Access;
-use crate::body::{loopback, PrefixedBody, ResponseBody};
-use crate::error::GatewayError;
+use crate::body::{full, loopback, PrefixedBody, ResponseBody};
+use crate::error::{quack_response, GatewayError};
 use crate::proxy::append_check::CheckedAppend;
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
 use crate::proxy::peer;
@@ -32,7 +32,7 @@ use crate::routable_id::Grant;
 use crate::routing::RoutingError;
 use crate::sessions::table::SessionRefused;
 use crate::state::AppState;
-use crate::upstream::{Endpoint, LeasedBody, QuackPost};
+use crate::upstream::{Endpoint, LeasedBody, QuackPost, UpstreamError};
 use crate::workers::Worker;
 use quack_codec::msg_type;
 use quack_codec::{self as codec, Header};
@@ -290,7 +290,35 @@ pub async fn pinned(
         });
     }
     debug!(worker.id = %to.worker.id, "forwarded");
-    Ok(stream_back(response))
+    answer(response).await
+}
+
+/// Answers up to this size are read whole before they go on; larger ones stream untouched.
+const SMALL_ANSWER_BYTES: u64 = 64 * 1024;
+
+/// The **answer** phase: a worker's answer, back to the client. A small one is read whole
+/// first, so that an internal error's stack trace can be cut from it
+/// ([`codec::without_stack_trace`]); DuckDB 1.5.5 writes one into every internal error, with
+/// the worker binary's path and load address, and has no setting against it.
+async fn answer(response: Response<LeasedBody>) -> Result<Response<ResponseBody>, GatewayError> {
+    let small = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n <= SMALL_ANSWER_BYTES);
+    if !small {
+        return Ok(stream_back(response.map(|body| body.boxed())));
+    }
+    let (parts, body) = response.into_parts();
+    let whole = body
+        .collect()
+        .await
+        .map_err(|e| GatewayError::Upstream(UpstreamError::Body(e)))?
+        .to_bytes();
+    if let Some(cut) = codec::without_stack_trace(&whole) {
+        return Ok(quack_response(cut));
+    }
+    Ok(stream_back(Response::from_parts(parts, full(whole))))
 }
 
 /// Armed while a request waits for its worker's answer. Dropped armed after
@@ -352,7 +380,7 @@ pub(super) fn exception_what(headers: &HeaderMap) -> Option<String> {
 }
 
 /// An upstream answer passed on as it streams in, with the headers a Quack client reads.
-fn stream_back(response: Response<LeasedBody>) -> Response<ResponseBody> {
+fn stream_back(response: Response<ResponseBody>) -> Response<ResponseBody> {
     let (parts, body) = response.into_parts();
     let mut out = Response::builder().status(parts.status);
     for name in [CONTENT_TYPE, CONTENT_LENGTH] {
@@ -361,7 +389,7 @@ fn stream_back(response: Response<LeasedBody>) -> Response<ResponseBody> {
         }
     }
     out.header("access-control-allow-origin", "*")
-        .body(body.boxed())
+        .body(body)
         .expect("headers copied from a valid response")
 }
 

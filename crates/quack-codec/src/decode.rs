@@ -200,6 +200,11 @@ pub fn fetch_result<'a>(buf: &'a [u8], header: &Header) -> Option<&'a [u8]> {
 
 /// The message text of an ERROR_RESPONSE, if `buf` is one.
 pub fn error_message(buf: &[u8]) -> Option<&[u8]> {
+    buf.get(error_text(buf)?.1)
+}
+
+/// Where an ERROR_RESPONSE's header ends and its message text lies, if `buf` is one.
+pub(crate) fn error_text(buf: &[u8]) -> Option<(usize, Range<usize>)> {
     let header = decode_header(buf).ok()?;
     if header.msg_type != msg_type::ERROR_RESPONSE {
         return None;
@@ -208,8 +213,7 @@ pub fn error_message(buf: &[u8]) -> Option<&[u8]> {
     if r.field_id().ok()? != 1 {
         return None;
     }
-    let text = r.string().ok()?;
-    buf.get(text)
+    Some((header.len, r.string().ok()?))
 }
 
 #[cfg(test)]

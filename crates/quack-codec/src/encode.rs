@@ -56,11 +56,76 @@ pub fn encode_error_response(message: &str) -> Bytes {
     out.freeze()
 }
 
+/// Where DuckDB 1.5.5 appends a stack trace to an internal error's text.
+const STACK_TRACE: &str = "\n\nStack Trace:\n";
+/// What DuckDB writes after the trace, when it writes anything.
+const AFTER_STACK_TRACE: &str = "\nThis error signals";
+
+/// The ERROR_RESPONSE `buf` without the stack trace DuckDB puts in an internal error's text:
+/// the worker binary's path and load address are no client's business, and help whoever
+/// turns a crash into more. `None` when `buf` is not an ERROR_RESPONSE or has no trace.
+pub fn without_stack_trace(buf: &[u8]) -> Option<Bytes> {
+    let (header_len, text) = crate::decode::error_text(buf)?;
+    let message = std::str::from_utf8(&buf[text.clone()]).ok()?;
+    if !message.contains(STACK_TRACE) {
+        return None;
+    }
+    let mut kept = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(STACK_TRACE) {
+        kept.push_str(&rest[..at]);
+        let trace = &rest[at + STACK_TRACE.len()..];
+        rest = trace
+            .find(AFTER_STACK_TRACE)
+            .map_or("", |end| &trace[end..]);
+    }
+    kept.push_str(rest);
+    kept.push_str("\n(quackgate: the stack trace was removed; it is in no log either)");
+    let mut out = BytesMut::with_capacity(buf.len());
+    out.put_slice(&buf[..header_len]);
+    put_string_field(&mut out, 1, kept.as_bytes());
+    out.put_slice(&buf[text.end..]);
+    Some(out.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decode::{decode_connection_request, decode_header, validate_request};
     use crate::fixtures::{fixture, CID};
+
+    #[test]
+    fn an_internal_errors_stack_trace_is_cut_and_the_rest_kept() {
+        let trace = "/opt/quackgate(+0x14fbdab) [0x55de884b2dab]\n/lib/libc.so.6(+0x29d90) [0x7f0]";
+        let text = format!(
+            "INTERNAL Error: Failed to append: index 1\n\nStack Trace:\n{trace}\nThis error signals an assertion failure within DuckDB.\n\nStack Trace:\n{trace}"
+        );
+        let mut answer = encode_error_response(&text).to_vec();
+        // Whatever follows the message stays as it was.
+        answer.truncate(answer.len() - 2);
+        answer.extend_from_slice(&[2, 0, 0, 0xff, 0xff]);
+        let cut = without_stack_trace(&answer).unwrap();
+        let said = std::str::from_utf8(crate::error_message(&cut).unwrap()).unwrap();
+        assert_eq!(
+            said,
+            "INTERNAL Error: Failed to append: index 1\nThis error signals an assertion failure within DuckDB.\n(quackgate: the stack trace was removed; it is in no log either)"
+        );
+        assert!(cut.ends_with(&[2, 0, 0, 0xff, 0xff]));
+        assert_eq!(&cut[..3], &answer[..3]);
+        assert_eq!(
+            without_stack_trace(&encode_error_response("Invalid connection id")),
+            None
+        );
+        assert_eq!(
+            without_stack_trace(&fixture("prepare_response_select42.bin")),
+            None
+        );
+        assert_eq!(
+            without_stack_trace(&answer[..answer.len() - 20]),
+            None,
+            "cut short"
+        );
+    }
 
     #[test]
     fn a_disconnect_is_encoded_as_the_client_does() {

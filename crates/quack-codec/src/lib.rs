@@ -27,7 +27,9 @@ pub use decode::{
     decode_connection_request, decode_header, error_message, fetch_result, prepare_sql,
     validate_request, ConnectionRequest, Header,
 };
-pub use encode::{encode_disconnect, encode_error_response, replace_token, rewrite_header};
+pub use encode::{
+    encode_disconnect, encode_error_response, replace_token, rewrite_header, without_stack_trace,
+};
 pub use endpoint::{BANNER, QUACK_PATH, REQUEST_CONTENT_TYPE, RESPONSE_CONTENT_TYPE};
 pub use error::CodecError;
 pub use rows::{check_append, ResultRows, RowCounter};
