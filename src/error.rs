@@ -42,7 +42,7 @@ pub enum GatewayError {
     BodyTooLarge { limit: u64 },
     /// A PREPARE is larger than `gateway.max_prepare_bytes`.
     #[error("statement larger than {limit} bytes")]
-    PrepareTooLarge { limit: u64 },
+    PrepareTooLarge { limit: u64, at_catalog: bool },
     /// The worker did not answer within `limits.statement_timeout_secs`; the session was ended,
     /// and, when `stopped`, its worker restarted to stop the statement.
     #[error("no answer within the statement timeout")]
@@ -197,9 +197,21 @@ impl GatewayError {
                 StatusCode::REQUEST_TIMEOUT,
                 "the request body did not arrive in time\n",
             ),
-            GatewayError::PrepareTooLarge { .. } => ClientReply::Quack(
+            GatewayError::PrepareTooLarge {
+                at_catalog: false, ..
+            } => ClientReply::Quack(
                 "quackgate: the statement is larger than gateway.max_prepare_bytes; send data \
                  with INSERT INTO r.t (APPEND), not inside the SQL text",
+            ),
+            // A worker's DuckLake commit, which carries a small insert's rows (a twenty-fourth
+            // review's one row of a 30 MB string did not fit in 64 MiB).
+            GatewayError::PrepareTooLarge {
+                at_catalog: true, ..
+            } => ClientReply::Quack(
+                "quackgate catalog: this DuckLake commit is larger than the catalog's \
+                 gateway.max_prepare_bytes (64 MiB unless set); a commit carries the rows of \
+                 a small insert, so very large values can exceed it: raise the setting in the \
+                 catalog's config",
             ),
             GatewayError::StatementTimeout { stopped: true } => ClientReply::Quack(
                 "quackgate: the statement ran longer than limits.statement_timeout_secs; it was \

@@ -44,6 +44,7 @@ use crate::proxy::read::{
     MAX_CONNECT_MESSAGE_BYTES,
 };
 use crate::proxy::session::Destination;
+use crate::role::Role;
 use crate::state::AppState;
 use quack_codec as codec;
 use quack_codec::{msg_type, BANNER, QUACK_PATH};
@@ -174,7 +175,7 @@ async fn forward(
         }
         if let Some(cap) = buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
             if message.len() as u64 > cap {
-                return Err(too_large(header.msg_type, cap));
+                return Err(too_large(state, header.msg_type, cap));
             }
             codec::validate_request(&message, &header)?;
             ctx.audit.request(&message, &header, state.audit);
@@ -218,12 +219,12 @@ async fn forward(
     let outgoing = match buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
         Some(cap) => {
             if declared_length.is_some_and(|n| n > cap) {
-                return Err(too_large(header.msg_type, cap));
+                return Err(too_large(state, header.msg_type, cap));
             }
             let message = with_client_timeout(read_rest(prefix, body, cap, limit))
                 .await
                 .map_err(|e| match e {
-                    GatewayError::BodyTooLarge { .. } => too_large(header.msg_type, cap),
+                    GatewayError::BodyTooLarge { .. } => too_large(state, header.msg_type, cap),
                     e => e,
                 })?;
             codec::validate_request(&message, &header)?;
@@ -245,9 +246,12 @@ async fn forward(
 }
 
 /// A message over its type's cap: a PREPARE's is a Quack error naming the setting.
-fn too_large(t: u64, cap: u64) -> GatewayError {
+fn too_large(state: &AppState, t: u64, cap: u64) -> GatewayError {
     match t {
-        msg_type::PREPARE_REQUEST => GatewayError::PrepareTooLarge { limit: cap },
+        msg_type::PREPARE_REQUEST => GatewayError::PrepareTooLarge {
+            limit: cap,
+            at_catalog: state.role == Role::Catalog,
+        },
         _ => GatewayError::BodyTooLarge { limit: cap },
     }
 }

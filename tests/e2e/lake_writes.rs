@@ -481,3 +481,24 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A DuckLake commit carries a small insert's rows; one row of a 30 MB string made one larger
+/// than the catalog's statement limit (a twenty-fourth review), and the answer told the client
+/// to use APPEND, which it had. It now names the catalog's setting, and the lake goes on.
+#[test]
+fn a_commit_too_large_for_the_catalog_names_the_catalogs_setting() {
+    let lake = Lake::start(1);
+    let gw = &lake.gateway;
+    gw.cli_ok("FROM r.query('CREATE TABLE big (v VARCHAR)');");
+    let out = gw.cli("FROM r.query('INSERT INTO big SELECT repeat(''a'', 30000000)');");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && said.contains("quackgate catalog: this DuckLake commit is larger than the catalog's gateway.max_prepare_bytes"),
+        "{said}"
+    );
+    assert_eq!(
+        gw.cli_ok("FROM r.query('INSERT INTO big SELECT repeat(''b'', 1000)');\nFROM r.query('SELECT count(*), max(length(v)) FROM big');"),
+        vec!["1", "1,1000"]
+    );
+}

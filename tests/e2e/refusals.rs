@@ -152,12 +152,13 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
         ..Default::default()
     });
     gw.cli_ok(
-        "FROM r.query('CREATE TABLE d (v VARCHAR)');\nFROM r.query('CREATE TABLE q (n TINYINT)');",
+        "FROM r.query('CREATE TABLE d (v VARCHAR)');\nFROM r.query('CREATE TABLE q (n TINYINT)');\nFROM r.query('CREATE TABLE a (v INTEGER[8000])');",
     );
     let workers = gw.worker_pids();
     let id = open_session(&gw);
     // An APPEND of `rows` rows of one column of type `type_id`, whose vector is `vector`.
-    let append = |query_id, table: &str, rows: u8, type_id: u8, vector: &[u8]| {
+    // `logical_type` is the column's LogicalType object, its end included.
+    let append = |query_id, table: &str, rows: u8, logical_type: &[u8], vector: &[u8]| {
         let template = append_request(
             &id,
             query_id,
@@ -171,9 +172,9 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
             .expect("the chunk")
             + 2;
         let mut m = template[..chunk].to_vec();
-        m.extend_from_slice(&[
-            0x64, 0, rows, 0x65, 0, 1, 0x64, 0, type_id, 0xff, 0xff, 0x66, 0, 1,
-        ]);
+        m.extend_from_slice(&[0x64, 0, rows, 0x65, 0, 1]);
+        m.extend_from_slice(logical_type);
+        m.extend_from_slice(&[0x66, 0, 1]);
         m.extend_from_slice(vector);
         m.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         m
@@ -191,17 +192,56 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
         v.extend_from_slice(&[0x5c, 0, 1, 0xff, 0xff]);
         v
     };
-    let (status, _) = quack_post(gw.plain, append(1, "d", 1, 25, &dictionaries(100_000)));
+    // INTEGER[8000], and one NULL row of it whose child is `child` (its fields and end): a
+    // compressed child of a NULL row had DuckDB clear bits past the child's validity mask
+    // (a twenty-fourth review's heap corruption).
+    let array_type = [
+        0x64, 0, 0x6c, 0x65, 0, 1, 0x64, 0, 9, 0xc8, 0, 0x64, 0, 0x0d, 0xff, 0xff, 0xc9, 0, 0xc0,
+        0x3e, 0xff, 0xff, 0xff, 0xff,
+    ];
+    let null_array_row = |child: &[u8]| {
+        let mut v = vec![
+            0x64, 0, 1, 0x65, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0x67, 0, 0xc0, 0x3e, 0x68, 0,
+        ];
+        v.extend_from_slice(child);
+        v.extend_from_slice(&[0xff, 0xff]);
+        v
+    };
+    let mut flat_child = vec![0x64, 0, 0, 0x66, 0, 0x80, 0xfa, 0x01];
+    flat_child.extend_from_slice(&[0; 32_000]);
+    flat_child.extend_from_slice(&[0xff, 0xff]);
+    let constant_child = [
+        0x5a, 0, 2, 0x64, 0, 0, 0x66, 0, 4, 0x2a, 0, 0, 0, 0xff, 0xff,
+    ];
+    let varchar = [0x64, 0, 25, 0xff, 0xff];
+    let tinyint = [0x64, 0, 11, 0xff, 0xff];
+    let (status, _) = quack_post(
+        gw.plain,
+        append(1, "d", 1, &varchar, &dictionaries(100_000)),
+    );
     assert_eq!(status, 400, "dictionaries of dictionaries");
-    let (status, _) = quack_post(gw.plain, append(2, "q", 3, 11, &sequence(&[0xe8, 0x07])));
+    let (status, _) = quack_post(
+        gw.plain,
+        append(2, "q", 3, &tinyint, &sequence(&[0xe8, 0x07])),
+    );
     assert_eq!(status, 400, "a TINYINT sequence from 1000");
-    let (status, body) = quack_post(gw.plain, append(3, "d", 1, 25, &dictionaries(1)));
+    let (status, _) = quack_post(
+        gw.plain,
+        append(3, "a", 1, &array_type, &null_array_row(&constant_child)),
+    );
+    assert_eq!(status, 400, "a constant child of an ARRAY");
+    let (status, body) = quack_post(gw.plain, append(4, "d", 1, &varchar, &dictionaries(1)));
     assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
-    let (status, body) = quack_post(gw.plain, append(4, "q", 3, 11, &sequence(&[1])));
+    let (status, body) = quack_post(gw.plain, append(5, "q", 3, &tinyint, &sequence(&[1])));
+    assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
+    let (status, body) = quack_post(
+        gw.plain,
+        append(6, "a", 1, &array_type, &null_array_row(&flat_child)),
+    );
     assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
     assert_eq!(
-        gw.cli_ok("FROM r.query('SELECT (SELECT string_agg(v) FROM d), (SELECT sum(n) FROM q)');"),
-        vec!["x,6"]
+        gw.cli_ok("FROM r.query('SELECT (SELECT string_agg(v) FROM d), (SELECT sum(n) FROM q), (SELECT count(*) FILTER (v IS NULL) FROM a)');"),
+        vec!["x,6,1"]
     );
     assert_eq!(gw.worker_pids(), workers, "no worker restarted");
 }

@@ -647,9 +647,9 @@ fn type_info<'a>(
 /// index per row) and size (92), then its flat dictionary of that size, and a SEQUENCE (4)
 /// of an integer type as its start and increment (91 and 92), and nothing else.
 ///
-/// Only a vector that may be `packed` may be compressed: DuckDB writes a constant's value
-/// and a dictionary's values flat, children and all, and reads them with no limit on
-/// nesting. A dictionary of dictionaries recursed a worker off its stack in a review, and a
+/// Only a vector that may be `packed` may be compressed: DuckDB writes a constant's value,
+/// a dictionary's values and an ARRAY's child flat, children and all, and reads them with
+/// no limit on nesting. A dictionary of dictionaries recursed a worker off its stack in a review, and a
 /// constant STRUCT marks its children constant whatever they were read as (a dictionary read
 /// as a list crashed another).
 fn vector<'a>(
@@ -838,10 +838,13 @@ fn vector<'a>(
                     let packed = packed && vector_type == 0;
                     vector(src, child, size, packed, depth + 1, budget).await?;
                 }
+                // DuckDB flattens an ARRAY, children and all, before it writes it, and trusts
+                // the child to hold rows × size: it marks a NULL row's child values NULL in the
+                // child's mask, which a compressed child (one row) does not have (a
+                // twenty-fourth review corrupted a worker's heap so).
                 (104, Shape::Array(child, size)) => {
                     let rows = count.saturating_mul(*size);
-                    let packed = packed && vector_type == 0;
-                    vector(src, child, rows, packed, depth + 1, budget).await?;
+                    vector(src, child, rows, false, depth + 1, budget).await?;
                 }
                 (END, _) => return Ok(()),
                 _ => return Err(Stop::Unknown),
@@ -1319,6 +1322,50 @@ mod tests {
                 flat_child(out);
             }
         )));
+        // An ARRAY's child is written flat: a twenty-fourth review's constant child of a NULL
+        // row had DuckDB clear bits past the child's mask.
+        let array = |child: &dyn Fn(&mut BytesMut)| {
+            append_of(|out| {
+                put_varint_field(out, 100, 1);
+                put_varint_field(out, 101, 1);
+                put_varint_field(out, 100, 108);
+                out.put_u16_le(101);
+                out.put_u8(1);
+                put_varint_field(out, 100, 9);
+                out.put_u16_le(200);
+                plain_type(out, 13);
+                put_varint_field(out, 201, 2);
+                out.put_u16_le(END);
+                out.put_u16_le(END);
+                put_varint_field(out, 102, 1);
+                put_varint_field(out, 100, 0);
+                put_varint_field(out, 103, 2);
+                out.put_u16_le(104);
+                child(out);
+                out.put_u16_le(END);
+                out.put_u16_le(END);
+                out.put_u16_le(END);
+            })
+        };
+        let ints = |out: &mut BytesMut| {
+            put_varint_field(out, 100, 0);
+            out.put_u16_le(102);
+            put_varint(out, 8);
+            out.put_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
+        };
+        assert_eq!(check_append(array(&ints)), Ok(1));
+        assert!(malformed(array(&|out: &mut BytesMut| {
+            put_varint_field(out, 90, 2);
+            put_varint_field(out, 100, 0);
+            out.put_u16_le(102);
+            put_varint(out, 4);
+            out.put_slice(&[1, 0, 0, 0]);
+        })));
+        assert!(malformed(array(&|out: &mut BytesMut| {
+            put_varint_field(out, 90, 4);
+            put_varint_field(out, 91, 1);
+            put_varint_field(out, 92, 1);
+        })));
     }
 
     /// A STRUCT type of `fields` INTEGER fields, and no rows.
