@@ -152,7 +152,7 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
         ..Default::default()
     });
     gw.cli_ok(
-        "FROM r.query('CREATE TABLE d (v VARCHAR)');\nFROM r.query('CREATE TABLE q (n TINYINT)');\nFROM r.query('CREATE TABLE a (v INTEGER[8000])');",
+        "FROM r.query('CREATE TABLE d (v VARCHAR)');\nFROM r.query('CREATE TABLE q (n TINYINT)');\nFROM r.query('CREATE TABLE a (v INTEGER[8000])');\nFROM r.query('CREATE TABLE l (v INTEGER[])');",
     );
     let workers = gw.worker_pids();
     let id = open_session(&gw);
@@ -213,6 +213,26 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
     let constant_child = [
         0x5a, 0, 2, 0x64, 0, 0, 0x66, 0, 4, 0x2a, 0, 0, 0, 0xff, 0xff,
     ];
+    // INTEGER[], and one row of it holding 5,000 values whose child is `child`: a NULL
+    // constant standing for more than 2,048 rows had DuckDB write past its validity mask
+    // (a twenty-fifth review's).
+    let list_type = [
+        0x64, 0, 0x65, 0x65, 0, 1, 0x64, 0, 4, 0xc8, 0, 0x64, 0, 0x0d, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff,
+    ];
+    let list_of_5000 = |child: &[u8]| {
+        let mut v = vec![
+            0x64, 0, 0, 0x68, 0, 0x88, 0x27, 0x69, 0, 1, 0x64, 0, 0, 0x65, 0, 0x88, 0x27, 0xff,
+            0xff, 0x6a, 0,
+        ];
+        v.extend_from_slice(child);
+        v.extend_from_slice(&[0xff, 0xff]);
+        v
+    };
+    let null_constant = [
+        0x5a, 0, 2, 0x64, 0, 1, 0x65, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0x66, 0, 4, 0, 0, 0, 0, 0xff,
+        0xff,
+    ];
     let varchar = [0x64, 0, 25, 0xff, 0xff];
     let tinyint = [0x64, 0, 11, 0xff, 0xff];
     let (status, _) = quack_post(
@@ -230,6 +250,16 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
         append(3, "a", 1, &array_type, &null_array_row(&constant_child)),
     );
     assert_eq!(status, 400, "a constant child of an ARRAY");
+    let (status, _) = quack_post(
+        gw.plain,
+        append(7, "l", 1, &list_type, &list_of_5000(&null_constant)),
+    );
+    assert_eq!(status, 400, "a NULL constant of 5,000 values");
+    let (status, body) = quack_post(
+        gw.plain,
+        append(8, "l", 1, &list_type, &list_of_5000(&constant_child)),
+    );
+    assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
     let (status, body) = quack_post(gw.plain, append(4, "d", 1, &varchar, &dictionaries(1)));
     assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
     let (status, body) = quack_post(gw.plain, append(5, "q", 3, &tinyint, &sequence(&[1])));
@@ -240,8 +270,8 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
     );
     assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
     assert_eq!(
-        gw.cli_ok("FROM r.query('SELECT (SELECT string_agg(v) FROM d), (SELECT sum(n) FROM q), (SELECT count(*) FILTER (v IS NULL) FROM a)');"),
-        vec!["x,6,1"]
+        gw.cli_ok("FROM r.query('SELECT (SELECT string_agg(v) FROM d), (SELECT sum(n) FROM q), (SELECT count(*) FILTER (v IS NULL) FROM a), (SELECT sum(list_sum(v)) FROM l)');"),
+        vec!["x,6,1,210000"]
     );
     assert_eq!(gw.worker_pids(), workers, "no worker restarted");
 }

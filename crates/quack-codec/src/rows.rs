@@ -333,7 +333,7 @@ async fn data_chunk(src: &mut Source, strict: bool) -> Result<u64, Stop> {
                     budget.allocate(shape.bytes(capacity));
                 }
                 for shape in &shapes {
-                    vector(src, shape, rows, true, 0, &mut budget).await?;
+                    vector(src, shape, rows, Within::COLUMN, 0, &mut budget).await?;
                 }
             }
             END => {
@@ -368,6 +368,39 @@ fn sleb128(bytes: &[u8]) -> Result<i64, Stop> {
         value |= u64::MAX << shift;
     }
     Ok(value as i64)
+}
+
+/// What a vector's place allows, from the vectors around it.
+#[derive(Debug, Clone, Copy)]
+struct Within {
+    /// It may be compressed (field 90). DuckDB writes a constant's value, a dictionary's values
+    /// and an ARRAY's child flat, children and all, and reads them with no limit on nesting:
+    /// a dictionary of dictionaries recursed a worker off its stack in a review, a constant
+    /// STRUCT marks its children constant whatever they were read as (a dictionary read as a
+    /// list crashed another), and a compressed ARRAY child of a NULL row had DuckDB clear bits
+    /// past the child's mask (a third).
+    packed: bool,
+    /// It may carry no validity mask: it is, or is within, a constant that stands for more
+    /// than [`STANDARD_VECTOR_SIZE`] rows. DuckDB sizes a constant's mask for that many and
+    /// flattens it to its count without resizing: a twenty-fifth review's NULL constant wrote
+    /// past the mask, and a valid one with a mask read a worker's heap into a table's NULLs.
+    maskless: bool,
+}
+
+impl Within {
+    /// A chunk's column.
+    const COLUMN: Within = Within {
+        packed: true,
+        maskless: false,
+    };
+
+    /// A child's, of a vector that is flat (`flat`) or compressed.
+    fn child(self, flat: bool) -> Within {
+        Within {
+            packed: self.packed && flat,
+            ..self
+        }
+    }
 }
 
 /// DuckDB's `STANDARD_VECTOR_SIZE`.
@@ -647,16 +680,12 @@ fn type_info<'a>(
 /// index per row) and size (92), then its flat dictionary of that size, and a SEQUENCE (4)
 /// of an integer type as its start and increment (91 and 92), and nothing else.
 ///
-/// Only a vector that may be `packed` may be compressed: DuckDB writes a constant's value,
-/// a dictionary's values and an ARRAY's child flat, children and all, and reads them with
-/// no limit on nesting. A dictionary of dictionaries recursed a worker off its stack in a review, and a
-/// constant STRUCT marks its children constant whatever they were read as (a dictionary read
-/// as a list crashed another).
+/// What a vector's place among the vectors around it allows ([`Within`]) is checked too.
 fn vector<'a>(
     src: &'a mut Source,
     shape: &'a Shape,
     count: u64,
-    packed: bool,
+    within: Within,
     depth: usize,
     budget: &'a mut Budget,
 ) -> Step<'a, ()> {
@@ -666,6 +695,7 @@ fn vector<'a>(
         }
         let mut vector_type = 0;
         let mut count = count;
+        let mut within = within;
         let mut highest_index = None;
         let mut list_size = None;
         let mut validity: Option<Vec<u8>> = None;
@@ -677,13 +707,16 @@ fn vector<'a>(
             let field = src.field_id().await?;
             let previous = last.replace(field);
             match (field, shape) {
-                (90, _) if previous.is_none() && packed => {
+                (90, _) if previous.is_none() && within.packed => {
                     vector_type = src.varint().await?;
                     match (vector_type, shape) {
                         (0 | 3, _) | (4, Shape::Fixed(_, Values::Signed)) => {}
                         // DuckDB reads one row whatever the count; it writes a constant only
                         // for one row or more.
-                        (2, _) if count > 0 => count = 1,
+                        (2, _) if count > 0 => {
+                            within.maskless |= count > STANDARD_VECTOR_SIZE;
+                            count = 1;
+                        }
                         _ => return Err(Stop::Unknown),
                     }
                 }
@@ -738,7 +771,9 @@ fn vector<'a>(
                     src.varint().await?;
                 }
                 (100, _) => {
-                    src.byte().await?;
+                    if src.byte().await? != 0 && within.maskless {
+                        return Err(Stop::Unknown);
+                    }
                 }
                 // The validity mask: DuckDB reads exactly the mask of `count` rows; kept where
                 // the values of valid rows are checked.
@@ -796,8 +831,8 @@ fn vector<'a>(
                         return Err(Stop::Unknown);
                     }
                     for field in fields {
-                        let packed = packed && vector_type == 0;
-                        vector(src, field, count, packed, depth + 1, budget).await?;
+                        let within = within.child(vector_type == 0);
+                        vector(src, field, count, within, depth + 1, budget).await?;
                     }
                 }
                 (103, Shape::Array(_, size)) => {
@@ -813,11 +848,14 @@ fn vector<'a>(
                     );
                     list_size = Some(size);
                 }
-                (105, Shape::List(_)) => {
+                (105, Shape::List(child)) => {
                     let size = list_size.ok_or(Stop::Unknown)?;
                     if src.varint().await? != count {
                         return Err(Stop::Unknown);
                     }
+                    // Entries may overlap, and DuckDB copies each row's values: a twenty-fifth
+                    // review had a 60 KB APPEND make a server take 650 MB so.
+                    let mut values = 0u64;
                     for _ in 0..count {
                         let (mut offset, mut length) = (0u64, 0u64);
                         loop {
@@ -831,12 +869,14 @@ fn vector<'a>(
                         if offset.checked_add(length).is_none_or(|end| end > size) {
                             return Err(Stop::Unknown);
                         }
+                        values = values.saturating_add(length);
                     }
+                    budget.allocate(child.bytes(values));
                 }
                 (106, Shape::List(child)) => {
                     let size = list_size.ok_or(Stop::Unknown)?;
-                    let packed = packed && vector_type == 0;
-                    vector(src, child, size, packed, depth + 1, budget).await?;
+                    let within = within.child(vector_type == 0);
+                    vector(src, child, size, within, depth + 1, budget).await?;
                 }
                 // DuckDB flattens an ARRAY, children and all, before it writes it, and trusts
                 // the child to hold rows × size: it marks a NULL row's child values NULL in the
@@ -844,7 +884,7 @@ fn vector<'a>(
                 // twenty-fourth review corrupted a worker's heap so).
                 (104, Shape::Array(child, size)) => {
                     let rows = count.saturating_mul(*size);
-                    vector(src, child, rows, false, depth + 1, budget).await?;
+                    vector(src, child, rows, within.child(false), depth + 1, budget).await?;
                 }
                 (END, _) => return Ok(()),
                 _ => return Err(Stop::Unknown),
@@ -1221,6 +1261,83 @@ mod tests {
             out.put_u16_le(END);
             out.put_u16_le(END);
         })
+    }
+
+    /// One INTEGER[] column whose rows are `entries` (offset, length) over one child of
+    /// `child_len` zeros.
+    fn list_entries_chunk(entries: &[(u64, u64)], child_len: u64) -> Bytes {
+        append_of(|out| {
+            put_varint_field(out, 100, entries.len() as u64);
+            put_varint_field(out, 101, 1);
+            put_varint_field(out, 100, 101);
+            out.put_u16_le(101);
+            out.put_u8(1);
+            put_varint_field(out, 100, 4);
+            out.put_u16_le(200);
+            plain_type(out, 13);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            put_varint_field(out, 102, 1);
+            put_varint_field(out, 100, 0);
+            put_varint_field(out, 104, child_len);
+            put_varint_field(out, 105, entries.len() as u64);
+            for (offset, length) in entries {
+                put_varint_field(out, 100, *offset);
+                put_varint_field(out, 101, *length);
+                out.put_u16_le(END);
+            }
+            out.put_u16_le(106);
+            put_varint_field(out, 100, 0);
+            out.put_u16_le(102);
+            put_varint(out, 4 * child_len);
+            out.put_slice(&vec![0; 4 * child_len as usize]);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+        })
+    }
+
+    #[test]
+    fn a_constant_past_a_vectors_rows_carries_no_mask_and_lists_copy_within_the_budget() {
+        let malformed = |m: Bytes| matches!(check_append(m), Err(CodecError::Malformed { .. }));
+        // A twenty-fifth review: DuckDB sizes a constant's mask for 2,048 rows and flattens it
+        // to its count unresized, so a NULL one past 2,048 rows wrote past it, and a masked
+        // valid one read the heap into a table's NULLs.
+        let flat = |_: &mut BytesMut| {};
+        let null_constant = |out: &mut BytesMut| {
+            put_varint_field(out, 90, 2);
+            put_varint_field(out, 100, 1);
+            out.put_u16_le(101);
+            put_varint(out, 8);
+            out.put_slice(&[0; 8]);
+            strings(out, 102, &[""]);
+            out.put_u16_le(END);
+        };
+        let valid_constant = |out: &mut BytesMut| {
+            put_varint_field(out, 90, 2);
+            put_varint_field(out, 100, 0);
+            strings(out, 102, &["a"]);
+            out.put_u16_le(END);
+        };
+        assert_eq!(check_append(struct_chunk(3, flat, null_constant)), Ok(3));
+        assert_eq!(
+            check_append(struct_chunk(2048, flat, null_constant)),
+            Ok(2048)
+        );
+        assert!(malformed(struct_chunk(2049, flat, null_constant)));
+        assert_eq!(
+            check_append(struct_chunk(5000, flat, valid_constant)),
+            Ok(5000)
+        );
+        // Overlapping entries are real (a repeated list value), but DuckDB copies each row's.
+        assert_eq!(
+            check_append(list_entries_chunk(&[(0, 2), (0, 2)], 2)),
+            Ok(2)
+        );
+        let overlapping: Vec<_> = (0..2048).map(|i| (i, 10_000 - i)).collect();
+        assert!(malformed(list_entries_chunk(&overlapping, 10_000)));
+        let disjoint: Vec<_> = (0..2048).map(|i| (i * 4, 4)).collect();
+        assert_eq!(check_append(list_entries_chunk(&disjoint, 8192)), Ok(2048));
     }
 
     #[test]
