@@ -152,7 +152,7 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
         ..Default::default()
     });
     gw.cli_ok(
-        "FROM r.query('CREATE TABLE d (v VARCHAR)');\nFROM r.query('CREATE TABLE q (n TINYINT)');\nFROM r.query('CREATE TABLE a (v INTEGER[8000])');\nFROM r.query('CREATE TABLE l (v INTEGER[])');",
+        "FROM r.query('CREATE TABLE d (v VARCHAR)');\nFROM r.query('CREATE TABLE q (n TINYINT)');\nFROM r.query('CREATE TABLE a (v INTEGER[8000])');\nFROM r.query('CREATE TABLE l (v INTEGER[])');\nFROM r.query('CREATE TABLE m (v MAP(INTEGER, INTEGER))');",
     );
     let workers = gw.worker_pids();
     let id = open_session(&gw);
@@ -233,6 +233,27 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
         0x5a, 0, 2, 0x64, 0, 1, 0x65, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0x66, 0, 4, 0, 0, 0, 0, 0xff,
         0xff,
     ];
+    // MAP(INTEGER, INTEGER), and one row of it of one entry 7 => 7, the key's validity mask
+    // byte `key_mask`: a NULL key, which SQL cannot make, had `map_concat` end a worker's
+    // database (a twenty-sixth review's).
+    let mut map_type = vec![0x64, 0, 0x66, 0x65, 0, 1, 0x64, 0, 4, 0xc8, 0];
+    map_type.extend_from_slice(&[0x64, 0, 0x64, 0x65, 0, 1, 0x64, 0, 5, 0xc8, 0, 2]);
+    for name in [&b"key"[..], b"value"] {
+        map_type.extend_from_slice(&[0, 0, name.len() as u8]);
+        map_type.extend_from_slice(name);
+        map_type.extend_from_slice(&[1, 0, 0x64, 0, 0x0d, 0xff, 0xff, 0xff, 0xff]);
+    }
+    map_type.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let map_row = |key_mask: u8| {
+        let mut v = vec![
+            0x64, 0, 0, 0x68, 0, 1, 0x69, 0, 1, 0x64, 0, 0, 0x65, 0, 1, 0xff, 0xff, 0x6a, 0, 0x64,
+            0, 0, 0x67, 0, 2, 0x64, 0, 1, 0x65, 0, 8, key_mask, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        v.extend_from_slice(&[0x66, 0, 4, 7, 0, 0, 0, 0xff, 0xff]);
+        v.extend_from_slice(&[0x64, 0, 0, 0x66, 0, 4, 7, 0, 0, 0, 0xff, 0xff]);
+        v.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        v
+    };
     let varchar = [0x64, 0, 25, 0xff, 0xff];
     let tinyint = [0x64, 0, 11, 0xff, 0xff];
     let (status, _) = quack_post(
@@ -255,6 +276,10 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
         append(7, "l", 1, &list_type, &list_of_5000(&null_constant)),
     );
     assert_eq!(status, 400, "a NULL constant of 5,000 values");
+    let (status, _) = quack_post(gw.plain, append(9, "m", 1, &map_type, &map_row(0)));
+    assert_eq!(status, 400, "a MAP with a NULL key");
+    let (status, body) = quack_post(gw.plain, append(10, "m", 1, &map_type, &map_row(1)));
+    assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
     let (status, body) = quack_post(
         gw.plain,
         append(8, "l", 1, &list_type, &list_of_5000(&constant_child)),
@@ -270,8 +295,8 @@ fn compressed_vectors_duckdb_would_recurse_on_or_fail_inside_never_reach_the_wor
     );
     assert_eq!((status, msg_type(&body)), (200, 10), "{body:?}");
     assert_eq!(
-        gw.cli_ok("FROM r.query('SELECT (SELECT string_agg(v) FROM d), (SELECT sum(n) FROM q), (SELECT count(*) FILTER (v IS NULL) FROM a), (SELECT sum(list_sum(v)) FROM l)');"),
-        vec!["x,6,1,210000"]
+        gw.cli_ok("FROM r.query('SELECT (SELECT string_agg(v) FROM d), (SELECT sum(n) FROM q), (SELECT count(*) FILTER (v IS NULL) FROM a), (SELECT sum(list_sum(v)) FROM l), (SELECT map_concat(v, MAP {5: 5})::VARCHAR FROM m)');"),
+        vec!["x,6,1,210000,\"{7=7, 5=5}\""]
     );
     assert_eq!(gw.worker_pids(), workers, "no worker restarted");
 }

@@ -44,6 +44,10 @@ enum Shape {
     List(Box<Shape>),
     /// The child, and how many of it each row holds.
     Array(Box<Shape>, u64),
+    /// A MAP's key: no row of it may be NULL, at any depth. DuckDB's map functions compare
+    /// keys and end the database on a NULL one (a twenty-sixth review's `map_concat` on a
+    /// TEMP table's MAP); SQL cannot make one.
+    Key(Box<Shape>),
 }
 
 /// Which values of a fixed-size type DuckDB handles whatever their bits, and which it trusts
@@ -56,6 +60,8 @@ enum Values {
     Signed,
     /// Every bit pattern, but no sequence.
     Any,
+    /// SQLNULL's: every row is NULL once cast to the table's type.
+    Null,
     /// Below 10^width in magnitude (DECIMAL).
     Decimal(u64),
     /// Microseconds within a day (TIME: a twenty-first review crashed a worker formatting
@@ -69,7 +75,7 @@ enum Values {
 impl Values {
     fn holds(self, value: i128) -> bool {
         match self {
-            Values::Signed | Values::Any => true,
+            Values::Signed | Values::Any | Values::Null => true,
             Values::Decimal(width) => {
                 value != i128::MIN && value.unsigned_abs() < 10u128.pow(width as u32)
             }
@@ -385,6 +391,8 @@ struct Within {
     /// flattens it to its count without resizing: a twenty-fifth review's NULL constant wrote
     /// past the mask, and a valid one with a mask read a worker's heap into a table's NULLs.
     maskless: bool,
+    /// No row of it may be NULL: it is, or is within, a MAP's key.
+    keys: bool,
 }
 
 impl Within {
@@ -392,6 +400,7 @@ impl Within {
     const COLUMN: Within = Within {
         packed: true,
         maskless: false,
+        keys: false,
     };
 
     /// A child's, of a vector that is flat (`flat`) or compressed.
@@ -453,6 +462,17 @@ impl Shape {
                 .iter()
                 .fold(0, |sum, f| sum.saturating_add(f.bytes(rows))),
             Shape::Array(child, size) => child.bytes(rows.saturating_mul(*size)),
+            Shape::Key(key) => key.bytes(rows),
+        }
+    }
+
+    /// Whether SQLNULL is in it, at any depth.
+    fn names_null(&self) -> bool {
+        match self {
+            Shape::Fixed(_, values) => *values == Values::Null,
+            Shape::Strings => false,
+            Shape::Struct(fields) => fields.iter().any(Shape::names_null),
+            Shape::List(child) | Shape::Array(child, _) | Shape::Key(child) => child.names_null(),
         }
     }
 }
@@ -548,8 +568,9 @@ fn logical_type<'a>(
             31 => Shape::Fixed(8, Values::Any),
             49 | 50 => Shape::Fixed(16, Values::Any),
             10 => Shape::Fixed(1, Values::Boolean),
-            // SQLNULL (an INTEGER), DATE, FLOAT.
-            1 | 15 | 22 => Shape::Fixed(4, Values::Any),
+            // SQLNULL (an INTEGER); DATE, FLOAT.
+            1 => Shape::Fixed(4, Values::Null),
+            15 | 22 => Shape::Fixed(4, Values::Any),
             16 => Shape::Fixed(8, Values::TimeOfDay),
             // The TIMESTAMPs, DOUBLE, TIMESTAMP_TZ, TIME_TZ, TIME_NS.
             17..=20 | 23 | 32 | 34 | 35 => Shape::Fixed(8, Values::Any),
@@ -592,7 +613,9 @@ fn logical_type<'a>(
             // field unchecked, and one of another child (a twenty-third review's) was an
             // internal error that ended a worker's database.
             102 => match child()? {
-                Shape::Struct(fields) if fields.len() == 2 => {
+                Shape::Struct(mut fields) if fields.len() == 2 && !fields[0].names_null() => {
+                    let key = fields.remove(0);
+                    fields.insert(0, Shape::Key(Box::new(key)));
                     Shape::List(Box::new(Shape::Struct(fields)))
                 }
                 _ => return Err(Stop::Unknown),
@@ -693,8 +716,19 @@ fn vector<'a>(
         if depth > MAX_DEPTH {
             return Err(Stop::Unknown);
         }
+        if let Shape::Key(key) = shape {
+            let within = Within {
+                keys: true,
+                ..within
+            };
+            return vector(src, key, count, within, depth, budget).await;
+        }
+        let from = src.position();
         let mut vector_type = 0;
         let mut count = count;
+        // The rows a constant or dictionary stands for.
+        let stands_for = count;
+        let mut longest_string = 0;
         let mut within = within;
         let mut highest_index = None;
         let mut list_size = None;
@@ -775,6 +809,26 @@ fn vector<'a>(
                         return Err(Stop::Unknown);
                     }
                 }
+                // A key's mask may be there, with every row valid (DuckDB writes one whenever
+                // the vector has one allocated).
+                (101, _) if within.keys => {
+                    let len = src.varint().await?;
+                    if len > count.div_ceil(8).saturating_add(8) {
+                        return Err(Stop::Unknown);
+                    }
+                    let mut row = 0u64;
+                    for _ in 0..len {
+                        let byte = src.byte().await?;
+                        let rows_here = count.saturating_sub(row).min(8);
+                        if rows_here > 0 && byte | (0xFF << rows_here) as u8 != 0xFF {
+                            return Err(Stop::Unknown);
+                        }
+                        row += rows_here;
+                    }
+                    if row < count {
+                        return Err(Stop::Unknown);
+                    }
+                }
                 // The validity mask: DuckDB reads exactly the mask of `count` rows; kept where
                 // the values of valid rows are checked.
                 (
@@ -819,7 +873,7 @@ fn vector<'a>(
                     if src.varint().await? != count {
                         return Err(Stop::Unknown);
                     }
-                    src.strings(count).await?;
+                    longest_string = src.strings(count).await?;
                 }
                 // Strings as their total length, a blob of lengths and a blob of bytes.
                 (107, Shape::Strings) => {
@@ -886,7 +940,21 @@ fn vector<'a>(
                     let rows = count.saturating_mul(*size);
                     vector(src, child, rows, within.child(false), depth + 1, budget).await?;
                 }
-                (END, _) => return Ok(()),
+                (END, _) => {
+                    // DuckDB copies a constant's or a dictionary's value once for each row it stands
+                    // for (a twenty-sixth review had a 4 KB APPEND take a worker 1 GB so); a fixed
+                    // value's rows are in the column's capacity already.
+                    let carried = src.position() - from;
+                    let each = match (vector_type, shape) {
+                        (2, _) => carried,
+                        (3, Shape::Strings) => longest_string.saturating_add(16),
+                        (3, Shape::Fixed(..)) => 0,
+                        (3, _) => carried,
+                        _ => 0,
+                    };
+                    budget.allocate(stands_for.saturating_sub(1).saturating_mul(each));
+                    return Ok(());
+                }
                 _ => return Err(Stop::Unknown),
             }
         }
@@ -1338,6 +1406,116 @@ mod tests {
         assert!(malformed(list_entries_chunk(&overlapping, 10_000)));
         let disjoint: Vec<_> = (0..2048).map(|i| (i * 4, 4)).collect();
         assert_eq!(check_append(list_entries_chunk(&disjoint, 8192)), Ok(2048));
+    }
+
+    /// One MAP(`key_type`, INTEGER) row of one entry, its key with the validity mask byte
+    /// `key_mask` when given.
+    fn map_row_chunk(key_type: u64, key_mask: Option<u8>) -> Bytes {
+        append_of(|out| {
+            put_varint_field(out, 100, 1);
+            put_varint_field(out, 101, 1);
+            put_varint_field(out, 100, 102);
+            out.put_u16_le(101);
+            out.put_u8(1);
+            put_varint_field(out, 100, 4);
+            out.put_u16_le(200);
+            put_varint_field(out, 100, 100);
+            out.put_u16_le(101);
+            out.put_u8(1);
+            put_varint_field(out, 100, 5);
+            put_varint_field(out, 200, 2);
+            for (name, id) in [(&b"key"[..], key_type), (&b"value"[..], 13)] {
+                put_string_field(out, 0, name);
+                out.put_u16_le(1);
+                plain_type(out, id);
+                out.put_u16_le(END);
+            }
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            put_varint_field(out, 102, 1);
+            put_varint_field(out, 100, 0);
+            put_varint_field(out, 104, 1);
+            put_varint_field(out, 105, 1);
+            put_varint_field(out, 100, 0);
+            put_varint_field(out, 101, 1);
+            out.put_u16_le(END);
+            out.put_u16_le(106);
+            put_varint_field(out, 100, 0);
+            put_varint_field(out, 103, 2);
+            for mask in [key_mask, Some(1)] {
+                if let Some(mask) = mask {
+                    put_varint_field(out, 100, 1);
+                    out.put_u16_le(101);
+                    put_varint(out, 8);
+                    out.put_slice(&[mask, 0, 0, 0, 0, 0, 0, 0]);
+                } else {
+                    put_varint_field(out, 100, 0);
+                }
+                out.put_u16_le(102);
+                put_varint(out, 4);
+                out.put_slice(&[7, 0, 0, 0]);
+                out.put_u16_le(END);
+            }
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+        })
+    }
+
+    #[test]
+    fn a_maps_keys_are_never_null() {
+        let malformed = |m: Bytes| matches!(check_append(m), Err(CodecError::Malformed { .. }));
+        // A twenty-sixth review stored a NULL key (masked, or SQLNULL cast to the table's key
+        // type), and `map_concat` on it ended the worker's database.
+        assert_eq!(check_append(map_row_chunk(13, None)), Ok(1));
+        assert_eq!(
+            check_append(map_row_chunk(13, Some(1))),
+            Ok(1),
+            "a mask of valid rows"
+        );
+        assert!(malformed(map_row_chunk(13, Some(0))));
+        assert!(malformed(map_row_chunk(1, None)));
+    }
+
+    #[test]
+    fn a_compressed_value_counts_once_for_each_row_it_stands_for() {
+        let malformed = |m: Bytes| matches!(check_append(m), Err(CodecError::Malformed { .. }));
+        let long = "x".repeat(100_000);
+        let constant = |rows: u64, value: &str| {
+            append_of(|out| {
+                put_varint_field(out, 100, rows);
+                put_varint_field(out, 101, 1);
+                plain_type(out, 25);
+                put_varint_field(out, 102, 1);
+                put_varint_field(out, 90, 2);
+                put_varint_field(out, 100, 0);
+                strings(out, 102, &[value]);
+                out.put_u16_le(END);
+                out.put_u16_le(END);
+            })
+        };
+        // A twenty-sixth review: a 100 KB string standing for 10,000 rows took a worker 2 GB.
+        assert_eq!(check_append(constant(2048, &long[..1000])), Ok(2048));
+        assert_eq!(check_append(constant(3, &long)), Ok(3));
+        assert!(malformed(constant(10_000, &long)));
+        let dictionary = |rows: u64, values: &[&str]| {
+            let indexes: Vec<u32> = (0..rows)
+                .map(|i| (i % values.len() as u64) as u32)
+                .collect();
+            dictionary_chunk(&indexes, values.len() as u64, values)
+        };
+        let urls: Vec<String> = (0..1000)
+            .map(|i| format!("https://example.com/{i:0>990}"))
+            .collect();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        assert_eq!(
+            check_append(dictionary(2048, &urls)),
+            Ok(2048),
+            "a real dictionary"
+        );
+        assert!(malformed(dictionary(10_000, &[&long])));
     }
 
     #[test]

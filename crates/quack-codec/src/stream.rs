@@ -245,15 +245,23 @@ impl Source {
 
     /// A string or blob, skipped. DuckDB reads a string's length as 32 bits.
     pub(crate) async fn string(&mut self) -> Result<(), Stop> {
+        self.string_len().await.map(|_| ())
+    }
+
+    /// A string or blob, skipped; its length.
+    async fn string_len(&mut self) -> Result<u64, Stop> {
         let len = self.varint().await?;
         if len > u64::from(u32::MAX) {
             return Err(Stop::Unknown);
         }
-        self.skip(len).await
+        self.skip(len).await?;
+        Ok(len)
     }
 
-    /// `n` strings, skipped: those whole in the piece at hand without waiting.
-    pub(crate) async fn strings(&mut self, mut n: u64) -> Result<(), Stop> {
+    /// `n` strings, skipped: those whole in the piece at hand without waiting. The longest's
+    /// length.
+    pub(crate) async fn strings(&mut self, mut n: u64) -> Result<u64, Stop> {
+        let mut longest = 0;
         while n > 0 {
             let rest = &self.piece[self.pos..];
             let whole = rest
@@ -266,15 +274,19 @@ impl Source {
                         .enumerate()
                         .fold(0u64, |v, (i, b)| v | u64::from(b & 0x7F) << (7 * i));
                     let total = (end as u64 + 1).checked_add(len)?;
-                    (total <= rest.len() as u64).then_some(total as usize)
+                    (total <= rest.len() as u64).then_some((total as usize, len))
                 });
-            match whole {
-                Some(total) => self.pos += total,
-                None => self.string().await?,
-            }
+            let len = match whole {
+                Some((total, len)) => {
+                    self.pos += total;
+                    len
+                }
+                None => self.string_len().await?,
+            };
+            longest = longest.max(len);
             n -= 1;
         }
-        Ok(())
+        Ok(longest)
     }
 
     /// Whether the input ends here: `Unknown` if a byte follows.
