@@ -1128,6 +1128,30 @@ mod tests {
         out.put_u16_le(END);
     }
 
+    /// A STRUCT LogicalType object of `fields`, each a name and a type id with no extra info.
+    fn struct_type<'a>(out: &mut BytesMut, fields: impl ExactSizeIterator<Item = (&'a [u8], u64)>) {
+        put_varint_field(out, 100, 100);
+        out.put_u16_le(101);
+        out.put_u8(1);
+        put_varint_field(out, 100, 5);
+        put_varint_field(out, 200, fields.len() as u64);
+        for (name, id) in fields {
+            put_string_field(out, 0, name);
+            out.put_u16_le(1);
+            plain_type(out, id);
+            out.put_u16_le(END);
+        }
+        out.put_u16_le(END);
+        out.put_u16_le(END);
+    }
+
+    /// `fields` INTEGER fields named f0, f1, ...
+    fn integer_fields(fields: u64) -> Vec<(Vec<u8>, u64)> {
+        (0..fields)
+            .map(|i| (format!("f{i}").into_bytes(), 13))
+            .collect()
+    }
+
     fn strings(out: &mut BytesMut, field: u16, values: &[&str]) {
         put_varint_field(out, field, values.len() as u64);
         for v in values {
@@ -1243,17 +1267,7 @@ mod tests {
         append_of(|out| {
             put_varint_field(out, 100, rows);
             put_varint_field(out, 101, 1);
-            put_varint_field(out, 100, 100);
-            out.put_u16_le(101);
-            out.put_u8(1);
-            put_varint_field(out, 100, 5);
-            put_varint_field(out, 200, 1);
-            put_string_field(out, 0, b"s");
-            out.put_u16_le(1);
-            plain_type(out, 25);
-            out.put_u16_le(END);
-            out.put_u16_le(END);
-            out.put_u16_le(END);
+            struct_type(out, [(&b"s"[..], 25)].into_iter());
             put_varint_field(out, 102, 1);
             outer(out);
             put_varint_field(out, 100, 0);
@@ -1293,19 +1307,8 @@ mod tests {
             if fields == 0 {
                 plain_type(out, 13);
             } else {
-                put_varint_field(out, 100, 100);
-                out.put_u16_le(101);
-                out.put_u8(1);
-                put_varint_field(out, 100, 5);
-                put_varint_field(out, 200, fields);
-                for i in 0..fields {
-                    put_string_field(out, 0, format!("f{i}").as_bytes());
-                    out.put_u16_le(1);
-                    plain_type(out, 13);
-                    out.put_u16_le(END);
-                }
-                out.put_u16_le(END);
-                out.put_u16_le(END);
+                let names = integer_fields(fields);
+                struct_type(out, names.iter().map(|(n, id)| (&n[..], *id)));
             }
             out.put_u16_le(END);
             out.put_u16_le(END);
@@ -1419,19 +1422,10 @@ mod tests {
             out.put_u8(1);
             put_varint_field(out, 100, 4);
             out.put_u16_le(200);
-            put_varint_field(out, 100, 100);
-            out.put_u16_le(101);
-            out.put_u8(1);
-            put_varint_field(out, 100, 5);
-            put_varint_field(out, 200, 2);
-            for (name, id) in [(&b"key"[..], key_type), (&b"value"[..], 13)] {
-                put_string_field(out, 0, name);
-                out.put_u16_le(1);
-                plain_type(out, id);
-                out.put_u16_le(END);
-            }
-            out.put_u16_le(END);
-            out.put_u16_le(END);
+            struct_type(
+                out,
+                [(&b"key"[..], key_type), (&b"value"[..], 13)].into_iter(),
+            );
             out.put_u16_le(END);
             out.put_u16_le(END);
             put_varint_field(out, 102, 1);
@@ -1668,19 +1662,8 @@ mod tests {
         append_of(|out| {
             put_varint_field(out, 100, 0);
             put_varint_field(out, 101, 1);
-            put_varint_field(out, 100, 100);
-            out.put_u16_le(101);
-            out.put_u8(1);
-            put_varint_field(out, 100, 5);
-            put_varint_field(out, 200, fields);
-            for i in 0..fields {
-                put_string_field(out, 0, format!("f{i}").as_bytes());
-                out.put_u16_le(1);
-                plain_type(out, 13);
-                out.put_u16_le(END);
-            }
-            out.put_u16_le(END);
-            out.put_u16_le(END);
+            let names = integer_fields(fields);
+            struct_type(out, names.iter().map(|(n, id)| (&n[..], *id)));
             put_varint_field(out, 102, 1);
             put_varint_field(out, 100, 0);
             put_varint_field(out, 103, fields);
