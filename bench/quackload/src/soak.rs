@@ -86,6 +86,12 @@ const EXPECTED: &[(&str, &str)] = &[
         "Failed to send message: IO Error: Failure when receiving data from the peer",
         "lake catalog unreachable",
     ),
+    // The same, worded as the catalog closing the connection before its answer (seen once in
+    // a cluster soak's catalog restart, 2026-12-05, with no acknowledged row lost).
+    (
+        "Failed to send message: IO Error: Server returned nothing",
+        "lake catalog unreachable",
+    ),
     // A write while the lake's data disk is full: DuckDB's own text for the failed file
     // write; nothing is committed.
     ("No space left on device", "data disk full"),
