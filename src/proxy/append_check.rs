@@ -1,16 +1,19 @@
-//! An APPEND's body checked as it streams to its worker. DuckDB 1.5.5 reads past the end of a
-//! message cut short, and an APPEND is not read whole before it is forwarded (its rows stream
-//! through), so the last piece is held back until the whole message has been walked
-//! (`quack_codec::RowCounter`, which holds nothing but the piece it reads). A body that ends
-//! early, or is not in the layout DuckDB writes, is cut off before the worker has all of it;
-//! a worker runs no request whose body it has not had whole.
+//! An APPEND's body checked and rewritten as it streams to its worker
+//! (`quack_codec::FlatAppend`). DuckDB 1.5.5 reads past the end of a message cut short, and
+//! trusts a compressed vector it deserializes to keep rules it never checks, so a worker gets
+//! each compressed vector a client sent as the flat vector DuckDB writes for the same rows, and
+//! nothing of the client's last piece until the whole message has been walked. A body that ends
+//! early, or is not in the layout DuckDB writes, is cut off before the worker has all of it; a
+//! worker runs no request whose body it has not had whole. Its length changes, so it goes on
+//! chunked.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use quack_codec::{CodecError, RowCounter};
+use http_body::{Body, Frame};
+use quack_codec::{CodecError, FlatAppend};
 
 use crate::body::BoxError;
 
@@ -21,28 +24,24 @@ pub struct AppendNotWhole(pub CodecError);
 
 pub struct CheckedAppend<B> {
     inner: B,
-    counter: Option<RowCounter>,
-    /// The last piece read, sent once the next one comes or the message is found whole.
-    held: Option<Bytes>,
+    append: Option<FlatAppend>,
+    /// What may go on to the worker, not yet sent.
+    ready: VecDeque<Bytes>,
 }
 
 impl<B> CheckedAppend<B> {
     pub fn new(inner: B) -> Self {
         CheckedAppend {
             inner,
-            counter: Some(RowCounter::new()),
-            held: None,
+            append: Some(FlatAppend::new()),
+            ready: VecDeque::new(),
         }
     }
-}
 
-impl<B> CheckedAppend<B> {
-    /// Ends the walk: the error to fail the body with when the message is not whole, its held
-    /// piece dropped unsent.
-    fn finish(&mut self) -> Option<BoxError> {
-        let e = self.counter.take()?.finish_checked().err()?;
-        self.held = None;
-        Some(Box::new(AppendNotWhole(e)))
+    fn cut_off(&mut self, e: CodecError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.append = None;
+        self.ready.clear();
+        Poll::Ready(Some(Err(Box::new(AppendNotWhole(e)))))
     }
 }
 
@@ -59,51 +58,37 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
-            let Some(counter) = this.counter.as_mut() else {
-                // Checked whole: the held piece goes last.
-                return Poll::Ready(this.held.take().map(|piece| Ok(Frame::data(piece))));
+            if let Some(piece) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
+            let Some(append) = this.append.as_mut() else {
+                return Poll::Ready(None);
             };
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(piece) if piece.is_empty() => {}
-                    Ok(piece) => {
-                        counter.feed_bytes(piece.clone());
-                        // Not DuckDB's layout: no need to wait for the end to say so.
-                        if counter.has_failed() {
-                            if let Some(e) = this.finish() {
-                                return Poll::Ready(Some(Err(e)));
-                            }
+                // Trailers are dropped: a Quack client sends none; they would end the body early.
+                Some(Ok(frame)) => {
+                    if let Ok(piece) = frame.into_data() {
+                        match append.push(piece) {
+                            Ok(out) => this.ready.extend(out.into_iter().filter(|b| !b.is_empty())),
+                            Err(e) => return this.cut_off(e),
                         }
-                        if let Some(earlier) = this.held.replace(piece) {
-                            return Poll::Ready(Some(Ok(Frame::data(earlier))));
-                        }
-                    }
-                    // Trailers: a Quack client sends none; they would end the body early.
-                    Err(_) => {}
-                },
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => {
-                    if let Some(e) = this.finish() {
-                        return Poll::Ready(Some(Err(e)));
                     }
                 }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => match this.append.take().map(FlatAppend::finish) {
+                    Some(Ok((rest, _rows))) => {
+                        this.ready
+                            .extend(rest.into_iter().filter(|b| !b.is_empty()));
+                    }
+                    Some(Err(e)) => return this.cut_off(e),
+                    None => {}
+                },
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.counter.is_none() && self.held.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let held = self.held.as_ref().map_or(0, |b| b.len() as u64);
-        let inner = self.inner.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower().saturating_add(held));
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper.saturating_add(held));
-        }
-        hint
+        self.append.is_none() && self.ready.is_empty()
     }
 }
 
@@ -146,7 +131,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_whole_append_goes_through_unchanged_in_any_pieces() {
+    async fn a_flat_append_goes_through_unchanged_in_any_pieces() {
         let message = append();
         for size in [1, 100, 4096, message.len()] {
             let out = CheckedAppend::new(pieces(&message, size))
@@ -154,6 +139,23 @@ mod tests {
                 .await
                 .map(|c| c.to_bytes());
             assert_eq!(out.ok().as_deref(), Some(&message[..]), "pieces of {size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_compressed_append_goes_on_flat_in_any_pieces() {
+        // The DuckDB 1.5.5 CLI's APPEND of a sequence and constants.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/quack/append_request_cli_compressed.bin");
+        let message = std::fs::read(path).expect("the fixture");
+        let flat = quack_codec::flatten_append(Bytes::from(message.clone())).expect("flattens");
+        assert_ne!(flat, message);
+        for size in [1, 100, 4096, message.len()] {
+            let out = CheckedAppend::new(pieces(&message, size))
+                .collect()
+                .await
+                .map(|c| c.to_bytes());
+            assert_eq!(out.ok(), Some(flat.clone()), "pieces of {size}");
         }
     }
 

@@ -231,15 +231,16 @@ pub async fn pinned(
             rest,
             declared_length,
         } => {
-            // Without a usable declared length the body goes out chunked.
+            // Without a usable declared length the body goes out chunked; an APPEND's changes
+            // as it is rewritten.
             let length = declared_length
                 .and_then(|d| d.checked_sub(header.len as u64))
                 .and_then(|d| d.checked_add(new_header.len() as u64));
             let tail = prefix.slice(header.len..);
             let body = PrefixedBody::new([new_header, tail], TimedBody::new(rest));
-            let body = match header.msg_type {
-                msg_type::APPEND_REQUEST => CheckedAppend::new(body).boxed(),
-                _ => body.boxed(),
+            let (body, length) = match header.msg_type {
+                msg_type::APPEND_REQUEST => (CheckedAppend::new(body).boxed(), None),
+                _ => (body.boxed(), length),
             };
             QuackPost::streamed(loopback(to.port), body, length)
         }

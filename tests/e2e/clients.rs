@@ -134,3 +134,32 @@ fn large_results_come_in_few_large_answers() {
         "FETCH requests for 1M rows: {default} with the default, {twelve} with 12"
     );
 }
+
+/// The CLI sends sequences, constants and (from a Parquet file) dictionaries; the gateway passes
+/// each on to the worker as the flat vector DuckDB writes for the same rows. What lands is what
+/// was sent, row for row, in every nested type an APPEND may carry.
+#[test]
+fn appends_of_compressed_vectors_land_as_the_rows_they_stand_for() {
+    let gw = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("d.parquet");
+    let parquet = parquet.display();
+    let out = gw.cli_ok(&format!(
+        "CREATE TABLE r.v (i BIGINT, s VARCHAR, c INTEGER, l BIGINT[], st STRUCT(a BIGINT, b VARCHAR), n INTEGER, a INTEGER[3], m MAP(VARCHAR, INTEGER), d VARCHAR, t TINYINT);\n\
+         CREATE TEMP VIEW sent AS SELECT range AS i, 'k' || (range % 3) AS s, 42 AS c, [range, range] AS l, {{'a': range, 'b': NULL}} AS st, NULL::INTEGER AS n, [1, NULL, range % 5]::INTEGER[3] AS a, MAP {{'x': (range % 100)::INTEGER}} AS m, NULL::VARCHAR AS d, (range % 100)::TINYINT AS t FROM range(5000);\n\
+         INSERT INTO r.v SELECT * FROM sent;\n\
+         COPY (SELECT * REPLACE (i + 5000 AS i, 'v' || (i % 7) AS d, CASE WHEN i % 11 = 0 THEN NULL ELSE s END AS s) FROM sent) TO '{parquet}';\n\
+         INSERT INTO r.v SELECT * FROM '{parquet}';\n\
+         CREATE TEMP VIEW everything AS FROM sent UNION ALL FROM '{parquet}';\n\
+         SELECT count(*) FROM r.v;\n\
+         SELECT count(*) FROM (SELECT v::VARCHAR FROM r.v v EXCEPT ALL SELECT e::VARCHAR FROM everything e);\n\
+         SELECT count(*) FROM (SELECT e::VARCHAR FROM everything e EXCEPT ALL SELECT v::VARCHAR FROM r.v v);\n\
+         SELECT count(*) FILTER (s IS NULL), count(DISTINCT d), sum(a[3]), sum(m['x']), sum(t) FROM r.v;\n"
+    ));
+    assert_eq!(
+        out,
+        ["10000", "0", "0", "455,7,20000,495000,495000"],
+        "gateway log:\n{}",
+        gw.log()
+    );
+}

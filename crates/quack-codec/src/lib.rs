@@ -13,9 +13,12 @@ mod decode;
 mod encode;
 mod endpoint;
 mod error;
+mod flatten;
 pub mod msg_type;
+mod rewrite;
 mod rows;
 pub mod server_errors;
+mod shape;
 mod stream;
 mod wire;
 
@@ -32,6 +35,7 @@ pub use encode::{
 };
 pub use endpoint::{BANNER, QUACK_PATH, REQUEST_CONTENT_TYPE, RESPONSE_CONTENT_TYPE};
 pub use error::CodecError;
+pub use rewrite::{flatten_append, FlatAppend};
 pub use rows::{check_append, ResultRows, RowCounter};
 
 #[cfg(test)]

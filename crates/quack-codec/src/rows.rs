@@ -27,63 +27,14 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 
 use crate::error::CodecError;
+use crate::flatten;
 use crate::msg_type;
+use crate::shape::{Shape, Values};
 use crate::stream::{self, Feed, Source, Stop};
-use crate::wire::END;
+use crate::wire::{sleb128, END};
 
 /// Nesting of types and vectors past this is not walked (`None`); DuckDB's own is far less.
 const MAX_DEPTH: usize = 64;
-
-/// How field 102, 103 and 104 of a vector are laid out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Shape {
-    /// Bytes per row, and what each value may be.
-    Fixed(u64, Values),
-    Strings,
-    Struct(Vec<Shape>),
-    List(Box<Shape>),
-    /// The child, and how many of it each row holds.
-    Array(Box<Shape>, u64),
-    /// A MAP's key: no row of it may be NULL, at any depth. DuckDB's map functions compare
-    /// keys and end the database on a NULL one (a twenty-sixth review's `map_concat` on a
-    /// TEMP table's MAP); SQL cannot make one.
-    Key(Box<Shape>),
-}
-
-/// Which values of a fixed-size type DuckDB handles whatever their bits, and which it trusts
-/// to keep a rule (its casts index tables and divide by powers of ten taken from them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Values {
-    /// Every bit pattern, and a sequence within the type's range may stand for them
-    /// (TINYINT to BIGINT: DuckDB generates sequences of these alone, and a start or step
-    /// past the type's range is an internal error that ends its database).
-    Signed,
-    /// Every bit pattern, but no sequence.
-    Any,
-    /// SQLNULL's: every row is NULL once cast to the table's type.
-    Null,
-    /// Below 10^width in magnitude (DECIMAL).
-    Decimal(u64),
-    /// Microseconds within a day (TIME: a twenty-first review crashed a worker formatting
-    /// 2^62 of them).
-    TimeOfDay,
-    /// 0 or 1: DuckDB stores another byte as it is, and `v`, `v = true` and `NOT v` then
-    /// disagree (a twenty-second review's).
-    Boolean,
-}
-
-impl Values {
-    fn holds(self, value: i128) -> bool {
-        match self {
-            Values::Signed | Values::Any | Values::Null => true,
-            Values::Decimal(width) => {
-                value != i128::MIN && value.unsigned_abs() < 10u128.pow(width as u32)
-            }
-            Values::TimeOfDay => (0..=86_400_000_000).contains(&value),
-            Values::Boolean => matches!(value, 0 | 1),
-        }
-    }
-}
 
 /// What a whole message held.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,12 +55,7 @@ pub struct RowCounter {
 
 impl Default for RowCounter {
     fn default() -> Self {
-        let (feed, source) = stream::pair();
-        RowCounter {
-            feed,
-            walk: Some(Box::pin(message(source))),
-            outcome: None,
-        }
+        Self::walking(false)
     }
 }
 
@@ -124,6 +70,21 @@ impl fmt::Debug for RowCounter {
 impl RowCounter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A walk that also writes each compressed vector of an APPEND flat
+    /// ([`crate::flatten`]), for [`crate::FlatAppend`] to splice in.
+    pub(crate) fn walking(rewriting: bool) -> Self {
+        let (feed, source) = stream::pair(rewriting);
+        RowCounter {
+            feed,
+            walk: Some(Box::pin(message(source))),
+            outcome: None,
+        }
+    }
+
+    pub(crate) fn feed_side(&self) -> &Feed {
+        &self.feed
     }
 
     /// The next piece, copied.
@@ -169,9 +130,14 @@ impl RowCounter {
     /// # Errors
     /// As said.
     pub fn finish_checked(mut self) -> Result<ResultRows, CodecError> {
+        self.end()
+    }
+
+    /// As [`RowCounter::finish_checked`], keeping what the walk left in the feed.
+    pub(crate) fn end(&mut self) -> Result<ResultRows, CodecError> {
         self.feed.end();
         self.poll();
-        match self.outcome {
+        match self.outcome.clone() {
             Some(Ok(whole)) => Ok(whole),
             Some(Err(Stop::Truncated)) | None => Err(CodecError::Truncated(0)),
             Some(Err(Stop::Unknown)) => Err(CodecError::Malformed {
@@ -206,6 +172,9 @@ pub fn check_append(message: impl Into<Bytes>) -> Result<u64, CodecError> {
 /// fields after them to the end of the input.
 async fn message(mut src: Source) -> Result<ResultRows, Stop> {
     let header = src.header().await?;
+    if src.rewriting() && header.msg_type != msg_type::APPEND_REQUEST {
+        return Err(Stop::Unknown);
+    }
     let chunks = match header.msg_type {
         msg_type::PREPARE_RESPONSE => {
             if src.peek_field_id().await? == 1 {
@@ -306,11 +275,11 @@ async fn chunk(src: &mut Source, strict: bool) -> Result<u64, Stop> {
 }
 
 async fn data_chunk(src: &mut Source, strict: bool) -> Result<u64, Stop> {
-    let from = src.position();
     let mut rows = 0;
     let mut shapes = Vec::new();
     let mut budget = Budget {
         strict,
+        from: src.position(),
         ..Budget::default()
     };
     loop {
@@ -343,37 +312,12 @@ async fn data_chunk(src: &mut Source, strict: bool) -> Result<u64, Stop> {
                 }
             }
             END => {
-                // What DuckDB allocates to read the chunk is bounded by what it carries: a
-                // sequence or a constant of a billion rows is a few bytes.
-                let carried = src.position() - from;
-                if budget.allocated > ALLOCATION_FLOOR.saturating_add(carried.saturating_mul(8)) {
-                    return Err(Stop::Unknown);
-                }
+                budget.bounded(src.position())?;
                 return Ok(rows);
             }
             _ => return Err(Stop::Unknown),
         }
     }
-}
-
-/// A signed LEB128 value as DuckDB 1.5.5 decodes an `int64_t` (`DecodeSignedLEB128`): bits
-/// past the 64th are dropped, and a tenth byte's sign bit extends nothing.
-fn sleb128(bytes: &[u8]) -> Result<i64, Stop> {
-    let mut value: u64 = 0;
-    let mut shift = 0u32;
-    let mut last = 0u8;
-    for &byte in bytes {
-        if shift >= 64 {
-            return Err(Stop::Unknown);
-        }
-        value |= u64::from(byte & 0x7F) << shift;
-        shift += 7;
-        last = byte;
-    }
-    if shift < 64 && last & 0x40 != 0 {
-        value |= u64::MAX << shift;
-    }
-    Ok(value as i64)
 }
 
 /// What a vector's place allows, from the vectors around it.
@@ -433,9 +377,21 @@ struct Budget {
     /// Bytes DuckDB allocates as it reads the chunk: each column's capacity, each list's
     /// reservation.
     allocated: u64,
+    /// Where the chunk starts in the message.
+    from: u64,
 }
 
 impl Budget {
+    /// Whether what DuckDB allocates to read the chunk up to `position` is bounded by what it
+    /// carries there: a sequence or a constant of a billion rows is a few bytes.
+    fn bounded(&self, position: u64) -> Result<(), Stop> {
+        let carried = position - self.from;
+        if self.allocated > ALLOCATION_FLOOR.saturating_add(carried.saturating_mul(8)) {
+            return Err(Stop::Unknown);
+        }
+        Ok(())
+    }
+
     fn allocate(&mut self, bytes: u64) {
         self.allocated = self.allocated.saturating_add(bytes);
     }
@@ -446,34 +402,6 @@ impl Budget {
             return Err(Stop::Unknown);
         }
         Ok(())
-    }
-}
-
-impl Shape {
-    /// Bytes DuckDB allocates for `rows` rows of this shape: a `string_t` and a `list_entry_t`
-    /// are 16 bytes; a STRUCT has its fields' and an ARRAY its child's.
-    fn bytes(&self, rows: u64) -> u64 {
-        match self {
-            Shape::Fixed(width, _) => rows.saturating_mul(*width),
-            Shape::Strings => rows.saturating_mul(16),
-            // The child starts with as many rows as the list (`VectorListBuffer`).
-            Shape::List(child) => rows.saturating_mul(16).saturating_add(child.bytes(rows)),
-            Shape::Struct(fields) => fields
-                .iter()
-                .fold(0, |sum, f| sum.saturating_add(f.bytes(rows))),
-            Shape::Array(child, size) => child.bytes(rows.saturating_mul(*size)),
-            Shape::Key(key) => key.bytes(rows),
-        }
-    }
-
-    /// Whether SQLNULL is in it, at any depth.
-    fn names_null(&self) -> bool {
-        match self {
-            Shape::Fixed(_, values) => *values == Values::Null,
-            Shape::Strings => false,
-            Shape::Struct(fields) => fields.iter().any(Shape::names_null),
-            Shape::List(child) | Shape::Array(child, _) | Shape::Key(child) => child.names_null(),
-        }
     }
 }
 
@@ -724,6 +652,13 @@ fn vector<'a>(
             return vector(src, key, count, within, depth, budget).await;
         }
         let from = src.position();
+        // A client's compressed vector goes on written flat (`crate::flatten`): no layout a
+        // client chose reaches a worker's `Vector::Deserialize`, only the one DuckDB writes.
+        let rewritten =
+            within.packed && src.rewriting() && matches!(src.peek(3).await?, [90, 0, 2..=4]);
+        if rewritten {
+            src.capture();
+        }
         let mut vector_type = 0;
         let mut count = count;
         // The rows a constant or dictionary stands for.
@@ -953,6 +888,12 @@ fn vector<'a>(
                         _ => 0,
                     };
                     budget.allocate(stands_for.saturating_sub(1).saturating_mul(each));
+                    if rewritten {
+                        // Bounded before it is written out, not only at the chunk's end.
+                        budget.bounded(src.position())?;
+                        let flat = flatten::vector(&src.captured(), shape, stands_for)?;
+                        src.replace(flat);
+                    }
                     return Ok(());
                 }
                 _ => return Err(Stop::Unknown),
@@ -1839,5 +1780,140 @@ mod tests {
             fixed_vector(out, None, values);
             out.put_u16_le(END);
         })
+    }
+
+    /// What a worker is sent for `message`, fed in pieces of `piece`: the pieces passed on
+    /// before the end, and all of it.
+    fn flattened_in_pieces(message: &[u8], piece: usize) -> (usize, Vec<u8>) {
+        let mut append = crate::FlatAppend::new();
+        let mut out = Vec::new();
+        for p in message.chunks(piece) {
+            for b in append.push(Bytes::copy_from_slice(p)).expect("walks") {
+                out.extend_from_slice(&b);
+            }
+        }
+        let before_the_end = out.len();
+        for b in append.finish().expect("whole").0 {
+            out.extend_from_slice(&b);
+        }
+        (before_the_end, out)
+    }
+
+    #[test]
+    fn compressed_vectors_go_on_as_the_flat_vectors_duckdb_writes() {
+        let flat = |m: Bytes| crate::flatten_append(m).expect("flattens");
+        // A dictionary, a constant and a sequence: the flat vector of the same rows.
+        assert_eq!(
+            flat(dictionary_chunk(&[0, 1, 0], 2, &["a", "b"])),
+            varchar_chunk(3, &["a", "b", "a"])
+        );
+        let constant = |rows, mask: Option<u8>| {
+            append_of(|out| {
+                put_varint_field(out, 100, rows);
+                put_varint_field(out, 101, 1);
+                plain_type(out, 14);
+                put_varint_field(out, 102, 1);
+                put_varint_field(out, 90, 2);
+                fixed_vector(out, mask, &[42]);
+                out.put_u16_le(END);
+            })
+        };
+        assert_eq!(flat(constant(3, None)), fixed_chunk(14, None, &[42; 3]));
+        assert_eq!(flat(constant(3, Some(1))), fixed_chunk(14, None, &[42; 3]));
+        // A NULL one: a mask of whole 64-bit words, the rows past the count valid.
+        let mut nulls = BytesMut::new();
+        put_varint_field(&mut nulls, 100, 1);
+        nulls.put_u16_le(101);
+        put_varint(&mut nulls, 8);
+        nulls.put_slice(&[0xF8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        let null_rows = flat(constant(3, Some(0)));
+        assert!(null_rows.windows(nulls.len()).any(|w| w == &nulls[..]));
+        assert_eq!(check_append(null_rows), Ok(3));
+        assert_eq!(
+            flat(sequence_of(14, 3, -5, -1)),
+            fixed_chunk(14, None, &[-5, -6, -7])
+        );
+        assert_eq!(
+            flat(sequence_of(11, 3, 125, 1)).slice(..),
+            append_of(|out| {
+                put_varint_field(out, 100, 3);
+                put_varint_field(out, 101, 1);
+                plain_type(out, 11);
+                put_varint_field(out, 102, 1);
+                put_varint_field(out, 100, 0);
+                out.put_u16_le(102);
+                put_varint(out, 3);
+                out.put_slice(&[125, 126, 127]);
+                out.put_u16_le(END);
+                out.put_u16_le(END);
+            })
+        );
+        // Within a flat STRUCT, and a constant STRUCT with its children.
+        let rows_of = |values: &'static [&'static str]| {
+            move |out: &mut BytesMut| {
+                put_varint_field(out, 100, 0);
+                strings(out, 102, values);
+                out.put_u16_le(END);
+            }
+        };
+        let as_flat = |_: &mut BytesMut| {};
+        let as_constant = |out: &mut BytesMut| put_varint_field(out, 90, 2);
+        assert_eq!(
+            flat(struct_chunk(3, as_constant, rows_of(&["a"]))),
+            struct_chunk(3, as_flat, rows_of(&["a", "a", "a"]))
+        );
+        assert_eq!(
+            flat(struct_chunk(3, as_flat, |out: &mut BytesMut| {
+                dictionary_fields(out, 3, None);
+                out.put_u16_le(END);
+            })),
+            struct_chunk(3, as_flat, rows_of(&["x", "x", "x"]))
+        );
+        // What DuckDB 1.5.5's CLI sent: flat once rewritten, the same rows, and a flat one
+        // goes on unchanged.
+        for (name, compressed) in [
+            ("append_request.bin", false),
+            ("append_request_cli_compressed.bin", true),
+            ("append_request_cli_dictionary.bin", true),
+        ] {
+            let message = Bytes::from(fixture(name));
+            let rows = check_append(message.clone());
+            let once = flat(message.clone());
+            assert_eq!(once != message, compressed, "{name}");
+            assert_eq!(check_append(once.clone()), rows, "{name}");
+            assert_eq!(
+                flat(once.clone()),
+                once,
+                "{name}: nothing compressed is left"
+            );
+            // However it arrives; nothing of its last piece goes on before it is whole.
+            for piece in [1, 3, 1000, message.len()] {
+                let (before, out) = flattened_in_pieces(&message, piece);
+                assert_eq!(out, once, "{name} in pieces of {piece}");
+                let last = message.len() - (message.len() - 1) / piece * piece;
+                assert!(before <= out.len() - last, "{name} in pieces of {piece}");
+            }
+            for cut in (1..message.len()).step_by(37) {
+                let mut append = crate::FlatAppend::new();
+                let mut sent = Vec::new();
+                for p in message[..cut].chunks(50) {
+                    for b in append.push(Bytes::copy_from_slice(p)).unwrap_or_default() {
+                        sent.extend_from_slice(&b);
+                    }
+                }
+                assert!(append.finish().is_err(), "{name} cut at {cut}");
+                assert!(
+                    once.starts_with(&sent) && sent.len() < once.len(),
+                    "{name} cut at {cut}: {} of {} sent",
+                    sent.len(),
+                    once.len()
+                );
+            }
+        }
+        // What the walk refuses is not rewritten either; nor is what is not an APPEND.
+        assert!(crate::flatten_append(sequence_of(11, 3, 1000, 1)).is_err());
+        assert!(
+            crate::flatten_append(fixture("result_types_300_rows_prepare.bin").into()).is_err()
+        );
     }
 }

@@ -40,6 +40,33 @@ impl From<CodecError> for Stop {
 struct Queue {
     pieces: VecDeque<Bytes>,
     ended: bool,
+    /// What the walk replaces, when it rewrites what it reads.
+    rewrites: Option<Rewrites>,
+}
+
+/// Ranges of the input the walk has replaced, in order, and how far it has read.
+#[derive(Default)]
+struct Rewrites {
+    /// Where the walk waited last for a piece: it has read every byte before.
+    walked: u64,
+    /// The start of a range being read that will be replaced.
+    open: Option<u64>,
+    done: VecDeque<Edit>,
+}
+
+/// The input from `start` to `end` replaced `with` these bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Edit {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) with: Bytes,
+}
+
+/// The bytes read since a point, kept to be read again once the walk has checked them.
+struct Capture {
+    start: u64,
+    first: Bytes,
+    pieces: Vec<Bytes>,
 }
 
 /// The feeding side: pieces in, then the end.
@@ -52,11 +79,17 @@ pub(crate) struct Source {
     pos: usize,
     /// Bytes of every piece taken from the queue.
     taken: u64,
+    rewriting: bool,
+    capture: Option<Capture>,
 }
 
-/// A feed and the source it fills.
-pub(crate) fn pair() -> (Feed, Source) {
-    let queue = Arc::new(Mutex::new(Queue::default()));
+/// A feed and the source it fills; a walk through it may replace ranges it reads when
+/// `rewriting`.
+pub(crate) fn pair(rewriting: bool) -> (Feed, Source) {
+    let queue = Arc::new(Mutex::new(Queue {
+        rewrites: rewriting.then(Rewrites::default),
+        ..Queue::default()
+    }));
     (
         Feed(queue.clone()),
         Source {
@@ -64,6 +97,8 @@ pub(crate) fn pair() -> (Feed, Source) {
             piece: Bytes::new(),
             pos: 0,
             taken: 0,
+            rewriting,
+            capture: None,
         },
     )
 }
@@ -88,6 +123,27 @@ impl Feed {
         lock(&self.0).pieces.clear();
     }
 
+    /// The input before this has been read and will not be replaced but as [`Feed::next_edit`]
+    /// says.
+    pub(crate) fn settled(&self) -> u64 {
+        lock(&self.0)
+            .rewrites
+            .as_ref()
+            .map_or(0, |r| r.open.unwrap_or(r.walked))
+    }
+
+    /// The first replacement not yet taken, if it starts before `limit`; taken only if it also
+    /// ends by then.
+    pub(crate) fn next_edit(&self, limit: u64) -> Option<Result<Edit, u64>> {
+        let mut queue = lock(&self.0);
+        let done = &mut queue.rewrites.as_mut()?.done;
+        let edit = done.front().filter(|e| e.start < limit)?;
+        if edit.end > limit {
+            return Some(Err(edit.start));
+        }
+        done.pop_front().map(Ok)
+    }
+
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         lock(&self.0).pieces.len()
@@ -102,17 +158,80 @@ impl Source {
 
     /// The next piece, once there is one; `Truncated` once the input has ended.
     async fn next_piece(&mut self) -> Result<Bytes, Stop> {
+        let at = self.position();
         let piece = poll_fn(|_| {
             let mut queue = lock(&self.queue);
             match queue.pieces.pop_front() {
                 Some(piece) => Poll::Ready(Ok(piece)),
                 None if queue.ended => Poll::Ready(Err(Stop::Truncated)),
-                None => Poll::Pending,
+                None => {
+                    if let Some(rewrites) = &mut queue.rewrites {
+                        rewrites.walked = at;
+                    }
+                    Poll::Pending
+                }
             }
         })
         .await?;
         self.taken += piece.len() as u64;
+        if let Some(capture) = &mut self.capture {
+            capture.pieces.push(piece.clone());
+        }
         Ok(piece)
+    }
+
+    /// Whether the walk's caller passes on what it reads with replacements ([`Feed::next_edit`]).
+    pub(crate) fn rewriting(&self) -> bool {
+        self.rewriting
+    }
+
+    /// The next `n` bytes, unread.
+    pub(crate) async fn peek(&mut self, n: usize) -> Result<&[u8], Stop> {
+        Ok(&self.contiguous(n).await?[..n])
+    }
+
+    /// Keeps what is read from here, which will be replaced: nothing from here goes on until
+    /// [`Source::replace`].
+    pub(crate) fn capture(&mut self) {
+        let start = self.position();
+        self.capture = Some(Capture {
+            start,
+            first: self.piece.slice(self.pos..),
+            pieces: Vec::new(),
+        });
+        if let Some(rewrites) = &mut lock(&self.queue).rewrites {
+            rewrites.open = Some(start);
+        }
+    }
+
+    /// What was read since [`Source::capture`].
+    pub(crate) fn captured(&self) -> Vec<u8> {
+        let Some(capture) = &self.capture else {
+            return Vec::new();
+        };
+        let len = (self.position() - capture.start) as usize;
+        let mut bytes = Vec::with_capacity(len);
+        for piece in std::iter::once(&capture.first).chain(&capture.pieces) {
+            let want = len - bytes.len();
+            bytes.extend_from_slice(&piece[..piece.len().min(want)]);
+        }
+        bytes
+    }
+
+    /// Replaces what was read since [`Source::capture`] `with` these bytes.
+    pub(crate) fn replace(&mut self, with: Bytes) {
+        let Some(capture) = self.capture.take() else {
+            return;
+        };
+        let end = self.position();
+        if let Some(rewrites) = &mut lock(&self.queue).rewrites {
+            rewrites.open = None;
+            rewrites.done.push_back(Edit {
+                start: capture.start,
+                end,
+                with,
+            });
+        }
     }
 
     /// Makes at least `n` unread bytes contiguous, joining pieces where needed (only a few
@@ -311,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_read_waits_for_its_bytes_across_pieces_and_fails_at_the_end() {
-        let (feed, mut source) = pair();
+        let (feed, mut source) = pair(false);
         let mut read = pin!(async move {
             let id = source.field_id().await?;
             let n = source.varint().await?;
@@ -333,7 +452,7 @@ mod tests {
         feed.end();
         assert_eq!(read.as_mut().poll(&mut cx), Poll::Ready(Ok((5, 131))));
 
-        let (feed, mut source) = pair();
+        let (feed, mut source) = pair(false);
         let mut read = pin!(async move { source.skip(10).await });
         feed.push(Bytes::from_static(&[0; 9]));
         feed.end();

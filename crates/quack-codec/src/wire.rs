@@ -134,6 +134,29 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A signed LEB128 value as DuckDB 1.5.5 decodes an `int64_t` (`DecodeSignedLEB128`): bits
+/// past the 64th are dropped, and a tenth byte's sign bit extends nothing.
+pub(crate) fn sleb128(bytes: &[u8]) -> Result<i64, CodecError> {
+    let mut value: u64 = 0;
+    let mut shift = 0u32;
+    let mut last = 0u8;
+    for &byte in bytes {
+        if shift >= 64 {
+            return Err(CodecError::Malformed {
+                at: 0,
+                what: "signed varint longer than 64 bits",
+            });
+        }
+        value |= u64::from(byte & 0x7F) << shift;
+        shift += 7;
+        last = byte;
+    }
+    if shift < 64 && last & 0x40 != 0 {
+        value |= u64::MAX << shift;
+    }
+    Ok(value as i64)
+}
+
 /// A v1 header object: field 1 `msg_type`, field 2 the connection id unless `None`, field 3
 /// `query_id`, then `FF FF`.
 pub(crate) fn put_header(out: &mut BytesMut, msg_type: u64, id: Option<&[u8]>, query_id: u64) {
