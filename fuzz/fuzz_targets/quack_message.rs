@@ -32,6 +32,25 @@ fuzz_target!(|data: &[u8]| {
     // An APPEND passes the gateway's check exactly when the walk counts it.
     if let Ok(rows) = codec::check_append(data.to_vec()) {
         assert_eq!(whole.map(|w| w.rows), Some(rows));
+        // What a worker is sent for it is an APPEND of the same rows with nothing left to
+        // rewrite, however it arrived.
+        let flat = codec::flatten_append(data.to_vec().into()).expect("a checked APPEND rewrites");
+        assert_eq!(codec::check_append(flat.clone()), Ok(rows));
+        assert_eq!(codec::flatten_append(flat.clone()).as_ref(), Ok(&flat));
+        let mut streamed = codec::FlatAppend::new();
+        let mut out = Vec::new();
+        for p in data[..at].chunks(3).chain([&data[at..]]) {
+            streamed
+                .push(p.to_vec().into())
+                .expect("a checked APPEND streams")
+                .iter()
+                .for_each(|b| out.extend_from_slice(b));
+        }
+        let (rest, streamed_rows) = streamed.finish().expect("a checked APPEND ends whole");
+        rest.iter().for_each(|b| out.extend_from_slice(b));
+        assert_eq!((out.as_slice(), streamed_rows), (&flat[..], rows));
+    } else {
+        assert!(codec::flatten_append(data.to_vec().into()).is_err());
     }
     let Ok(header) = codec::decode_header(data) else {
         return;

@@ -209,7 +209,7 @@ fn read<'a>(
                 bytes,
             }
         }
-        Shape::Strings => {
+        Shape::Strings | Shape::Wkb => {
             expect(r, 102)?;
             if r.varint()? != count {
                 return Err(MALFORMED);

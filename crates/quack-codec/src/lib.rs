@@ -21,6 +21,7 @@ pub mod server_errors;
 mod shape;
 mod stream;
 mod wire;
+mod wkb;
 
 pub use client::{
     append_request, connection_request, fetch_is_last, fetch_request, parse_prepare_response,

@@ -32,6 +32,7 @@ use crate::msg_type;
 use crate::shape::{Shape, Values};
 use crate::stream::{self, Feed, Source, Stop};
 use crate::wire::{sleb128, END};
+use crate::wkb;
 
 /// Nesting of types and vectors past this is not walked (`None`); DuckDB's own is far less.
 const MAX_DEPTH: usize = 64;
@@ -523,7 +524,8 @@ fn logical_type<'a>(
                 Values::Any,
             ),
             // CHAR, VARCHAR, BLOB, BIT, BIGNUM, GEOMETRY (WKB).
-            24..=26 | 36 | 39 | 60 => Shape::Strings,
+            24..=26 | 36 | 39 => Shape::Strings,
+            60 => Shape::Wkb,
             // STRUCT, UNION, VARIANT (a STRUCT of its own parts).
             100 | 107 | 109 => {
                 let mut fields = Vec::new();
@@ -620,6 +622,35 @@ fn type_info<'a>(
     })
 }
 
+/// Whether a vector whose fields 90 to 109 are the bits of `seen` has every field DuckDB reads
+/// for its type: a sequence's start and step; a dictionary's selection and size; and then,
+/// unless it is a sequence, the mask flag, the mask exactly when the flag says so, and its
+/// shape's data or children.
+fn has_every_field(seen: u32, masked: bool, vector_type: u64, shape: &Shape) -> bool {
+    let has = |fields: &[u32]| fields.iter().all(|f| seen & (1 << (f - 90)) != 0);
+    match vector_type {
+        4 => return has(&[91, 92]),
+        3 if !has(&[91, 92]) => return false,
+        _ => {}
+    }
+    let data: &[u32] = match shape {
+        Shape::Fixed(..) | Shape::Strings | Shape::Wkb => &[100, 102],
+        Shape::Struct(_) => &[100, 103],
+        Shape::List(_) => &[100, 104, 105, 106],
+        Shape::Array(..) => &[100, 103, 104],
+        Shape::Key(_) => return false,
+    };
+    has(data) && has(&[101]) == masked
+}
+
+/// Whether row `row` is valid in a validity mask read whole (none: every row is).
+fn valid(mask: &Option<Vec<u8>>, row: u64) -> bool {
+    mask.as_ref().is_none_or(|mask| {
+        mask.get((row / 8) as usize)
+            .is_some_and(|byte| byte >> (row % 8) & 1 == 1)
+    })
+}
+
 /// One serialized Vector of `shape` holding `count` rows, as DuckDB 1.5.5's
 /// `Vector::Deserialize` reads it. Every count in the bytes must agree with `count`: DuckDB
 /// writes as many strings and list entries as the bytes list into a vector sized by `count`,
@@ -669,12 +700,19 @@ fn vector<'a>(
         let mut list_size = None;
         let mut validity: Option<Vec<u8>> = None;
         let mut sequence_start = None;
+        let mut wkb_format = false;
         // DuckDB reads a vector's fields in order, and the type first: a type after another
         // field would change the count this walk checks against, not the one DuckDB uses.
         let mut last = None;
+        // Fields 90 to 109 read, a bit each, and whether the vector said it has a mask.
+        let mut seen = 0u32;
+        let mut masked = false;
         loop {
             let field = src.field_id().await?;
             let previous = last.replace(field);
+            if (90..110).contains(&field) {
+                seen |= 1 << (field - 90);
+            }
             match (field, shape) {
                 (90, _) if previous.is_none() && within.packed => {
                     vector_type = src.varint().await?;
@@ -736,11 +774,20 @@ fn vector<'a>(
                     }
                 }
                 // The geometry format.
-                (99, _) => {
-                    src.varint().await?;
+                // The geometry format: WKB, the one DuckDB writes; without it, DuckDB reads the
+                // values in the spatial extension's older format, which this walk does not.
+                (99, shape) => {
+                    let format = src.varint().await?;
+                    if budget.strict && (*shape != Shape::Wkb || format != 1) {
+                        return Err(Stop::Unknown);
+                    }
+                    wkb_format = true;
                 }
                 (100, _) => {
-                    if src.byte().await? != 0 && within.maskless {
+                    masked = src.byte().await? != 0;
+                    if masked && within.maskless
+                        || budget.strict && *shape == Shape::Wkb && !wkb_format
+                    {
                         return Err(Stop::Unknown);
                     }
                 }
@@ -768,7 +815,8 @@ fn vector<'a>(
                 // the values of valid rows are checked.
                 (
                     101,
-                    Shape::Fixed(_, Values::Decimal(_) | Values::TimeOfDay | Values::Boolean),
+                    Shape::Fixed(_, Values::Decimal(_) | Values::TimeOfDay | Values::Boolean)
+                    | Shape::Wkb,
                 ) if budget.strict => {
                     let len = src.varint().await?;
                     if len > count.div_ceil(8).saturating_add(8) {
@@ -792,11 +840,7 @@ fn vector<'a>(
                         {
                             for row in 0..count {
                                 let value = src.signed_le(*width).await?;
-                                let valid = validity.as_ref().is_none_or(|mask| {
-                                    mask.get((row / 8) as usize)
-                                        .is_some_and(|byte| byte >> (row % 8) & 1 == 1)
-                                });
-                                if valid && !values.holds(value) {
+                                if valid(&validity, row) && !values.holds(value) {
                                     return Err(Stop::Unknown);
                                 }
                             }
@@ -804,17 +848,30 @@ fn vector<'a>(
                         _ => src.skip(len).await?,
                     }
                 }
-                (102, Shape::Strings) => {
+                (102, Shape::Wkb) if budget.strict => {
+                    if src.varint().await? != count {
+                        return Err(Stop::Unknown);
+                    }
+                    for row in 0..count {
+                        let value = src.string_bytes().await?;
+                        longest_string = longest_string.max(value.len() as u64);
+                        if valid(&validity, row) && !wkb::is_geometry(&value) {
+                            return Err(Stop::Unknown);
+                        }
+                    }
+                }
+                (102, Shape::Strings | Shape::Wkb) => {
                     if src.varint().await? != count {
                         return Err(Stop::Unknown);
                     }
                     longest_string = src.strings(count).await?;
                 }
-                // Strings as their total length, a blob of lengths and a blob of bytes.
-                (107, Shape::Strings) => {
+                // Strings as their total length, a blob of lengths and a blob of bytes: not
+                // what DuckDB 1.5.5 reads.
+                (107, Shape::Strings) if !budget.strict => {
                     src.varint().await?;
                 }
-                (108 | 109, Shape::Strings) => src.string().await?,
+                (108 | 109, Shape::Strings) if !budget.strict => src.string().await?,
                 (103, Shape::Struct(fields)) => {
                     if src.varint().await? != fields.len() as u64 {
                         return Err(Stop::Unknown);
@@ -876,13 +933,17 @@ fn vector<'a>(
                     vector(src, child, rows, within.child(false), depth + 1, budget).await?;
                 }
                 (END, _) => {
+                    // DuckDB reads each of these, and fails on the first that is not there.
+                    if budget.strict && !has_every_field(seen, masked, vector_type, shape) {
+                        return Err(Stop::Unknown);
+                    }
                     // DuckDB copies a constant's or a dictionary's value once for each row it stands
                     // for (a twenty-sixth review had a 4 KB APPEND take a worker 1 GB so); a fixed
                     // value's rows are in the column's capacity already.
                     let carried = src.position() - from;
                     let each = match (vector_type, shape) {
                         (2, _) => carried,
-                        (3, Shape::Strings) => longest_string.saturating_add(16),
+                        (3, Shape::Strings | Shape::Wkb) => longest_string.saturating_add(16),
                         (3, Shape::Fixed(..)) => 0,
                         (3, _) => carried,
                         _ => 0,
@@ -1780,6 +1841,120 @@ mod tests {
             fixed_vector(out, None, values);
             out.put_u16_le(END);
         })
+    }
+
+    #[test]
+    fn a_vector_without_a_field_duckdb_reads_is_refused() {
+        let malformed = |m: Bytes| matches!(check_append(m), Err(CodecError::Malformed { .. }));
+        // `fields` writes a VARCHAR vector of three rows "a", its end included.
+        let varchar = |fields: &dyn Fn(&mut BytesMut)| {
+            append_of(|out| {
+                put_varint_field(out, 100, 3);
+                put_varint_field(out, 101, 1);
+                plain_type(out, 25);
+                put_varint_field(out, 102, 1);
+                fields(out);
+                out.put_u16_le(END);
+            })
+        };
+        let selection = |out: &mut BytesMut| {
+            put_varint_field(out, 90, 3);
+            out.put_u16_le(91);
+            put_varint(out, 12);
+            out.put_slice(&[0; 12]);
+        };
+        let values = |out: &mut BytesMut| {
+            put_varint_field(out, 100, 0);
+            strings(out, 102, &["a"]);
+            out.put_u16_le(END);
+        };
+        let whole = |out: &mut BytesMut| {
+            selection(out);
+            put_varint_field(out, 92, 1);
+            values(out);
+        };
+        assert_eq!(check_append(varchar(&whole)), Ok(3));
+        // A fuzzer's: a dictionary with no size, which the rewrite could not read.
+        assert!(malformed(varchar(&|out: &mut BytesMut| {
+            selection(out);
+            out.put_u16_le(END);
+        })));
+        assert!(malformed(varchar(&|out: &mut BytesMut| {
+            selection(out);
+            values(out);
+        })));
+        // No mask flag, no data, or a mask flag with no mask.
+        assert!(malformed(varchar(&|out: &mut BytesMut| {
+            strings(out, 102, &["a", "a", "a"]);
+            out.put_u16_le(END);
+        })));
+        assert!(malformed(varchar(&|out: &mut BytesMut| {
+            put_varint_field(out, 100, 0);
+            out.put_u16_le(END);
+        })));
+        assert!(malformed(varchar(&|out: &mut BytesMut| {
+            put_varint_field(out, 100, 1);
+            strings(out, 102, &["a", "a", "a"]);
+            out.put_u16_le(END);
+        })));
+    }
+
+    /// One GEOMETRY column of `values.len()` rows, its format field `format` when given,
+    /// the rows NULL where `mask`'s bit is clear.
+    fn geometry_chunk(format: Option<u64>, mask: Option<u8>, values: &[&[u8]]) -> Bytes {
+        append_of(|out| {
+            put_varint_field(out, 100, values.len() as u64);
+            put_varint_field(out, 101, 1);
+            plain_type(out, 60);
+            put_varint_field(out, 102, 1);
+            if let Some(format) = format {
+                put_varint_field(out, 99, format);
+            }
+            put_varint_field(out, 100, u64::from(mask.is_some()));
+            if let Some(mask) = mask {
+                out.put_u16_le(101);
+                put_varint(out, 8);
+                out.put_slice(&[mask, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+            }
+            put_varint_field(out, 102, values.len() as u64);
+            for v in values {
+                put_varint(out, v.len() as u64);
+                out.put_slice(v);
+            }
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+        })
+    }
+
+    #[test]
+    fn a_geometry_is_appended_only_whole_and_in_duckdbs_wkb() {
+        let malformed = |m: Bytes| matches!(check_append(m), Err(CodecError::Malformed { .. }));
+        let mut point = vec![1, 1, 0, 0, 0];
+        point.extend_from_slice(&[0; 16]);
+        // A twenty-seventh review's MULTIPOINT of 2^32 - 1 points, in nine bytes.
+        let too_many = [1, 4, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        assert_eq!(
+            check_append(geometry_chunk(Some(1), None, &[&point])),
+            Ok(1)
+        );
+        assert!(malformed(geometry_chunk(
+            Some(1),
+            None,
+            &[&point, &too_many]
+        )));
+        assert!(malformed(geometry_chunk(Some(1), None, &[&point[..20]])));
+        // A NULL row's value is not read.
+        assert_eq!(
+            check_append(geometry_chunk(Some(1), Some(0b01), &[&point, &too_many])),
+            Ok(2)
+        );
+        // The spatial extension's older format, named or by default, is not walked.
+        assert!(malformed(geometry_chunk(Some(0), None, &[&point])));
+        assert!(malformed(geometry_chunk(None, None, &[&point])));
+        // Answers are only counted.
+        let mut answer = RowCounter::new();
+        answer.feed(&fixture("result_geometry_prepare.bin"));
+        assert_eq!(answer.finish().map(|r| r.rows), Some(1));
     }
 
     /// What a worker is sent for `message`, fed in pieces of `piece`: the pieces passed on

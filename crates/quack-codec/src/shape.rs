@@ -8,6 +8,8 @@ pub(crate) enum Shape {
     /// Bytes per row, and what each value may be.
     Fixed(u64, Values),
     Strings,
+    /// GEOMETRY: strings, each one geometry in DuckDB's internal WKB ([`crate::wkb`]).
+    Wkb,
     Struct(Vec<Shape>),
     List(Box<Shape>),
     /// The child, and how many of it each row holds.
@@ -59,7 +61,7 @@ impl Shape {
     pub(crate) fn bytes(&self, rows: u64) -> u64 {
         match self {
             Shape::Fixed(width, _) => rows.saturating_mul(*width),
-            Shape::Strings => rows.saturating_mul(16),
+            Shape::Strings | Shape::Wkb => rows.saturating_mul(16),
             // The child starts with as many rows as the list (`VectorListBuffer`).
             Shape::List(child) => rows.saturating_mul(16).saturating_add(child.bytes(rows)),
             Shape::Struct(fields) => fields
@@ -74,7 +76,7 @@ impl Shape {
     pub(crate) fn names_null(&self) -> bool {
         match self {
             Shape::Fixed(_, values) => *values == Values::Null,
-            Shape::Strings => false,
+            Shape::Strings | Shape::Wkb => false,
             Shape::Struct(fields) => fields.iter().any(Shape::names_null),
             Shape::List(child) | Shape::Array(child, _) | Shape::Key(child) => child.names_null(),
         }

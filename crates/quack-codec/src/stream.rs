@@ -367,6 +367,26 @@ impl Source {
         self.string_len().await.map(|_| ())
     }
 
+    /// A string or blob, its bytes.
+    pub(crate) async fn string_bytes(&mut self) -> Result<Vec<u8>, Stop> {
+        let len = self.varint().await?;
+        if len > u64::from(u32::MAX) {
+            return Err(Stop::Unknown);
+        }
+        let len = len as usize;
+        let mut bytes = Vec::with_capacity(len.min(1 << 20));
+        while bytes.len() < len {
+            if self.pos == self.piece.len() {
+                self.piece = self.next_piece().await?;
+                self.pos = 0;
+            }
+            let n = (len - bytes.len()).min(self.piece.len() - self.pos);
+            bytes.extend_from_slice(&self.piece[self.pos..self.pos + n]);
+            self.pos += n;
+        }
+        Ok(bytes)
+    }
+
     /// A string or blob, skipped; its length.
     async fn string_len(&mut self) -> Result<u64, Stop> {
         let len = self.varint().await?;

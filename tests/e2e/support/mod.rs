@@ -476,6 +476,38 @@ pub fn prepare_with_id(id: &[u8]) -> Vec<u8> {
 }
 
 /// Opens a session with a raw CONNECTION_REQUEST on the plain listener; returns its id.
+/// An APPEND to `table` in session `id` of `rows` rows of one column: `logical_type` is the
+/// column's LogicalType object and `vector` its vector, each with its end.
+pub fn append_of_one_column(
+    id: &[u8],
+    query_id: u64,
+    table: &str,
+    rows: u8,
+    logical_type: &[u8],
+    vector: &[u8],
+) -> Vec<u8> {
+    use quack_codec::{append_request, AppendColumn};
+    let template = append_request(
+        id,
+        query_id,
+        "main",
+        table,
+        &[AppendColumn::Integer(vec![])],
+    );
+    let chunk = template
+        .windows(4)
+        .position(|w| w == [0x2c, 0x01, 0x64, 0x00])
+        .expect("the chunk")
+        + 2;
+    let mut m = template[..chunk].to_vec();
+    m.extend_from_slice(&[0x64, 0, rows, 0x65, 0, 1]);
+    m.extend_from_slice(logical_type);
+    m.extend_from_slice(&[0x66, 0, 1]);
+    m.extend_from_slice(vector);
+    m.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    m
+}
+
 pub fn open_session(gw: &Gateway) -> Vec<u8> {
     use quack_codec as codec;
     let (status, body) = quack_post(gw.plain, connection_request(&gw.token));
