@@ -39,15 +39,19 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(codec::flatten_append(flat.clone()).as_ref(), Ok(&flat));
         let mut streamed = codec::FlatAppend::new();
         let mut out = Vec::new();
+        let mut drain = |streamed: &mut codec::FlatAppend| {
+            while let Some(piece) = streamed.next_out().expect("a checked APPEND's rows") {
+                out.extend_from_slice(&piece);
+            }
+        };
         for p in data[..at].chunks(3).chain([&data[at..]]) {
             streamed
                 .push(p.to_vec().into())
-                .expect("a checked APPEND streams")
-                .iter()
-                .for_each(|b| out.extend_from_slice(b));
+                .expect("a checked APPEND streams");
+            drain(&mut streamed);
         }
-        let (rest, streamed_rows) = streamed.finish().expect("a checked APPEND ends whole");
-        rest.iter().for_each(|b| out.extend_from_slice(b));
+        let streamed_rows = streamed.finish().expect("a checked APPEND ends whole");
+        drain(&mut streamed);
         assert_eq!((out.as_slice(), streamed_rows), (&flat[..], rows));
     } else {
         assert!(codec::flatten_append(data.to_vec().into()).is_err());

@@ -7,7 +7,6 @@
 //! worker runs no request whose body it has not had whole. Its length changes, so it goes on
 //! chunked.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -25,8 +24,8 @@ pub struct AppendNotWhole(pub CodecError);
 pub struct CheckedAppend<B> {
     inner: B,
     append: Option<FlatAppend>,
-    /// What may go on to the worker, not yet sent.
-    ready: VecDeque<Bytes>,
+    /// The client's body has ended and proved whole: what is left comes from `append`.
+    whole: bool,
 }
 
 impl<B> CheckedAppend<B> {
@@ -34,15 +33,17 @@ impl<B> CheckedAppend<B> {
         CheckedAppend {
             inner,
             append: Some(FlatAppend::new()),
-            ready: VecDeque::new(),
+            whole: false,
         }
     }
+}
 
-    fn cut_off(&mut self, e: CodecError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.append = None;
-        self.ready.clear();
-        Poll::Ready(Some(Err(Box::new(AppendNotWhole(e)))))
-    }
+fn cut_off(
+    append: &mut Option<FlatAppend>,
+    e: CodecError,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    *append = None;
+    Poll::Ready(Some(Err(Box::new(AppendNotWhole(e)))))
 }
 
 impl<B> Body for CheckedAppend<B>
@@ -58,42 +59,46 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
-            if let Some(piece) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(piece))));
-            }
             let Some(append) = this.append.as_mut() else {
                 return Poll::Ready(None);
             };
+            // What may go on is taken before more is read, so no more is made than the worker
+            // takes.
+            match append.next_out() {
+                Ok(Some(piece)) => return Poll::Ready(Some(Ok(Frame::data(piece)))),
+                Ok(None) if this.whole => {
+                    this.append = None;
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+                Err(e) => return cut_off(&mut this.append, e),
+            }
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 // Trailers are dropped: a Quack client sends none; they would end the body early.
                 Some(Ok(frame)) => {
                     if let Ok(piece) = frame.into_data() {
-                        match append.push(piece) {
-                            Ok(out) => this.ready.extend(out.into_iter().filter(|b| !b.is_empty())),
-                            Err(e) => return this.cut_off(e),
+                        if let Err(e) = append.push(piece) {
+                            return cut_off(&mut this.append, e);
                         }
                     }
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => match this.append.take().map(FlatAppend::finish) {
-                    Some(Ok((rest, _rows))) => {
-                        this.ready
-                            .extend(rest.into_iter().filter(|b| !b.is_empty()));
-                    }
-                    Some(Err(e)) => return this.cut_off(e),
-                    None => {}
+                None => match append.finish() {
+                    Ok(_rows) => this.whole = true,
+                    Err(e) => return cut_off(&mut this.append, e),
                 },
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.append.is_none() && self.ready.is_empty()
+        self.append.is_none()
     }
 }
 
 #[cfg(test)]
 mod tests {
+
     use std::collections::VecDeque;
 
     use http_body_util::BodyExt;

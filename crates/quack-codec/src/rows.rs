@@ -952,7 +952,7 @@ fn vector<'a>(
                     if rewritten {
                         // Bounded before it is written out, not only at the chunk's end.
                         budget.bounded(src.position())?;
-                        let flat = flatten::vector(&src.captured(), shape, stands_for)?;
+                        let flat = flatten::vector(src.captured(), shape, stands_for)?;
                         src.replace(flat);
                     }
                     return Ok(());
@@ -1963,15 +1963,19 @@ mod tests {
         let mut append = crate::FlatAppend::new();
         let mut out = Vec::new();
         for p in message.chunks(piece) {
-            for b in append.push(Bytes::copy_from_slice(p)).expect("walks") {
-                out.extend_from_slice(&b);
-            }
+            append.push(Bytes::copy_from_slice(p)).expect("walks");
+            drain(&mut append, &mut out);
         }
         let before_the_end = out.len();
-        for b in append.finish().expect("whole").0 {
+        append.finish().expect("whole");
+        drain(&mut append, &mut out);
+        (before_the_end, out)
+    }
+
+    fn drain(append: &mut crate::FlatAppend, out: &mut Vec<u8>) {
+        while let Some(b) = append.next_out().expect("rows") {
             out.extend_from_slice(&b);
         }
-        (before_the_end, out)
     }
 
     #[test]
@@ -2023,6 +2027,20 @@ mod tests {
                 out.put_u16_le(END);
             })
         );
+        // A constant of a million rows: its 8 MB are made as they are taken, a piece at a time.
+        let mut append = crate::FlatAppend::new();
+        append.push(constant(1_000_000, None)).expect("walks");
+        append.finish().expect("whole");
+        let (mut pieces, mut total) = (0, 0);
+        while let Some(piece) = append.next_out().expect("rows") {
+            assert!(piece.len() <= 64 * 1024 + 8, "{}", piece.len());
+            pieces += 1;
+            total += piece.len();
+        }
+        assert!(
+            pieces > 100 && total > 8_000_000,
+            "{pieces} pieces, {total} bytes"
+        );
         // Within a flat STRUCT, and a constant STRUCT with its children.
         let rows_of = |values: &'static [&'static str]| {
             move |out: &mut BytesMut| {
@@ -2072,8 +2090,8 @@ mod tests {
                 let mut append = crate::FlatAppend::new();
                 let mut sent = Vec::new();
                 for p in message[..cut].chunks(50) {
-                    for b in append.push(Bytes::copy_from_slice(p)).unwrap_or_default() {
-                        sent.extend_from_slice(&b);
+                    if append.push(Bytes::copy_from_slice(p)).is_ok() {
+                        drain(&mut append, &mut sent);
                     }
                 }
                 assert!(append.finish().is_err(), "{name} cut at {cut}");

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::decode::{decode_header, Header};
 use crate::error::CodecError;
+use crate::flatten::Flattened;
 use crate::wire::MAX_VARINT_BYTES;
 
 /// A header longer than this is not one; real ones are under 100 bytes.
@@ -54,12 +55,11 @@ struct Rewrites {
     done: VecDeque<Edit>,
 }
 
-/// The input from `start` to `end` replaced `with` these bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The input from `start` to `end` replaced `with` a vector's flat form.
 pub(crate) struct Edit {
     pub(crate) start: u64,
     pub(crate) end: u64,
-    pub(crate) with: Bytes,
+    pub(crate) with: Flattened,
 }
 
 /// The bytes read since a point, kept to be read again once the walk has checked them.
@@ -205,21 +205,24 @@ impl Source {
     }
 
     /// What was read since [`Source::capture`].
-    pub(crate) fn captured(&self) -> Vec<u8> {
+    pub(crate) fn captured(&self) -> Bytes {
         let Some(capture) = &self.capture else {
-            return Vec::new();
+            return Bytes::new();
         };
         let len = (self.position() - capture.start) as usize;
-        let mut bytes = Vec::with_capacity(len);
+        if capture.pieces.is_empty() {
+            return capture.first.slice(..len.min(capture.first.len()));
+        }
+        let mut bytes = BytesMut::with_capacity(len);
         for piece in std::iter::once(&capture.first).chain(&capture.pieces) {
             let want = len - bytes.len();
             bytes.extend_from_slice(&piece[..piece.len().min(want)]);
         }
-        bytes
+        bytes.freeze()
     }
 
-    /// Replaces what was read since [`Source::capture`] `with` these bytes.
-    pub(crate) fn replace(&mut self, with: Bytes) {
+    /// Replaces what was read since [`Source::capture`] `with` a vector's flat form.
+    pub(crate) fn replace(&mut self, with: Flattened) {
         let Some(capture) = self.capture.take() else {
             return;
         };
