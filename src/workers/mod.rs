@@ -11,6 +11,7 @@ pub mod env;
 pub mod exits;
 pub mod health;
 pub mod lake;
+mod memory;
 mod owner;
 pub mod supervisor;
 

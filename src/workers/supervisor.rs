@@ -30,7 +30,7 @@ use crate::auth::WorkerToken;
 use crate::sessions::table::SessionTable;
 use crate::workers::config::WorkersConfig;
 use crate::workers::lake::LakeStatus;
-use crate::workers::{exits, Worker, WorkerSet};
+use crate::workers::{exits, memory, Worker, WorkerSet};
 
 /// First restart delay.
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -109,7 +109,11 @@ impl Launcher {
                     .map(|dir| dir.join(format!("w{}.duckdb", worker.index)))
             }),
             threads: self.config.threads,
-            memory_limit: self.config.memory_limit.clone(),
+            memory_limit: self
+                .config
+                .memory_limit
+                .clone()
+                .or_else(|| memory::share(self.config.count + self.config.read_only_count)),
             init_sql: self.config.init_sql.clone(),
             fetch_batch_chunks: Some(self.config.fetch_batch_chunks),
             // A read-only session must not write files or change settings either.

@@ -111,3 +111,34 @@ print("other zone", other.execute("FROM r.query('SELECT current_setting(''TimeZo
     assert_ne!(other, "America/New_York", "{lines:?}");
     assert!(!std::path::Path::new("/tmp/quackgate-profile").exists());
 }
+
+/// DuckDB 1.5.5 gives each database 80% of the machine's memory; a node's workers share that
+/// instead when `workers.memory_limit` is unset, so that together they promise it once.
+#[test]
+fn workers_share_the_memory_duckdb_would_give_each_of_them() {
+    let gw = Gateway::start();
+    let out = gw.cli_ok(
+        "SELECT current_setting('memory_limit');\n\
+         SELECT * FROM r.query('SELECT current_setting(''memory_limit'')');\n",
+    );
+    // "18.7 GiB" and the like.
+    let bytes = |shown: &str| -> f64 {
+        let (number, unit) = shown.split_once(' ').expect("a number and a unit");
+        let scale = match unit {
+            "KiB" => 1u64 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            other => panic!("unit {other}"),
+        };
+        number.parse::<f64>().unwrap() * scale as f64
+    };
+    let (alone, each) = (bytes(&out[0]), bytes(&out[1]));
+    // The test gateway runs two workers; a cgroup limit would only make the share smaller.
+    assert!(
+        each <= alone / 2.0 * 1.01 && each >= 64.0 * (1 << 20) as f64,
+        "a worker's {} against DuckDB's own {}",
+        out[1],
+        out[0]
+    );
+}
