@@ -170,10 +170,10 @@ async fn forward(
             return connect::connect(state, ctx, message, &header).await;
         }
         let destination = session::resolve(state, ctx, &message, &header)?;
-        let message = match header.msg_type {
-            msg_type::APPEND_REQUEST => codec::flatten_append(message)?,
-            _ => message,
-        };
+        // Refused here with a clear answer; rewritten as it goes to the worker (`pinned`).
+        if header.msg_type == msg_type::APPEND_REQUEST {
+            codec::check_append(message.clone())?;
+        }
         if let Some(cap) = buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
             if message.len() as u64 > cap {
                 return Err(too_large(state, header.msg_type, cap));

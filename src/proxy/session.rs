@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use tracing::{debug, info, warn};
 
 use crate::auth::Access;
-use crate::body::{full, loopback, PrefixedBody, ResponseBody};
+use crate::body::{full, loopback, whole, PrefixedBody, ResponseBody};
 use crate::error::{quack_response, GatewayError};
 use crate::proxy::append_check::CheckedAppend;
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
@@ -224,7 +224,14 @@ pub async fn pinned(
             let mut out = BytesMut::with_capacity(new_header.len() + message.len() - header.len);
             out.extend_from_slice(&new_header);
             out.extend_from_slice(&message[header.len..]);
-            QuackPost::whole(loopback(to.port), out.freeze())
+            match header.msg_type {
+                // A peer's APPEND is rewritten as it goes, as a client's is below.
+                msg_type::APPEND_REQUEST => {
+                    let body = CheckedAppend::new(whole(out.freeze())).boxed();
+                    QuackPost::streamed(loopback(to.port), body, None)
+                }
+                _ => QuackPost::whole(loopback(to.port), out.freeze()),
+            }
         }
         Outgoing::Streamed {
             prefix,
