@@ -802,10 +802,15 @@ fn sixteen_cli_sessions_python_and_adbc_through_two_edges() {
         workers_used.len()
     );
     assert!(nodes_used.len() >= 2, "sessions on {nodes_used:?} only");
-    let count = topo.cli("FROM r.query('SELECT count(*), count(DISTINCT k) FROM events');\n");
+    // A client-side INSERT is APPENDs of sequence and constant vectors, through an edge and
+    // the peer leg, rewritten flat on the node.
+    let count = topo.cli(
+        "INSERT INTO r.events SELECT range + 1000, 'appended' FROM range(3000);\n\
+         FROM r.query('SELECT count(*), count(DISTINCT k), count(*) FILTER (s = ''appended'') FROM events');\n",
+    );
     assert_eq!(
         String::from_utf8_lossy(&count.stdout).trim(),
-        format!("{},{}", 2 * SESSIONS, 2 * SESSIONS),
+        format!("{},{},3000", 2 * SESSIONS + 3000, 2 * SESSIONS + 3000),
         "{}",
         String::from_utf8_lossy(&count.stderr)
     );
@@ -843,7 +848,7 @@ with dbapi.connect("quack://localhost:{port}", db_kwargs={{"adbc.quack.token": "
     assert!(lines[0].starts_with('n'), "{lines:?}");
     assert_eq!(
         lines[1..],
-        [FETCH_ROWS.to_string(), (2 * SESSIONS).to_string()]
+        [FETCH_ROWS.to_string(), (2 * SESSIONS + 3000).to_string()]
     );
 
     let problems = topo.problems_in_logs();

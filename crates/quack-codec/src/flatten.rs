@@ -168,7 +168,7 @@ impl Flattened {
 impl Part {
     /// Its next bytes, `None` once it has none left.
     fn next(&mut self) -> Result<Option<Bytes>, CodecError> {
-        let mut out = BytesMut::new();
+        let mut out = BytesMut::with_capacity(PIECE_BYTES + 64);
         match self {
             Part::Bytes(bytes) => {
                 return Ok((!bytes.is_empty()).then(|| std::mem::take(bytes)));
@@ -212,16 +212,16 @@ impl Part {
                 next,
             } => {
                 while *next < validity.rows.len() && out.len() < PIECE_BYTES {
-                    let value = match validity.valid(*next)? {
+                    let value: &[u8] = match validity.valid(*next)? {
                         true => {
                             let row = validity.rows.source(*next)?;
                             let row = usize::try_from(row).map_err(|_| MALFORMED)?;
-                            values.get(row).ok_or(MALFORMED)?.clone()
+                            values.get(row).ok_or(MALFORMED)?
                         }
-                        false => Bytes::new(),
+                        false => &[],
                     };
                     put_varint(&mut out, value.len() as u64);
-                    out.put_slice(&value);
+                    out.put_slice(value);
                     *next += 1;
                 }
             }
