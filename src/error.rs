@@ -50,6 +50,10 @@ pub enum GatewayError {
     /// The principal has `limits.max_requests_per_principal` requests in flight already.
     #[error("{limit} requests of this principal in flight")]
     PrincipalBusy { limit: usize },
+    /// Holding this APPEND whole would pass `limits.max_held_append_bytes` (`per_principal`:
+    /// its per-principal cap) of `limit` bytes.
+    #[error("APPEND bytes held would pass {limit}")]
+    AppendBytesHeld { limit: u64, per_principal: bool },
     /// The principal's sessions ended workers in a loop (`workers::exits`); its new sessions
     /// are refused for `secs` more.
     #[error("principal's sessions ended workers in a loop; new sessions refused for {secs} s")]
@@ -123,6 +127,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::PrepareTooLarge { .. } => "prepare_too_large",
             GatewayError::PrincipalBusy { .. } => "principal_requests_limit",
+            GatewayError::AppendBytesHeld { .. } => "append_bytes_held",
             GatewayError::PrincipalEndsWorkers { .. } => "principal_ends_workers",
             GatewayError::StatementTimeout { .. } => "statement_timeout",
             GatewayError::ClientBody(_) => "client_body",
@@ -160,6 +165,7 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::PrepareTooLarge { .. }
             | GatewayError::PrincipalBusy { .. }
+            | GatewayError::AppendBytesHeld { .. }
             | GatewayError::PrincipalEndsWorkers { .. }
             | GatewayError::ClientBody(_)
             | GatewayError::ClientTimeout
@@ -227,6 +233,19 @@ impl GatewayError {
                 "quackgate: this principal has as many requests in flight as it may \
                  (limits.max_requests_per_principal); try again when some have finished",
             ),
+            GatewayError::AppendBytesHeld {
+                limit,
+                per_principal,
+            } => ClientReply::QuackText(format!(
+                "quackgate: this APPEND was not run: the gateway holds each APPEND whole before \
+                 its worker gets it, and holding this one would pass {} ({} MiB); try again \
+                 when others have finished, or send smaller batches",
+                match per_principal {
+                    true => "limits.max_held_append_bytes_per_principal",
+                    false => "limits.max_held_append_bytes",
+                },
+                limit >> 20
+            )),
             GatewayError::Draining => ClientReply::Quack(
                 "quackgate: this gateway is shutting down and takes no new connections; connect again",
             ),

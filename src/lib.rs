@@ -54,6 +54,7 @@ pub mod config;
 pub mod dev_init;
 pub mod error;
 pub mod forwarded;
+pub mod host_memory;
 pub mod id_rotation;
 pub mod keyring;
 pub mod limits;

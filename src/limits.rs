@@ -44,6 +44,17 @@ pub struct LimitsConfig {
     pub statement_timeout: Option<Duration>,
     /// The same for read-only sessions. Default: `statement_timeout`.
     pub read_only_statement_timeout: Option<Duration>,
+    /// Bytes of APPEND bodies this node holds whole before they go to a worker, all principals
+    /// together. Default: a tenth of what the process may use (its cgroup's limit or the
+    /// machine's memory), at least 256 MiB.
+    pub max_held_append_bytes: u64,
+    /// The same, of one principal. Default: half of `max_held_append_bytes`.
+    pub max_held_append_bytes_per_principal: u64,
+}
+
+/// `max_held_append_bytes` unless set.
+pub fn default_held_append_bytes() -> u64 {
+    crate::host_memory::process_limit().map_or(1 << 30, |total| (total / 10).max(256 << 20))
 }
 
 impl Default for LimitsConfig {
@@ -59,6 +70,8 @@ impl Default for LimitsConfig {
             failed_auth_backoff_max: Duration::from_secs(300),
             statement_timeout: Some(Duration::from_secs(3600)),
             read_only_statement_timeout: Some(Duration::from_secs(3600)),
+            max_held_append_bytes: default_held_append_bytes(),
+            max_held_append_bytes_per_principal: default_held_append_bytes() / 2,
         }
     }
 }
@@ -234,6 +247,103 @@ pub struct Caps<K: Eq + Hash> {
 
 /// Open connections per client address (IPv6: per /64).
 pub type ConnectionCaps = Caps<IpAddr>;
+
+/// Bytes held under a key and in total, each capped: the APPEND bodies a node holds whole
+/// (an APPEND reaches its worker only whole: DuckDB 1.5.5 runs a body whose client paused for
+/// 5 s as far as it got, reading the rest from its heap).
+#[derive(Debug)]
+pub struct ByteCaps<K: Eq + Hash> {
+    tally: std::sync::Mutex<Tally<K>>,
+    max_total: u64,
+    max_each: u64,
+}
+
+#[derive(Debug)]
+struct Tally<K: Eq + Hash> {
+    total: u64,
+    each: std::collections::HashMap<K, u64>,
+}
+
+/// Which cap a hold would have passed, and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteCapFull {
+    Total(u64),
+    Each(u64),
+}
+
+/// Bytes held under one key, released when it drops.
+#[derive(Debug)]
+pub struct Held<K: Eq + Hash + Clone> {
+    caps: std::sync::Arc<ByteCaps<K>>,
+    key: K,
+    bytes: u64,
+}
+
+impl<K: Eq + Hash + Clone> ByteCaps<K> {
+    pub fn new(max_total: u64, max_each: u64) -> Self {
+        ByteCaps {
+            tally: std::sync::Mutex::new(Tally {
+                total: 0,
+                each: std::collections::HashMap::new(),
+            }),
+            max_total,
+            max_each,
+        }
+    }
+
+    /// Nothing held yet under `key`.
+    pub fn hold(self: &std::sync::Arc<Self>, key: K) -> Held<K> {
+        Held {
+            caps: self.clone(),
+            key,
+            bytes: 0,
+        }
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally<K>> {
+        self.tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<K: Eq + Hash + Clone> Held<K> {
+    /// Holds `n` more bytes, unless that passes a cap.
+    ///
+    /// # Errors
+    /// The cap it would pass; nothing more is held then.
+    pub fn grow(&mut self, n: u64) -> Result<(), ByteCapFull> {
+        let caps = &self.caps;
+        let mut tally = caps.tally();
+        let each = tally.each.get(&self.key).copied().unwrap_or(0);
+        if each.saturating_add(n) > caps.max_each {
+            return Err(ByteCapFull::Each(caps.max_each));
+        }
+        if tally.total.saturating_add(n) > caps.max_total {
+            return Err(ByteCapFull::Total(caps.max_total));
+        }
+        tally.total += n;
+        *tally.each.entry(self.key.clone()).or_insert(0) += n;
+        self.bytes += n;
+        Ok(())
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Held<K> {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        let mut tally = self.caps.tally();
+        tally.total = tally.total.saturating_sub(self.bytes);
+        if let Some(each) = tally.each.get_mut(&self.key) {
+            *each = each.saturating_sub(self.bytes);
+            if *each == 0 {
+                tally.each.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// One thing held under a key, counted until it drops.
 #[derive(Debug)]
@@ -413,5 +523,25 @@ mod tests {
         let _p = caps.admit(v6).unwrap();
         let _q = caps.admit(same_64).unwrap();
         assert!(caps.admit(v6).is_none(), "IPv6 counts per /64");
+    }
+
+    #[test]
+    fn held_bytes_are_capped_per_key_and_in_total_and_released_on_drop() {
+        let caps = std::sync::Arc::new(ByteCaps::new(100, 60));
+        let mut a = caps.hold("a");
+        assert_eq!(a.grow(50), Ok(()));
+        assert_eq!(a.grow(11), Err(ByteCapFull::Each(60)));
+        let mut b = caps.hold("b");
+        assert_eq!(b.grow(51), Err(ByteCapFull::Total(100)));
+        assert_eq!(b.grow(50), Ok(()));
+        drop(a);
+        assert_eq!(b.grow(10), Ok(()));
+        assert_eq!(b.grow(1), Err(ByteCapFull::Each(60)));
+        let mut a = caps.hold("a");
+        assert_eq!(a.grow(40), Ok(()));
+        assert_eq!(a.grow(1), Err(ByteCapFull::Total(100)));
+        drop((a, b));
+        assert_eq!(caps.tally().total, 0);
+        assert!(caps.tally().each.is_empty());
     }
 }

@@ -190,6 +190,9 @@ pub(super) fn validate(
     let statement_timeout = l
         .statement_timeout_secs
         .map_or(defaults.statement_timeout, deadline);
+    let held = l
+        .max_held_append_bytes
+        .unwrap_or(defaults.max_held_append_bytes);
     let limits = LimitsConfig {
         max_sessions: l.max_sessions.unwrap_or(defaults.max_sessions),
         max_sessions_per_principal: l
@@ -215,6 +218,10 @@ pub(super) fn validate(
         read_only_statement_timeout: l
             .read_only_statement_timeout_secs
             .map_or(statement_timeout, deadline),
+        max_held_append_bytes: held,
+        max_held_append_bytes_per_principal: l
+            .max_held_append_bytes_per_principal
+            .unwrap_or(held / 2),
     };
     for (key, value) in [
         ("limits.max_sessions", limits.max_sessions as u64),
@@ -233,6 +240,11 @@ pub(super) fn validate(
         (
             "limits.failed_auth_burst",
             u64::from(limits.failed_auth_burst),
+        ),
+        ("limits.max_held_append_bytes", limits.max_held_append_bytes),
+        (
+            "limits.max_held_append_bytes_per_principal",
+            limits.max_held_append_bytes_per_principal,
         ),
         (
             "limits.failed_auth_window_secs",

@@ -170,6 +170,8 @@ pub(super) struct FileLimits {
     pub(super) failed_auth_backoff_max_secs: Option<u64>,
     pub(super) statement_timeout_secs: Option<u64>,
     pub(super) read_only_statement_timeout_secs: Option<u64>,
+    pub(super) max_held_append_bytes: Option<u64>,
+    pub(super) max_held_append_bytes_per_principal: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -40,7 +40,7 @@ use crate::cluster::status::STATUS_PATH;
 use crate::error::{GatewayError, Side};
 use crate::proxy::context::{Outgoing, RequestContext};
 use crate::proxy::read::{
-    buffered_cap, declared_length, read_header, read_rest, with_client_timeout,
+    buffered_cap, declared_length, read_append, read_header, read_rest, with_client_timeout,
     MAX_CONNECT_MESSAGE_BYTES,
 };
 use crate::proxy::session::Destination;
@@ -217,6 +217,8 @@ async fn forward(
                 })?,
         ),
     };
+    // Released once the worker has answered.
+    let mut held_append = None;
     let outgoing = match buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
         Some(cap) => {
             if declared_length.is_some_and(|n| n > cap) {
@@ -230,6 +232,13 @@ async fn forward(
                 })?;
             codec::validate_request(&message, &header)?;
             ctx.audit.request(&message, &header, state.audit);
+            Outgoing::Whole(message)
+        }
+        None if header.msg_type == msg_type::APPEND_REQUEST => {
+            let held = held_append.insert(state.held_appends.hold(destination.principal_tag()));
+            let message = read_append(prefix, body, declared_length, limit, held).await?;
+            // Refused before a worker is reached; rewritten as it goes (`pinned`).
+            codec::check_append(message.clone())?;
             Outgoing::Whole(message)
         }
         None => Outgoing::Streamed {

@@ -1,6 +1,7 @@
 //! Reading the client's body, always bounded in size and time: the header first, then, for the
-//! small message types whose layout is known, the whole message. A body streamed to a worker
-//! (APPEND) is bounded too: in size by `gateway.max_body_bytes`, in time by [`TimedBody`].
+//! message types whose layout is known, the whole message; an APPEND in the bytes the node
+//! may hold ([`read_append`]). A body streamed to a worker (a newer message type) is bounded
+//! too: in size by `gateway.max_body_bytes`, in time by [`TimedBody`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
 use crate::error::GatewayError;
+use crate::limits::{ByteCapFull, Held};
 use crate::proxy::append_check::AppendNotWhole;
 use crate::upstream::UpstreamError;
 use quack_codec::msg_type;
@@ -121,6 +123,43 @@ pub async fn read_rest(
     Ok(buf.map_or(prefix, BytesMut::freeze))
 }
 
+/// Reads a whole APPEND, its bytes held under `held` as they arrive. An APPEND reaches its
+/// worker only whole: DuckDB 1.5.5's server, left waiting 5 s for the rest of a body, runs
+/// what it has, reading the rest from its heap (a twenty-eighth review), so no client's pause
+/// may reach a worker. In time it is bounded as [`TimedBody`] bounds a body (a slow but honest
+/// line keeps earning time), in size by `limit` and by what may be held.
+pub async fn read_append(
+    prefix: Bytes,
+    body: Limited<Incoming>,
+    declared_length: Option<u64>,
+    limit: u64,
+    held: &mut Held<u32>,
+) -> Result<Bytes, GatewayError> {
+    let full = |e: ByteCapFull| match e {
+        ByteCapFull::Total(limit) => GatewayError::AppendBytesHeld {
+            limit,
+            per_principal: false,
+        },
+        ByteCapFull::Each(limit) => GatewayError::AppendBytesHeld {
+            limit,
+            per_principal: true,
+        },
+    };
+    held.grow(prefix.len() as u64).map_err(full)?;
+    let mut buf =
+        BytesMut::with_capacity(declared_length.map_or(prefix.len(), |n| n.min(1 << 20) as usize));
+    buf.extend_from_slice(&prefix);
+    let mut body = TimedBody::new(body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| body_error(e, limit))?;
+        if let Ok(data) = frame.into_data() {
+            held.grow(data.len() as u64).map_err(full)?;
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
 /// Bounds a read of the client's body by [`CLIENT_READ_TIMEOUT`].
 pub async fn with_client_timeout<T>(
     read: impl std::future::Future<Output = Result<T, GatewayError>>,
@@ -210,6 +249,8 @@ pub fn streamed_body_failure(e: UpstreamError, limit: u64) -> GatewayError {
 fn body_error(e: BoxError, limit: u64) -> GatewayError {
     if e.is::<LengthLimitError>() {
         GatewayError::BodyTooLarge { limit }
+    } else if e.is::<BodyTimedOut>() {
+        GatewayError::ClientTimeout
     } else {
         GatewayError::ClientBody(e)
     }

@@ -476,3 +476,83 @@ fn a_geometry_whose_counts_its_bytes_do_not_back_never_reaches_the_worker() {
     );
     assert_eq!(gw.worker_pids(), workers, "no worker restarted");
 }
+
+/// An APPEND reaches its worker only whole. DuckDB 1.5.5's server, left waiting 5 s for the
+/// rest of a body, runs what it has and reads the rest from its heap (a twenty-eighth review
+/// had a worker's error echo another request's bytes so), so a client that pauses longer than
+/// that mid-APPEND must not leave a worker waiting: its rows land once the rest comes.
+#[test]
+fn a_client_pausing_mid_append_never_leaves_a_worker_waiting() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use quack_codec::{append_request, AppendColumn};
+
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        ..Default::default()
+    });
+    gw.cli_ok("CREATE TABLE r.p (i BIGINT, s VARCHAR);");
+    let workers = gw.worker_pids();
+    let id = open_session(&gw);
+    let rows: i64 = 2048;
+    let message = append_request(
+        &id,
+        1,
+        "main",
+        "p",
+        &[
+            AppendColumn::BigInt((0..rows).collect()),
+            AppendColumn::Varchar((0..rows).map(|i| format!("row {i}")).collect()),
+        ],
+    );
+    let mut s = TcpStream::connect(gw.plain).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        message.len()
+    )
+    .unwrap();
+    let half = message.len() / 2;
+    s.write_all(&message[..half]).unwrap();
+    // The client's pause, longer than the worker's 5 s read timeout: the stimulus, not a wait.
+    std::thread::sleep(Duration::from_secs(7));
+    s.write_all(&message[half..]).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    let body = &answer[text.find("\r\n\r\n").expect("an HTTP answer") + 4..];
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(msg_type(body), 10, "SUCCESS_RESPONSE: {text}\n{}", gw.log());
+    assert_eq!(
+        gw.cli_ok("SELECT count(*), sum(i), count(DISTINCT s) FROM r.p;"),
+        [format!("{rows},{},{rows}", rows * (rows - 1) / 2)]
+    );
+    assert_eq!(gw.worker_pids(), workers, "no worker restarted");
+}
+
+/// The APPEND bytes a node holds whole are capped per principal and in total; an APPEND that
+/// would pass a cap is answered with a Quack error naming it, and is not run.
+#[test]
+fn an_append_past_the_bytes_a_node_may_hold_is_refused_by_name() {
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_toml: "[limits]\nmax_held_append_bytes = 4194304\nmax_held_append_bytes_per_principal = 1048576\n".into(),
+        ..Default::default()
+    });
+    let out = gw.cli(
+        "CREATE TABLE r.h (s VARCHAR);\n\
+         INSERT INTO r.h SELECT repeat('x', 1000) || range FROM range(2000);\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("limits.max_held_append_bytes_per_principal (1 MiB)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        gw.cli_ok("INSERT INTO r.h SELECT repeat('x', 100) || range FROM range(2000);\nSELECT count(*) FROM r.h;"),
+        ["2000"]
+    );
+}

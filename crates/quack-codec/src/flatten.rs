@@ -35,12 +35,16 @@ enum Data {
         width: usize,
         bytes: Bytes,
     },
-    Strings(Arc<[Bytes]>),
+    /// Each string's start and length in `all`.
+    Strings {
+        all: Bytes,
+        spans: Arc<Vec<(u32, u32)>>,
+    },
     Struct(Vec<Flat>),
     /// The child has `size` rows.
     List {
         size: u64,
-        entries: Arc<[(u64, u64)]>,
+        entries: Arc<Vec<(u64, u64)>>,
         child: Box<Flat>,
     },
     Array {
@@ -127,13 +131,14 @@ enum Part {
     },
     /// A NULL row's string is empty.
     Strings {
-        values: Arc<[Bytes]>,
+        all: Bytes,
+        spans: Arc<Vec<(u32, u32)>>,
         validity: Validity,
         next: u64,
     },
     /// A NULL row's entry is 0/0.
     Entries {
-        entries: Arc<[(u64, u64)]>,
+        entries: Arc<Vec<(u64, u64)>>,
         validity: Validity,
         next: u64,
     },
@@ -207,7 +212,8 @@ impl Part {
                 }
             }
             Part::Strings {
-                values,
+                all,
+                spans,
                 validity,
                 next,
             } => {
@@ -216,7 +222,9 @@ impl Part {
                         true => {
                             let row = validity.rows.source(*next)?;
                             let row = usize::try_from(row).map_err(|_| MALFORMED)?;
-                            values.get(row).ok_or(MALFORMED)?
+                            let (start, len) = *spans.get(row).ok_or(MALFORMED)?;
+                            let (start, len) = (start as usize, len as usize);
+                            all.get(start..start + len).ok_or(MALFORMED)?
                         }
                         false => &[],
                     };
@@ -400,11 +408,17 @@ fn read(
             if r.varint()? != count {
                 return Err(MALFORMED);
             }
-            let mut strings = Vec::new();
+            let mut spans = Vec::new();
             for _ in 0..count {
-                strings.push(blob(all, r)?);
+                let span = r.string()?;
+                let start = u32::try_from(span.start).map_err(|_| MALFORMED)?;
+                let len = u32::try_from(span.len()).map_err(|_| MALFORMED)?;
+                spans.push((start, len));
             }
-            Data::Strings(strings.into())
+            Data::Strings {
+                all: all.clone(),
+                spans: Arc::new(spans),
+            }
         }
         Shape::Struct(fields) => {
             expect(r, 103)?;
@@ -444,7 +458,7 @@ fn read(
             let child = Box::new(read(all, r, child, size, depth + 1)?);
             Data::List {
                 size,
-                entries: entries.into(),
+                entries: Arc::new(entries),
                 child,
             }
         }
@@ -534,11 +548,12 @@ fn write(w: &mut Writer, flat: &Flat, rows: Rows) -> Result<(), CodecError> {
                 next: 0,
             });
         }
-        Data::Strings(values) => {
+        Data::Strings { all, spans } => {
             w.lit.put_u16_le(102);
             put_varint(&mut w.lit, n);
             w.lazy(Part::Strings {
-                values: values.clone(),
+                all: all.clone(),
+                spans: spans.clone(),
                 validity,
                 next: 0,
             });
