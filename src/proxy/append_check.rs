@@ -5,7 +5,7 @@
 //! nothing of the client's last piece until the whole message has been walked. A body that ends
 //! early, or is not in the layout DuckDB writes, is cut off before the worker has all of it; a
 //! worker runs no request whose body it has not had whole. Its length changes, so it goes on
-//! chunked.
+//! chunked. An APPEND the node has already read whole goes the same way ([`WalkedAppend`]).
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -96,6 +96,55 @@ where
     }
 }
 
+/// An APPEND the node has read whole and walked (`Outgoing::Append`): the worker's header,
+/// then what the walk passes on after the client's header, its compressed vectors made flat as
+/// the worker takes them.
+pub struct WalkedAppend {
+    header: Option<Bytes>,
+    /// Bytes of the client's header still to be dropped from what the walk passes on.
+    skip: usize,
+    flat: FlatAppend,
+}
+
+impl WalkedAppend {
+    pub fn new(header: Bytes, client_header_len: usize, flat: FlatAppend) -> Self {
+        WalkedAppend {
+            header: Some(header),
+            skip: client_header_len,
+            flat,
+        }
+    }
+}
+
+impl Body for WalkedAppend {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(header) = this.header.take() {
+            return Poll::Ready(Some(Ok(Frame::data(header))));
+        }
+        loop {
+            let piece = match this.flat.next_out() {
+                Ok(Some(piece)) => piece,
+                Ok(None) => return Poll::Ready(None),
+                Err(e) => return Poll::Ready(Some(Err(Box::new(AppendNotWhole(e))))),
+            };
+            if this.skip >= piece.len() {
+                this.skip -= piece.len();
+                continue;
+            }
+            let piece = piece.slice(this.skip..);
+            this.skip = 0;
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -162,6 +211,25 @@ mod tests {
                 .map(|c| c.to_bytes());
             assert_eq!(out.ok(), Some(flat.clone()), "pieces of {size}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_walked_append_goes_on_flat_behind_the_workers_header() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/quack/append_request_cli_compressed.bin");
+        let message = Bytes::from(std::fs::read(path).expect("the fixture"));
+        let client_header = quack_codec::decode_header(&message).unwrap().len;
+        let mut flat = FlatAppend::new();
+        flat.push(message.clone()).unwrap();
+        flat.finish().unwrap();
+        let out = WalkedAppend::new(Bytes::from_static(b"HEADER"), client_header, flat)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap();
+        let whole = quack_codec::flatten_append(message).unwrap();
+        assert_eq!(&out[..6], b"HEADER");
+        assert_eq!(out[6..], whole[client_header..]);
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use http::header::USER_AGENT;
 use http::{HeaderValue, Request};
 use http_body_util::Limited;
 use hyper::body::Incoming;
+use quack_codec::FlatAppend;
 
 use crate::audit::AuditFacts;
 use crate::auth::Principal;
@@ -97,6 +98,12 @@ pub struct Admitted {
 /// What goes on after the header: the whole checked message, or a stream.
 pub enum Outgoing {
     Whole(Bytes),
+    /// A whole APPEND, walked: what goes to a worker comes from `flat`, with its compressed
+    /// vectors written flat.
+    Append {
+        message: Bytes,
+        flat: FlatAppend,
+    },
     Streamed {
         /// What was read to decode the header.
         prefix: Bytes,

@@ -237,9 +237,12 @@ async fn forward(
         None if header.msg_type == msg_type::APPEND_REQUEST => {
             let held = held_append.insert(state.held_appends.hold(destination.principal_tag()));
             let message = read_append(prefix, body, declared_length, limit, held).await?;
-            // Refused before a worker is reached; rewritten as it goes (`pinned`).
-            codec::check_append(message.clone())?;
-            Outgoing::Whole(message)
+            // Walked whole, so refused before a worker is reached; what the walk rewrites is
+            // made as the worker takes it (`pinned`).
+            let mut flat = codec::FlatAppend::new();
+            flat.push(message.clone())?;
+            flat.finish()?;
+            Outgoing::Append { message, flat }
         }
         None => Outgoing::Streamed {
             prefix,

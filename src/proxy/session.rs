@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::auth::Access;
 use crate::body::{full, loopback, whole, PrefixedBody, ResponseBody};
 use crate::error::{quack_response, GatewayError};
-use crate::proxy::append_check::CheckedAppend;
+use crate::proxy::append_check::{CheckedAppend, WalkedAppend};
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
 use crate::proxy::peer;
 use crate::proxy::read::{read_rest, streamed_body_failure, with_client_timeout, TimedBody};
@@ -189,7 +189,7 @@ pub async fn to_peer(
     outgoing: Outgoing,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let message = match outgoing {
-        Outgoing::Whole(message) => message,
+        Outgoing::Whole(message) | Outgoing::Append { message, .. } => message,
         Outgoing::Streamed { prefix, rest, .. } => {
             let limit = state.max_body_bytes;
             with_client_timeout(read_rest(prefix, rest, limit, limit)).await?
@@ -232,6 +232,10 @@ pub async fn pinned(
                 }
                 _ => QuackPost::whole(loopback(to.port), out.freeze()),
             }
+        }
+        Outgoing::Append { flat, .. } => {
+            let body = WalkedAppend::new(new_header, header.len, flat).boxed();
+            QuackPost::streamed(loopback(to.port), body, None)
         }
         Outgoing::Streamed {
             prefix,
