@@ -38,6 +38,7 @@ use crate::body::{empty, full, ResponseBody};
 use crate::cluster::credential::PEER_HEADER;
 use crate::cluster::status::STATUS_PATH;
 use crate::error::{GatewayError, Side};
+use crate::proxy::append_check::walk_append;
 use crate::proxy::context::{Outgoing, RequestContext};
 use crate::proxy::read::{
     buffered_cap, declared_length, read_append, read_header, read_rest, with_client_timeout,
@@ -170,10 +171,6 @@ async fn forward(
             return connect::connect(state, ctx, message, &header).await;
         }
         let destination = session::resolve(state, ctx, &message, &header)?;
-        // Refused here with a clear answer; rewritten as it goes to the worker (`pinned`).
-        if header.msg_type == msg_type::APPEND_REQUEST {
-            codec::check_append(message.clone())?;
-        }
         if let Some(cap) = buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
             if message.len() as u64 > cap {
                 return Err(too_large(state, header.msg_type, cap));
@@ -181,10 +178,17 @@ async fn forward(
             codec::validate_request(&message, &header)?;
             ctx.audit.request(&message, &header, state.audit);
         }
+        // Walked whole, so refused here with a clear answer; what the walk rewrites is made
+        // as the worker takes it (`pinned`).
+        let outgoing = match header.msg_type {
+            msg_type::APPEND_REQUEST => Outgoing::Append {
+                flat: walk_append(message.clone()).await?,
+                message,
+            },
+            _ => Outgoing::Whole(message),
+        };
         return match destination {
-            Destination::Worker(to) => {
-                session::pinned(state, ctx, to, Outgoing::Whole(message), &header).await
-            }
+            Destination::Worker(to) => session::pinned(state, ctx, to, outgoing, &header).await,
             // `resolve` never sends a peer's request on to another node.
             Destination::Peer(_) => Err(crate::routing::RoutingError::ForeignNode.into()),
         };
@@ -239,9 +243,7 @@ async fn forward(
             let message = read_append(prefix, body, declared_length, limit, held).await?;
             // Walked whole, so refused before a worker is reached; what the walk rewrites is
             // made as the worker takes it (`pinned`).
-            let mut flat = codec::FlatAppend::new();
-            flat.push(message.clone())?;
-            flat.finish()?;
+            let flat = walk_append(message.clone()).await?;
             Outgoing::Append { message, flat }
         }
         None => Outgoing::Streamed {

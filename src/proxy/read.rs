@@ -35,6 +35,13 @@ const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// The slowest a streamed body may arrive, after its first [`CLIENT_READ_TIMEOUT`]: 8 KiB/s,
 /// a 64 kbit/s line. Apache's mod_reqtimeout does the same with `body=..,MinRate=500`.
 const MIN_BODY_RATE: f64 = 8.0 * 1024.0;
+/// The slowest an APPEND read whole may arrive, after its first [`CLIENT_READ_TIMEOUT`]: its
+/// bytes are held against caps other principals share, so a body sent fast and then dripped
+/// must not earn hours (a twenty-ninth review held a node's cap for its 8.6 h at 8 KiB/s).
+const MIN_HELD_RATE: f64 = 1024.0 * 1024.0;
+/// The longest an APPEND read whole may pause between pieces. DuckDB 1.5.5's own server gives
+/// a body 5 s, so no client of it pauses longer.
+const HELD_IDLE: Duration = Duration::from_secs(10);
 
 /// A streamed body that did not arrive in time.
 #[derive(Debug, thiserror::Error)]
@@ -126,11 +133,12 @@ pub async fn read_rest(
 /// Reads a whole APPEND, its bytes held under `held` as they arrive. An APPEND reaches its
 /// worker only whole: DuckDB 1.5.5's server, left waiting 5 s for the rest of a body, runs
 /// what it has, reading the rest from its heap (a twenty-eighth review), so no client's pause
-/// may reach a worker. In time it is bounded as [`TimedBody`] bounds a body (a slow but honest
-/// line keeps earning time), in size by `limit` and by what may be held.
+/// may reach a worker. In time it is bounded by [`CLIENT_READ_TIMEOUT`] plus one second per
+/// [`MIN_HELD_RATE`] bytes received, and by [`HELD_IDLE`] between pieces; in size by `limit`
+/// and by what may be held.
 pub async fn read_append(
     prefix: Bytes,
-    body: Limited<Incoming>,
+    mut body: Limited<Incoming>,
     declared_length: Option<u64>,
     limit: u64,
     held: &mut Held<u32>,
@@ -149,15 +157,22 @@ pub async fn read_append(
     let mut buf =
         BytesMut::with_capacity(declared_length.map_or(prefix.len(), |n| n.min(1 << 20) as usize));
     buf.extend_from_slice(&prefix);
-    let mut body = TimedBody::new(body);
-    while let Some(frame) = body.frame().await {
+    let started = Instant::now();
+    loop {
+        let earned = Duration::from_secs_f64(buf.len() as f64 / MIN_HELD_RATE);
+        let until = (started + CLIENT_READ_TIMEOUT + earned).min(Instant::now() + HELD_IDLE);
+        let Some(frame) = tokio::time::timeout_at(until, body.frame())
+            .await
+            .map_err(|_| GatewayError::ClientTimeout)?
+        else {
+            return Ok(buf.freeze());
+        };
         let frame = frame.map_err(|e| body_error(e, limit))?;
         if let Ok(data) = frame.into_data() {
             held.grow(data.len() as u64).map_err(full)?;
             buf.extend_from_slice(&data);
         }
     }
-    Ok(buf.freeze())
 }
 
 /// Bounds a read of the client's body by [`CLIENT_READ_TIMEOUT`].

@@ -271,8 +271,8 @@ fn table(gw: &Gateway, id: &[u8]) -> Vec<Row> {
     slow_body.resize(200, b'A');
     let slow_head =
         b"POST /quack HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000\r\n\r\n".to_vec();
-    // APPENDs are walked as they stream, and garbage is refused as soon as it is seen, so the
-    // size and time limits on a streamed APPEND are tried with real ones: one a little over
+    // APPENDs are read whole, then walked, and garbage is refused, so the size and time
+    // limits on an APPEND are tried with real ones: one a little over
     // the limit, and the start of one whose 8,000-byte data blob then arrives a byte a second.
     let over_limit_append = |rows: usize| {
         codec::append_request(

@@ -506,25 +506,44 @@ fn a_client_pausing_mid_append_never_leaves_a_worker_waiting() {
             AppendColumn::Varchar((0..rows).map(|i| format!("row {i}")).collect()),
         ],
     );
-    let mut s = TcpStream::connect(gw.plain).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        message.len()
-    )
-    .unwrap();
-    let half = message.len() / 2;
-    s.write_all(&message[..half]).unwrap();
-    // The client's pause, longer than the worker's 5 s read timeout: the stimulus, not a wait.
-    std::thread::sleep(Duration::from_secs(7));
-    s.write_all(&message[half..]).unwrap();
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).unwrap();
-    let text = String::from_utf8_lossy(&answer);
-    let body = &answer[text.find("\r\n\r\n").expect("an HTTP answer") + 4..];
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert_eq!(msg_type(body), 10, "SUCCESS_RESPONSE: {text}\n{}", gw.log());
+    // The message in two halves with a pause between: the stimulus, not a wait. The answer:
+    // its status line and its body.
+    let send_pausing = |pause: Duration| -> (String, Vec<u8>) {
+        let mut s = TcpStream::connect(gw.plain).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            message.len()
+        )
+        .unwrap();
+        let half = message.len() / 2;
+        s.write_all(&message[..half]).unwrap();
+        std::thread::sleep(pause);
+        // The gateway may have answered and closed already.
+        let _ = s.write_all(&message[half..]);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let at = text.find("\r\n\r\n").expect("an HTTP answer") + 4;
+        (
+            text.lines().next().unwrap_or_default().to_string(),
+            answer[at..].to_vec(),
+        )
+    };
+    // Longer than the worker's 5 s read timeout, shorter than the gateway's 10 s between
+    // pieces: the rows land.
+    let (status, body) = send_pausing(Duration::from_secs(7));
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(
+        msg_type(&body),
+        10,
+        "SUCCESS_RESPONSE: {body:?}\n{}",
+        gw.log()
+    );
+    // Longer than the gateway's 10 s: the client gets 408, and nothing lands.
+    let (status, _) = send_pausing(Duration::from_secs(12));
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
     assert_eq!(
         gw.cli_ok("SELECT count(*), sum(i), count(DISTINCT s) FROM r.p;"),
         [format!("{rows},{},{rows}", rows * (rows - 1) / 2)]
