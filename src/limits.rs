@@ -50,6 +50,9 @@ pub struct LimitsConfig {
     pub max_held_append_bytes: u64,
     /// The same, of one principal. Default: half of `max_held_append_bytes`.
     pub max_held_append_bytes_per_principal: u64,
+    /// The slowest an APPEND may arrive, on average after its first 60 s, in bytes a second:
+    /// its bytes are held against caps other principals share. Default 1 MiB/s.
+    pub min_append_rate: u64,
 }
 
 /// `max_held_append_bytes` unless set.
@@ -72,6 +75,7 @@ impl Default for LimitsConfig {
             read_only_statement_timeout: Some(Duration::from_secs(3600)),
             max_held_append_bytes: default_held_append_bytes(),
             max_held_append_bytes_per_principal: default_held_append_bytes() / 2,
+            min_append_rate: 1 << 20,
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct AppState {
     pub max_body_bytes: u64,
     /// `limits.statement_timeout_secs` and its read-only twin.
     pub statement_timeout: Option<std::time::Duration>,
+    /// `limits.min_append_rate`, bytes a second.
+    pub min_append_rate: u64,
     pub read_only_statement_timeout: Option<std::time::Duration>,
     /// `gateway.max_prepare_bytes`.
     pub max_prepare_bytes: u64,
@@ -136,6 +138,7 @@ impl AppState {
             role: config.role,
             max_body_bytes: config.max_body_bytes,
             statement_timeout: config.limits.statement_timeout,
+            min_append_rate: config.limits.min_append_rate,
             read_only_statement_timeout: config.limits.read_only_statement_timeout,
             max_prepare_bytes: config.max_prepare_bytes,
             audit: config.audit,

@@ -222,6 +222,7 @@ pub(super) fn validate(
         max_held_append_bytes_per_principal: l
             .max_held_append_bytes_per_principal
             .unwrap_or(held / 2),
+        min_append_rate: l.min_append_rate.unwrap_or(defaults.min_append_rate),
     };
     for (key, value) in [
         ("limits.max_sessions", limits.max_sessions as u64),
@@ -242,6 +243,7 @@ pub(super) fn validate(
             u64::from(limits.failed_auth_burst),
         ),
         ("limits.max_held_append_bytes", limits.max_held_append_bytes),
+        ("limits.min_append_rate", limits.min_append_rate),
         (
             "limits.max_held_append_bytes_per_principal",
             limits.max_held_append_bytes_per_principal,

@@ -757,7 +757,7 @@ mod tests {
         )
         .unwrap();
         let text = format!(
-            "{}[auth.jwt]\njwks_file = \"jwks.json\"\nissuer = \"i\"\naudience = \"a\"\nleeway_secs = 100000\nrole_claim = \"sub\"\nsession_expiry = \"never\"\n[limits]\nfailed_auth_backoff_max_secs = 99999999\n",
+            "{}[auth.jwt]\njwks_file = \"jwks.json\"\nissuer = \"i\"\naudience = \"a\"\nleeway_secs = 100000\nrole_claim = \"sub\"\nsession_expiry = \"never\"\n[limits]\nfailed_auth_backoff_max_secs = 99999999\nmin_append_rate = 0\nmax_held_append_bytes = 0\n",
             base(dir.path()).replace("sha256 = ", "role = \"read_only\"\nsha256 = ")
         );
         let err = load(&text, dir.path(), &[]).unwrap_err().to_string();
@@ -766,6 +766,8 @@ mod tests {
             "auth.jwt.role_claim",
             "auth.jwt.session_expiry",
             "limits.failed_auth_backoff_max_secs",
+            "limits.min_append_rate",
+            "limits.max_held_append_bytes",
             "workers.read_only_count",
         ] {
             assert!(err.contains(key), "{key} not in: {err}");

@@ -240,7 +240,8 @@ async fn forward(
         }
         None if header.msg_type == msg_type::APPEND_REQUEST => {
             let held = held_append.insert(state.held_appends.hold(destination.principal_tag()));
-            let message = read_append(prefix, body, declared_length, limit, held).await?;
+            let rate = state.min_append_rate;
+            let message = read_append(prefix, body, declared_length, limit, rate, held).await?;
             // Walked whole, so refused before a worker is reached; what the walk rewrites is
             // made as the worker takes it (`pinned`).
             let flat = walk_append(message.clone()).await?;

@@ -35,10 +35,6 @@ const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// The slowest a streamed body may arrive, after its first [`CLIENT_READ_TIMEOUT`]: 8 KiB/s,
 /// a 64 kbit/s line. Apache's mod_reqtimeout does the same with `body=..,MinRate=500`.
 const MIN_BODY_RATE: f64 = 8.0 * 1024.0;
-/// The slowest an APPEND read whole may arrive, after its first [`CLIENT_READ_TIMEOUT`]: its
-/// bytes are held against caps other principals share, so a body sent fast and then dripped
-/// must not earn hours (a twenty-ninth review held a node's cap for its 8.6 h at 8 KiB/s).
-const MIN_HELD_RATE: f64 = 1024.0 * 1024.0;
 /// The longest an APPEND read whole may pause between pieces. DuckDB 1.5.5's own server gives
 /// a body 5 s, so no client of it pauses longer.
 const HELD_IDLE: Duration = Duration::from_secs(10);
@@ -134,13 +130,16 @@ pub async fn read_rest(
 /// worker only whole: DuckDB 1.5.5's server, left waiting 5 s for the rest of a body, runs
 /// what it has, reading the rest from its heap (a twenty-eighth review), so no client's pause
 /// may reach a worker. In time it is bounded by [`CLIENT_READ_TIMEOUT`] plus one second per
-/// [`MIN_HELD_RATE`] bytes received, and by [`HELD_IDLE`] between pieces; in size by `limit`
-/// and by what may be held.
+/// `min_rate` bytes received (`limits.min_append_rate`: its bytes are held against caps other
+/// principals share, so a body sent fast and then dripped must not earn hours, as a
+/// twenty-ninth review's did at 8 KiB/s), and by [`HELD_IDLE`] between pieces; in size by
+/// `limit` and by what may be held.
 pub async fn read_append(
     prefix: Bytes,
     mut body: Limited<Incoming>,
     declared_length: Option<u64>,
     limit: u64,
+    min_rate: u64,
     held: &mut Held<u32>,
 ) -> Result<Bytes, GatewayError> {
     let full = |e: ByteCapFull| match e {
@@ -159,7 +158,7 @@ pub async fn read_append(
     buf.extend_from_slice(&prefix);
     let started = Instant::now();
     loop {
-        let earned = Duration::from_secs_f64(buf.len() as f64 / MIN_HELD_RATE);
+        let earned = Duration::from_secs_f64(buf.len() as f64 / min_rate.max(1) as f64);
         let until = (started + CLIENT_READ_TIMEOUT + earned).min(Instant::now() + HELD_IDLE);
         let Some(frame) = tokio::time::timeout_at(until, body.frame())
             .await
