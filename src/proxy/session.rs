@@ -21,9 +21,9 @@ use http_body_util::BodyExt;
 use tracing::{debug, info, warn};
 
 use crate::auth::Access;
-use crate::body::{full, loopback, whole, PrefixedBody, ResponseBody};
+use crate::body::{full, loopback, PrefixedBody, ResponseBody};
 use crate::error::{quack_response, GatewayError};
-use crate::proxy::append_check::{CheckedAppend, WalkedAppend};
+use crate::proxy::append_check::WalkedAppend;
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
 use crate::proxy::peer;
 use crate::proxy::read::{read_rest, streamed_body_failure, with_client_timeout, TimedBody};
@@ -224,14 +224,7 @@ pub async fn pinned(
             let mut out = BytesMut::with_capacity(new_header.len() + message.len() - header.len);
             out.extend_from_slice(&new_header);
             out.extend_from_slice(&message[header.len..]);
-            match header.msg_type {
-                // A peer's APPEND is rewritten as it goes, as a client's is below.
-                msg_type::APPEND_REQUEST => {
-                    let body = CheckedAppend::new(whole(out.freeze())).boxed();
-                    QuackPost::streamed(loopback(to.port), body, None)
-                }
-                _ => QuackPost::whole(loopback(to.port), out.freeze()),
-            }
+            QuackPost::whole(loopback(to.port), out.freeze())
         }
         Outgoing::Append { flat, .. } => {
             let body = WalkedAppend::new(new_header, header.len, flat).boxed();
@@ -242,18 +235,13 @@ pub async fn pinned(
             rest,
             declared_length,
         } => {
-            // Without a usable declared length the body goes out chunked; an APPEND's changes
-            // as it is rewritten.
+            // Without a usable declared length the body goes out chunked.
             let length = declared_length
                 .and_then(|d| d.checked_sub(header.len as u64))
                 .and_then(|d| d.checked_add(new_header.len() as u64));
             let tail = prefix.slice(header.len..);
             let body = PrefixedBody::new([new_header, tail], TimedBody::new(rest));
-            let (body, length) = match header.msg_type {
-                msg_type::APPEND_REQUEST => (CheckedAppend::new(body).boxed(), None),
-                _ => (body.boxed(), length),
-            };
-            QuackPost::streamed(loopback(to.port), body, length)
+            QuackPost::streamed(loopback(to.port), body.boxed(), length)
         }
     };
     state.sessions.touched(&to.id, Instant::now());
