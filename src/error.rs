@@ -15,6 +15,7 @@ use crate::auth::jwt::JwtRejection;
 use crate::auth::AuthError;
 use crate::body::{full, BoxError, ResponseBody};
 use crate::cluster::PeerAuthError;
+use crate::held_append::HoldError;
 use crate::limits::Throttled;
 use crate::routing::RoutingError;
 use crate::sessions::table::LimitError;
@@ -50,10 +51,9 @@ pub enum GatewayError {
     /// The principal has `limits.max_requests_per_principal` requests in flight already.
     #[error("{limit} requests of this principal in flight")]
     PrincipalBusy { limit: usize },
-    /// Holding this APPEND whole would pass `limits.max_held_append_bytes` (`per_principal`:
-    /// its per-principal cap) of `limit` bytes.
-    #[error("APPEND bytes held would pass {limit}")]
-    AppendBytesHeld { limit: u64, per_principal: bool },
+    /// This APPEND could not be held whole: a cap (`held_append`), or the spill folder.
+    #[error(transparent)]
+    AppendNotHeld(#[from] HoldError),
     /// The principal's sessions ended workers in a loop (`workers::exits`); its new sessions
     /// are refused for `secs` more.
     #[error("principal's sessions ended workers in a loop; new sessions refused for {secs} s")]
@@ -127,7 +127,8 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::PrepareTooLarge { .. } => "prepare_too_large",
             GatewayError::PrincipalBusy { .. } => "principal_requests_limit",
-            GatewayError::AppendBytesHeld { .. } => "append_bytes_held",
+            GatewayError::AppendNotHeld(HoldError::Full { .. }) => "append_bytes_held",
+            GatewayError::AppendNotHeld(HoldError::Disk(_)) => "append_spill_failed",
             GatewayError::PrincipalEndsWorkers { .. } => "principal_ends_workers",
             GatewayError::StatementTimeout { .. } => "statement_timeout",
             GatewayError::ClientBody(_) => "client_body",
@@ -165,7 +166,7 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::PrepareTooLarge { .. }
             | GatewayError::PrincipalBusy { .. }
-            | GatewayError::AppendBytesHeld { .. }
+            | GatewayError::AppendNotHeld(HoldError::Full { .. })
             | GatewayError::PrincipalEndsWorkers { .. }
             | GatewayError::ClientBody(_)
             | GatewayError::ClientTimeout
@@ -179,6 +180,7 @@ impl GatewayError {
             | GatewayError::Routing(_)
             | GatewayError::PeerAuth(_) => Side::Client,
             GatewayError::Upstream(_)
+            | GatewayError::AppendNotHeld(HoldError::Disk(_))
             | GatewayError::BadWorkerResponse(_)
             | GatewayError::WorkerFailed { .. }
             | GatewayError::OwnerUnreachable { .. }
@@ -233,19 +235,18 @@ impl GatewayError {
                 "quackgate: this principal has as many requests in flight as it may \
                  (limits.max_requests_per_principal); try again when some have finished",
             ),
-            GatewayError::AppendBytesHeld {
-                limit,
-                per_principal,
-            } => ClientReply::QuackText(format!(
-                "quackgate: this APPEND was not run: the gateway holds each APPEND whole before \
-                 its worker gets it, and holding this one would pass {} ({} MiB); try again \
-                 when others have finished, or send smaller batches",
-                match per_principal {
-                    true => "limits.max_held_append_bytes_per_principal",
-                    false => "limits.max_held_append_bytes",
-                },
-                limit >> 20
-            )),
+            GatewayError::AppendNotHeld(HoldError::Full { limit, setting }) => {
+                ClientReply::QuackText(format!(
+                    "quackgate: this APPEND was not run: the gateway holds each APPEND whole \
+                     before its worker gets it, and holding this one would pass {setting} ({} \
+                     MiB); try again when others have finished, or send smaller batches",
+                    limit >> 20
+                ))
+            }
+            GatewayError::AppendNotHeld(HoldError::Disk(_)) => ClientReply::Quack(
+                "quackgate: this APPEND was not run: the gateway could not hold it on disk \
+                 (limits.append_spill_dir); its log says why",
+            ),
             GatewayError::Draining => ClientReply::Quack(
                 "quackgate: this gateway is shutting down and takes no new connections; connect again",
             ),

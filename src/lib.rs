@@ -24,6 +24,7 @@
 //!   holds the keys in force, `auth::jwt` verifies, `auth::refresh` and `auth::jwks_url` keep
 //!   the keys current; `auth::mint` makes test tokens.
 //! - `limits`: the failed-authentication backoff per client address.
+//! - `held_append`: where an APPEND waits while it is read whole: memory, then disk.
 //! - `forwarded`: the client's address behind trusted proxies (`X-Forwarded-For`).
 //! - `routable_id`: signed connection ids that name their node and worker; `keyring` holds
 //!   their keys and the peer leg's, and `id_rotation` replaces both when the secret files change.
@@ -54,6 +55,7 @@ pub mod config;
 pub mod dev_init;
 pub mod error;
 pub mod forwarded;
+pub mod held_append;
 pub mod host_memory;
 pub mod id_rotation;
 pub mod keyring;

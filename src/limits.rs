@@ -9,6 +9,7 @@
 
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -44,15 +45,34 @@ pub struct LimitsConfig {
     pub statement_timeout: Option<Duration>,
     /// The same for read-only sessions. Default: `statement_timeout`.
     pub read_only_statement_timeout: Option<Duration>,
-    /// Bytes of APPEND bodies this node holds whole before they go to a worker, all principals
-    /// together. Default: a tenth of what the process may use (its cgroup's limit or the
-    /// machine's memory), at least 256 MiB.
+    /// Bytes of APPEND bodies this node holds in memory while it reads them whole, all
+    /// principals together (`held_append`). Default: a tenth of what the process may use (its
+    /// cgroup's limit or the machine's memory), at least 256 MiB.
     pub max_held_append_bytes: u64,
     /// The same, of one principal. Default: half of `max_held_append_bytes`.
     pub max_held_append_bytes_per_principal: u64,
+    /// An APPEND larger than this is held on disk, in `append_spill_dir`. Default 1 MiB.
+    pub append_memory_bytes: u64,
+    /// Where APPENDs past `append_memory_bytes` are held, in files without a name. Default:
+    /// the temporary folder (`TMPDIR`, else `/tmp`).
+    pub append_spill_dir: PathBuf,
+    /// Bytes of APPENDs this node holds on disk, all principals together. Default: half of
+    /// what `append_spill_dir`'s file system had free at start.
+    pub max_spilled_append_bytes: u64,
+    /// The same, of one principal. Default: a quarter of `max_spilled_append_bytes`.
+    pub max_spilled_append_bytes_per_principal: u64,
     /// The slowest an APPEND may arrive, on average after its first 60 s, in bytes a second:
-    /// its bytes are held against caps other principals share. Default 1 MiB/s.
+    /// its bytes are held against caps other principals share. Default 128 KiB/s, a 1 Mbit/s
+    /// line.
     pub min_append_rate: u64,
+}
+
+/// `max_spilled_append_bytes` unless set: half of what `dir`'s file system has free.
+///
+/// # Errors
+/// `dir` cannot be queried.
+pub fn default_spilled_append_bytes(dir: &Path) -> std::io::Result<u64> {
+    quackgate_spill::available_bytes(dir).map(|free| free / 2)
 }
 
 /// `max_held_append_bytes` unless set.
@@ -62,6 +82,7 @@ pub fn default_held_append_bytes() -> u64 {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
+        let spilled = default_spilled_append_bytes(&std::env::temp_dir()).unwrap_or(1 << 30);
         LimitsConfig {
             max_sessions: 10_000,
             max_sessions_per_principal: 256,
@@ -75,7 +96,11 @@ impl Default for LimitsConfig {
             read_only_statement_timeout: Some(Duration::from_secs(3600)),
             max_held_append_bytes: default_held_append_bytes(),
             max_held_append_bytes_per_principal: default_held_append_bytes() / 2,
-            min_append_rate: 1 << 20,
+            append_memory_bytes: 1 << 20,
+            append_spill_dir: std::env::temp_dir(),
+            max_spilled_append_bytes: spilled,
+            max_spilled_append_bytes_per_principal: spilled / 4,
+            min_append_rate: 128 << 10,
         }
     }
 }
@@ -331,21 +356,28 @@ impl<K: Eq + Hash + Clone> Held<K> {
         self.bytes += n;
         Ok(())
     }
-}
 
-impl<K: Eq + Hash + Clone> Drop for Held<K> {
-    fn drop(&mut self) {
-        if self.bytes == 0 {
+    /// Gives back `n` of the bytes held (at most all of them).
+    pub fn shrink(&mut self, n: u64) {
+        let n = n.min(self.bytes);
+        if n == 0 {
             return;
         }
+        self.bytes -= n;
         let mut tally = self.caps.tally();
-        tally.total = tally.total.saturating_sub(self.bytes);
+        tally.total = tally.total.saturating_sub(n);
         if let Some(each) = tally.each.get_mut(&self.key) {
-            *each = each.saturating_sub(self.bytes);
+            *each = each.saturating_sub(n);
             if *each == 0 {
                 tally.each.remove(&self.key);
             }
         }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Held<K> {
+    fn drop(&mut self) {
+        self.shrink(self.bytes);
     }
 }
 
@@ -541,9 +573,13 @@ mod tests {
         drop(a);
         assert_eq!(b.grow(10), Ok(()));
         assert_eq!(b.grow(1), Err(ByteCapFull::Each(60)));
+        b.shrink(20);
+        assert_eq!(b.grow(20), Ok(()));
+        b.shrink(20);
         let mut a = caps.hold("a");
-        assert_eq!(a.grow(40), Ok(()));
-        assert_eq!(a.grow(1), Err(ByteCapFull::Total(100)));
+        assert_eq!(a.grow(61), Err(ByteCapFull::Each(60)));
+        assert_eq!(a.grow(60), Ok(()));
+        assert_eq!(b.grow(1), Err(ByteCapFull::Total(100)));
         drop((a, b));
         assert_eq!(caps.tally().total, 0);
         assert!(caps.tally().each.is_empty());

@@ -14,7 +14,8 @@ use crate::auth::static_tokens::StaticTokens;
 use crate::auth::{Authenticator, WorkerToken};
 use crate::cluster::{peer_tls_client, Cluster, ClusterError};
 use crate::config::Config;
-use crate::limits::{AuthThrottle, ByteCaps, Caps};
+use crate::held_append::HeldAppends;
+use crate::limits::{AuthThrottle, Caps};
 use crate::metrics::Metrics;
 use crate::role::Role;
 use crate::routable_id::{IdSecret, IdSigner};
@@ -53,8 +54,8 @@ pub struct AppState {
     pub audit: AuditConfig,
     /// Requests in flight per principal (by its tag), `limits.max_requests_per_principal`.
     pub in_flight: Arc<Caps<u32>>,
-    /// APPEND bytes held whole per principal (by its tag), and in total.
-    pub held_appends: Arc<ByteCaps<u32>>,
+    /// Where APPENDs wait while they are read whole, and the caps on them.
+    pub held_appends: HeldAppends,
     pub auth: Authenticator,
     pub ids: IdSigner,
     pub workers: Arc<WorkerSet>,
@@ -143,10 +144,7 @@ impl AppState {
             max_prepare_bytes: config.max_prepare_bytes,
             audit: config.audit,
             in_flight: Arc::new(Caps::new(config.limits.max_requests_per_principal)),
-            held_appends: Arc::new(ByteCaps::new(
-                config.limits.max_held_append_bytes,
-                config.limits.max_held_append_bytes_per_principal,
-            )),
+            held_appends: HeldAppends::new(&config.limits),
             auth: Authenticator::new(
                 Arc::new(StaticTokens::new(
                     config.static_tokens.clone(),

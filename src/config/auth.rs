@@ -193,6 +193,21 @@ pub(super) fn validate(
     let held = l
         .max_held_append_bytes
         .unwrap_or(defaults.max_held_append_bytes);
+    let spill_dir = l
+        .append_spill_dir
+        .map_or(defaults.append_spill_dir, resolve);
+    // Made once here, so that a folder the gateway cannot write to stops it at start, not at
+    // the first large APPEND.
+    if let Err(e) = quackgate_spill::Spill::new_in(&spill_dir) {
+        problems.push(format!(
+            "limits.append_spill_dir: cannot hold APPENDs in {}: {e}",
+            spill_dir.display()
+        ));
+    }
+    let spilled = match l.max_spilled_append_bytes {
+        Some(bytes) => bytes,
+        None => crate::limits::default_spilled_append_bytes(&spill_dir).unwrap_or(0),
+    };
     let limits = LimitsConfig {
         max_sessions: l.max_sessions.unwrap_or(defaults.max_sessions),
         max_sessions_per_principal: l
@@ -222,6 +237,14 @@ pub(super) fn validate(
         max_held_append_bytes_per_principal: l
             .max_held_append_bytes_per_principal
             .unwrap_or(held / 2),
+        append_memory_bytes: l
+            .append_memory_bytes
+            .unwrap_or(defaults.append_memory_bytes),
+        append_spill_dir: spill_dir,
+        max_spilled_append_bytes: spilled,
+        max_spilled_append_bytes_per_principal: l
+            .max_spilled_append_bytes_per_principal
+            .unwrap_or(spilled / 4),
         min_append_rate: l.min_append_rate.unwrap_or(defaults.min_append_rate),
     };
     for (key, value) in [
@@ -244,6 +267,15 @@ pub(super) fn validate(
         ),
         ("limits.max_held_append_bytes", limits.max_held_append_bytes),
         ("limits.min_append_rate", limits.min_append_rate),
+        ("limits.append_memory_bytes", limits.append_memory_bytes),
+        (
+            "limits.max_spilled_append_bytes",
+            limits.max_spilled_append_bytes,
+        ),
+        (
+            "limits.max_spilled_append_bytes_per_principal",
+            limits.max_spilled_append_bytes_per_principal,
+        ),
         (
             "limits.max_held_append_bytes_per_principal",
             limits.max_held_append_bytes_per_principal,

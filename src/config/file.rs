@@ -172,6 +172,10 @@ pub(super) struct FileLimits {
     pub(super) read_only_statement_timeout_secs: Option<u64>,
     pub(super) max_held_append_bytes: Option<u64>,
     pub(super) max_held_append_bytes_per_principal: Option<u64>,
+    pub(super) append_memory_bytes: Option<u64>,
+    pub(super) append_spill_dir: Option<PathBuf>,
+    pub(super) max_spilled_append_bytes: Option<u64>,
+    pub(super) max_spilled_append_bytes_per_principal: Option<u64>,
     pub(super) min_append_rate: Option<u64>,
 }
 

@@ -162,6 +162,23 @@ async fn forward(
         // Nothing of an unsigned request's body is read; a signed one is read whole and must
         // match the digest its credential covers.
         let digest = peer::admit(state, ctx, &header)?;
+        if header.msg_type == msg_type::APPEND_REQUEST {
+            // Held as a client's APPEND is, under the caps of the principal it is for; the
+            // digest is checked before a worker is reached.
+            let destination = session::resolve(state, ctx, &prefix, &header)?;
+            let held = state.held_appends.body(destination.principal_tag());
+            let rate = state.min_append_rate;
+            let message = read_append(prefix, body, limit, rate, held).await?;
+            peer::body_matches(&message, &digest)?;
+            let outgoing = Outgoing::Append {
+                flat: walk_append(message.clone()).await?,
+                message,
+            };
+            return match destination {
+                Destination::Worker(to) => session::pinned(state, ctx, to, outgoing, &header).await,
+                Destination::Peer(_) => Err(crate::routing::RoutingError::ForeignNode.into()),
+            };
+        }
         let message = with_client_timeout(read_rest(prefix, body, limit, limit)).await?;
         peer::body_matches(&message, &digest)?;
         if header.msg_type == msg_type::CONNECTION_REQUEST {
@@ -178,15 +195,7 @@ async fn forward(
             codec::validate_request(&message, &header)?;
             ctx.audit.request(&message, &header, state.audit);
         }
-        // Walked whole, so refused here with a clear answer; what the walk rewrites is made
-        // as the worker takes it (`pinned`).
-        let outgoing = match header.msg_type {
-            msg_type::APPEND_REQUEST => Outgoing::Append {
-                flat: walk_append(message.clone()).await?,
-                message,
-            },
-            _ => Outgoing::Whole(message),
-        };
+        let outgoing = Outgoing::Whole(message);
         return match destination {
             Destination::Worker(to) => session::pinned(state, ctx, to, outgoing, &header).await,
             // `resolve` never sends a peer's request on to another node.
@@ -221,8 +230,6 @@ async fn forward(
                 })?,
         ),
     };
-    // Released once the worker has answered.
-    let mut held_append = None;
     let outgoing = match buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
         Some(cap) => {
             if declared_length.is_some_and(|n| n > cap) {
@@ -239,9 +246,11 @@ async fn forward(
             Outgoing::Whole(message)
         }
         None if header.msg_type == msg_type::APPEND_REQUEST => {
-            let held = held_append.insert(state.held_appends.hold(destination.principal_tag()));
+            // Its place under the caps is given back with the last of its bytes, once its
+            // worker has read them.
+            let held = state.held_appends.body(destination.principal_tag());
             let rate = state.min_append_rate;
-            let message = read_append(prefix, body, declared_length, limit, rate, held).await?;
+            let message = read_append(prefix, body, limit, rate, held).await?;
             // Walked whole, so refused before a worker is reached; what the walk rewrites is
             // made as the worker takes it (`pinned`).
             let flat = walk_append(message.clone()).await?;

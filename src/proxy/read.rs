@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
 use crate::error::GatewayError;
-use crate::limits::{ByteCapFull, Held};
+use crate::held_append::HeldBody;
 use crate::proxy::append_check::AppendNotWhole;
 use crate::upstream::UpstreamError;
 use quack_codec::msg_type;
@@ -126,7 +126,7 @@ pub async fn read_rest(
     Ok(buf.map_or(prefix, BytesMut::freeze))
 }
 
-/// Reads a whole APPEND, its bytes held under `held` as they arrive. An APPEND reaches its
+/// Reads a whole APPEND into `held` (`held_append`: memory, then disk). An APPEND reaches its
 /// worker only whole: DuckDB 1.5.5's server, left waiting 5 s for the rest of a body, runs
 /// what it has, reading the rest from its heap (a twenty-eighth review), so no client's pause
 /// may reach a worker. In time it is bounded by [`CLIENT_READ_TIMEOUT`] plus one second per
@@ -137,39 +137,26 @@ pub async fn read_rest(
 pub async fn read_append(
     prefix: Bytes,
     mut body: Limited<Incoming>,
-    declared_length: Option<u64>,
     limit: u64,
     min_rate: u64,
-    held: &mut Held<u32>,
+    mut held: HeldBody,
 ) -> Result<Bytes, GatewayError> {
-    let full = |e: ByteCapFull| match e {
-        ByteCapFull::Total(limit) => GatewayError::AppendBytesHeld {
-            limit,
-            per_principal: false,
-        },
-        ByteCapFull::Each(limit) => GatewayError::AppendBytesHeld {
-            limit,
-            per_principal: true,
-        },
-    };
-    held.grow(prefix.len() as u64).map_err(full)?;
-    let mut buf =
-        BytesMut::with_capacity(declared_length.map_or(prefix.len(), |n| n.min(1 << 20) as usize));
-    buf.extend_from_slice(&prefix);
+    held.push(&prefix).await?;
+    let mut received = prefix.len() as u64;
     let started = Instant::now();
     loop {
-        let earned = Duration::from_secs_f64(buf.len() as f64 / min_rate.max(1) as f64);
+        let earned = Duration::from_secs_f64(received as f64 / min_rate.max(1) as f64);
         let until = (started + CLIENT_READ_TIMEOUT + earned).min(Instant::now() + HELD_IDLE);
         let Some(frame) = tokio::time::timeout_at(until, body.frame())
             .await
             .map_err(|_| GatewayError::ClientTimeout)?
         else {
-            return Ok(buf.freeze());
+            return Ok(held.finish().await?);
         };
         let frame = frame.map_err(|e| body_error(e, limit))?;
         if let Ok(data) = frame.into_data() {
-            held.grow(data.len() as u64).map_err(full)?;
-            buf.extend_from_slice(&data);
+            received += data.len() as u64;
+            held.push(&data).await?;
         }
     }
 }

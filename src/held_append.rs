@@ -1,0 +1,297 @@
+//! Where an APPEND waits while the node reads it whole (`proxy::read::read_append`): in
+//! memory up to `limits.append_memory_bytes`, then on disk in `limits.append_spill_dir`, as
+//! nginx keeps a body past `client_body_buffer_size`. Each place is capped per principal and
+//! in total, and a body's place is given back with the last of its bytes, once its worker has
+//! read them.
+//!
+//! Memory is what every tenant's sessions share. Held there whole, a few clients sending large
+//! APPENDs slowly pinned most of it for minutes at a time (a thirtieth review); on disk, the
+//! same bodies cost a file each and page cache the kernel may evict.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use quackgate_spill::Spill;
+
+use crate::limits::{ByteCapFull, ByteCaps, Held, LimitsConfig};
+
+/// Spilled bytes are written in batches of this size, each on a blocking thread.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// The caps of held APPENDs on this node, keyed by principal tag.
+#[derive(Debug)]
+pub struct HeldAppends {
+    memory: Arc<ByteCaps<u32>>,
+    disk: Arc<ByteCaps<u32>>,
+    memory_each: u64,
+    spill_dir: PathBuf,
+}
+
+/// Why an APPEND could not be held.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error("holding the APPEND would pass {setting} ({limit} bytes)")]
+    Full { limit: u64, setting: &'static str },
+    #[error("writing the APPEND to limits.append_spill_dir: {0}")]
+    Disk(#[from] std::io::Error),
+}
+
+impl HeldAppends {
+    pub fn new(limits: &LimitsConfig) -> Self {
+        HeldAppends {
+            memory: Arc::new(ByteCaps::new(
+                limits.max_held_append_bytes,
+                limits.max_held_append_bytes_per_principal,
+            )),
+            disk: Arc::new(ByteCaps::new(
+                limits.max_spilled_append_bytes,
+                limits.max_spilled_append_bytes_per_principal,
+            )),
+            memory_each: limits.append_memory_bytes,
+            spill_dir: limits.append_spill_dir.clone(),
+        }
+    }
+
+    /// An empty body of the principal tagged `key`.
+    pub fn body(&self, key: u32) -> HeldBody {
+        HeldBody {
+            memory: BytesMut::new(),
+            in_memory: self.memory.hold(key),
+            disk: None,
+            key,
+            disk_caps: self.disk.clone(),
+            memory_each: self.memory_each,
+            spill_dir: self.spill_dir.clone(),
+        }
+    }
+}
+
+/// An APPEND being held, piece by piece.
+pub struct HeldBody {
+    /// Bytes not yet on disk: the whole body until it spills, then the next batch.
+    memory: BytesMut,
+    in_memory: Held<u32>,
+    disk: Option<OnDisk>,
+    key: u32,
+    disk_caps: Arc<ByteCaps<u32>>,
+    memory_each: u64,
+    spill_dir: PathBuf,
+}
+
+struct OnDisk {
+    /// Out only while a blocking thread writes to it.
+    spill: Option<Spill>,
+    held: Held<u32>,
+}
+
+impl HeldBody {
+    /// Holds `data` after what came before.
+    ///
+    /// # Errors
+    /// A cap it would pass, or a failed write to disk; the body is then unusable.
+    pub async fn push(&mut self, data: &[u8]) -> Result<(), HoldError> {
+        let n = data.len() as u64;
+        if self.disk.is_none() && self.memory.len() as u64 + n <= self.memory_each {
+            self.in_memory.grow(n).map_err(memory_full)?;
+            self.memory.extend_from_slice(data);
+            return Ok(());
+        }
+        let disk = match &mut self.disk {
+            Some(disk) => disk,
+            None => {
+                let mut held = self.disk_caps.hold(self.key);
+                held.grow(self.memory.len() as u64).map_err(disk_full)?;
+                let dir = self.spill_dir.clone();
+                let spill = tokio::task::spawn_blocking(move || Spill::new_in(&dir))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                self.disk.insert(OnDisk {
+                    spill: Some(spill),
+                    held,
+                })
+            }
+        };
+        disk.held.grow(n).map_err(disk_full)?;
+        self.in_memory.grow(n).map_err(memory_full)?;
+        self.memory.extend_from_slice(data);
+        if self.memory.len() as u64 >= self.memory_each.min(WRITE_BATCH as u64) {
+            self.write_out().await?;
+        }
+        Ok(())
+    }
+
+    /// The whole body, its place under the caps given back when the last clone of it drops.
+    ///
+    /// # Errors
+    /// A failed write to disk.
+    pub async fn finish(mut self) -> Result<Bytes, HoldError> {
+        if self.disk.is_none() {
+            let bytes = std::mem::take(&mut self.memory).freeze();
+            return Ok(Bytes::from_owner(KeptWith {
+                bytes,
+                _held: self.in_memory,
+            }));
+        }
+        self.write_out().await?;
+        let Some(OnDisk {
+            spill: Some(spill),
+            held,
+        }) = self.disk.take()
+        else {
+            return Err(HoldError::Disk(std::io::Error::other(
+                "the spill file is gone",
+            )));
+        };
+        let mapped = tokio::task::spawn_blocking(move || spill.finish(held))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(mapped)
+    }
+
+    /// Writes what is in memory to the spill file and lets its memory go.
+    async fn write_out(&mut self) -> Result<(), HoldError> {
+        let Some(disk) = &mut self.disk else {
+            return Ok(());
+        };
+        let Some(mut spill) = disk.spill.take() else {
+            return Err(HoldError::Disk(std::io::Error::other(
+                "an earlier write to the spill file failed",
+            )));
+        };
+        let batch = std::mem::take(&mut self.memory).freeze();
+        let written = batch.len() as u64;
+        let spill = tokio::task::spawn_blocking(move || spill.write(&batch).map(|()| spill))
+            .await
+            .map_err(std::io::Error::other)??;
+        disk.spill = Some(spill);
+        self.in_memory.shrink(written);
+        Ok(())
+    }
+}
+
+/// Bytes, and the place under a cap they are held in.
+struct KeptWith {
+    bytes: Bytes,
+    _held: Held<u32>,
+}
+
+impl AsRef<[u8]> for KeptWith {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+fn memory_full(e: ByteCapFull) -> HoldError {
+    match e {
+        ByteCapFull::Total(limit) => HoldError::Full {
+            limit,
+            setting: "limits.max_held_append_bytes",
+        },
+        ByteCapFull::Each(limit) => HoldError::Full {
+            limit,
+            setting: "limits.max_held_append_bytes_per_principal",
+        },
+    }
+}
+
+fn disk_full(e: ByteCapFull) -> HoldError {
+    match e {
+        ByteCapFull::Total(limit) => HoldError::Full {
+            limit,
+            setting: "limits.max_spilled_append_bytes",
+        },
+        ByteCapFull::Each(limit) => HoldError::Full {
+            limit,
+            setting: "limits.max_spilled_append_bytes_per_principal",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(dir: &std::path::Path) -> LimitsConfig {
+        LimitsConfig {
+            max_held_append_bytes: 10_000,
+            max_held_append_bytes_per_principal: 10_000,
+            append_memory_bytes: 100,
+            max_spilled_append_bytes: 1_000_000,
+            max_spilled_append_bytes_per_principal: 900_000,
+            append_spill_dir: dir.to_path_buf(),
+            ..LimitsConfig::default()
+        }
+    }
+
+    fn pieces(n: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|i| vec![i as u8; 1000 + i]).collect()
+    }
+
+    #[tokio::test]
+    async fn a_body_past_its_memory_share_goes_to_disk_and_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = HeldAppends::new(&limits(dir.path()));
+        let mut small = held.body(1);
+        small.push(b"0123456789").await.unwrap();
+        let small = small.finish().await.unwrap();
+        assert_eq!(&small[..], b"0123456789");
+        // Held in memory until the bytes are gone.
+        assert_eq!(
+            held.memory.hold(1).grow(9_991),
+            Err(ByteCapFull::Each(10_000))
+        );
+        drop(small);
+        assert_eq!(held.memory.hold(1).grow(10_000), Ok(()));
+
+        let mut large = held.body(1);
+        // 300 pieces of about a kilobyte: past the memory share at once, and past a batch.
+        let sent = pieces(300);
+        for piece in &sent {
+            large.push(piece).await.unwrap();
+        }
+        let large = large.finish().await.unwrap();
+        assert_eq!(large, sent.concat());
+        // Memory is free again, the disk holds the body until it drops.
+        assert_eq!(held.memory.hold(2).grow(10_000), Ok(()));
+        let on_disk = large.len() as u64;
+        assert_eq!(
+            held.disk.hold(2).grow(1_000_000 - on_disk + 1),
+            Err(ByteCapFull::Total(1_000_000))
+        );
+        drop(large);
+        assert_eq!(held.disk.hold(2).grow(900_000), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_disk_cap_is_refused_by_the_setting_it_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = HeldAppends::new(&limits(dir.path()));
+        let mut body = held.body(7);
+        let mut refused = None;
+        for piece in pieces(700) {
+            if let Err(e) = body.push(&piece).await {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(
+            refused,
+            Some(HoldError::Full {
+                limit: 900_000,
+                setting: "limits.max_spilled_append_bytes_per_principal"
+            })
+        ));
+        drop(body);
+        assert_eq!(held.disk.hold(7).grow(900_000), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_spill_folder_that_is_gone_is_a_disk_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = HeldAppends::new(&limits(&dir.path().join("gone")));
+        let mut body = held.body(1);
+        body.push(&[0; 50]).await.unwrap();
+        assert!(matches!(body.push(&[0; 51]).await, Err(HoldError::Disk(_))));
+    }
+}
