@@ -551,13 +551,19 @@ fn a_client_pausing_mid_append_never_leaves_a_worker_waiting() {
     assert_eq!(gw.worker_pids(), workers, "no worker restarted");
 }
 
-/// The APPEND bytes a node holds whole are capped per principal and in total; an APPEND that
-/// would pass a cap is answered with a Quack error naming it, and is not run.
+/// An APPEND larger than `limits.append_memory_bytes` is held on disk, in a file without a
+/// name, and lands whole; one that would pass the bytes a node may hold on disk is answered
+/// with a Quack error naming the cap, and is not run.
 #[test]
 fn an_append_past_the_bytes_a_node_may_hold_is_refused_by_name() {
+    let spill = tempfile::tempdir().unwrap();
     let gw = Gateway::start_with(GatewayOptions {
         workers: 1,
-        extra_toml: "[limits]\nmax_held_append_bytes = 4194304\nmax_held_append_bytes_per_principal = 1048576\n".into(),
+        extra_toml: format!(
+            "[limits]\nappend_memory_bytes = 65536\nappend_spill_dir = \"{}\"\n\
+             max_spilled_append_bytes = 4194304\nmax_spilled_append_bytes_per_principal = 1048576\n",
+            spill.path().display()
+        ),
         ..Default::default()
     });
     let out = gw.cli(
@@ -567,11 +573,151 @@ fn an_append_past_the_bytes_a_node_may_hold_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()
-            && stderr.contains("limits.max_held_append_bytes_per_principal (1 MiB)"),
+            && stderr.contains("limits.max_spilled_append_bytes_per_principal (1 MiB)"),
         "{stderr}"
     );
+    // About 600 KB: past what is held in memory, within the disk's cap.
     assert_eq!(
-        gw.cli_ok("INSERT INTO r.h SELECT repeat('x', 100) || range FROM range(2000);\nSELECT count(*) FROM r.h;"),
-        ["2000"]
+        gw.cli_ok("INSERT INTO r.h SELECT repeat('x', 300) || range FROM range(2000);\nSELECT count(*), min(length(s)) FROM r.h;"),
+        ["2000,301"]
     );
+    assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
+}
+
+/// The gateway's anonymous memory: what it cannot give back to the kernel under pressure, as
+/// it can a mapped file's pages.
+fn rss_anon_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Bytes of the files `pid` holds open below `dir`, named or not.
+fn open_file_bytes_below(pid: u32, dir: &std::path::Path) -> u64 {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(dir)))
+        .filter_map(|fd| std::fs::metadata(fd.path()).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Many large APPENDs of one principal arriving at once are held on disk, not in the
+/// gateway's memory, while they are read whole (a thirtieth review pinned 2 GiB of memory so
+/// for minutes); then every one lands whole, and the disk is given back.
+#[test]
+fn large_appends_arriving_together_wait_on_disk_and_land_whole() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::{Arc, Barrier};
+
+    use quack_codec::{append_request, AppendColumn};
+
+    const CLIENTS: usize = 12;
+    const ROWS: i64 = 1_500_000;
+    let spill = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(GatewayOptions {
+        // One in-memory database, so every session sees the table.
+        workers: 1,
+        extra_toml: format!(
+            "[limits]\nappend_spill_dir = \"{}\"\n",
+            spill.path().display()
+        ),
+        ..Default::default()
+    });
+    gw.cli_ok("CREATE TABLE r.big (i BIGINT);");
+    let pid = gw.child.id();
+    let before = rss_anon_kib(pid);
+    // Each about 12 MB: 144 MB together, sent all but their last megabyte, then held.
+    let messages: Vec<bytes::Bytes> = (0..CLIENTS)
+        .map(|_| {
+            let id = open_session(&gw);
+            append_request(
+                &id,
+                1,
+                "main",
+                "big",
+                &[AppendColumn::BigInt((0..ROWS).collect())],
+            )
+        })
+        .collect();
+    let held_back = 1 << 20;
+    let sent_first: u64 = messages.iter().map(|m| (m.len() - held_back) as u64).sum();
+    let barrier = Arc::new(Barrier::new(CLIENTS + 1));
+    let addr = gw.plain;
+    let clients: Vec<_> = messages
+        .into_iter()
+        .map(|message| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+                write!(
+                    s,
+                    "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    message.len()
+                )
+                .unwrap();
+                let cut = message.len() - held_back;
+                s.write_all(&message[..cut]).unwrap();
+                barrier.wait();
+                s.write_all(&message[cut..]).unwrap();
+                let mut answer = Vec::new();
+                let _ = s.read_to_end(&mut answer);
+                answer
+            })
+        })
+        .collect();
+    // Everything sent so far is in the gateway's spill files, but for the batch each has yet
+    // to write (256 KiB at most): the stimulus has arrived.
+    let on_disk = sent_first - CLIENTS as u64 * (256 << 10);
+    wait_until(
+        "the APPENDs sent so far on disk",
+        Duration::from_secs(60),
+        || open_file_bytes_below(pid, spill.path()) >= on_disk,
+    );
+    let during = rss_anon_kib(pid);
+    barrier.wait();
+    for client in clients {
+        let answer = client.join().unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        let at = text.find("\r\n\r\n").expect("an HTTP answer") + 4;
+        assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..at]);
+        assert_eq!(
+            msg_type(&answer[at..]),
+            10,
+            "{:?}\n{}",
+            &text[at..],
+            gw.log()
+        );
+    }
+    let grown = during.saturating_sub(before);
+    eprintln!(
+        "{CLIENTS} APPENDs of {} MB held at once; the gateway's anonymous memory grew by {grown} KiB",
+        sent_first / CLIENTS as u64 / 1_000_000
+    );
+    assert!(
+        grown < 48 * 1024,
+        "the gateway's anonymous memory grew by {grown} KiB holding {sent_first} bytes"
+    );
+    assert_eq!(
+        gw.cli_ok("SELECT count(*), sum(i) FROM r.big;"),
+        [format!(
+            "{},{}",
+            CLIENTS as i64 * ROWS,
+            CLIENTS as i64 * ROWS * (ROWS - 1) / 2
+        )]
+    );
+    wait_until(
+        "the spill files given back",
+        Duration::from_secs(30),
+        || open_file_bytes_below(pid, spill.path()) == 0,
+    );
+    assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
 }
