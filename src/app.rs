@@ -250,6 +250,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     // Workers start one at a time, each after the previous one serves: the first attach of a
     // lake creates its metadata, and two creators at once would collide. The first worker
     // that cannot start is fatal, with its reason.
+    let spill_dir = &config.limits.append_spill_dir;
+    if quackgate_spill::in_memory(spill_dir).unwrap_or(false) {
+        warn!(dir = %spill_dir.display(), "limits.append_spill_dir is on a file system kept in memory (tmpfs): APPENDs past limits.append_memory_bytes take memory there all the same; set it to a folder on disk");
+    }
     if config.workers.external_access && config.workers.count > config.workers.read_only_count {
         warn!("workers.external_access is on (accepted in the config): read-write clients can read and write this process's files, its secrets included");
     }

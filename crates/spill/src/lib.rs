@@ -109,6 +109,29 @@ pub fn available_bytes(dir: &Path) -> io::Result<u64> {
     Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
+/// Whether `dir` is on a file system kept in memory (tmpfs, ramfs), where a body "on disk"
+/// takes memory all the same.
+///
+/// # Errors
+/// `dir` cannot be queried.
+pub fn in_memory(dir: &Path) -> io::Result<bool> {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: as in `available_bytes`.
+    let rc = unsafe { libc::statfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // The field's type differs between C libraries.
+    let kind = stat.f_type as i64;
+    Ok(kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,5 +178,11 @@ mod tests {
         assert!(Spill::new_in(&dir.path().join("missing")).is_err());
         assert!(available_bytes(&dir.path().join("missing")).is_err());
         assert!(available_bytes(dir.path()).unwrap() > 0);
+        assert!(in_memory(&dir.path().join("missing")).is_err());
+        // /dev/shm is tmpfs wherever it exists; /proc never is.
+        if Path::new("/dev/shm").is_dir() {
+            assert!(in_memory(Path::new("/dev/shm")).unwrap());
+        }
+        assert!(!in_memory(Path::new("/proc")).unwrap());
     }
 }
