@@ -9,9 +9,10 @@
 //!    on an edge by placing it on a node;
 //! 4. any other message is **resolved** by its signed id to the worker or node that owns its
 //!    session and forwarded there once, never anywhere else and never twice (`session`).
-//!    Small request types are read and checked in full first; APPEND streams through to a
-//!    worker, checked whole before its last piece goes (`append_check`), and unknown types
-//!    with only their header checked (the peer leg reads them whole);
+//!    Small request types are read and checked in full first; an APPEND is held whole (in
+//!    memory, then on disk: `held_append`), walked once and sent with its compressed vectors
+//!    flat (`append_check`); other types stream with only their header checked (a 1.5.5
+//!    worker refuses them from the header; the peer leg reads them whole);
 //! 5. on the peer listener, the answer is **sealed** for the sender (`peer`).
 //!
 //! `error` decides what the client sees when a phase fails.

@@ -551,6 +551,68 @@ fn a_client_pausing_mid_append_never_leaves_a_worker_waiting() {
     assert_eq!(gw.worker_pids(), workers, "no worker restarted");
 }
 
+/// Every message type but the five a DuckDB 1.5.5 server serves streams to its worker (a newer
+/// client's type may be one a newer worker knows), so a client may pause in the middle of
+/// one. None reaches a deserializer: whole, a 1.5.5 worker refuses the type from its header;
+/// cut short by a pause past its 5 s read timeout, its HTTP server refuses the body first.
+/// What a paused APPEND's body could do (a twenty-eighth review) needs a type it deserializes.
+#[test]
+fn a_message_type_the_worker_does_not_serve_is_answered_from_its_header_even_cut_short() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        ..Default::default()
+    });
+    let workers = gw.worker_pids();
+    let id = open_session(&gw);
+    let addr = gw.plain;
+    let types = [2u8, 4, 5, 6, 8, 10, 12, 13, 100, 127];
+    let clients: Vec<_> = types
+        .into_iter()
+        .flat_map(|t| [(t, Duration::ZERO), (t, Duration::from_secs(7))])
+        .map(|(t, pause)| {
+            let mut message = prepare_with_id(&id);
+            assert_eq!(message[..3], [1, 0, 3]);
+            message[2] = t;
+            message.extend_from_slice(&[0x41; 64 * 1024]);
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                write!(
+                    s,
+                    "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    message.len()
+                )
+                .unwrap();
+                s.write_all(&message[..200]).unwrap();
+                // Past the worker's 5 s: the stimulus, not a wait.
+                std::thread::sleep(pause);
+                let _ = s.write_all(&message[200..]);
+                let mut answer = Vec::new();
+                let _ = s.read_to_end(&mut answer);
+                (t, pause, String::from_utf8_lossy(&answer).into_owned())
+            })
+        })
+        .collect();
+    for client in clients {
+        let (t, pause, answer) = client.join().unwrap();
+        // Whole, the worker's dispatcher refuses the type; cut short, its HTTP server refuses
+        // the body before that (HTTP 400, which the gateway turns into a Quack error).
+        let refused = match pause.is_zero() {
+            true => "Unsupported message type for server",
+            false => "the DuckDB worker failed this request (HTTP 400)",
+        };
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains(refused),
+            "type {t}, paused {pause:?}: {answer:?}"
+        );
+    }
+    assert_eq!(gw.worker_pids(), workers, "no worker restarted");
+    assert_eq!(gw.cli_ok("FROM r.query('SELECT 40 + 2');"), ["42"]);
+}
+
 /// An APPEND larger than `limits.append_memory_bytes` is held on disk, in a file without a
 /// name, and lands whole; one that would pass the bytes a node may hold on disk is answered
 /// with a Quack error naming the cap, and is not run.
