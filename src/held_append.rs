@@ -183,29 +183,27 @@ impl AsRef<[u8]> for KeptWith {
 }
 
 fn memory_full(e: ByteCapFull) -> HoldError {
-    match e {
-        ByteCapFull::Total(limit) => HoldError::Full {
-            limit,
-            setting: "limits.max_held_append_bytes",
-        },
-        ByteCapFull::Each(limit) => HoldError::Full {
-            limit,
-            setting: "limits.max_held_append_bytes_per_principal",
-        },
-    }
+    full(
+        e,
+        "limits.max_held_append_bytes",
+        "limits.max_held_append_bytes_per_principal",
+    )
 }
 
 fn disk_full(e: ByteCapFull) -> HoldError {
-    match e {
-        ByteCapFull::Total(limit) => HoldError::Full {
-            limit,
-            setting: "limits.max_spilled_append_bytes",
-        },
-        ByteCapFull::Each(limit) => HoldError::Full {
-            limit,
-            setting: "limits.max_spilled_append_bytes_per_principal",
-        },
-    }
+    full(
+        e,
+        "limits.max_spilled_append_bytes",
+        "limits.max_spilled_append_bytes_per_principal",
+    )
+}
+
+fn full(e: ByteCapFull, total: &'static str, each: &'static str) -> HoldError {
+    let (limit, setting) = match e {
+        ByteCapFull::Total(limit) => (limit, total),
+        ByteCapFull::Each(limit) => (limit, each),
+    };
+    HoldError::Full { limit, setting }
 }
 
 #[cfg(test)]

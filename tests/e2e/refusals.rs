@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::support::{
     append_of_one_column, connection_request, fixture, http, msg_type, open_session,
-    prepare_with_id, quack_post, wait_until, Gateway, GatewayOptions,
+    post_in_two_parts, prepare_with_id, quack_post, wait_until, Gateway, GatewayOptions,
 };
 
 #[test]
@@ -483,9 +483,6 @@ fn a_geometry_whose_counts_its_bytes_do_not_back_never_reaches_the_worker() {
 /// that mid-APPEND must not leave a worker waiting: its rows land once the rest comes.
 #[test]
 fn a_client_pausing_mid_append_never_leaves_a_worker_waiting() {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-
     use quack_codec::{append_request, AppendColumn};
 
     let gw = Gateway::start_with(GatewayOptions {
@@ -509,21 +506,9 @@ fn a_client_pausing_mid_append_never_leaves_a_worker_waiting() {
     // The message in two halves with a pause between: the stimulus, not a wait. The answer:
     // its status line and its body.
     let send_pausing = |pause: Duration| -> (String, Vec<u8>) {
-        let mut s = TcpStream::connect(gw.plain).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        write!(
-            s,
-            "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            message.len()
-        )
-        .unwrap();
-        let half = message.len() / 2;
-        s.write_all(&message[..half]).unwrap();
-        std::thread::sleep(pause);
-        // The gateway may have answered and closed already.
-        let _ = s.write_all(&message[half..]);
-        let mut answer = Vec::new();
-        let _ = s.read_to_end(&mut answer);
+        let answer = post_in_two_parts(gw.plain, &message, message.len() / 2, || {
+            std::thread::sleep(pause)
+        });
         let text = String::from_utf8_lossy(&answer).into_owned();
         let at = text.find("\r\n\r\n").expect("an HTTP answer") + 4;
         (
@@ -558,9 +543,6 @@ fn a_client_pausing_mid_append_never_leaves_a_worker_waiting() {
 /// What a paused APPEND's body could do (a twenty-eighth review) needs a type it deserializes.
 #[test]
 fn a_message_type_the_worker_does_not_serve_is_answered_from_its_header_even_cut_short() {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-
     let gw = Gateway::start_with(GatewayOptions {
         workers: 1,
         ..Default::default()
@@ -578,20 +560,8 @@ fn a_message_type_the_worker_does_not_serve_is_answered_from_its_header_even_cut
             message[2] = t;
             message.extend_from_slice(&[0x41; 64 * 1024]);
             std::thread::spawn(move || {
-                let mut s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                write!(
-                    s,
-                    "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    message.len()
-                )
-                .unwrap();
-                s.write_all(&message[..200]).unwrap();
                 // Past the worker's 5 s: the stimulus, not a wait.
-                std::thread::sleep(pause);
-                let _ = s.write_all(&message[200..]);
-                let mut answer = Vec::new();
-                let _ = s.read_to_end(&mut answer);
+                let answer = post_in_two_parts(addr, &message, 200, || std::thread::sleep(pause));
                 (t, pause, String::from_utf8_lossy(&answer).into_owned())
             })
         })
@@ -675,8 +645,6 @@ fn open_file_bytes_below(pid: u32, dir: &std::path::Path) -> u64 {
 /// for minutes); then every one lands whole, and the disk is given back.
 #[test]
 fn large_appends_arriving_together_wait_on_disk_and_land_whole() {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
     use std::sync::{Arc, Barrier};
 
     use quack_codec::{append_request, AppendColumn};
@@ -718,21 +686,10 @@ fn large_appends_arriving_together_wait_on_disk_and_land_whole() {
         .map(|message| {
             let barrier = barrier.clone();
             std::thread::spawn(move || {
-                let mut s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-                write!(
-                    s,
-                    "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    message.len()
-                )
-                .unwrap();
                 let cut = message.len() - held_back;
-                s.write_all(&message[..cut]).unwrap();
-                barrier.wait();
-                s.write_all(&message[cut..]).unwrap();
-                let mut answer = Vec::new();
-                let _ = s.read_to_end(&mut answer);
-                answer
+                post_in_two_parts(addr, &message, cut, || {
+                    barrier.wait();
+                })
             })
         })
         .collect();

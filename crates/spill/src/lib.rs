@@ -95,8 +95,7 @@ impl<K> AsRef<[u8]> for Mapped<K> {
 /// # Errors
 /// `dir` cannot be queried (missing, or not reachable).
 pub fn available_bytes(dir: &Path) -> io::Result<u64> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let path = c_path(dir)?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `path` is NUL-terminated and `stat` is written by the call before it is read.
     let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
@@ -117,8 +116,7 @@ pub fn available_bytes(dir: &Path) -> io::Result<u64> {
 pub fn in_memory(dir: &Path) -> io::Result<bool> {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let path = c_path(dir)?;
     let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: as in `available_bytes`.
     let rc = unsafe { libc::statfs(path.as_ptr(), stat.as_mut_ptr()) };
@@ -130,6 +128,11 @@ pub fn in_memory(dir: &Path) -> io::Result<bool> {
     #[allow(clippy::unnecessary_cast)] // The field's type differs between C libraries.
     let kind = stat.f_type as i64;
     Ok(kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
+}
+
+fn c_path(dir: &Path) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 #[cfg(test)]

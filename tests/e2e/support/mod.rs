@@ -475,6 +475,32 @@ pub fn prepare_with_id(id: &[u8]) -> Vec<u8> {
     out
 }
 
+/// POSTs `message` to `/quack` on a new connection in two parts, running `between` after its
+/// first `cut` bytes; returns the raw HTTP answer (the gateway may answer and close before the
+/// second part).
+pub fn post_in_two_parts(
+    addr: SocketAddr,
+    message: &[u8],
+    cut: usize,
+    between: impl FnOnce(),
+) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        message.len()
+    )
+    .unwrap();
+    s.write_all(&message[..cut]).unwrap();
+    between();
+    let _ = s.write_all(&message[cut..]);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    answer
+}
+
 /// Opens a session with a raw CONNECTION_REQUEST on the plain listener; returns its id.
 /// An APPEND to `table` in session `id` of `rows` rows of one column: `logical_type` is the
 /// column's LogicalType object and `vector` its vector, each with its end.
