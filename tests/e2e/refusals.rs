@@ -334,10 +334,15 @@ fn client_sql_cannot_read_the_gateways_files_or_retune_the_worker() {
 
 /// The gateway's resident memory, from /proc.
 pub(crate) fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A field of /proc/<pid>/status, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
@@ -619,13 +624,7 @@ fn an_append_past_the_bytes_a_node_may_hold_is_refused_by_name() {
 /// The gateway's anonymous memory: what it cannot give back to the kernel under pressure, as
 /// it can a mapped file's pages.
 fn rss_anon_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+    status_kib(pid, "RssAnon:")
 }
 
 /// Bytes of the files `pid` holds open below `dir`, named or not.
