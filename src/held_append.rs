@@ -53,6 +53,17 @@ impl HeldAppends {
         }
     }
 
+    /// `bytes` more of memory for the principal tagged `key`, beyond a body: its walk's flat
+    /// forms (`quack_codec::FlatAppend::held_bytes`), held until the result drops.
+    ///
+    /// # Errors
+    /// The memory cap it would pass.
+    pub fn hold_memory(&self, key: u32, bytes: u64) -> Result<Held<u32>, HoldError> {
+        let mut held = self.memory.hold(key);
+        held.grow(bytes).map_err(memory_full)?;
+        Ok(held)
+    }
+
     /// An empty body of the principal tagged `key`.
     pub fn body(&self, key: u32) -> HeldBody {
         HeldBody {
@@ -282,6 +293,22 @@ mod tests {
         ));
         drop(body);
         assert_eq!(held.disk.hold(7).grow(900_000), Ok(()));
+    }
+
+    #[test]
+    fn a_walks_memory_counts_against_the_memory_caps_until_it_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = HeldAppends::new(&limits(dir.path()));
+        let walk = held.hold_memory(3, 9_000).unwrap();
+        assert!(matches!(
+            held.hold_memory(3, 1_001),
+            Err(HoldError::Full {
+                limit: 10_000,
+                setting: "limits.max_held_append_bytes_per_principal"
+            })
+        ));
+        drop(walk);
+        assert!(held.hold_memory(3, 10_000).is_ok());
     }
 
     #[tokio::test]

@@ -171,10 +171,11 @@ async fn forward(
             let rate = state.min_append_rate;
             let message = read_append(prefix, body, limit, rate, held).await?;
             peer::body_matches(&message, &digest)?;
-            let outgoing = Outgoing::Append {
-                flat: walk_append(message.clone()).await?,
-                message,
-            };
+            let flat = walk_append(message.clone()).await?;
+            let _walk_held = state
+                .held_appends
+                .hold_memory(destination.principal_tag(), flat.held_bytes())?;
+            let outgoing = Outgoing::Append { message, flat };
             return match destination {
                 Destination::Worker(to) => session::pinned(state, ctx, to, outgoing, &header).await,
                 Destination::Peer(_) => Err(crate::routing::RoutingError::ForeignNode.into()),
@@ -231,6 +232,8 @@ async fn forward(
                 })?,
         ),
     };
+    // What an APPEND's walk holds beyond its bytes, given back once the worker has answered.
+    let mut _walk_held = None;
     let outgoing = match buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
         Some(cap) => {
             if declared_length.is_some_and(|n| n > cap) {
@@ -255,6 +258,11 @@ async fn forward(
             // Walked whole, so refused before a worker is reached; what the walk rewrites is
             // made as the worker takes it (`pinned`).
             let flat = walk_append(message.clone()).await?;
+            _walk_held = Some(
+                state
+                    .held_appends
+                    .hold_memory(destination.principal_tag(), flat.held_bytes())?,
+            );
             Outgoing::Append { message, flat }
         }
         None => Outgoing::Streamed {

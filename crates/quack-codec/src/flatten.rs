@@ -151,6 +151,23 @@ enum Part {
 }
 
 impl Flattened {
+    /// Memory its parts and row indexes take (string spans, list entries) beyond the bytes it
+    /// was read from; indexes shared by parts are counted for each.
+    pub(crate) fn heap_bytes(&self) -> u64 {
+        let indexes: usize = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Strings { spans, .. } => spans.capacity() * std::mem::size_of::<(u32, u32)>(),
+                Part::Entries { entries, .. } => {
+                    entries.capacity() * std::mem::size_of::<(u64, u64)>()
+                }
+                _ => 0,
+            })
+            .sum();
+        (indexes + self.parts.capacity() * std::mem::size_of::<Part>()) as u64
+    }
+
     /// The next bytes of the flat form, `None` once all have been taken.
     ///
     /// # Errors

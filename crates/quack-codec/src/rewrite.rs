@@ -78,6 +78,12 @@ impl FlatAppend {
         Ok(whole.rows)
     }
 
+    /// Memory the flat forms of its compressed vectors take beyond the message, at most: what
+    /// holding it walked costs on top of its bytes.
+    pub fn held_bytes(&self) -> u64 {
+        self.walk.feed_side().rewrites_heap()
+    }
+
     /// The next bytes that may go on to the worker, `None` until more is pushed or the end.
     ///
     /// # Errors

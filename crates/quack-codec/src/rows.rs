@@ -1985,6 +1985,41 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_a_walked_append_holds_beyond_its_bytes_is_counted() {
+        let walked = |message: Vec<u8>| {
+            let mut append = crate::FlatAppend::new();
+            append.push(Bytes::from(message)).expect("walks");
+            append.finish().expect("whole");
+            append.held_bytes()
+        };
+        // Nothing compressed: nothing beyond the message.
+        assert_eq!(walked(fixture("append_request.bin")), 0);
+        // A dictionary: a span for each of its strings, and the parts of its flat form.
+        let dictionary = walked(fixture("append_request_cli_dictionary.bin"));
+        assert!(dictionary > 0, "{dictionary}");
+        assert!(walked(fixture("append_request_cli_compressed.bin")) > 0);
+        // Its strings are what grows: 2,048 rows picked from a dictionary of 2,048 one-byte
+        // strings (about 14 KB sent) hold a span (8 bytes) for each.
+        let tiny = append_of(|out| {
+            put_varint_field(out, 100, 2048);
+            put_varint_field(out, 101, 1);
+            plain_type(out, 25);
+            put_varint_field(out, 102, 1);
+            put_varint_field(out, 90, 3);
+            out.put_u16_le(91);
+            put_varint(out, 4 * 2048);
+            (0..2048).for_each(|i| out.put_u32_le(i));
+            put_varint_field(out, 92, 2048);
+            put_varint_field(out, 100, 0);
+            strings(out, 102, &vec!["a"; 2048]);
+            out.put_u16_le(END);
+            out.put_u16_le(END);
+        });
+        assert_eq!(check_append(tiny.clone()), Ok(2048));
+        assert!(walked(tiny.to_vec()) >= 8 * 2048);
+    }
+
+    #[test]
     fn compressed_vectors_go_on_as_the_flat_vectors_duckdb_writes() {
         let flat = |m: Bytes| crate::flatten_append(m).expect("flattens");
         // A dictionary, a constant and a sequence: the flat vector of the same rows.

@@ -53,6 +53,8 @@ struct Rewrites {
     /// The start of a range being read that will be replaced.
     open: Option<u64>,
     done: VecDeque<Edit>,
+    /// [`Flattened::heap_bytes`] of every replacement made so far.
+    heap: u64,
 }
 
 /// The input from `start` to `end` replaced `with` a vector's flat form.
@@ -130,6 +132,11 @@ impl Feed {
             .rewrites
             .as_ref()
             .map_or(0, |r| r.open.unwrap_or(r.walked))
+    }
+
+    /// Memory the replacements made so far took when they were made.
+    pub(crate) fn rewrites_heap(&self) -> u64 {
+        lock(&self.0).rewrites.as_ref().map_or(0, |r| r.heap)
     }
 
     /// The first replacement not yet taken, if it starts before `limit`; taken only if it also
@@ -229,6 +236,7 @@ impl Source {
         let end = self.position();
         if let Some(rewrites) = &mut lock(&self.queue).rewrites {
             rewrites.open = None;
+            rewrites.heap += with.heap_bytes();
             rewrites.done.push_back(Edit {
                 start: capture.start,
                 end,
