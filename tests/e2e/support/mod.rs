@@ -535,8 +535,13 @@ pub fn append_of_one_column(
 }
 
 pub fn open_session(gw: &Gateway) -> Vec<u8> {
+    open_session_as(gw, &gw.token)
+}
+
+/// [`open_session`] with `token`.
+pub fn open_session_as(gw: &Gateway, token: &str) -> Vec<u8> {
     use quack_codec as codec;
-    let (status, body) = quack_post(gw.plain, connection_request(&gw.token));
+    let (status, body) = quack_post(gw.plain, connection_request(token));
     assert_eq!(status, 200);
     let header = codec::decode_header(&body).unwrap();
     assert_eq!(
