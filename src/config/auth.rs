@@ -291,6 +291,12 @@ pub(super) fn validate(
     ] {
         problems.positive(key, value);
     }
+    if limits.append_memory_bytes > limits.max_held_append_bytes_per_principal {
+        problems.push(format!(
+            "limits.append_memory_bytes: at most limits.max_held_append_bytes_per_principal ({}), or an APPEND held in memory could pass it, got {}",
+            limits.max_held_append_bytes_per_principal, limits.append_memory_bytes
+        ));
+    }
     for (key, value) in [
         ("limits.failed_auth_window_secs", limits.failed_auth_window),
         (

@@ -757,7 +757,7 @@ mod tests {
         )
         .unwrap();
         let text = format!(
-            "{}[auth.jwt]\njwks_file = \"jwks.json\"\nissuer = \"i\"\naudience = \"a\"\nleeway_secs = 100000\nrole_claim = \"sub\"\nsession_expiry = \"never\"\n[limits]\nfailed_auth_backoff_max_secs = 99999999\nmin_append_rate = 0\nmax_held_append_bytes = 0\n",
+            "{}[auth.jwt]\njwks_file = \"jwks.json\"\nissuer = \"i\"\naudience = \"a\"\nleeway_secs = 100000\nrole_claim = \"sub\"\nsession_expiry = \"never\"\n[limits]\nfailed_auth_backoff_max_secs = 99999999\nmin_append_rate = 0\nmax_held_append_bytes = 0\nappend_memory_bytes = 1099511627776\nappend_spill_dir = \"missing\"\n",
             base(dir.path()).replace("sha256 = ", "role = \"read_only\"\nsha256 = ")
         );
         let err = load(&text, dir.path(), &[]).unwrap_err().to_string();
@@ -768,6 +768,8 @@ mod tests {
             "limits.failed_auth_backoff_max_secs",
             "limits.min_append_rate",
             "limits.max_held_append_bytes",
+            "limits.append_memory_bytes",
+            "limits.append_spill_dir",
             "workers.read_only_count",
         ] {
             assert!(err.contains(key), "{key} not in: {err}");
@@ -780,7 +782,17 @@ mod tests {
         let (jwt, keys) = config.jwt.unwrap();
         assert_eq!(jwt.leeway, Duration::from_secs(DEFAULT_JWT_LEEWAY_SECS));
         assert_eq!(keys.kids(), vec!["k"]);
-        assert_eq!(config.limits, LimitsConfig::default());
+        // The disk's share is what its file system had free when each was made.
+        let spilled = config.limits.max_spilled_append_bytes;
+        assert!(spilled > 0);
+        assert_eq!(
+            config.limits,
+            LimitsConfig {
+                max_spilled_append_bytes: spilled,
+                max_spilled_append_bytes_per_principal: spilled / 4,
+                ..LimitsConfig::default()
+            }
+        );
     }
 
     #[test]
