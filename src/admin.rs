@@ -56,6 +56,7 @@ pub async fn handle(
                     .peer_requests
                     .load(std::sync::atomic::Ordering::Relaxed),
                 throttled_addresses: state.throttle.tracked(),
+                held_appends: state.held_appends.reading(),
                 lake: (state.role == Role::Catalog).then(|| &*state.workers.lake),
             };
             (StatusCode::OK, state.metrics.render(&readings))

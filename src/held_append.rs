@@ -9,6 +9,7 @@
 //! same bodies cost a file each and page cache the kernel may evict.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -26,6 +27,16 @@ pub struct HeldAppends {
     disk: Arc<ByteCaps<u32>>,
     memory_each: u64,
     spill_dir: PathBuf,
+    spilled: Arc<AtomicU64>,
+}
+
+/// What [`HeldAppends`] holds now, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeldReading {
+    pub memory: u64,
+    pub disk: u64,
+    /// APPENDs held on disk since the start.
+    pub spilled: u64,
 }
 
 /// Why an APPEND could not be held.
@@ -50,6 +61,15 @@ impl HeldAppends {
             )),
             memory_each: limits.append_memory_bytes,
             spill_dir: limits.append_spill_dir.clone(),
+            spilled: Arc::default(),
+        }
+    }
+
+    pub fn reading(&self) -> HeldReading {
+        HeldReading {
+            memory: self.memory.total(),
+            disk: self.disk.total(),
+            spilled: self.spilled.load(Ordering::Relaxed),
         }
     }
 
@@ -74,6 +94,7 @@ impl HeldAppends {
             disk_caps: self.disk.clone(),
             memory_each: self.memory_each,
             spill_dir: self.spill_dir.clone(),
+            spilled: self.spilled.clone(),
         }
     }
 }
@@ -88,6 +109,7 @@ pub struct HeldBody {
     disk_caps: Arc<ByteCaps<u32>>,
     memory_each: u64,
     spill_dir: PathBuf,
+    spilled: Arc<AtomicU64>,
 }
 
 struct OnDisk {
@@ -117,6 +139,7 @@ impl HeldBody {
                 let spill = tokio::task::spawn_blocking(move || Spill::new_in(&dir))
                     .await
                     .map_err(std::io::Error::other)??;
+                self.spilled.fetch_add(1, Ordering::Relaxed);
                 self.disk.insert(OnDisk {
                     spill: Some(spill),
                     held,

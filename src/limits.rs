@@ -320,6 +320,11 @@ impl<K: Eq + Hash + Clone> ByteCaps<K> {
         }
     }
 
+    /// Bytes held now, all keys together.
+    pub fn total(&self) -> u64 {
+        self.tally().total
+    }
+
     /// Nothing held yet under `key`.
     pub fn hold(self: &std::sync::Arc<Self>, key: K) -> Held<K> {
         Held {

@@ -13,6 +13,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::held_append::HeldReading;
 use crate::workers::lake::LakeStatus;
 use crate::workers::WorkerSet;
 
@@ -30,6 +31,8 @@ pub struct Readings<'a> {
     pub draining: bool,
     pub peer_requests: u64,
     pub throttled_addresses: usize,
+    /// APPEND bytes held in memory and on disk now, and APPENDs held on disk since the start.
+    pub held_appends: HeldReading,
     /// The lake's last maintenance report (the catalog only).
     pub lake: Option<&'a LakeStatus>,
 }
@@ -47,6 +50,8 @@ pub struct Metrics {
     draining: IntGauge,
     peer_requests: IntGauge,
     throttled_addresses: IntGauge,
+    append_held_bytes: IntGaugeVec,
+    appends_spilled: IntGauge,
     worker_ready: IntGaugeVec,
     worker_sessions: IntGaugeVec,
     worker_restarts: IntGaugeVec,
@@ -122,6 +127,15 @@ impl Metrics {
                 "auth_tracked_addresses",
                 "Client addresses with recent failed authentications",
             ),
+            append_held_bytes: gauge_vec(
+                "append_held_bytes",
+                "Bytes of APPENDs held while they are read whole, by place (memory or disk)",
+                &["place"],
+            ),
+            appends_spilled: gauge(
+                "appends_spilled",
+                "APPENDs held on disk since the start",
+            ),
             worker_ready: gauge_vec(
                 "worker_ready",
                 "1 when the worker takes new sessions",
@@ -182,6 +196,14 @@ impl Metrics {
             .set(now.peer_requests.try_into().unwrap_or(i64::MAX));
         self.throttled_addresses
             .set(gauge_value(now.throttled_addresses));
+        let held = &now.held_appends;
+        for (place, bytes) in [("memory", held.memory), ("disk", held.disk)] {
+            self.append_held_bytes
+                .with_label_values(&[place])
+                .set(bytes.try_into().unwrap_or(i64::MAX));
+        }
+        self.appends_spilled
+            .set(held.spilled.try_into().unwrap_or(i64::MAX));
         for w in now.workers.iter() {
             self.worker_ready
                 .with_label_values(&[w.id.as_str(), w.access.as_str()])

@@ -13,6 +13,7 @@ use http_body::{Body, Frame};
 use quack_codec::{CodecError, FlatAppend};
 
 use crate::body::BoxError;
+use crate::limits::Held;
 
 /// Messages larger than this are walked on a blocking thread: a walk takes about 5 ms a
 /// megabyte, and the runtime (one thread on a 2-core node) must serve everyone else meanwhile
@@ -56,14 +57,22 @@ pub struct WalkedAppend {
     /// Bytes of the client's header still to be dropped from what the walk passes on.
     skip: usize,
     flat: FlatAppend,
+    /// The walk's memory under the caps, given back with the body.
+    _walk_held: Held<u32>,
 }
 
 impl WalkedAppend {
-    pub fn new(header: Bytes, client_header_len: usize, flat: FlatAppend) -> Self {
+    pub fn new(
+        header: Bytes,
+        client_header_len: usize,
+        flat: FlatAppend,
+        walk_held: Held<u32>,
+    ) -> Self {
         WalkedAppend {
             header: Some(header),
             skip: client_header_len,
             flat,
+            _walk_held: walk_held,
         }
     }
 }
@@ -116,11 +125,17 @@ mod tests {
         let message = fixture("append_request_cli_compressed.bin");
         let client_header = quack_codec::decode_header(&message).unwrap().len;
         let flat = walk_append(message.clone()).await.unwrap();
-        let out = WalkedAppend::new(Bytes::from_static(b"HEADER"), client_header, flat)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap();
+        let caps = std::sync::Arc::new(crate::limits::ByteCaps::new(1, 1));
+        let out = WalkedAppend::new(
+            Bytes::from_static(b"HEADER"),
+            client_header,
+            flat,
+            caps.hold(0),
+        )
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap();
         let whole = quack_codec::flatten_append(message).unwrap();
         assert_ne!(
             whole[client_header..],

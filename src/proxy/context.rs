@@ -15,6 +15,7 @@ use crate::audit::AuditFacts;
 use crate::auth::Principal;
 use crate::cluster::credential::Nonce;
 use crate::cluster::credential::{DIGEST_HEADER, GRANT_HEADER, PEER_HEADER};
+use crate::limits::Held;
 use crate::server::ClientAddr;
 
 /// Where a request came from.
@@ -99,10 +100,12 @@ pub struct Admitted {
 pub enum Outgoing {
     Whole(Bytes),
     /// A whole APPEND, walked: what goes to a worker comes from `flat`, with its compressed
-    /// vectors written flat.
+    /// vectors written flat. `walk_held` is the memory `flat` takes beyond `message`, under
+    /// the caps; both are given back once the body has gone.
     Append {
         message: Bytes,
         flat: FlatAppend,
+        walk_held: Held<u32>,
     },
     Streamed {
         /// What was read to decode the header.

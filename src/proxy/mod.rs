@@ -172,10 +172,14 @@ async fn forward(
             let message = read_append(prefix, body, limit, rate, held).await?;
             peer::body_matches(&message, &digest)?;
             let flat = walk_append(message.clone()).await?;
-            let _walk_held = state
+            let walk_held = state
                 .held_appends
                 .hold_memory(destination.principal_tag(), flat.held_bytes())?;
-            let outgoing = Outgoing::Append { message, flat };
+            let outgoing = Outgoing::Append {
+                message,
+                flat,
+                walk_held,
+            };
             return match destination {
                 Destination::Worker(to) => session::pinned(state, ctx, to, outgoing, &header).await,
                 Destination::Peer(_) => Err(crate::routing::RoutingError::ForeignNode.into()),
@@ -232,8 +236,6 @@ async fn forward(
                 })?,
         ),
     };
-    // What an APPEND's walk holds beyond its bytes, given back once the worker has answered.
-    let mut _walk_held = None;
     let outgoing = match buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
         Some(cap) => {
             if declared_length.is_some_and(|n| n > cap) {
@@ -250,20 +252,23 @@ async fn forward(
             Outgoing::Whole(message)
         }
         None if header.msg_type == msg_type::APPEND_REQUEST => {
-            // Its place under the caps is given back with the last of its bytes, once its
-            // worker has read them.
+            // Its places under the caps are given back with the last of its bytes, once its
+            // worker has read them (`pinned`), not when it answers: an APPEND may wait there
+            // behind a long statement of its session.
             let held = state.held_appends.body(destination.principal_tag());
             let rate = state.min_append_rate;
             let message = read_append(prefix, body, limit, rate, held).await?;
             // Walked whole, so refused before a worker is reached; what the walk rewrites is
             // made as the worker takes it (`pinned`).
             let flat = walk_append(message.clone()).await?;
-            _walk_held = Some(
-                state
-                    .held_appends
-                    .hold_memory(destination.principal_tag(), flat.held_bytes())?,
-            );
-            Outgoing::Append { message, flat }
+            let walk_held = state
+                .held_appends
+                .hold_memory(destination.principal_tag(), flat.held_bytes())?;
+            Outgoing::Append {
+                message,
+                flat,
+                walk_held,
+            }
         }
         None => Outgoing::Streamed {
             prefix,

@@ -189,7 +189,16 @@ pub async fn to_peer(
     outgoing: Outgoing,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let message = match outgoing {
-        Outgoing::Whole(message) | Outgoing::Append { message, .. } => message,
+        Outgoing::Whole(message) => message,
+        // Only the walk's verdict was needed here: the node walks the message again.
+        Outgoing::Append {
+            message,
+            flat,
+            walk_held,
+        } => {
+            drop((flat, walk_held));
+            message
+        }
         Outgoing::Streamed { prefix, rest, .. } => {
             let limit = state.max_body_bytes;
             with_client_timeout(read_rest(prefix, rest, limit, limit)).await?
@@ -226,8 +235,17 @@ pub async fn pinned(
             out.extend_from_slice(&message[header.len..]);
             QuackPost::whole(loopback(to.port), out.freeze())
         }
-        Outgoing::Append { flat, .. } => {
-            let body = WalkedAppend::new(new_header, header.len, flat).boxed();
+        Outgoing::Append {
+            message,
+            flat,
+            walk_held,
+        } => {
+            // The body alone holds the bytes from here, so that they, and their places under
+            // the caps, go once the worker has read them: it may answer only after a long
+            // statement of the same session (a thirty-first review held the caps so for the
+            // statement's hour).
+            drop(message);
+            let body = WalkedAppend::new(new_header, header.len, flat, walk_held).boxed();
             QuackPost::streamed(loopback(to.port), body, None)
         }
         Outgoing::Streamed {

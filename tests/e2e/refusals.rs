@@ -638,6 +638,102 @@ fn open_file_bytes_below(pid: u32, dir: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// Spill files `pid` has mapped below `dir` (a held body closes its file once it maps it).
+fn mapped_below(pid: u32, dir: &std::path::Path) -> usize {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|maps| {
+            maps.lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .nth(5)
+                        .is_some_and(|p| p.starts_with(&dir))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// An APPEND waiting at its worker behind a long statement of its session gives its held bytes
+/// back once the worker has read them, not when it answers (a thirty-first review held the
+/// caps so for as long as the statement could run, an hour by default).
+#[test]
+fn an_append_waiting_behind_a_long_statement_holds_nothing_meanwhile() {
+    use std::sync::mpsc;
+
+    use quack_codec::{append_request, prepare_request, AppendColumn};
+
+    let spill = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_toml: format!(
+            "[limits]\nstatement_timeout_secs = 20\nappend_spill_dir = \"{}\"\n",
+            spill.path().display()
+        ),
+        ..Default::default()
+    });
+    gw.cli_ok("CREATE TABLE r.w (i BIGINT);");
+    let pid = gw.child.id();
+    let worker = gw.worker_pids()[0];
+    let cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{worker}/stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let id = open_session(&gw);
+    let addr = gw.plain;
+    let idle = cpu_ticks();
+    let long = {
+        let message = prepare_request(&id, 5, "SELECT sum(hash(i)) FROM range(1000000000000) t(i)");
+        std::thread::spawn(move || quack_post(addr, message.to_vec()))
+    };
+    wait_until(
+        "the statement running at the worker",
+        Duration::from_secs(30),
+        || cpu_ticks() > idle + 100,
+    );
+    // About 2 MB: held on disk.
+    let message = append_request(
+        &id,
+        6,
+        "main",
+        "w",
+        &[AppendColumn::BigInt((0..250_000).collect())],
+    );
+    let (sent, all_sent) = mpsc::channel();
+    let append = std::thread::spawn(move || {
+        post_in_two_parts(addr, &message, message.len(), move || {
+            sent.send(()).unwrap()
+        })
+    });
+    all_sent.recv().unwrap();
+    wait_until("the APPEND held on disk", Duration::from_secs(10), || {
+        gw.metric("quackgate_appends_spilled") == Some(1)
+    });
+    wait_until(
+        "the APPEND's place given back",
+        Duration::from_secs(10),
+        || {
+            gw.metric("quackgate_append_held_bytes{place=\"disk\"}") == Some(0)
+                && mapped_below(pid, spill.path()) == 0
+        },
+    );
+    assert!(
+        !long.is_finished() && !append.is_finished(),
+        "both still wait"
+    );
+    // The deadline ends the statement; the APPEND is answered after it.
+    let (status, answer) = long.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&answer).contains("statement_timeout_secs"),
+        "{answer:?}"
+    );
+    let answer = append.join().unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+}
+
 /// Many large APPENDs of one principal arriving at once are held on disk, not in the
 /// gateway's memory, while they are read whole (a thirtieth review pinned 2 GiB of memory so
 /// for minutes); then every one lands whole, and the disk is given back.
@@ -742,7 +838,7 @@ fn large_appends_arriving_together_wait_on_disk_and_land_whole() {
     wait_until(
         "the spill files given back",
         Duration::from_secs(30),
-        || open_file_bytes_below(pid, spill.path()) == 0,
+        || mapped_below(pid, spill.path()) == 0 && open_file_bytes_below(pid, spill.path()) == 0,
     );
     assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
 }

@@ -296,6 +296,14 @@ impl Gateway {
         http_get(self.admin, path)
     }
 
+    /// The value of the metric whose exposition line starts with `name` (labels included).
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let (_, metrics) = self.admin_get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// The pids of this gateway's worker processes, from its log.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.log()
