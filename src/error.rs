@@ -128,6 +128,7 @@ impl GatewayError {
             GatewayError::PrepareTooLarge { .. } => "prepare_too_large",
             GatewayError::PrincipalBusy { .. } => "principal_requests_limit",
             GatewayError::AppendNotHeld(HoldError::Full { .. }) => "append_bytes_held",
+            GatewayError::AppendNotHeld(HoldError::GaveWay { .. }) => "append_gave_way",
             GatewayError::AppendNotHeld(HoldError::Disk(_)) => "append_spill_failed",
             GatewayError::PrincipalEndsWorkers { .. } => "principal_ends_workers",
             GatewayError::StatementTimeout { .. } => "statement_timeout",
@@ -166,7 +167,7 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::PrepareTooLarge { .. }
             | GatewayError::PrincipalBusy { .. }
-            | GatewayError::AppendNotHeld(HoldError::Full { .. })
+            | GatewayError::AppendNotHeld(HoldError::Full { .. } | HoldError::GaveWay { .. })
             | GatewayError::PrincipalEndsWorkers { .. }
             | GatewayError::ClientBody(_)
             | GatewayError::ClientTimeout
@@ -241,6 +242,14 @@ impl GatewayError {
                      before its worker gets it, and holding this one would pass {setting} ({} \
                      MiB); try again when others have finished, or send smaller batches",
                     limit >> 20
+                ))
+            }
+            GatewayError::AppendNotHeld(HoldError::GaveWay { rate }) => {
+                ClientReply::QuackText(format!(
+                    "quackgate: this APPEND was not run: it was arriving slower than \
+                     limits.append_rate_under_pressure ({} KiB/s) while the room this node \
+                     holds APPENDs in was full, and gave way to another; send it again",
+                    rate >> 10
                 ))
             }
             GatewayError::AppendNotHeld(HoldError::Disk(_)) => ClientReply::Quack(

@@ -62,9 +62,13 @@ pub struct LimitsConfig {
     /// The same, of one principal. Default: a quarter of `max_spilled_append_bytes`.
     pub max_spilled_append_bytes_per_principal: u64,
     /// The slowest an APPEND may arrive, on average after its first 60 s, in bytes a second:
-    /// its bytes are held against caps other principals share. Default 128 KiB/s, a 1 Mbit/s
-    /// line.
+    /// its bytes are held against caps other principals share. Default 128 KiB/s, about a
+    /// 1 Mbit/s line.
     pub min_append_rate: u64,
+    /// While a cap on held APPENDs is full, bodies being read slower than this over the last
+    /// 5 to 10 s give way to an APPEND that needs their room (`held_append::give_way`).
+    /// Default 1 MiB/s.
+    pub append_rate_under_pressure: u64,
 }
 
 /// `max_spilled_append_bytes` unless set: half of what `dir`'s file system has free.
@@ -101,6 +105,7 @@ impl Default for LimitsConfig {
             max_spilled_append_bytes: spilled,
             max_spilled_append_bytes_per_principal: spilled / 4,
             min_append_rate: 128 << 10,
+            append_rate_under_pressure: 1 << 20,
         }
     }
 }
@@ -360,6 +365,11 @@ impl<K: Eq + Hash + Clone> Held<K> {
         *tally.each.entry(self.key.clone()).or_insert(0) += n;
         self.bytes += n;
         Ok(())
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Gives back `n` of the bytes held (at most all of them).

@@ -246,6 +246,9 @@ pub(super) fn validate(
             .max_spilled_append_bytes_per_principal
             .unwrap_or(spilled / 4),
         min_append_rate: l.min_append_rate.unwrap_or(defaults.min_append_rate),
+        append_rate_under_pressure: l
+            .append_rate_under_pressure
+            .unwrap_or(defaults.append_rate_under_pressure),
     };
     for (key, value) in [
         ("limits.max_sessions", limits.max_sessions as u64),
@@ -290,6 +293,12 @@ pub(super) fn validate(
         ),
     ] {
         problems.positive(key, value);
+    }
+    if limits.append_rate_under_pressure < limits.min_append_rate {
+        problems.push(format!(
+            "limits.append_rate_under_pressure: at least limits.min_append_rate ({}), got {}",
+            limits.min_append_rate, limits.append_rate_under_pressure
+        ));
     }
     if limits.append_memory_bytes > limits.max_held_append_bytes_per_principal {
         problems.push(format!(

@@ -177,6 +177,7 @@ pub(super) struct FileLimits {
     pub(super) max_spilled_append_bytes: Option<u64>,
     pub(super) max_spilled_append_bytes_per_principal: Option<u64>,
     pub(super) min_append_rate: Option<u64>,
+    pub(super) append_rate_under_pressure: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

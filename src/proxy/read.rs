@@ -133,7 +133,8 @@ pub async fn read_rest(
 /// `min_rate` bytes received (`limits.min_append_rate`: its bytes are held against caps other
 /// principals share, so a body sent fast and then dripped must not earn hours, as a
 /// twenty-ninth review's did at 8 KiB/s), and by [`HELD_IDLE`] between pieces; in size by
-/// `limit` and by what may be held.
+/// `limit` and by what may be held; and cut when it is behind while the caps are full
+/// (`held_append`'s `give_way`).
 pub async fn read_append(
     prefix: Bytes,
     mut body: Limited<Incoming>,
@@ -144,13 +145,16 @@ pub async fn read_append(
     held.push(&prefix).await?;
     let mut received = prefix.len() as u64;
     let started = Instant::now();
+    let cut = held.cut();
     loop {
         let earned = Duration::from_secs_f64(received as f64 / min_rate.max(1) as f64);
         let until = (started + CLIENT_READ_TIMEOUT + earned).min(Instant::now() + HELD_IDLE);
-        let Some(frame) = tokio::time::timeout_at(until, body.frame())
-            .await
-            .map_err(|_| GatewayError::ClientTimeout)?
-        else {
+        let next = tokio::select! {
+            biased;
+            () = cut.cancelled() => return Err(held.gave_way().into()),
+            next = tokio::time::timeout_at(until, body.frame()) => next,
+        };
+        let Some(frame) = next.map_err(|_| GatewayError::ClientTimeout)? else {
             return Ok(held.finish().await?);
         };
         let frame = frame.map_err(|e| body_error(e, limit))?;

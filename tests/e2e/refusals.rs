@@ -734,6 +734,120 @@ fn an_append_waiting_behind_a_long_statement_holds_nothing_meanwhile() {
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
 }
 
+/// While the room for held APPENDs is full, a body that arrives slower than
+/// `limits.append_rate_under_pressure` gives way to an APPEND that needs its room: a principal
+/// sending its share fast and then a byte every 2 s (a thirty-first review held a node's disk
+/// cap so for 860 s at a time) has its APPEND cut with an error that says why, and another
+/// principal's APPEND lands.
+#[test]
+fn a_dripping_append_gives_way_when_the_room_is_full() {
+    use std::io::{Read, Write};
+
+    use quack_codec::{append_request, AppendColumn};
+
+    let victim_token = "the-victim-principal";
+    let spill = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(GatewayOptions {
+        // One worker for each principal.
+        workers: 2,
+        extra_workers_toml: "max_per_principal = 1\n".into(),
+        extra_toml: format!(
+            "[[auth.static_tokens]]\nname = \"victim\"\nsha256 = \"{}\"\n[limits]\nappend_memory_bytes = 65536\nappend_spill_dir = \"{}\"\nmax_spilled_append_bytes = 8388608\nmax_spilled_append_bytes_per_principal = 8388608\n",
+            quackgate::auth::hash_token(victim_token),
+            spill.path().display()
+        ),
+        ..Default::default()
+    });
+    let out = gw.cli_with_token(victim_token, "CREATE TABLE r.v (i BIGINT);");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // About 8 MB: all of the disk's room but its last 300 kB, then a byte every 2 s.
+    let dripper = open_session(&gw);
+    let message = append_request(
+        &dripper,
+        1,
+        "main",
+        "d",
+        &[AppendColumn::BigInt((0..1_000_000).collect())],
+    );
+    assert!(
+        message.len() > 7_900_000 && message.len() < 8_388_608,
+        "{}",
+        message.len()
+    );
+    let addr = gw.plain;
+    let drip = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            message.len()
+        )
+        .unwrap();
+        let fast = message.len() - 300_000;
+        s.write_all(&message[..fast]).unwrap();
+        // The stimulus: 30 drips, 60 s, fewer bytes than the rest; the gateway cuts it first.
+        for byte in &message[fast..fast + 30] {
+            std::thread::sleep(Duration::from_secs(2));
+            if s.write_all(std::slice::from_ref(byte)).is_err() {
+                break;
+            }
+        }
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    wait_until(
+        "the dripping APPEND on disk",
+        Duration::from_secs(30),
+        || {
+            gw.metric("quackgate_append_held_bytes{place=\"disk\"}")
+                .is_some_and(|held| held > 7_500_000)
+        },
+    );
+    // About 2 MB: it needs the dripper's room, and gets it once the dripper has been slow for
+    // the 5 to 10 s a rate is measured over.
+    let victim = open_session_as(&gw, victim_token);
+    let message = append_request(
+        &victim,
+        1,
+        "main",
+        "v",
+        &[AppendColumn::BigInt((0..250_000).collect())],
+    );
+    let mut refused = 0;
+    wait_until(
+        "the other principal's APPEND lands",
+        Duration::from_secs(40),
+        || {
+            let (_, answer) = quack_post(gw.plain, message.to_vec());
+            if msg_type(&answer) == 10 {
+                return true;
+            }
+            assert!(
+                String::from_utf8_lossy(&answer).contains("limits.max_spilled_append_bytes"),
+                "{answer:?}"
+            );
+            refused += 1;
+            false
+        },
+    );
+    eprintln!(
+        "the other principal's APPEND was refused {refused} times before the dripper gave way"
+    );
+    let answer = drip.join().unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("gave way to another"),
+        "{answer:?}"
+    );
+    let out = gw.cli_with_token(victim_token, "SELECT count(*) FROM r.v;");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "250000");
+}
+
 /// Many large APPENDs of one principal arriving at once are held on disk, not in the
 /// gateway's memory, while they are read whole (a thirtieth review pinned 2 GiB of memory so
 /// for minutes); then every one lands whole, and the disk is given back.

@@ -2,32 +2,44 @@
 //! memory up to `limits.append_memory_bytes`, then on disk in `limits.append_spill_dir`, as
 //! nginx keeps a body past `client_body_buffer_size`. Each place is capped per principal and
 //! in total, and a body's place is given back with the last of its bytes, once its worker has
-//! read them.
+//! read them. When a cap is full, bodies that arrive too slowly give way (`give_way`).
 //!
 //! Memory is what every tenant's sessions share. Held there whole, a few clients sending large
 //! APPENDs slowly pinned most of it for minutes at a time (a thirtieth review); on disk, the
 //! same bodies cost a file each and page cache the kernel may evict.
 
+mod give_way;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quackgate_spill::Spill;
+use tokio_util::sync::CancellationToken;
 
 use crate::limits::{ByteCapFull, ByteCaps, Held, LimitsConfig};
+use give_way::{Place, Readers, Reading};
 
 /// Spilled bytes are written in batches of this size, each on a blocking thread.
 const WRITE_BATCH: usize = 256 * 1024;
+/// The longest an APPEND waits for the room of bodies it cut to be let go.
+const ROOM_WAIT: Duration = Duration::from_secs(2);
 
 /// The caps of held APPENDs on this node, keyed by principal tag.
 #[derive(Debug)]
-pub struct HeldAppends {
+pub struct HeldAppends(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
     memory: Arc<ByteCaps<u32>>,
     disk: Arc<ByteCaps<u32>>,
     memory_each: u64,
     spill_dir: PathBuf,
-    spilled: Arc<AtomicU64>,
+    spilled: AtomicU64,
+    readers: Readers,
+    pressure_rate: u64,
 }
 
 /// What [`HeldAppends`] holds now, for `/metrics`.
@@ -44,13 +56,17 @@ pub struct HeldReading {
 pub enum HoldError {
     #[error("holding the APPEND would pass {setting} ({limit} bytes)")]
     Full { limit: u64, setting: &'static str },
+    /// Cut while the caps were full, for arriving slower than `rate` bytes a second
+    /// (`limits.append_rate_under_pressure`).
+    #[error("the APPEND arrived slower than {rate} bytes a second while the caps were full")]
+    GaveWay { rate: u64 },
     #[error("writing the APPEND to limits.append_spill_dir: {0}")]
     Disk(#[from] std::io::Error),
 }
 
 impl HeldAppends {
     pub fn new(limits: &LimitsConfig) -> Self {
-        HeldAppends {
+        HeldAppends(Arc::new(Shared {
             memory: Arc::new(ByteCaps::new(
                 limits.max_held_append_bytes,
                 limits.max_held_append_bytes_per_principal,
@@ -61,15 +77,17 @@ impl HeldAppends {
             )),
             memory_each: limits.append_memory_bytes,
             spill_dir: limits.append_spill_dir.clone(),
-            spilled: Arc::default(),
-        }
+            spilled: AtomicU64::new(0),
+            readers: Readers::new(limits.append_rate_under_pressure),
+            pressure_rate: limits.append_rate_under_pressure,
+        }))
     }
 
     pub fn reading(&self) -> HeldReading {
         HeldReading {
-            memory: self.memory.total(),
-            disk: self.disk.total(),
-            spilled: self.spilled.load(Ordering::Relaxed),
+            memory: self.0.memory.total(),
+            disk: self.0.disk.total(),
+            spilled: self.0.spilled.load(Ordering::Relaxed),
         }
     }
 
@@ -79,22 +97,20 @@ impl HeldAppends {
     /// # Errors
     /// The memory cap it would pass.
     pub fn hold_memory(&self, key: u32, bytes: u64) -> Result<Held<u32>, HoldError> {
-        let mut held = self.memory.hold(key);
+        let mut held = self.0.memory.hold(key);
         held.grow(bytes).map_err(memory_full)?;
         Ok(held)
     }
 
-    /// An empty body of the principal tagged `key`.
+    /// An empty body of the principal tagged `key`, being read.
     pub fn body(&self, key: u32) -> HeldBody {
         HeldBody {
             memory: BytesMut::new(),
-            in_memory: self.memory.hold(key),
+            in_memory: Some(self.0.memory.hold(key)),
             disk: None,
             key,
-            disk_caps: self.disk.clone(),
-            memory_each: self.memory_each,
-            spill_dir: self.spill_dir.clone(),
-            spilled: self.spilled.clone(),
+            reading: self.0.readers.join(Instant::now()),
+            shared: self.0.clone(),
         }
     }
 }
@@ -103,13 +119,12 @@ impl HeldAppends {
 pub struct HeldBody {
     /// Bytes not yet on disk: the whole body until it spills, then the next batch.
     memory: BytesMut,
-    in_memory: Held<u32>,
+    /// Taken by [`HeldBody::finish`].
+    in_memory: Option<Held<u32>>,
     disk: Option<OnDisk>,
     key: u32,
-    disk_caps: Arc<ByteCaps<u32>>,
-    memory_each: u64,
-    spill_dir: PathBuf,
-    spilled: Arc<AtomicU64>,
+    reading: Arc<Reading>,
+    shared: Arc<Shared>,
 }
 
 struct OnDisk {
@@ -119,37 +134,67 @@ struct OnDisk {
 }
 
 impl HeldBody {
+    /// Cancelled once another APPEND, finding the caps full, has taken this one's room.
+    pub fn cut(&self) -> CancellationToken {
+        self.reading.cut().clone()
+    }
+
+    /// The error of a body that was [`HeldBody::cut`].
+    pub fn gave_way(&self) -> HoldError {
+        HoldError::GaveWay {
+            rate: self.shared.pressure_rate,
+        }
+    }
+
     /// Holds `data` after what came before.
     ///
     /// # Errors
     /// A cap it would pass, or a failed write to disk; the body is then unusable.
     pub async fn push(&mut self, data: &[u8]) -> Result<(), HoldError> {
         let n = data.len() as u64;
-        if self.disk.is_none() && self.memory.len() as u64 + n <= self.memory_each {
-            self.in_memory.grow(n).map_err(memory_full)?;
+        self.reading.received(n, Instant::now());
+        let result = self.hold(data).await;
+        self.reading.set_held(
+            self.in_memory.as_ref().map_or(0, Held::bytes),
+            self.disk.as_ref().map_or(0, |d| d.held.bytes()),
+        );
+        result
+    }
+
+    async fn hold(&mut self, data: &[u8]) -> Result<(), HoldError> {
+        let n = data.len() as u64;
+        let shared = self.shared.clone();
+        let Some(in_memory) = &mut self.in_memory else {
+            return Err(HoldError::Disk(std::io::Error::other(
+                "the body is finished",
+            )));
+        };
+        if self.disk.is_none() && self.memory.len() as u64 + n <= shared.memory_each {
+            grow(&shared, &self.reading, in_memory, Place::Memory, n).await?;
             self.memory.extend_from_slice(data);
             return Ok(());
         }
         let disk = match &mut self.disk {
             Some(disk) => disk,
             None => {
-                let mut held = self.disk_caps.hold(self.key);
-                held.grow(self.memory.len() as u64).map_err(disk_full)?;
-                let dir = self.spill_dir.clone();
+                let mut held = shared.disk.hold(self.key);
+                let already = self.memory.len() as u64;
+                grow(&shared, &self.reading, &mut held, Place::Disk, already).await?;
+                let dir = shared.spill_dir.clone();
                 let spill = tokio::task::spawn_blocking(move || Spill::new_in(&dir))
                     .await
                     .map_err(std::io::Error::other)??;
-                self.spilled.fetch_add(1, Ordering::Relaxed);
+                shared.spilled.fetch_add(1, Ordering::Relaxed);
                 self.disk.insert(OnDisk {
                     spill: Some(spill),
                     held,
                 })
             }
         };
-        disk.held.grow(n).map_err(disk_full)?;
-        self.in_memory.grow(n).map_err(memory_full)?;
+        grow(&shared, &self.reading, &mut disk.held, Place::Disk, n).await?;
+        grow(&shared, &self.reading, in_memory, Place::Memory, n).await?;
         self.memory.extend_from_slice(data);
-        if self.memory.len() as u64 >= self.memory_each.min(WRITE_BATCH as u64) {
+        if self.memory.len() as u64 >= shared.memory_each.min(WRITE_BATCH as u64) {
             self.write_out().await?;
         }
         Ok(())
@@ -160,12 +205,12 @@ impl HeldBody {
     /// # Errors
     /// A failed write to disk.
     pub async fn finish(mut self) -> Result<Bytes, HoldError> {
+        // Whole: no longer one that may be cut.
+        self.shared.readers.leave(&self.reading);
         if self.disk.is_none() {
             let bytes = std::mem::take(&mut self.memory).freeze();
-            return Ok(Bytes::from_owner(KeptWith {
-                bytes,
-                _held: self.in_memory,
-            }));
+            let held = self.in_memory.take();
+            return Ok(Bytes::from_owner(KeptWith { bytes, _held: held }));
         }
         self.write_out().await?;
         let Some(OnDisk {
@@ -199,15 +244,66 @@ impl HeldBody {
             .await
             .map_err(std::io::Error::other)??;
         disk.spill = Some(spill);
-        self.in_memory.shrink(written);
+        if let Some(in_memory) = &mut self.in_memory {
+            in_memory.shrink(written);
+        }
         Ok(())
+    }
+}
+
+impl Drop for HeldBody {
+    fn drop(&mut self) {
+        // Let the room go before saying so, so that a body waiting for it finds it.
+        self.in_memory.take();
+        self.disk.take();
+        self.shared.readers.leave(&self.reading);
+    }
+}
+
+/// Grows `held` by `n` in `place`; when that passes the node's cap, cuts slow bodies being
+/// read and waits, at most [`ROOM_WAIT`], for their room.
+async fn grow(
+    shared: &Shared,
+    reading: &Reading,
+    held: &mut Held<u32>,
+    place: Place,
+    n: u64,
+) -> Result<(), HoldError> {
+    let full = |e| match place {
+        Place::Memory => memory_full(e),
+        Place::Disk => disk_full(e),
+    };
+    let total = match held.grow(n) {
+        Ok(()) => return Ok(()),
+        Err(e @ ByteCapFull::Each(_)) => return Err(full(e)),
+        Err(e @ ByteCapFull::Total(_)) => e,
+    };
+    if !shared
+        .readers
+        .cut_slowest(reading, place, n, Instant::now())
+    {
+        return Err(full(total));
+    }
+    let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+    loop {
+        let freed = shared.readers.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        match held.grow(n) {
+            Ok(()) => return Ok(()),
+            Err(e @ ByteCapFull::Each(_)) => return Err(full(e)),
+            Err(ByteCapFull::Total(_)) => {}
+        }
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            return Err(full(total));
+        }
     }
 }
 
 /// Bytes, and the place under a cap they are held in.
 struct KeptWith {
     bytes: Bytes,
-    _held: Held<u32>,
+    _held: Option<Held<u32>>,
 }
 
 impl AsRef<[u8]> for KeptWith {
@@ -270,11 +366,11 @@ mod tests {
         assert_eq!(&small[..], b"0123456789");
         // Held in memory until the bytes are gone.
         assert_eq!(
-            held.memory.hold(1).grow(9_991),
+            held.0.memory.hold(1).grow(9_991),
             Err(ByteCapFull::Each(10_000))
         );
         drop(small);
-        assert_eq!(held.memory.hold(1).grow(10_000), Ok(()));
+        assert_eq!(held.0.memory.hold(1).grow(10_000), Ok(()));
 
         let mut large = held.body(1);
         // 300 pieces of about a kilobyte: past the memory share at once, and past a batch.
@@ -285,14 +381,14 @@ mod tests {
         let large = large.finish().await.unwrap();
         assert_eq!(large, sent.concat());
         // Memory is free again, the disk holds the body until it drops.
-        assert_eq!(held.memory.hold(2).grow(10_000), Ok(()));
+        assert_eq!(held.0.memory.hold(2).grow(10_000), Ok(()));
         let on_disk = large.len() as u64;
         assert_eq!(
-            held.disk.hold(2).grow(1_000_000 - on_disk + 1),
+            held.0.disk.hold(2).grow(1_000_000 - on_disk + 1),
             Err(ByteCapFull::Total(1_000_000))
         );
         drop(large);
-        assert_eq!(held.disk.hold(2).grow(900_000), Ok(()));
+        assert_eq!(held.0.disk.hold(2).grow(900_000), Ok(()));
     }
 
     #[tokio::test]
@@ -315,7 +411,7 @@ mod tests {
             })
         ));
         drop(body);
-        assert_eq!(held.disk.hold(7).grow(900_000), Ok(()));
+        assert_eq!(held.0.disk.hold(7).grow(900_000), Ok(()));
     }
 
     #[test]
