@@ -350,11 +350,12 @@ fn every_bad_token_is_refused_with_a_clear_error_and_every_algorithm_is_accepted
 
 /// A catalog plus a gateway with one read-write and one read-only worker on one lake, a
 /// read-only static token, and JWTs.
-struct RoStack {
-    gateway: Gateway,
+pub(crate) struct RoStack {
+    pub(crate) gateway: Gateway,
     catalog: Gateway,
     _shared: tempfile::TempDir,
-    reader: String,
+    /// A read-only principal's token.
+    pub(crate) reader: String,
     keys: Keys,
 }
 
@@ -368,7 +369,7 @@ fn ro_stack_on(lake: impl FnOnce(&Path) -> (String, String)) -> RoStack {
 
 /// `lake(shared folder)` gives the data path and TOML appended to `[workers.ducklake]`;
 /// `workers_toml` goes into `[workers]`.
-fn lake_stack(
+pub(crate) fn lake_stack(
     read_only_count: usize,
     workers_toml: &str,
     lake: impl FnOnce(&Path) -> (String, String),
