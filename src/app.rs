@@ -21,6 +21,7 @@ use crate::proxy::Origin;
 use crate::role::Role;
 use crate::server::{self, Listener};
 use crate::sessions::idle::IdleSweep;
+use crate::sessions::revoked::RevokedSweep;
 use crate::shutdown::Lifecycle;
 use crate::state::{AppState, StateError};
 use crate::tls::{self, TlsError};
@@ -324,6 +325,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         idle: config.session_idle,
     };
     tokio::spawn(idle_sweep.run(stop.clone()));
+    // A node leaves revocation to the edges that authenticate its clients.
+    if state.role != Role::Node {
+        let revoked = RevokedSweep {
+            ender: state.ender(),
+            tokens: state.auth.static_tokens().clone(),
+        };
+        tokio::spawn(revoked.run(stop.clone()));
+    }
     if !lifecycle.shutdown.is_cancelled() {
         info!(
             workers = workers.len(),

@@ -10,7 +10,9 @@
 //!
 //! A CONNECTION_REQUEST is recorded where it is authenticated (an edge or a gateway) and again
 //! where it reaches a worker (a node, `origin = "peer"`); a PREPARE and a FETCH where they reach
-//! a worker. Their records wait for the answer to stream to its end ([`CountedAnswer`]), so they
+//! a worker, or where they are refused (a revoked token's, an ended session's). A request whose
+//! client went away before its answer is recorded then, `abandoned`: its statement may still
+//! run to its end (a thirty-third review committed a table that way with no record). Their records wait for the answer to stream to its end ([`CountedAnswer`]), so they
 //! carry the rows it held (counted by `quack_codec::RowCounter`, absent when the answer was a
 //! SQL error or a type the counter does not know) and the result's fingerprint, which joins a
 //! statement to the FETCHes of its result.
@@ -136,8 +138,10 @@ pub fn record(config: AuditConfig, facts: &AuditFacts, outcome: &Outcome<'_>) {
             duration_ms = outcome.duration_ms,
             "audit: connect"
         ),
-        // A FETCH has no statement of its own: those fields are left out of its record.
-        "prepare" | "fetch" if facts.worker.is_some() => {
+        // A FETCH has no statement of its own: those fields are left out of its record. One
+        // passed on to another node is recorded there, unless it was refused or abandoned
+        // here (a revoked token's, an ended session's).
+        "prepare" | "fetch" if facts.worker.is_some() || outcome.result != "ok" => {
             let event = match outcome.msg_type {
                 "prepare" => "statement",
                 _ => "fetch",

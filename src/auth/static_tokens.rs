@@ -97,18 +97,18 @@ pub fn parse_file(text: &str) -> Result<Vec<StaticToken>, String> {
         .collect()
 }
 
-/// The tokens in force, with the tags of their principals.
+/// The tokens in force, with the tags of their principals and the access of each.
 #[derive(Debug, Default)]
 pub struct TokenSet {
     pub tokens: Vec<StaticToken>,
-    tags: HashSet<u32>,
+    tags: HashSet<(u32, Access)>,
 }
 
 impl TokenSet {
     fn new(tokens: Vec<StaticToken>) -> Self {
         let tags = tokens
             .iter()
-            .map(|t| principal_tag(&t.name, Some(&t.sha256)))
+            .map(|t| (principal_tag(&t.name, Some(&t.sha256)), t.access))
             .collect();
         TokenSet { tokens, tags }
     }
@@ -120,6 +120,7 @@ pub struct StaticTokens {
     inline: Vec<StaticToken>,
     file: Option<PathBuf>,
     current: RwLock<Arc<TokenSet>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl StaticTokens {
@@ -134,6 +135,7 @@ impl StaticTokens {
             inline,
             file,
             current: RwLock::new(Arc::new(TokenSet::new(all))),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -145,19 +147,27 @@ impl StaticTokens {
             .clone()
     }
 
-    /// Whether a static token of the principal with this tag is still in force.
-    pub fn principal_known(&self, tag: u32) -> bool {
+    /// Whether a static token of the principal with this tag is still in force, with this
+    /// access: a token whose role changed no longer vouches for sessions opened with the old.
+    pub fn principal_known(&self, tag: u32, access: Access) -> bool {
         // Read on every request of a static-token session: no Arc clone.
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .tags
-            .contains(&tag)
+            .contains(&(tag, access))
+    }
+
+    /// Changes each time the tokens in force are replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn replace_file_tokens(&self, from_file: Vec<StaticToken>) {
         let all = self.inline.iter().cloned().chain(from_file).collect();
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(TokenSet::new(all));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Re-reads the tokens file until `stop`; without one, returns at once.
@@ -246,16 +256,16 @@ mod tests {
         let tokens = StaticTokens::new(Vec::new(), Some(path.clone()), from_file);
         let digest: [u8; 32] = hex::decode(HASH).unwrap().try_into().unwrap();
         let tag = |name: &str| principal_tag(name, Some(&digest));
-        assert!(tokens.principal_known(tag("bob")));
+        assert!(tokens.principal_known(tag("bob"), Access::ReadWrite));
         let mut last = None;
         std::fs::write(&path, entry("alice")).unwrap();
         tokens.reload(&path, &mut last);
-        assert!(tokens.principal_known(tag("alice")));
-        assert!(!tokens.principal_known(tag("bob")));
+        assert!(tokens.principal_known(tag("alice"), Access::ReadWrite));
+        assert!(!tokens.principal_known(tag("bob"), Access::ReadWrite));
         // Half-written: the tokens in force stay.
         std::fs::write(&path, "[[static_tokens]]\nname = ").unwrap();
         tokens.reload(&path, &mut last);
-        assert!(tokens.principal_known(tag("alice")));
+        assert!(tokens.principal_known(tag("alice"), Access::ReadWrite));
         // The same name with another token (a leaked one replaced): the old one's sessions go.
         let other = "0".repeat(64);
         std::fs::write(
@@ -264,10 +274,24 @@ mod tests {
         )
         .unwrap();
         tokens.reload(&path, &mut last);
-        assert!(!tokens.principal_known(tag("alice")));
-        assert!(tokens.principal_known(principal_tag("alice", Some(&[0; 32]))));
+        assert!(!tokens.principal_known(tag("alice"), Access::ReadWrite));
+        assert!(tokens.principal_known(principal_tag("alice", Some(&[0; 32])), Access::ReadWrite));
+        // The same token with another role: sessions opened read-write go.
+        let generation = tokens.generation();
+        std::fs::write(
+            &path,
+            format!(
+                "[[static_tokens]]\nname = \"alice\"\nsha256 = \"{other}\"\nrole = \"read_only\"\n"
+            ),
+        )
+        .unwrap();
+        tokens.reload(&path, &mut last);
+        assert!(tokens.generation() > generation);
+        let alice = principal_tag("alice", Some(&[0; 32]));
+        assert!(!tokens.principal_known(alice, Access::ReadWrite));
+        assert!(tokens.principal_known(alice, Access::ReadOnly));
         std::fs::remove_file(&path).unwrap();
         tokens.reload(&path, &mut last);
-        assert!(!tokens.principal_known(principal_tag("alice", Some(&[0; 32]))));
+        assert!(!tokens.principal_known(principal_tag("alice", Some(&[0; 32])), Access::ReadWrite));
     }
 }

@@ -11,7 +11,7 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 use quack_codec::FlatAppend;
 
-use crate::audit::AuditFacts;
+use crate::audit::{AuditConfig, AuditFacts};
 use crate::auth::Principal;
 use crate::cluster::credential::Nonce;
 use crate::cluster::credential::{DIGEST_HEADER, GRANT_HEADER, PEER_HEADER};
@@ -58,6 +58,10 @@ pub struct RequestContext {
     pub msg_type: Option<&'static str>,
     /// What the audit record of this request says.
     pub audit: AuditFacts,
+    pub audit_config: AuditConfig,
+    /// Set once the last phase has run; a context dropped before (its client went away while
+    /// it waited) still leaves a record, `abandoned`.
+    finished: bool,
 }
 
 impl std::fmt::Debug for RequestContext {
@@ -83,7 +87,34 @@ impl RequestContext {
             client_ip: req.extensions().get::<ClientAddr>().map(|a| a.0),
             msg_type: None,
             audit: AuditFacts::default(),
+            audit_config: AuditConfig::default(),
+            finished: false,
         }
+    }
+
+    /// The last phase has run, and made the request's record.
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for RequestContext {
+    fn drop(&mut self) {
+        let Some(msg_type) = self.msg_type.filter(|_| !self.finished) else {
+            return;
+        };
+        crate::audit::record(
+            self.audit_config,
+            &self.audit,
+            &crate::audit::Outcome {
+                msg_type,
+                origin: self.origin.as_str(),
+                client: self.client_ip,
+                result: "abandoned",
+                duration_ms: self.started.elapsed().as_millis() as u64,
+                rows: None,
+            },
+        );
     }
 }
 

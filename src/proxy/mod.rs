@@ -17,6 +17,7 @@
 //!
 //! `error` decides what the client sees when a phase fails.
 
+pub mod abandon;
 pub mod append_check;
 pub mod connect;
 pub mod context;
@@ -65,6 +66,7 @@ pub async fn handle(
         }
         (&Method::POST, QUACK_PATH) => {
             let mut ctx = RequestContext::new(origin, &req);
+            ctx.audit_config = state.audit;
             let result = forward(&state, &mut ctx, req).await;
             let response = finish(&state, &mut ctx, result);
             match &ctx.admitted {
@@ -96,6 +98,7 @@ fn finish(
     ctx: &mut RequestContext,
     result: Result<Response<ResponseBody>, GatewayError>,
 ) -> Response<ResponseBody> {
+    ctx.finish();
     if let Some(t) = ctx.msg_type {
         state.metrics.answered(t, ctx.started.elapsed());
         match result {

@@ -18,11 +18,12 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::auth::Access;
 use crate::body::{full, loopback, PrefixedBody, ResponseBody};
 use crate::error::{quack_response, GatewayError};
+use crate::proxy::abandon::AbandonGuard;
 use crate::proxy::append_check::WalkedAppend;
 use crate::proxy::context::{Origin, Outgoing, RequestContext};
 use crate::proxy::peer;
@@ -68,6 +69,7 @@ pub struct PinnedWorker<'a> {
     /// The routable id, as the client sent it.
     id: Vec<u8>,
     worker: &'a Worker,
+    worker_index: u16,
     port: u16,
     principal_tag: u32,
     /// The session's principal, as the session table recorded it.
@@ -98,7 +100,14 @@ pub fn resolve<'a>(
     if header.msg_type != msg_type::DISCONNECT {
         check_expiry(state, &route.grant)?;
         if origin == Origin::Client {
-            check_revoked(state, &route.grant)?;
+            if let Err(revoked) = check_revoked(state, &route.grant) {
+                // Ended, not suspended: the token coming back does not bring it back, and its
+                // worker is free for others (`sessions::revoked` ends the idle ones).
+                if route.node == state.node_id {
+                    state.ender().end(id.into(), "revoked");
+                }
+                return Err(revoked);
+            }
         }
     }
     if route.node != state.node_id {
@@ -142,6 +151,7 @@ pub fn resolve<'a>(
         header: codec::rewrite_header(head, header, route.inner_id),
         id: id.to_vec(),
         worker,
+        worker_index: route.worker,
         port,
         principal_tag: route.grant.principal_tag,
         principal,
@@ -163,8 +173,8 @@ fn check_expiry(state: &AppState, grant: &Grant) -> Result<(), GatewayError> {
 }
 
 /// Refuses a session whose static token was revoked (taken out of the tokens this process
-/// accepts). A static token's session is one without an expiry; a node leaves this to the edge
-/// that authenticates its clients.
+/// accepts, or given another role). A static token's session is one without an expiry; a node
+/// leaves this to the edge that authenticates its clients.
 fn check_revoked(state: &AppState, grant: &Grant) -> Result<(), GatewayError> {
     if grant.expires_at.is_some() || state.role == Role::Node {
         return Ok(());
@@ -172,7 +182,7 @@ fn check_revoked(state: &AppState, grant: &Grant) -> Result<(), GatewayError> {
     if state
         .auth
         .static_tokens()
-        .principal_known(grant.principal_tag)
+        .principal_known(grant.principal_tag, grant.access)
     {
         return Ok(());
     }
@@ -263,36 +273,34 @@ pub async fn pinned(
         }
     };
     state.sessions.touched(&to.id, Instant::now());
-    let mut abandoned = AbandonGuard {
-        state,
-        id: (header.msg_type != msg_type::DISCONNECT).then_some(&to.id[..]),
-        since: Instant::now(),
-    };
-    let send = state.upstream.send(post.user_agent(ctx.user_agent.clone()));
     let deadline = match to.worker.access {
         _ if header.msg_type == msg_type::DISCONNECT || state.role == Role::Catalog => None,
         Access::ReadWrite => state.statement_timeout,
         Access::ReadOnly => state.read_only_statement_timeout,
     };
-    let response = match deadline {
-        Some(deadline) => match tokio::time::timeout(deadline, send).await {
-            Ok(response) => response,
-            Err(_) => {
-                abandoned.id = None;
-                let stopped = to.worker.stop_statements(&to.principal);
-                warn!(
-                    worker.id = %to.worker.id,
-                    timeout_secs = deadline.as_secs(),
-                    worker_restarted = stopped,
-                    "a request ran past limits.statement_timeout_secs; its session is ended"
-                );
-                state.ender().end(to.id.clone().into(), "statement_timeout");
-                return Err(GatewayError::StatementTimeout { stopped });
-            }
-        },
-        None => send.await,
+    let upstream = state.upstream.clone();
+    let post = post.user_agent(ctx.user_agent.clone());
+    let mut abandoned = AbandonGuard {
+        state,
+        id: (header.msg_type != msg_type::DISCONNECT).then_some(&to.id[..]),
+        since: Instant::now(),
+        exchange: Some(Box::pin(async move { upstream.send(post).await })),
+        deadline,
+        worker: to.worker_index,
+        principal: to.principal.clone(),
     };
-    abandoned.id = None;
+    let Some(response) = abandoned.answer().await else {
+        let deadline = deadline.unwrap_or_default();
+        let stopped = to.worker.stop_statements(&to.principal);
+        warn!(
+            worker.id = %to.worker.id,
+            timeout_secs = deadline.as_secs(),
+            worker_restarted = stopped,
+            "a request ran past limits.statement_timeout_secs; its session is ended"
+        );
+        state.ender().end(to.id.clone().into(), "statement_timeout");
+        return Err(GatewayError::StatementTimeout { stopped });
+    };
     let response = response.map_err(|e| streamed_body_failure(e, state.max_body_bytes))?;
     if header.msg_type == msg_type::DISCONNECT {
         state.sessions.closed(&to.id, &state.workers);
@@ -337,39 +345,6 @@ async fn answer(response: Response<LeasedBody>) -> Result<Response<ResponseBody>
         return Ok(quack_response(cut));
     }
     Ok(stream_back(Response::from_parts(parts, full(whole))))
-}
-
-/// Armed while a request waits for its worker's answer. Dropped armed after
-/// [`ABANDONED_AFTER`], a statement was abandoned: the proxy in front cut it off at its request
-/// timeout (a PREPARE waits as long as its statement runs), or its client gave up. Its session
-/// would stay busy with a statement nobody reads, and v1.5 clients cannot cancel, so it is
-/// ended at the worker: that frees its memory and its place in the limits at once. DuckDB 1.5.5
-/// cannot interrupt the statement itself, which runs to its end. A short request cut off (an
-/// edge replica that crashed mid-FETCH) leaves its session alone: the client may go on.
-struct AbandonGuard<'a> {
-    state: &'a AppState,
-    id: Option<&'a [u8]>,
-    since: Instant,
-}
-
-/// How long a request must have waited for its dropping to end its session.
-const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl Drop for AbandonGuard<'_> {
-    fn drop(&mut self) {
-        let Some(id) = self.id else {
-            return;
-        };
-        if self.since.elapsed() < ABANDONED_AFTER {
-            return;
-        }
-        if tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        info!("a request was abandoned before its answer (client gone, or a proxy's request timeout); ending its session");
-        self.state.metrics.error("abandoned");
-        self.state.ender().end(id.into(), "abandoned");
-    }
 }
 
 /// Longest exception text passed on from a worker's HTTP error.

@@ -421,6 +421,11 @@ impl SessionTable {
             .collect()
     }
 
+    /// The ids of the open sessions.
+    pub fn ids(&self) -> Vec<Box<[u8]>> {
+        self.sessions.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Number of open sessions.
     pub fn len(&self) -> usize {
         self.sessions.len()

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::{python_attach, wait_until, Gateway, GatewayOptions};
+use crate::support::{open_session, python_attach, wait_until, Gateway, GatewayOptions};
 
 /// Runs a statement of minutes on a gateway with a 2 s deadline; returns the printed lines and
 /// the worker pids before and after.
@@ -82,4 +82,65 @@ fn on_a_shared_worker_only_the_session_is_ended() {
     assert!(alive(old));
     assert_eq!(gw.worker_pids(), vec![old]);
     assert_eq!(gw.cli_ok("FROM r.query('SELECT 42');"), vec!["42"]);
+}
+
+/// A statement whose client hangs up still meets its deadline: its session is ended at once,
+/// and past the deadline its isolated worker is replaced, as for a client that waits (a
+/// thirty-third review's statement ran 40 s past a 5 s deadline once its client closed the
+/// socket). It also leaves an audit record, `abandoned`, though nobody read its answer.
+#[test]
+fn a_statement_whose_client_hangs_up_still_meets_its_deadline() {
+    use std::io::Write;
+
+    use sha2::{Digest, Sha256};
+
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let gw = Gateway::start_with(GatewayOptions {
+        workers: 1,
+        extra_workers_toml: "isolation = \"principal\"\n".into(),
+        extra_toml: format!(
+            "[limits]\nstatement_timeout_secs = 4\n[log]\naudit_file = \"{}\"\n",
+            audit.display()
+        ),
+        ..Default::default()
+    });
+    wait_until(
+        "the worker's pid in the log",
+        Duration::from_secs(10),
+        || gw.worker_pids().len() == 1,
+    );
+    let before = gw.worker_pids();
+    let id = open_session(&gw);
+    let sql = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)";
+    let message = quack_codec::prepare_request(&id, 5, sql);
+    let mut s = std::net::TcpStream::connect(gw.plain).unwrap();
+    write!(
+        s,
+        "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        message.len()
+    )
+    .unwrap();
+    s.write_all(&message).unwrap();
+    // The stimulus: the client gives up after 2 s, 2 s before the deadline.
+    std::thread::sleep(Duration::from_secs(2));
+    drop(s);
+    wait_until("the worker replaced", Duration::from_secs(30), || {
+        let now = gw.worker_pids();
+        !now.is_empty() && now != before
+    });
+    assert!(
+        gw.log()
+            .contains("an abandoned request ran past limits.statement_timeout_secs"),
+        "{}",
+        gw.log()
+    );
+    assert!(!alive(before[0]), "the old worker process is gone");
+    let digest = hex::encode(Sha256::digest(sql.as_bytes()));
+    wait_until("the statement's record", Duration::from_secs(10), || {
+        std::fs::read_to_string(&audit).is_ok_and(|text| {
+            text.lines()
+                .any(|l| l.contains(&digest) && l.contains("\"outcome\":\"abandoned\""))
+        })
+    });
 }

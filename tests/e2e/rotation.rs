@@ -252,3 +252,64 @@ fn tls_pair_static_tokens_and_id_secret_rotate_under_open_sessions() {
         h.d.finish();
     }
 }
+
+/// A static token taken out of the tokens file, or given another role, ends its sessions,
+/// whether they send another request or only wait: a downgraded token's read-write session
+/// is refused, a revoked principal's idle session gives its worker to another principal within
+/// a reload, and neither comes back with its token (a thirty-third review wrote through a
+/// downgraded token's session, kept the other principals off a revoked one's workers, and
+/// revived a session by restoring its token).
+#[test]
+fn a_revoked_or_changed_token_ends_its_sessions() {
+    use crate::support::{msg_type, open_session_as, prepare_with_id, quack_post};
+
+    let shared = tempfile::tempdir().unwrap();
+    let s = shared.path();
+    let (alice, bob, carol) = ("alice-token-1", "bob-token-22", "carol-token-333");
+    let tokens = write_file(
+        s,
+        "static-tokens",
+        &tokens_file(&[("alice", alice), ("bob", bob)]),
+    );
+    let gw = Gateway::start_with(GatewayOptions {
+        // One isolated worker each for alice and bob: none left for a third principal.
+        workers: 2,
+        extra_workers_toml: "max_per_principal = 1\n".into(),
+        rust_log: Some("info"),
+        extra_toml: format!("[auth]\nstatic_tokens_file = \"{}\"\n", tokens.display()),
+        ..GatewayOptions::default()
+    });
+    let asks = |id: &[u8]| msg_type(&quack_post(gw.plain, prepare_with_id(id)).1);
+    let a = open_session_as(&gw, alice);
+    let b = open_session_as(&gw, bob);
+    assert_eq!((asks(&a), asks(&b)), (4, 4));
+    // Alice's token is now read-only; bob's is gone; carol's is new. Bob sends nothing.
+    let reloads = |gw: &Gateway| gw.log().matches("static tokens reloaded").count();
+    let loaded = reloads(&gw);
+    let read_only = format!(
+        "{}role = \"read_only\"\n{}",
+        tokens_file(&[("alice", alice)]),
+        tokens_file(&[("carol", carol)])
+    );
+    replace(&tokens, &read_only);
+    wait_until("the tokens reloaded", Duration::from_secs(20), || {
+        reloads(&gw) > loaded
+    });
+    let (_, refused) = quack_post(gw.plain, prepare_with_id(&a));
+    assert_eq!(msg_type(&refused), 100, "{refused:?}");
+    // Carol gets a worker once bob's session has been ended for him.
+    wait_until("carol's session", Duration::from_secs(60), || {
+        let (_, answer) = quack_post(gw.plain, crate::support::connection_request(carol));
+        msg_type(&answer) == 2
+    });
+    // Both tokens back as they were: their old sessions stay ended.
+    let loaded = reloads(&gw);
+    replace(&tokens, &tokens_file(&[("alice", alice), ("bob", bob)]));
+    wait_until("the tokens reloaded again", Duration::from_secs(20), || {
+        reloads(&gw) > loaded
+    });
+    assert_eq!((asks(&a), asks(&b)), (100, 100));
+    assert!(gw
+        .log()
+        .contains("ending the sessions of revoked static tokens"));
+}

@@ -516,7 +516,7 @@ async fn a_static_token_taken_out_of_the_tokens_file_ends_its_sessions() {
     tokio::spawn(tokens.clone().watch(stop.clone()));
     let tag = token_tag("bob", "bobs-token");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tokens.principal_known(tag) {
+    while tokens.principal_known(tag, crate::auth::Access::ReadWrite) {
         assert!(
             std::time::Instant::now() < deadline,
             "the file was never re-read"
