@@ -2000,21 +2000,8 @@ mod tests {
         assert!(walked(fixture("append_request_cli_compressed.bin")) > 0);
         // Its strings are what grows: 2,048 rows picked from a dictionary of 2,048 one-byte
         // strings (about 14 KB sent) hold a span (8 bytes) for each.
-        let tiny = append_of(|out| {
-            put_varint_field(out, 100, 2048);
-            put_varint_field(out, 101, 1);
-            plain_type(out, 25);
-            put_varint_field(out, 102, 1);
-            put_varint_field(out, 90, 3);
-            out.put_u16_le(91);
-            put_varint(out, 4 * 2048);
-            (0..2048).for_each(|i| out.put_u32_le(i));
-            put_varint_field(out, 92, 2048);
-            put_varint_field(out, 100, 0);
-            strings(out, 102, &vec!["a"; 2048]);
-            out.put_u16_le(END);
-            out.put_u16_le(END);
-        });
+        let indexes: Vec<u32> = (0..2048).collect();
+        let tiny = dictionary_chunk(&indexes, 2048, &vec!["a"; 2048]);
         assert_eq!(check_append(tiny.clone()), Ok(2048));
         assert!(walked(tiny.to_vec()) >= 8 * 2048);
     }
