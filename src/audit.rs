@@ -140,8 +140,11 @@ pub fn record(config: AuditConfig, facts: &AuditFacts, outcome: &Outcome<'_>) {
         ),
         // A FETCH has no statement of its own: those fields are left out of its record. One
         // passed on to another node is recorded there, unless it was refused or abandoned
-        // here (a revoked token's, an ended session's).
-        "prepare" | "fetch" if facts.worker.is_some() || outcome.result != "ok" => {
+        // here (a revoked token's, an ended session's): only once its id verified, so that
+        // made-up ids, which anyone can send, fill no records (a thirty-fourth review).
+        "prepare" | "fetch"
+            if facts.worker.is_some() || (outcome.result != "ok" && facts.session.is_some()) =>
+        {
             let event = match outcome.msg_type {
                 "prepare" => "statement",
                 _ => "fetch",

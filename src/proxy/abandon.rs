@@ -5,8 +5,9 @@
 //! the limits come back at once) and its exchange is kept, so that the statement still meets
 //! its deadline (`limits.statement_timeout_secs`): past it, an isolated worker is replaced,
 //! as for a statement whose client waits. A thirty-third review ran a statement for 40 s past
-//! a 5 s deadline by closing its socket. A short request cut off (an edge replica that crashed
-//! mid-FETCH) leaves its session alone: the client may go on.
+//! a 5 s deadline by closing its socket. A request cut off sooner (an edge replica that
+//! crashed mid-FETCH) leaves its session alone, since the client may go on, but its exchange
+//! is kept to its deadline all the same.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use http::Response;
 use tracing::{info, warn};
 
+use crate::limits::Permit;
 use crate::state::AppState;
 use crate::upstream::{LeasedBody, UpstreamError};
 use crate::workers::WorkerSet;
@@ -40,6 +42,8 @@ pub(super) struct AbandonGuard<'a> {
     pub(super) deadline: Option<Duration>,
     pub(super) worker: u16,
     pub(super) principal: Arc<str>,
+    /// Kept by the exchange handed off: its statement is still in flight.
+    pub(super) in_flight: Option<Permit<u32>>,
 }
 
 impl AbandonGuard<'_> {
@@ -64,23 +68,26 @@ impl Drop for AbandonGuard<'_> {
         let Some(id) = self.id else {
             return;
         };
-        if self.since.elapsed() < ABANDONED_AFTER {
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        if tokio::runtime::Handle::try_current().is_err() {
+        // However soon it was abandoned, its statement still meets its deadline.
+        if let (Some(exchange), Some(deadline)) = (self.exchange.take(), self.deadline) {
+            let at = self.since + deadline;
+            let workers = self.state.workers.clone();
+            let (worker, principal) = (self.worker, self.principal.clone());
+            let in_flight = self.in_flight.take();
+            tokio::spawn(async move {
+                stop_past_deadline(exchange, at, workers, worker, principal, deadline).await;
+                drop(in_flight);
+            });
+        }
+        if self.since.elapsed() < ABANDONED_AFTER {
             return;
         }
         info!("a request was abandoned before its answer (client gone, or a proxy's request timeout); ending its session");
         self.state.metrics.error("abandoned");
         self.state.ender().end(id.into(), "abandoned");
-        if let (Some(exchange), Some(deadline)) = (self.exchange.take(), self.deadline) {
-            let at = self.since + deadline;
-            let workers = self.state.workers.clone();
-            let (worker, principal) = (self.worker, self.principal.clone());
-            tokio::spawn(stop_past_deadline(
-                exchange, at, workers, worker, principal, deadline,
-            ));
-        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::audit::{AuditConfig, AuditFacts};
 use crate::auth::Principal;
 use crate::cluster::credential::Nonce;
 use crate::cluster::credential::{DIGEST_HEADER, GRANT_HEADER, PEER_HEADER};
-use crate::limits::Held;
+use crate::limits::{Held, Permit};
 use crate::server::ClientAddr;
 
 /// Where a request came from.
@@ -59,6 +59,8 @@ pub struct RequestContext {
     /// What the audit record of this request says.
     pub audit: AuditFacts,
     pub audit_config: AuditConfig,
+    /// The request's place among its principal's requests in flight.
+    pub in_flight: Option<Permit<u32>>,
     /// Set once the last phase has run; a context dropped before (its client went away while
     /// it waited) still leaves a record, `abandoned`.
     finished: bool,
@@ -88,6 +90,7 @@ impl RequestContext {
             msg_type: None,
             audit: AuditFacts::default(),
             audit_config: AuditConfig::default(),
+            in_flight: None,
             finished: false,
         }
     }

@@ -226,9 +226,17 @@ async fn forward(
     }
     // Route on the header alone, so nothing is buffered for a request that goes nowhere.
     let destination = session::resolve(state, ctx, &prefix, &header)?;
-    // Held while the body is read and the worker answers; DISCONNECT, which frees memory on
-    // the worker, always passes.
-    let _in_flight = match header.msg_type {
+    let destination = match destination {
+        Destination::Peer(owner) if owner.revoked => {
+            let id = header.connection_id(&prefix).unwrap_or_default().to_vec();
+            return Err(session::end_revoked_at_peer(state, ctx, owner, &id).await);
+        }
+        destination => destination,
+    };
+    // Held while the body is read and the worker answers, or past that while an abandoned
+    // request's statement runs (`abandon`); DISCONNECT, which frees memory on the worker,
+    // always passes.
+    ctx.in_flight = match header.msg_type {
         msg_type::DISCONNECT => None,
         _ => Some(
             state

@@ -62,6 +62,9 @@ pub struct OwnerNode {
     principal_tag: u32,
     /// `None` when the node is not among the known peers (yet).
     to: Option<Endpoint>,
+    /// The session's static token was revoked here: it is to be ended there
+    /// ([`end_revoked_at_peer`]), not served.
+    pub revoked: bool,
 }
 
 /// The worker of this node that holds a session.
@@ -96,17 +99,20 @@ pub fn resolve<'a>(
         audit.session_id(id);
         audit.node = Some(route.node.to_string());
     }
+    let mut revoked = false;
     // DISCONNECT still goes through: it frees the session's memory on the worker.
     if header.msg_type != msg_type::DISCONNECT {
         check_expiry(state, &route.grant)?;
         if origin == Origin::Client {
-            if let Err(revoked) = check_revoked(state, &route.grant) {
+            if let Err(refused) = check_revoked(state, &route.grant) {
                 // Ended, not suspended: the token coming back does not bring it back, and its
-                // worker is free for others (`sessions::revoked` ends the idle ones).
+                // worker is free for others (`sessions::revoked` ends the idle ones here; a
+                // node's session is ended there, `end_revoked_at_peer`).
                 if route.node == state.node_id {
                     state.ender().end(id.into(), "revoked");
+                    return Err(refused);
                 }
-                return Err(revoked);
+                revoked = true;
             }
         }
     }
@@ -122,6 +128,7 @@ pub fn resolve<'a>(
             node: route.node.to_string(),
             principal_tag: route.grant.principal_tag,
             to: cluster.peer(route.node),
+            revoked,
         }));
     }
     // An id outlives its session: it verifies forever, so the table decides.
@@ -189,6 +196,24 @@ fn check_revoked(state: &AppState, grant: &Grant) -> Result<(), GatewayError> {
     Err(GatewayError::SessionRevoked)
 }
 
+/// Ends at its node a session whose static token this edge no longer accepts: a DISCONNECT
+/// in its place, so that the token coming back does not revive it and the node's worker is
+/// free for others (a thirty-fourth review revived one behind an edge). The client gets the
+/// revocation error.
+pub async fn end_revoked_at_peer(
+    state: &AppState,
+    ctx: &RequestContext,
+    owner: OwnerNode,
+    id: &[u8],
+) -> GatewayError {
+    let message = codec::encode_disconnect(id);
+    let outgoing = Outgoing::Whole(message);
+    if let Err(e) = to_peer(state, ctx, owner, msg_type::DISCONNECT, outgoing).await {
+        debug!(error = %e, "ending a revoked session at its node");
+    }
+    GatewayError::SessionRevoked
+}
+
 /// A message of a session another node owns: read whole, signed, and passed to that node
 /// unchanged, once; its answer is checked before it is passed back.
 pub async fn to_peer(
@@ -232,7 +257,7 @@ pub async fn to_peer(
 /// A message of an existing session: to the worker its id names, and only there.
 pub async fn pinned(
     state: &AppState,
-    ctx: &RequestContext,
+    ctx: &mut RequestContext,
     to: PinnedWorker<'_>,
     outgoing: Outgoing,
     header: &Header,
@@ -288,6 +313,7 @@ pub async fn pinned(
         deadline,
         worker: to.worker_index,
         principal: to.principal.clone(),
+        in_flight: ctx.in_flight.take(),
     };
     let Some(response) = abandoned.answer().await else {
         let deadline = deadline.unwrap_or_default();

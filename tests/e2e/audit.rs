@@ -67,6 +67,33 @@ fn sessions_and_statements_leave_one_record_each_in_the_audit_file() {
         "SQL only with log.audit_sql"
     );
 
+    // A statement on a made-up id, which anyone can send, leaves no record; one on a real
+    // session that has ended does.
+    let bogus = crate::support::prepare_with_id(b"q2.made-up-id-of-nobody");
+    let (_, answer) = crate::support::quack_post(gw.plain, bogus);
+    assert_eq!(crate::support::msg_type(&answer), 100);
+    let id = crate::support::open_session(&gw);
+    let (_, bye) =
+        crate::support::quack_post(gw.plain, quack_codec::encode_disconnect(&id).to_vec());
+    assert_eq!(crate::support::msg_type(&bye), 10, "{bye:?}");
+    let (_, ended) = crate::support::quack_post(gw.plain, crate::support::prepare_with_id(&id));
+    assert_eq!(crate::support::msg_type(&ended), 100);
+    crate::support::wait_until(
+        "the ended session's record",
+        std::time::Duration::from_secs(10),
+        || {
+            records(&audit)
+                .iter()
+                .any(|r| fields(r, "event") == "statement" && fields(r, "outcome") != "ok")
+        },
+    );
+    let refused: Vec<_> = records(&audit)
+        .into_iter()
+        .filter(|r| fields(r, "event") == "statement" && fields(r, "outcome") != "ok")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0]["fields"]["session"].is_string(), "{refused:?}");
+
     let text = std::fs::read_to_string(&audit).unwrap();
     for secret in [gw.token.as_str(), "not-the-token", "audited"] {
         assert!(!text.contains(secret), "{secret:?} in the audit file");

@@ -313,3 +313,89 @@ fn a_revoked_or_changed_token_ends_its_sessions() {
         .log()
         .contains("ending the sessions of revoked static tokens"));
 }
+
+/// Behind an edge, a session whose static token the edge no longer accepts is ended at its
+/// node, not only refused: the node forgets it and frees its worker, and the token coming
+/// back does not revive it (a thirty-fourth review revived one so).
+#[test]
+fn behind_an_edge_a_revoked_tokens_session_ends_at_its_node() {
+    use crate::cluster::Nginx;
+    use crate::support::{connection_request, msg_type, prepare_with_id, quack_post, RoleProcess};
+
+    let toolchain = crate::support::Toolchain::get();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("id-secret"), secret_hex()).unwrap();
+    let (alice, bob) = ("alice-token-1", "bob-token-22");
+    let tokens = write_file(
+        d,
+        "tokens.toml",
+        &tokens_file(&[("alice", alice), ("bob", bob)]),
+    );
+    std::fs::write(
+        d.join("node.toml"),
+        format!(
+            "[gateway]\nnode_id = \"n1\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[workers]\ncount = 1\nextension_dir = \"{}\"\nthreads = 2\nhealth_interval_ms = 200\n[cluster]\npeer_listen = \"127.0.0.1:0\"\n",
+            toolchain.ext_dir().display()
+        ),
+    )
+    .unwrap();
+    let node = RoleProcess::start("node", &d.join("node.toml"), None);
+    let tls = quackgate::dev_init::write_tls(d, &[]).unwrap();
+    let ingress = Nginx::start_with_timeout(&[node.addr("peer")], &tls.cert, &tls.key, 60);
+    std::fs::write(
+        d.join("edge.toml"),
+        format!(
+            "[gateway]\nnode_id = \"edge-a\"\nplain_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[auth]\nstatic_tokens_file = \"{}\"\n[cluster]\npeers = {{ n1 = \"localhost:{}\" }}\npeer_tls = true\npeer_ca_file = \"{}\"\n",
+            tokens.display(),
+            ingress.port,
+            tls.ca_cert.display()
+        ),
+    )
+    .unwrap();
+    let edge = RoleProcess::start("edge", &d.join("edge.toml"), None);
+    wait_until("the edge to see n1 ready", Duration::from_secs(20), || {
+        edge.admin_get("/readyz").0 == 200
+    });
+    let plain = edge.addr("plain");
+    let (_, opened) = quack_post(plain, connection_request(alice));
+    let a = quack_codec::decode_header(&opened)
+        .ok()
+        .and_then(|h| Some(h.connection_id(&opened)?.to_vec()))
+        .unwrap_or_else(|| panic!("alice's session: {opened:?}"));
+    let asks = |id: &[u8]| msg_type(&quack_post(plain, prepare_with_id(id)).1);
+    assert_eq!(asks(&a), 4);
+    let node_sessions = || {
+        let (_, status) = node.admin_get("/status");
+        status
+            .lines()
+            .next()
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("sessions="))
+            })
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    assert_eq!(node_sessions(), Some(1));
+    // Alice's token is taken out: her next request is refused and her session ends at n1.
+    replace(&tokens, &tokens_file(&[("bob", bob)]));
+    wait_until("alice's request refused", Duration::from_secs(20), || {
+        asks(&a) == 100
+    });
+    wait_until(
+        "n1 forgets alice's session",
+        Duration::from_secs(10),
+        || node_sessions() == Some(0),
+    );
+    // Her token back: the session stays ended.
+    replace(&tokens, &tokens_file(&[("alice", alice), ("bob", bob)]));
+    wait_until("alice's token back", Duration::from_secs(20), || {
+        msg_type(&quack_post(plain, connection_request(alice)).1) == 2
+    });
+    let (_, old) = quack_post(plain, prepare_with_id(&a));
+    assert_eq!(msg_type(&old), 100, "{old:?}");
+    assert!(
+        String::from_utf8_lossy(&old).contains("Invalid connection id"),
+        "{old:?}"
+    );
+}
