@@ -170,6 +170,7 @@ async fn forward(
             // Held as a client's APPEND is, under the caps of the principal it is for; the
             // digest is checked before a worker is reached.
             let destination = session::resolve(state, ctx, &prefix, &header)?;
+            admit_in_flight(state, ctx, &header, destination.principal_tag())?;
             let held = state.held_appends.body(destination.principal_tag());
             let rate = state.min_append_rate;
             let message = read_append(prefix, body, limit, rate, held).await?;
@@ -197,6 +198,9 @@ async fn forward(
             return connect::connect(state, ctx, message, &header).await;
         }
         let destination = session::resolve(state, ctx, &message, &header)?;
+        // Counted here too: the edge's count ends when its client hangs up, while the
+        // statement runs on here to its deadline (a thirty-fifth review ran six at once so).
+        admit_in_flight(state, ctx, &header, destination.principal_tag())?;
         if let Some(cap) = buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
             if message.len() as u64 > cap {
                 return Err(too_large(state, header.msg_type, cap));
@@ -233,20 +237,7 @@ async fn forward(
         }
         destination => destination,
     };
-    // Held while the body is read and the worker answers, or past that while an abandoned
-    // request's statement runs (`abandon`); DISCONNECT, which frees memory on the worker,
-    // always passes.
-    ctx.in_flight = match header.msg_type {
-        msg_type::DISCONNECT => None,
-        _ => Some(
-            state
-                .in_flight
-                .admit_key(destination.principal_tag())
-                .ok_or(GatewayError::PrincipalBusy {
-                    limit: state.in_flight.max(),
-                })?,
-        ),
-    };
+    admit_in_flight(state, ctx, &header, destination.principal_tag())?;
     let outgoing = match buffered_cap(header.msg_type, limit, state.max_prepare_bytes) {
         Some(cap) => {
             if declared_length.is_some_and(|n| n > cap) {
@@ -293,6 +284,29 @@ async fn forward(
             session::to_peer(state, ctx, owner, header.msg_type, outgoing).await
         }
     }
+}
+
+/// Takes the request's place among its principal's requests in flight on this node
+/// (`limits.max_requests_per_principal`), held while its body is read and its worker answers,
+/// or past that while an abandoned request's statement runs (`abandon`). DISCONNECT, which
+/// frees memory on the worker, always passes.
+fn admit_in_flight(
+    state: &AppState,
+    ctx: &mut RequestContext,
+    header: &codec::Header,
+    principal_tag: u32,
+) -> Result<(), GatewayError> {
+    if header.msg_type == msg_type::DISCONNECT {
+        return Ok(());
+    }
+    let permit = state
+        .in_flight
+        .admit_key(principal_tag)
+        .ok_or(GatewayError::PrincipalBusy {
+            limit: state.in_flight.max(),
+        })?;
+    ctx.in_flight = Some(permit);
+    Ok(())
 }
 
 /// A message over its type's cap: a PREPARE's is a Quack error naming the setting.

@@ -399,3 +399,88 @@ fn behind_an_edge_a_revoked_tokens_session_ends_at_its_node() {
         "{old:?}"
     );
 }
+
+/// Behind an edge, a statement whose client hung up still counts among its principal's
+/// requests in flight at its node until it ends or meets its deadline: the edge's count ends
+/// with the client's request, so a thirty-fifth review ran six statements at once against a
+/// limit of two by hanging up on each.
+#[test]
+fn behind_an_edge_a_hung_up_statement_still_counts_in_flight_at_its_node() {
+    use std::io::Write;
+
+    use crate::cluster::Nginx;
+    use crate::support::{connection_request, msg_type, prepare_with_id, quack_post, RoleProcess};
+
+    let toolchain = crate::support::Toolchain::get();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("id-secret"), secret_hex()).unwrap();
+    let token = "the-only-token";
+    std::fs::write(
+        d.join("node.toml"),
+        format!(
+            "[gateway]\nnode_id = \"n1\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[workers]\ncount = 1\nextension_dir = \"{}\"\nthreads = 2\nhealth_interval_ms = 200\n[limits]\nmax_requests_per_principal = 1\nstatement_timeout_secs = 6\n[cluster]\npeer_listen = \"127.0.0.1:0\"\n",
+            toolchain.ext_dir().display()
+        ),
+    )
+    .unwrap();
+    let node = RoleProcess::start("node", &d.join("node.toml"), None);
+    let tls = quackgate::dev_init::write_tls(d, &[]).unwrap();
+    let ingress = Nginx::start_with_timeout(&[node.addr("peer")], &tls.cert, &tls.key, 60);
+    std::fs::write(
+        d.join("edge.toml"),
+        format!(
+            "[gateway]\nnode_id = \"edge-a\"\nplain_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[[auth.static_tokens]]\nname = \"tester\"\nsha256 = \"{}\"\n[cluster]\npeers = {{ n1 = \"localhost:{}\" }}\npeer_tls = true\npeer_ca_file = \"{}\"\n",
+            quackgate::auth::hash_token(token),
+            ingress.port,
+            tls.ca_cert.display()
+        ),
+    )
+    .unwrap();
+    let edge = RoleProcess::start("edge", &d.join("edge.toml"), None);
+    wait_until("the edge to see n1 ready", Duration::from_secs(20), || {
+        edge.admin_get("/readyz").0 == 200
+    });
+    let plain = edge.addr("plain");
+    let open = || {
+        let (_, opened) = quack_post(plain, connection_request(token));
+        quack_codec::decode_header(&opened)
+            .ok()
+            .and_then(|h| Some(h.connection_id(&opened)?.to_vec()))
+            .unwrap_or_else(|| panic!("a session: {opened:?}"))
+    };
+    let (a, b) = (open(), open());
+    let long =
+        quack_codec::prepare_request(&a, 5, "SELECT sum(hash(i)) FROM range(1000000000000) t(i)");
+    let mut s = std::net::TcpStream::connect(plain).unwrap();
+    write!(
+        s,
+        "POST /quack HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        long.len()
+    )
+    .unwrap();
+    s.write_all(&long).unwrap();
+    // The stimulus: the client hangs up while its statement runs.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    let (_, refused) = quack_post(plain, prepare_with_id(&b));
+    assert!(
+        String::from_utf8_lossy(&refused).contains("limits.max_requests_per_principal"),
+        "{refused:?}"
+    );
+    // At the deadline the statement is stopped and its place given back.
+    wait_until(
+        "a statement of the principal answered",
+        Duration::from_secs(40),
+        || {
+            let (_, opened) = quack_post(plain, connection_request(token));
+            let Some(id) = quack_codec::decode_header(&opened)
+                .ok()
+                .and_then(|h| Some(h.connection_id(&opened)?.to_vec()))
+            else {
+                return false;
+            };
+            msg_type(&quack_post(plain, prepare_with_id(&id)).1) == 4
+        },
+    );
+}
