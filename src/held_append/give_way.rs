@@ -67,6 +67,10 @@ impl Readers {
         }
     }
 
+    pub(super) fn pressure_rate(&self) -> u64 {
+        self.pressure_rate
+    }
+
     pub(super) fn join(&self, now: Instant) -> Arc<Reading> {
         let reading = Arc::new(Reading {
             id: self.next.fetch_add(1, Ordering::Relaxed),

@@ -39,7 +39,6 @@ struct Shared {
     spill_dir: PathBuf,
     spilled: AtomicU64,
     readers: Readers,
-    pressure_rate: u64,
 }
 
 /// What [`HeldAppends`] holds now, for `/metrics`.
@@ -79,7 +78,6 @@ impl HeldAppends {
             spill_dir: limits.append_spill_dir.clone(),
             spilled: AtomicU64::new(0),
             readers: Readers::new(limits.append_rate_under_pressure),
-            pressure_rate: limits.append_rate_under_pressure,
         }))
     }
 
@@ -142,7 +140,7 @@ impl HeldBody {
     /// The error of a body that was [`HeldBody::cut`].
     pub fn gave_way(&self) -> HoldError {
         HoldError::GaveWay {
-            rate: self.shared.pressure_rate,
+            rate: self.shared.readers.pressure_rate(),
         }
     }
 

@@ -111,6 +111,7 @@ fn a_statement_whose_client_hangs_up_still_meets_its_deadline() {
         || gw.worker_pids().len() == 1,
     );
     let before = gw.worker_pids();
+    let idle = crate::support::cpu_ticks(before[0]);
     let id = open_session(&gw);
     let sql = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)";
     let message = quack_codec::prepare_request(&id, 5, sql);
@@ -122,9 +123,11 @@ fn a_statement_whose_client_hangs_up_still_meets_its_deadline() {
     )
     .unwrap();
     s.write_all(&message).unwrap();
-    // The stimulus: the client gives up after half a second, before even its session would
-    // be ended for it.
-    std::thread::sleep(Duration::from_millis(500));
+    // The client gives up as soon as its statement runs at the worker (its first 0.3 s of
+    // CPU), mostly before even its session would be ended for it.
+    wait_until("the statement running", Duration::from_secs(30), || {
+        crate::support::cpu_ticks(before[0]) > idle + 30
+    });
     drop(s);
     wait_until("the worker replaced", Duration::from_secs(30), || {
         let now = gw.worker_pids();

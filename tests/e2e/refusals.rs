@@ -673,15 +673,9 @@ fn an_append_waiting_behind_a_long_statement_holds_nothing_meanwhile() {
     gw.cli_ok("CREATE TABLE r.w (i BIGINT);");
     let pid = gw.child.id();
     let worker = gw.worker_pids()[0];
-    let cpu_ticks = || -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{worker}/stat")).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    };
     let id = open_session(&gw);
     let addr = gw.plain;
-    let idle = cpu_ticks();
+    let idle = crate::support::cpu_ticks(worker);
     let long = {
         let message = prepare_request(&id, 5, "SELECT sum(hash(i)) FROM range(1000000000000) t(i)");
         std::thread::spawn(move || quack_post(addr, message.to_vec()))
@@ -689,7 +683,7 @@ fn an_append_waiting_behind_a_long_statement_holds_nothing_meanwhile() {
     wait_until(
         "the statement running at the worker",
         Duration::from_secs(30),
-        || cpu_ticks() > idle + 100,
+        || crate::support::cpu_ticks(worker) > idle + 100,
     );
     // About 2 MB: held on disk.
     let message = append_request(

@@ -314,40 +314,36 @@ fn a_revoked_or_changed_token_ends_its_sessions() {
         .contains("ending the sessions of revoked static tokens"));
 }
 
-/// Behind an edge, a session whose static token the edge no longer accepts is ended at its
-/// node, not only refused: the node forgets it and frees its worker, and the token coming
-/// back does not revive it (a thirty-fourth review revived one so).
-#[test]
-fn behind_an_edge_a_revoked_tokens_session_ends_at_its_node() {
-    use crate::cluster::Nginx;
-    use crate::support::{connection_request, msg_type, prepare_with_id, quack_post, RoleProcess};
+/// A node `n1` of one worker behind a TLS ingress (nginx), and an edge `edge-a` in front, on
+/// loopback, once the edge sees n1 ready. `node_toml` and `edge_toml` are whole sections
+/// added to each.
+struct EdgeAndNode {
+    edge: crate::support::RoleProcess,
+    node: crate::support::RoleProcess,
+    _ingress: crate::cluster::Nginx,
+}
+
+fn edge_and_node(d: &Path, node_toml: &str, edge_toml: &str) -> EdgeAndNode {
+    use crate::support::RoleProcess;
 
     let toolchain = crate::support::Toolchain::get();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     std::fs::write(d.join("id-secret"), secret_hex()).unwrap();
-    let (alice, bob) = ("alice-token-1", "bob-token-22");
-    let tokens = write_file(
-        d,
-        "tokens.toml",
-        &tokens_file(&[("alice", alice), ("bob", bob)]),
-    );
     std::fs::write(
         d.join("node.toml"),
         format!(
-            "[gateway]\nnode_id = \"n1\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[workers]\ncount = 1\nextension_dir = \"{}\"\nthreads = 2\nhealth_interval_ms = 200\n[cluster]\npeer_listen = \"127.0.0.1:0\"\n",
+            "[gateway]\nnode_id = \"n1\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[workers]\ncount = 1\nextension_dir = \"{}\"\nthreads = 2\nhealth_interval_ms = 200\n[cluster]\npeer_listen = \"127.0.0.1:0\"\n{node_toml}",
             toolchain.ext_dir().display()
         ),
     )
     .unwrap();
     let node = RoleProcess::start("node", &d.join("node.toml"), None);
     let tls = quackgate::dev_init::write_tls(d, &[]).unwrap();
-    let ingress = Nginx::start_with_timeout(&[node.addr("peer")], &tls.cert, &tls.key, 60);
+    let ingress =
+        crate::cluster::Nginx::start_with_timeout(&[node.addr("peer")], &tls.cert, &tls.key, 60);
     std::fs::write(
         d.join("edge.toml"),
         format!(
-            "[gateway]\nnode_id = \"edge-a\"\nplain_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[auth]\nstatic_tokens_file = \"{}\"\n[cluster]\npeers = {{ n1 = \"localhost:{}\" }}\npeer_tls = true\npeer_ca_file = \"{}\"\n",
-            tokens.display(),
+            "[gateway]\nnode_id = \"edge-a\"\nplain_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[cluster]\npeers = {{ n1 = \"localhost:{}\" }}\npeer_tls = true\npeer_ca_file = \"{}\"\n{edge_toml}",
             ingress.port,
             tls.ca_cert.display()
         ),
@@ -357,12 +353,42 @@ fn behind_an_edge_a_revoked_tokens_session_ends_at_its_node() {
     wait_until("the edge to see n1 ready", Duration::from_secs(20), || {
         edge.admin_get("/readyz").0 == 200
     });
+    EdgeAndNode {
+        edge,
+        node,
+        _ingress: ingress,
+    }
+}
+
+/// Opens a session through `plain` with `token`; its id.
+fn open_through(plain: std::net::SocketAddr, token: &str) -> Option<Vec<u8>> {
+    let (_, opened) = crate::support::quack_post(plain, crate::support::connection_request(token));
+    let header = quack_codec::decode_header(&opened).ok()?;
+    Some(header.connection_id(&opened)?.to_vec())
+}
+
+/// Behind an edge, a session whose static token the edge no longer accepts is ended at its
+/// node, not only refused: the node forgets it and frees its worker, and the token coming
+/// back does not revive it (a thirty-fourth review revived one so).
+#[test]
+fn behind_an_edge_a_revoked_tokens_session_ends_at_its_node() {
+    use crate::support::{connection_request, msg_type, prepare_with_id, quack_post};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (alice, bob) = ("alice-token-1", "bob-token-22");
+    let tokens = write_file(
+        d,
+        "tokens.toml",
+        &tokens_file(&[("alice", alice), ("bob", bob)]),
+    );
+    let EdgeAndNode { edge, node, .. } = &edge_and_node(
+        d,
+        "",
+        &format!("[auth]\nstatic_tokens_file = \"{}\"\n", tokens.display()),
+    );
     let plain = edge.addr("plain");
-    let (_, opened) = quack_post(plain, connection_request(alice));
-    let a = quack_codec::decode_header(&opened)
-        .ok()
-        .and_then(|h| Some(h.connection_id(&opened)?.to_vec()))
-        .unwrap_or_else(|| panic!("alice's session: {opened:?}"));
+    let a = open_through(plain, alice).expect("alice's session");
     let asks = |id: &[u8]| msg_type(&quack_post(plain, prepare_with_id(id)).1);
     assert_eq!(asks(&a), 4);
     let node_sessions = || {
@@ -408,48 +434,23 @@ fn behind_an_edge_a_revoked_tokens_session_ends_at_its_node() {
 fn behind_an_edge_a_hung_up_statement_still_counts_in_flight_at_its_node() {
     use std::io::Write;
 
-    use crate::cluster::Nginx;
-    use crate::support::{connection_request, msg_type, prepare_with_id, quack_post, RoleProcess};
+    use crate::support::{msg_type, prepare_with_id, quack_post};
 
-    let toolchain = crate::support::Toolchain::get();
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(d.join("id-secret"), secret_hex()).unwrap();
     let token = "the-only-token";
-    std::fs::write(
-        d.join("node.toml"),
-        format!(
-            "[gateway]\nnode_id = \"n1\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[workers]\ncount = 1\nextension_dir = \"{}\"\nthreads = 2\nhealth_interval_ms = 200\n[limits]\nmax_requests_per_principal = 1\nstatement_timeout_secs = 6\n[cluster]\npeer_listen = \"127.0.0.1:0\"\n",
-            toolchain.ext_dir().display()
+    let EdgeAndNode { edge, node, .. } = &edge_and_node(
+        dir.path(),
+        "[limits]\nmax_requests_per_principal = 1\nstatement_timeout_secs = 6\n",
+        &format!(
+            "[[auth.static_tokens]]\nname = \"tester\"\nsha256 = \"{}\"\n",
+            quackgate::auth::hash_token(token)
         ),
-    )
-    .unwrap();
-    let node = RoleProcess::start("node", &d.join("node.toml"), None);
-    let tls = quackgate::dev_init::write_tls(d, &[]).unwrap();
-    let ingress = Nginx::start_with_timeout(&[node.addr("peer")], &tls.cert, &tls.key, 60);
-    std::fs::write(
-        d.join("edge.toml"),
-        format!(
-            "[gateway]\nnode_id = \"edge-a\"\nplain_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nid_secret_file = \"id-secret\"\n[[auth.static_tokens]]\nname = \"tester\"\nsha256 = \"{}\"\n[cluster]\npeers = {{ n1 = \"localhost:{}\" }}\npeer_tls = true\npeer_ca_file = \"{}\"\n",
-            quackgate::auth::hash_token(token),
-            ingress.port,
-            tls.ca_cert.display()
-        ),
-    )
-    .unwrap();
-    let edge = RoleProcess::start("edge", &d.join("edge.toml"), None);
-    wait_until("the edge to see n1 ready", Duration::from_secs(20), || {
-        edge.admin_get("/readyz").0 == 200
-    });
+    );
     let plain = edge.addr("plain");
-    let open = || {
-        let (_, opened) = quack_post(plain, connection_request(token));
-        quack_codec::decode_header(&opened)
-            .ok()
-            .and_then(|h| Some(h.connection_id(&opened)?.to_vec()))
-            .unwrap_or_else(|| panic!("a session: {opened:?}"))
-    };
+    let open = || open_through(plain, token).expect("a session");
     let (a, b) = (open(), open());
+    let at_node = "quackgate_requests_total{msg_type=\"prepare\",origin=\"peer\"}";
+    let before = node.metric(at_node).unwrap_or(0);
     let long =
         quack_codec::prepare_request(&a, 5, "SELECT sum(hash(i)) FROM range(1000000000000) t(i)");
     let mut s = std::net::TcpStream::connect(plain).unwrap();
@@ -460,8 +461,10 @@ fn behind_an_edge_a_hung_up_statement_still_counts_in_flight_at_its_node() {
     )
     .unwrap();
     s.write_all(&long).unwrap();
-    // The stimulus: the client hangs up while its statement runs.
-    std::thread::sleep(Duration::from_millis(300));
+    // The client hangs up once its statement has reached the node.
+    wait_until("the statement at n1", Duration::from_secs(20), || {
+        node.metric(at_node).unwrap_or(0) > before
+    });
     drop(s);
     let (_, refused) = quack_post(plain, prepare_with_id(&b));
     assert!(
@@ -473,14 +476,8 @@ fn behind_an_edge_a_hung_up_statement_still_counts_in_flight_at_its_node() {
         "a statement of the principal answered",
         Duration::from_secs(40),
         || {
-            let (_, opened) = quack_post(plain, connection_request(token));
-            let Some(id) = quack_codec::decode_header(&opened)
-                .ok()
-                .and_then(|h| Some(h.connection_id(&opened)?.to_vec()))
-            else {
-                return false;
-            };
-            msg_type(&quack_post(plain, prepare_with_id(&id)).1) == 4
+            open_through(plain, token)
+                .is_some_and(|id| msg_type(&quack_post(plain, prepare_with_id(&id)).1) == 4)
         },
     );
 }

@@ -298,10 +298,7 @@ impl Gateway {
 
     /// The value of the metric whose exposition line starts with `name` (labels included).
     pub fn metric(&self, name: &str) -> Option<u64> {
-        let (_, metrics) = self.admin_get("/metrics");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        metric_of(&self.admin_get("/metrics").1, name)
     }
 
     /// The pids of this gateway's worker processes, from its log.
@@ -643,9 +640,37 @@ impl RoleProcess {
         http_get(self.addr("admin"), path)
     }
 
+    /// As [`Gateway::metric`].
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        metric_of(&self.admin_get("/metrics").1, name)
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+}
+
+/// The value of the metric whose exposition line in `metrics` starts with `name`.
+fn metric_of(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// CPU time process `pid` has used, in clock ticks (user and system).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(end) = stat.rfind(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = stat[end + 1..].split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
 }
 
 impl Drop for RoleProcess {
